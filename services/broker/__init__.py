@@ -1,0 +1,1 @@
+"""The broker: subscription accounting, ticker placement and frame forwarding."""

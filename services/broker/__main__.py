@@ -1,0 +1,3 @@
+from services.broker.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""The broker process: control on a ROUTER, frames forwarded XSUB → XPUB.
+
+Frames never touch Python here: a thread runs libzmq's proxy between the workers' XSUB
+and the plugins' XPUB (subscriptions flow upstream, so a worker only sends what some
+plugin reads). The main thread serves the control socket and the registry's clock.
+Stopping terminates the context, which ends the proxy with ETERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import zmq
+
+from services.broker.registry import Registry
+from services.common import protocol
+from services.common.config import BrokerSettings, ensure_ipc_dir
+from services.common.errors import PipelineError
+from services.common.lifecycle import install_stop_handlers
+from services.common.logs import fields, setup_logging
+from services.common.sockets import advertised, configure
+
+log = logging.getLogger("zmqstream.broker")
+TICK_S = 0.05
+"""How often leases are checked, and the longest the loop waits before seeing a stop."""
+FRAMES_HWM = 100_000
+
+
+class FrameProxy(threading.Thread):
+    """Binds XSUB and XPUB and forwards between them until the context terminates."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], settings: BrokerSettings) -> None:
+        super().__init__(name="frame-proxy", daemon=True)
+        self.ctx = ctx
+        self.settings = settings
+        self.ready = threading.Event()
+        self.error: Exception | None = None
+        self.frames_in = ""
+        self.frames_out = ""
+
+    def run(self) -> None:
+        xsub = configure(self.ctx.socket(zmq.XSUB), rcvhwm=FRAMES_HWM)
+        xpub = configure(self.ctx.socket(zmq.XPUB), sndhwm=FRAMES_HWM)
+        try:
+            for endpoint in (self.settings.frames_in_endpoint, self.settings.frames_out_endpoint):
+                ensure_ipc_dir(endpoint)
+            xsub.bind(self.settings.frames_in_endpoint)
+            xpub.bind(self.settings.frames_out_endpoint)
+            self.frames_in = xsub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.frames_out = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            self.error = exc
+        self.ready.set()
+        try:
+            if self.error is None:
+                zmq.proxy(xsub, xpub)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+
+
+class Broker:
+    def __init__(self, settings: BrokerSettings, ctx: zmq.Context[zmq.Socket[bytes]], proxy: FrameProxy) -> None:
+        self.settings = settings
+        self.instance = uuid.uuid4().hex[:12]
+        self.registry = Registry(
+            settings.limits,
+            plugin_lease_s=settings.plugin_lease_s,
+            worker_lease_s=settings.worker_lease_s,
+            max_channels=settings.max_channels,
+        )
+        ensure_ipc_dir(settings.control_endpoint)
+        self.control = configure(ctx.socket(zmq.ROUTER), sndhwm=100_000, rcvhwm=100_000)
+        self.control.bind(settings.control_endpoint)
+        host = settings.advertise_host
+        self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance)
+        self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance)
+
+    def run(self, stop: threading.Event) -> None:
+        next_expiry = 0.0
+        while not stop.is_set():
+            if self.control.poll(int(TICK_S * 1000)):
+                self._drain()
+            now = time.monotonic()
+            if now >= next_expiry:
+                self.registry.expire(now)
+                next_expiry = now + TICK_S
+            self._flush()
+
+    def _drain(self) -> None:
+        for _ in range(10_000):
+            try:
+                routing_id, *frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._handle(routing_id, protocol.decode(frames))
+            except PipelineError as exc:
+                log.warning("control message refused", extra=fields(error=str(exc)))
+
+    def _handle(self, routing_id: bytes, message: protocol.Message) -> None:
+        now = time.monotonic()
+        registry = self.registry
+        match message:
+            case protocol.WorkerHeartbeat():
+                if message.worker not in registry.workers:
+                    log.info("worker joined", extra=fields(worker=message.worker, pid=message.pid))
+                registry.worker_heartbeat(message, routing_id, now)
+                self._send(routing_id, self.worker_welcome)
+            case protocol.PluginHeartbeat(plugin=plugin, channels=channels):
+                if plugin not in registry.plugins:
+                    log.info("plugin joined", extra=fields(plugin=plugin, channels=len(channels)))
+                for path, error in registry.plugin_heartbeat(plugin, channels, now).items():
+                    self._send(routing_id, protocol.SubscribeReply(path, error))
+                self._send(routing_id, self.plugin_welcome)
+            case protocol.Subscribe(plugin=plugin, channel=path):
+                error = registry.subscribe(plugin, path, now)
+                if error:
+                    log.warning("subscription refused", extra=fields(plugin=plugin, channel=path, error=error))
+                self._send(routing_id, protocol.SubscribeReply(path, error))
+            case protocol.Unsubscribe(plugin=plugin, channel=path):
+                registry.unsubscribe(plugin, path)
+            case protocol.StatusRequest(request_id=request_id):
+                self._send(routing_id, registry.status(request_id, self.instance, now))
+            case _:
+                log.warning("unexpected message", extra=fields(type=type(message).__name__))
+
+    def _flush(self) -> None:
+        outbox, self.registry.outbox = self.registry.outbox, []
+        for routing_id, message in outbox:
+            self._send(routing_id, message)
+
+    def _send(self, routing_id: bytes, message: protocol.Message) -> None:
+        try:
+            self.control.send_multipart([routing_id, *protocol.encode(message)], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("control reply dropped: peer not reading", extra=fields(type=type(message).__name__))
+
+    def close(self) -> None:
+        self.control.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = BrokerSettings.load(argv)
+    setup_logging()
+    stop = install_stop_handlers()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    proxy = FrameProxy(ctx, settings)
+    proxy.start()
+    proxy.ready.wait()
+    if proxy.error is not None:
+        log.error("cannot bind frame sockets", extra=fields(error=str(proxy.error)))
+        ctx.term()
+        return 1
+    try:
+        broker = Broker(settings, ctx, proxy)
+    except zmq.ZMQError as exc:
+        log.error("cannot bind control socket", extra=fields(error=str(exc), endpoint=settings.control_endpoint))
+        ctx.term()
+        return 1
+    log.info(
+        "broker ready",
+        extra=fields(control=settings.control_endpoint, frames_in=proxy.frames_in, frames_out=proxy.frames_out),
+    )
+    try:
+        broker.run(stop)
+    finally:
+        broker.close()
+        ctx.term()
+        proxy.join(timeout=2)
+        log.info("broker stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""Pieces every zmqstream process shares: wire messages, channel paths, endpoints, config, logs."""

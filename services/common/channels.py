@@ -1,0 +1,113 @@
+"""Channel paths: the one place that turns a Grafana Live path into a generator spec.
+
+Grafana runs one RunStream per channel path and shares it with every subscriber, so
+everything that makes two streams differ is in the path:
+
+    custom-<lower>-<upper>-<tick ms>                     the tutorial's form (uniform, 1 series)
+    custom-<lower>-<upper>-<tick ms>-<generator>-<series>
+
+Numbers are plain decimals (`-?\\d{1,15}(\\.\\d{1,9})?`); negatives simply follow the
+separator (`custom--5-5-100`). Two paths that mean the same spec (`custom-10-20-100`,
+`custom-10.0-20-100.00`) share one canonical path, which is the ZeroMQ topic, so they
+share one ticker.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.common.errors import InvalidChannel
+
+DEFAULT_GENERATOR = "uniform"
+MAX_PATH_CHARS = 120
+"""Grafana limits `ds/<uid>/<path>` to 160 characters; a datasource uid takes up to 40."""
+
+_NUMBER = r"-?\d{1,15}(?:\.\d{1,9})?"
+_GENERATOR_NAME = r"[a-z][a-z0-9_]{0,31}"
+_PATH_RE = re.compile(
+    rf"custom-(?P<lower>{_NUMBER})-(?P<upper>{_NUMBER})-(?P<tick>{_NUMBER})"
+    rf"(?:-(?P<generator>{_GENERATOR_NAME})-(?P<series>\d{{1,4}}))?"
+)
+GENERATOR_NAME_RE = re.compile(_GENERATOR_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a channel may ask for. The broker and the plugin enforce the same limits."""
+
+    min_tick_ms: float = 1.0
+    max_tick_ms: float = 3_600_000.0
+    max_series: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """What a ticker generates: `series` values in [lower, upper] every `tick_ms`."""
+
+    lower: float
+    upper: float
+    tick_ms: float
+    generator: str = DEFAULT_GENERATOR
+    series: int = 1
+
+    @property
+    def tick_ns(self) -> int:
+        return round(self.tick_ms * 1_000_000)
+
+    @property
+    def path(self) -> str:
+        """The canonical path: the shortest spelling, and the ZeroMQ topic of the channel."""
+        head = f"custom-{_plain(self.lower)}-{_plain(self.upper)}-{_plain(self.tick_ms)}"
+        if self.generator == DEFAULT_GENERATOR and self.series == 1:
+            return head
+        return f"{head}-{self.generator}-{self.series}"
+
+    def check(self, limits: Limits) -> ChannelSpec:
+        """Raise InvalidChannel unless the spec is sane and within `limits`; return self."""
+        for name, value in (("lower", self.lower), ("upper", self.upper), ("tick", self.tick_ms)):
+            if not math.isfinite(value):
+                raise InvalidChannel(f"{name} must be a finite number, got {value!r}")
+        if not self.lower < self.upper:
+            raise InvalidChannel(f"lower ({self.lower:g}) must be below upper ({self.upper:g})")
+        if not limits.min_tick_ms <= self.tick_ms <= limits.max_tick_ms:
+            raise InvalidChannel(
+                f"tick interval {self.tick_ms:g} ms is outside "
+                f"[{limits.min_tick_ms:g}, {limits.max_tick_ms:g}] ms"
+            )
+        if not 1 <= self.series <= limits.max_series:
+            raise InvalidChannel(f"series {self.series} is outside [1, {limits.max_series}]")
+        if not GENERATOR_NAME_RE.fullmatch(self.generator):
+            raise InvalidChannel(f"generator name {self.generator!r} is not [a-z][a-z0-9_]*")
+        return self
+
+
+def parse_path(path: str, limits: Limits) -> ChannelSpec:
+    """Parse and check a Live channel path; InvalidChannel says what is wrong with it."""
+    if len(path) > MAX_PATH_CHARS:
+        raise InvalidChannel(f"path is {len(path)} characters, the limit is {MAX_PATH_CHARS}")
+    match = _PATH_RE.fullmatch(path)
+    if match is None:
+        raise InvalidChannel(
+            f"path {path!r} is not custom-<lower>-<upper>-<tick ms>[-<generator>-<series>]"
+        )
+    spec = ChannelSpec(
+        lower=float(match["lower"]),
+        upper=float(match["upper"]),
+        tick_ms=float(match["tick"]),
+        generator=match["generator"] or DEFAULT_GENERATOR,
+        series=int(match["series"] or 1),
+    )
+    return spec.check(limits)
+
+
+def _plain(value: float) -> str:
+    """A float as the shortest plain decimal (no exponent), `-0` as `0`."""
+    text = format(Decimal(repr(value)).normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+UNCHECKED = Limits(min_tick_ms=1e-6, max_tick_ms=1e15, max_series=9999)
+"""For processes that run what the broker already checked against the configured limits."""

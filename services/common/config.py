@@ -1,0 +1,190 @@
+"""Settings of every process: frozen dataclasses filled from flags, then env, then defaults.
+
+Each field `foo_bar` is the flag `--foo-bar` and the variable `ZMQSTREAM_FOO_BAR`; its
+help text is the field's metadata, so `--help` and the README table say the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from services.common.channels import Limits
+from services.common.errors import ConfigError
+
+ENV_PREFIX = "ZMQSTREAM_"
+
+
+def setting(default: Any, help: str) -> Any:
+    """A settings field with its help text; the default may be a zero-argument callable."""
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def default_run_dir() -> str:
+    return os.environ.get(f"{ENV_PREFIX}RUN_DIR") or f"/tmp/zmqstream-{os.getuid()}"
+
+
+def default_endpoint(name: str) -> str:
+    return f"ipc://{default_run_dir()}/{name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base: how a settings class is read from argv and the environment."""
+
+    @classmethod
+    def load(
+        cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> Self:
+        env = os.environ if env is None else env
+        parser = argparse.ArgumentParser(description=cls.__doc__)
+        for field in dataclasses.fields(cls):
+            parser.add_argument(
+                "--" + field.name.replace("_", "-"),
+                dest=field.name,
+                default=None,
+                help=f"{field.metadata.get('help', '')} [env {env_name(field.name)}]",
+            )
+        parsed = vars(parser.parse_args(argv))
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = parsed[field.name]
+            if raw is None:
+                raw = env.get(env_name(field.name))
+            if raw is not None:
+                values[field.name] = _convert(field.name, raw, str(field.type))
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(flag, env var, help) per field, for documentation."""
+        return [
+            ("--" + f.name.replace("_", "-"), env_name(f.name), f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)
+        ]
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _convert(name: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            value = float(raw)
+            if value != value:
+                raise ValueError("NaN")
+            return value
+        if type_name == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {raw!r} is not a valid {type_name}") from exc
+    return raw
+
+
+def _positive(settings: object, *names: str) -> None:
+    for name in names:
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitSettings(Settings):
+    """Channel limits, enforced alike by the broker and the plugin."""
+
+    min_tick_ms: float = setting(1.0, "smallest tick interval a channel may ask for, ms")
+    max_tick_ms: float = setting(3_600_000.0, "largest tick interval, ms")
+    max_series: int = setting(10, "most series one channel may carry")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.min_tick_ms, self.max_tick_ms, self.max_series)
+
+    def __post_init__(self) -> None:
+        _positive(self, "min_tick_ms", "max_tick_ms", "max_series")
+        if self.min_tick_ms > self.max_tick_ms:
+            raise ConfigError("min_tick_ms is above max_tick_ms")
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings(LimitSettings):
+    """The broker: subscription accounting, ticker placement, frame forwarding."""
+
+    control_endpoint: str = setting(
+        lambda: default_endpoint("control"), "ROUTER the workers and plugins talk to"
+    )
+    frames_in_endpoint: str = setting(
+        lambda: default_endpoint("frames-in"), "XSUB the workers publish to"
+    )
+    frames_out_endpoint: str = setting(
+        lambda: default_endpoint("frames-out"), "XPUB the plugins subscribe to"
+    )
+    advertise_host: str = setting(
+        "", "host put in advertised tcp endpoints bound to * (default: the client's own)"
+    )
+    plugin_lease_s: float = setting(3.0, "a silent plugin's subscriptions are released after")
+    worker_lease_s: float = setting(1.0, "a silent worker's channels move after")
+    max_channels: int = setting(10_000, "most channels the broker runs at once")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "plugin_lease_s", "worker_lease_s", "max_channels")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings(Settings):
+    """A generator worker: runs tickers and publishes their rows."""
+
+    control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
+    worker_id: str = setting(
+        lambda: f"{os.uname().nodename}-{os.getpid()}", "name shown by the broker"
+    )
+    heartbeat_s: float = setting(0.2, "how often the worker reports to the broker")
+    publish_interval_ms: float = setting(
+        1.0, "a channel faster than this sends its ticks in batches this far apart"
+    )
+    max_rows_per_message: int = setting(1000, "most ticks one Rows message carries")
+    send_hwm: int = setting(10_000, "messages queued for the broker before drops")
+
+    def __post_init__(self) -> None:
+        _positive(self, "heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginSettings(LimitSettings):
+    """The gRPC plugin process Grafana launches."""
+
+    control_endpoint: str = setting(
+        lambda: default_endpoint("control"),
+        "the broker's ROUTER, unless the datasource's brokerAddress names another",
+    )
+    plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by")
+    heartbeat_s: float = setting(1.0, "how often the plugin renews its lease")
+    broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
+    stream_queue_rows: int = setting(
+        100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
+    )
+    max_rows_per_packet: int = setting(10_000, "most rows one StreamPacket carries")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(
+            self, "heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet"
+        )
+
+
+def ensure_ipc_dir(endpoint: str) -> None:
+    """Create the folder of an ipc:// endpoint (the broker binds there)."""
+    if endpoint.startswith("ipc://"):
+        Path(endpoint.removeprefix("ipc://")).parent.mkdir(parents=True, exist_ok=True)

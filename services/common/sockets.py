@@ -1,0 +1,40 @@
+"""The one place that makes ZeroMQ sockets, so every socket gets the same policy.
+
+Linger is short (200 ms) so a stopping process never hangs in ctx.term() on a dead peer;
+high-water marks are explicit because PUB and XPUB drop beyond them.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import zmq
+
+LINGER_MS = 200
+S = TypeVar("S", bound=zmq.Socket)  # type: ignore[type-arg]
+
+
+def configure(sock: S, *, sndhwm: int = 1000, rcvhwm: int = 1000) -> S:
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    return sock
+
+
+def advertised(bound: str, host: str) -> str:
+    """`bound` with a wildcard tcp host replaced by `host` (unchanged if `host` is empty).
+
+    The broker applies its advertise_host; a client then applies the host it used to
+    reach the broker's control socket, so a wildcard never reaches connect().
+    """
+    parts = urlsplit(bound)
+    if not host or parts.scheme != "tcp" or parts.hostname not in ("*", "0.0.0.0", "::"):
+        return bound
+    return f"tcp://{host}:{parts.port}"
+
+
+def host_of(endpoint: str) -> str:
+    """The host part of a tcp endpoint, or '' for ipc/inproc."""
+    parts = urlsplit(endpoint)
+    return parts.hostname or "" if parts.scheme == "tcp" else ""

@@ -1,0 +1,1 @@
+"""Generator workers: processes that run channel tickers and publish their rows."""

@@ -1,0 +1,223 @@
+"""Launch and drive a backend plugin exactly as Grafana does (go-plugin client side).
+
+- the executable runs with Grafana's environment on top of ours, in another working
+  directory, with the magic cookie and PLUGIN_* variables;
+- the first stdout line must be the handshake, within 60 s (we default to less);
+- stderr lines are parsed as hclog JSON and kept, as Grafana's plugin logger would;
+- streams are cancelled by cancelling the RunStream call, as Grafana's stream manager
+  does when the last subscriber leaves;
+- stop() is go-plugin's Kill: Shutdown RPC, close the connection, wait 2 s, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+
+from services.hostemu.dataframe import StreamingFrame
+from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
+from services.plugin._proto import pluginv2_pb2 as pb
+
+GRAFANA_ENV = {
+    "grafana_plugin_type": "datasource",
+    "PLUGIN_PROTOCOL_VERSIONS": "2",
+    "PLUGIN_MIN_PORT": "10000",
+    "PLUGIN_MAX_PORT": "25000",
+    "GF_VERSION": "12.3.0",
+    "GF_EDITION": "Open Source",
+    "GF_ENTERPRISE_LICENSE_PATH": "",
+    "GF_ENTERPRISE_APP_URL": "http://localhost:3000/",
+}
+KILL_WAIT_S = 2.0
+
+
+class HandshakeError(RuntimeError):
+    """The plugin did not print a handshake Grafana would accept."""
+
+
+@dataclass
+class Datasource:
+    uid: str = "zmqstream-test"
+    json_data: Mapping[str, Any] = field(default_factory=dict)
+    plugin_id: str = "zmqstream-stream-datasource"
+    updated_ms: int = 1
+
+    def context(self) -> pb.PluginContext:
+        return pb.PluginContext(
+            orgId=1,
+            pluginId=self.plugin_id,
+            user=pb.User(login="admin", name="admin", role="Admin"),
+            dataSourceInstanceSettings=pb.DataSourceInstanceSettings(
+                id=1, name="zmqstream", uid=self.uid, jsonData=orjson.dumps(dict(self.json_data)),
+                lastUpdatedMS=self.updated_ms,
+            ),
+            pluginVersion="0.1.0",
+            userAgent="Grafana/12.3.0 (linux; amd64)",
+        )
+
+
+def parse_handshake(line: str) -> str:
+    """The address from a go-plugin handshake line, checked as go-plugin checks it."""
+    parts = line.strip().split("|")
+    if len(parts) < 4:
+        raise HandshakeError(f"Unrecognized remote plugin message: {line!r}")
+    core, app, network, address = parts[:4]
+    protocol = parts[4] if len(parts) > 4 else "netrpc"
+    if core != "1":
+        raise HandshakeError(f"incompatible core API version {core!r}")
+    if app != "2":
+        raise HandshakeError(f"incompatible API version {app!r}")
+    if network not in ("tcp", "unix"):
+        raise HandshakeError(f"unknown network {network!r}")
+    if protocol != "grpc":
+        raise HandshakeError(f"unsupported plugin protocol {protocol!r}")
+    if len(parts) > 5 and len(parts[5]) > 50:
+        raise HandshakeError("the plugin sent a TLS certificate Grafana has no config for")
+    return f"unix:{address}" if network == "unix" else address
+
+
+class PluginHost:
+    def __init__(self, executable: str | Path, env: Mapping[str, str] | None = None,
+                 handshake_timeout_s: float = 20.0, cwd: str | Path = "/") -> None:
+        self.executable = str(Path(executable).resolve())
+        full_env = {**os.environ, **GRAFANA_ENV, **(env or {})}
+        self.process = subprocess.Popen(
+            [self.executable], env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.logs: list[dict[str, Any]] = []
+        self.stdout_extra: list[bytes] = []
+        self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr.start()
+        try:
+            self.address = parse_handshake(self._read_handshake(handshake_timeout_s))
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            raise
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        self.channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1),
+        ])
+        self.stream = pluginv2_pb2_grpc.StreamStub(self.channel)
+        self.diagnostics = pluginv2_pb2_grpc.DiagnosticsStub(self.channel)
+        self.data = pluginv2_pb2_grpc.DataStub(self.channel)
+        self.resource = pluginv2_pb2_grpc.ResourceStub(self.channel)
+        self.controller = goplugin_pb2_grpc.GRPCControllerStub(self.channel)
+
+    def _read_handshake(self, timeout_s: float) -> str:
+        assert self.process.stdout is not None
+        result: list[bytes] = []
+        reader = threading.Thread(target=lambda: result.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout_s)
+        if not result:
+            raise HandshakeError(f"no handshake within {timeout_s:g} s")
+        if not result[0]:
+            self.process.wait(5)
+            self._stderr.join(2)
+            raise HandshakeError(f"plugin exited with {self.process.returncode} before the handshake: "
+                                 + " | ".join(str(e.get("@message", e)) for e in self.logs[-5:]))
+        return result[0].decode()
+
+    def _drain_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.stdout_extra.append(line)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                entry = None
+            if not isinstance(entry, dict) or not isinstance(entry.get("@message"), str):
+                entry = {"@level": "debug", "@message": line, "json": False}
+            self.logs.append(entry)
+
+    # -- the calls Grafana makes -------------------------------------------------------
+
+    def check_health(self, ds: Datasource | None = None, timeout_s: float = 10) -> pb.CheckHealthResponse:
+        request = pb.CheckHealthRequest(pluginContext=(ds or Datasource()).context())
+        response: pb.CheckHealthResponse = self.diagnostics.CheckHealth(request, timeout=timeout_s)
+        return response
+
+    def subscribe(self, path: str, ds: Datasource | None = None, timeout_s: float = 10) -> pb.SubscribeStreamResponse:
+        request = pb.SubscribeStreamRequest(pluginContext=(ds or Datasource()).context(), path=path)
+        response: pb.SubscribeStreamResponse = self.stream.SubscribeStream(request, timeout=timeout_s)
+        return response
+
+    def run_stream(self, path: str, ds: Datasource | None = None) -> LiveStream:
+        request = pb.RunStreamRequest(pluginContext=(ds or Datasource()).context(), path=path)
+        return LiveStream(self.stream.RunStream(request))
+
+    def logs_at(self, level: str) -> list[dict[str, Any]]:
+        return [e for e in self.logs if str(e.get("@level", "")).lower() == level]
+
+    def stop(self) -> float:
+        """go-plugin's Kill; returns the seconds the process took to exit."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            try:
+                self.controller.Shutdown(goplugin_pb2.Empty(), timeout=KILL_WAIT_S)
+            except grpc.RpcError:
+                pass
+            self.channel.close()
+            try:
+                self.process.wait(KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait()
+        else:
+            self.channel.close()
+        return time.monotonic() - started
+
+
+class LiveStream:
+    """One RunStream call, decoded packet by packet into a StreamingFrame."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.frame = StreamingFrame()
+        self.packets = 0
+        self.received_at: list[float] = []
+        self.raw: list[bytes] = []
+
+    def packets_iter(self) -> Iterator[bytes]:
+        for packet in self.call:
+            self.packets += 1
+            self.received_at.append(time.time())
+            self.raw.append(packet.data)
+            self.frame.push(packet.data)
+            yield packet.data
+
+    def read_rows(self, rows: int, timeout_s: float = 10) -> StreamingFrame:
+        """Read packets until the frame holds `rows` rows (TimeoutError if they do not come)."""
+        deadline = time.monotonic() + timeout_s
+        timer = threading.Timer(timeout_s, self.call.cancel)
+        timer.start()
+        try:
+            for _ in self.packets_iter():
+                if len(self.frame.times_ns) >= rows:
+                    return self.frame
+        except grpc.RpcError as exc:
+            if time.monotonic() < deadline:
+                raise
+        finally:
+            timer.cancel()
+        raise TimeoutError(f"{len(self.frame.times_ns)} of {rows} rows within {timeout_s:g} s")
+
+    def cancel(self) -> None:
+        self.call.cancel()

@@ -1,0 +1,3 @@
+from services.plugin.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""What one Grafana datasource instance asks of the plugin: its jsonData, read safely.
+
+Keys (set in the frontend's ConfigEditor): `brokerAddress` (the broker's control
+endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`. A datasource
+may tighten the plugin's limits, never loosen them. Malformed jsonData is ignored key by
+key, with a warning, so a typo never takes a datasource down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.common.channels import Limits
+from services.common.logs import fields
+from services.plugin._proto import pluginv2_pb2 as pb
+
+log = logging.getLogger("zmqstream.plugin.datasource")
+BROKER_SCHEMES = ("tcp://", "ipc://")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasourceConfig:
+    broker_address: str
+    limits: Limits
+    uid: str
+
+    @classmethod
+    def from_context(cls, context: pb.PluginContext, base: Limits) -> DatasourceConfig:
+        settings = context.dataSourceInstanceSettings
+        raw = _json_object(settings.jsonData, settings.uid)
+        address = raw.get("brokerAddress", "")
+        if not isinstance(address, str) or (address and not address.startswith(BROKER_SCHEMES)):
+            log.warning("brokerAddress ignored", extra=fields(uid=settings.uid, value=repr(address)))
+            address = ""
+        min_tick = _number(raw, "minTickMs", settings.uid)
+        max_series = _number(raw, "maxSeries", settings.uid)
+        limits = Limits(
+            min_tick_ms=max(base.min_tick_ms, min_tick) if min_tick else base.min_tick_ms,
+            max_tick_ms=base.max_tick_ms,
+            max_series=min(base.max_series, int(max_series)) if max_series else base.max_series,
+        )
+        return cls(address.strip(), limits, settings.uid)
+
+
+def _json_object(data: bytes, uid: str) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        log.warning("datasource jsonData is not JSON", extra=fields(uid=uid))
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(raw: dict[str, Any], key: str, uid: str) -> float:
+    """A positive finite number from jsonData, or 0 for absent or unusable values."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        log.warning("datasource setting ignored", extra=fields(uid=uid, key=key, value=repr(value)))
+        return 0.0
+    return float(value)

@@ -1,0 +1,77 @@
+"""Rows → Grafana data-frame JSON, byte for byte as the SDK's FrameToJSON writes it.
+
+A stream's first packet carries `{"schema":…,"data":…}`, later ones `{"data":…}` only
+(SubscribeStream's initial data is the schema). Times go out as epoch milliseconds, the
+sub-millisecond rest in `nanos`; NaN and ±Inf go out as null with their row numbers in
+`entities`, because NaN is not JSON and Grafana drops a packet it cannot parse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from services.common.channels import ChannelSpec
+
+TIME_FIELD: dict[str, Any] = {"name": "time", "type": "time", "typeInfo": {"frame": "time.Time"}}
+
+
+def schema(spec: ChannelSpec) -> dict[str, Any]:
+    """The frame schema of a channel: time, then one float64 field per series."""
+    if spec.series == 1:
+        values = [{"name": "value", "type": "number", "typeInfo": {"frame": "float64"}}]
+    else:
+        values = [
+            {
+                "name": f"value_{i}",
+                "type": "number",
+                "typeInfo": {"frame": "float64"},
+                "labels": {"series": str(i)},
+            }
+            for i in range(spec.series)
+        ]
+    return {"fields": [TIME_FIELD, *values]}
+
+
+def data(times_ns: Sequence[int], columns: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The `data` object for rows; columns must be as long as times_ns."""
+    times_ms = [t // 1_000_000 for t in times_ns]
+    body: dict[str, Any] = {"values": [times_ms, *columns]}
+    entities = [_entities(column) for column in columns]
+    if any(entities):
+        body["entities"] = [None, *entities]
+    if any(t % 1_000_000 for t in times_ns):
+        body["nanos"] = [[t % 1_000_000 for t in times_ns], *([None] * len(columns))]
+    return body
+
+
+def packet(
+    times_ns: Sequence[int],
+    columns: Sequence[Sequence[float]],
+    frame_schema: dict[str, Any] | None = None,
+) -> bytes:
+    """One StreamPacket's JSON: schema+data when `frame_schema` is given, else data only."""
+    if frame_schema is None:
+        return orjson.dumps({"data": data(times_ns, columns)})
+    return orjson.dumps({"schema": frame_schema, "data": data(times_ns, columns)})
+
+
+def schema_only(frame_schema: dict[str, Any]) -> bytes:
+    return orjson.dumps({"schema": frame_schema})
+
+
+def _entities(column: Sequence[float]) -> dict[str, list[int]] | None:
+    if math.isfinite(sum(column)):
+        return None
+    found: dict[str, list[int]] = {}
+    for row, value in enumerate(column):
+        if value != value:
+            found.setdefault("NaN", []).append(row)
+        elif value == math.inf:
+            found.setdefault("Inf", []).append(row)
+        elif value == -math.inf:
+            found.setdefault("NegInf", []).append(row)
+    return found or None
