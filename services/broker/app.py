@@ -66,7 +66,9 @@ class FrameProxy(threading.Thread):
 
 
 class Broker:
-    def __init__(self, settings: BrokerSettings, ctx: zmq.Context[zmq.Socket[bytes]], proxy: FrameProxy) -> None:
+    def __init__(
+        self, settings: BrokerSettings, ctx: zmq.Context[zmq.Socket[bytes]], proxy: FrameProxy
+    ) -> None:
         self.settings = settings
         self.instance = uuid.uuid4().hex[:12]
         self.registry = Registry(
@@ -122,7 +124,9 @@ class Broker:
             case protocol.Subscribe(plugin=plugin, channel=path):
                 error = registry.subscribe(plugin, path, now)
                 if error:
-                    log.warning("subscription refused", extra=fields(plugin=plugin, channel=path, error=error))
+                    log.warning(
+                        "subscription refused", extra=fields(plugin=plugin, channel=path, error=error)
+                    )
                 self._send(routing_id, protocol.SubscribeReply(path, error))
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
@@ -161,12 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         broker = Broker(settings, ctx, proxy)
     except zmq.ZMQError as exc:
-        log.error("cannot bind control socket", extra=fields(error=str(exc), endpoint=settings.control_endpoint))
+        log.error(
+            "cannot bind control socket", extra=fields(error=str(exc), endpoint=settings.control_endpoint)
+        )
         ctx.term()
         return 1
     log.info(
         "broker ready",
-        extra=fields(control=settings.control_endpoint, frames_in=proxy.frames_in, frames_out=proxy.frames_out),
+        extra=fields(
+            control=settings.control_endpoint, frames_in=proxy.frames_in, frames_out=proxy.frames_out
+        ),
     )
     try:
         broker.run(stop)

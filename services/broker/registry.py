@@ -187,9 +187,9 @@ class Registry:
                 for path in lease.channels:
                     self._release(plugin, path)
         for path, channel in list(self.channels.items()):
-            if channel.orphan_since is not None and not channel.holders:
-                if now - channel.orphan_since > self.plugin_lease_s:
-                    self._drop(path, channel)
+            orphaned = channel.orphan_since is not None and not channel.holders
+            if orphaned and now - channel.orphan_since > self.plugin_lease_s:  # type: ignore[operator]
+                self._drop(path, channel)
         dead = [w for w, worker in self.workers.items() if now - worker.last_seen > self.worker_lease_s]
         for worker_id in dead:
             worker = self.workers.pop(worker_id)

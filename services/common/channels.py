@@ -90,9 +90,7 @@ def parse_path(path: str, limits: Limits) -> ChannelSpec:
         raise InvalidChannel(f"path is {len(path)} characters, the limit is {MAX_PATH_CHARS}")
     match = _PATH_RE.fullmatch(path)
     if match is None:
-        raise InvalidChannel(
-            f"path {path!r} is not custom-<lower>-<upper>-<tick ms>[-<generator>-<series>]"
-        )
+        raise InvalidChannel(f"path {path!r} is not custom-<lower>-<upper>-<tick ms>[-<generator>-<series>]")
     spec = ChannelSpec(
         lower=float(match["lower"]),
         upper=float(match["upper"]),

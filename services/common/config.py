@@ -20,15 +20,23 @@ from services.common.errors import ConfigError
 ENV_PREFIX = "ZMQSTREAM_"
 
 
-def setting(default: Any, help: str) -> Any:
-    """A settings field with its help text; the default may be a zero-argument callable."""
+def setting(default: Any, help: str, shown: str = "") -> Any:
+    """A settings field with its help text.
+
+    The default may be a zero-argument callable, computed per process; `shown` then says
+    in words what it is, for --help and the README.
+    """
     if callable(default):
-        return dataclasses.field(default_factory=default, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=default, metadata={"help": help, "shown": shown})
+    return dataclasses.field(default=default, metadata={"help": help, "shown": f"{default!r}"})
 
 
 def default_run_dir() -> str:
     return os.environ.get(f"{ENV_PREFIX}RUN_DIR") or f"/tmp/zmqstream-{os.getuid()}"
+
+
+RUN_DIR_TEXT = "ipc://$ZMQSTREAM_RUN_DIR"
+"""How the endpoint defaults read in docs; ZMQSTREAM_RUN_DIR defaults to /tmp/zmqstream-<uid>."""
 
 
 def default_endpoint(name: str) -> str:
@@ -40,9 +48,7 @@ class Settings:
     """Base: how a settings class is read from argv and the environment."""
 
     @classmethod
-    def load(
-        cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-    ) -> Self:
+    def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
         parser = argparse.ArgumentParser(description=cls.__doc__)
         for field in dataclasses.fields(cls):
@@ -50,7 +56,7 @@ class Settings:
                 "--" + field.name.replace("_", "-"),
                 dest=field.name,
                 default=None,
-                help=f"{field.metadata.get('help', '')} [env {env_name(field.name)}]",
+                help=f"{field.metadata['help']} [env {env_name(field.name)}, default {field.metadata['shown']}]",
             )
         parsed = vars(parser.parse_args(argv))
         values: dict[str, Any] = {}
@@ -63,10 +69,10 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(flag, env var, help) per field, for documentation."""
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(flag, env var, default, help) per field, for documentation."""
         return [
-            ("--" + f.name.replace("_", "-"), env_name(f.name), f.metadata.get("help", ""))
+            ("--" + f.name.replace("_", "-"), env_name(f.name), f.metadata["shown"], f.metadata["help"])
             for f in dataclasses.fields(cls)
         ]
 
@@ -124,9 +130,7 @@ class BrokerSettings(LimitSettings):
     control_endpoint: str = setting(
         lambda: default_endpoint("control"), "ROUTER the workers and plugins talk to"
     )
-    frames_in_endpoint: str = setting(
-        lambda: default_endpoint("frames-in"), "XSUB the workers publish to"
-    )
+    frames_in_endpoint: str = setting(lambda: default_endpoint("frames-in"), "XSUB the workers publish to")
     frames_out_endpoint: str = setting(
         lambda: default_endpoint("frames-out"), "XPUB the plugins subscribe to"
     )
@@ -147,9 +151,7 @@ class WorkerSettings(Settings):
     """A generator worker: runs tickers and publishes their rows."""
 
     control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
-    worker_id: str = setting(
-        lambda: f"{os.uname().nodename}-{os.getpid()}", "name shown by the broker"
-    )
+    worker_id: str = setting(lambda: f"{os.uname().nodename}-{os.getpid()}", "name shown by the broker")
     heartbeat_s: float = setting(0.2, "how often the worker reports to the broker")
     publish_interval_ms: float = setting(
         1.0, "a channel faster than this sends its ticks in batches this far apart"
@@ -158,7 +160,7 @@ class WorkerSettings(Settings):
     send_hwm: int = setting(10_000, "messages queued for the broker before drops")
 
     def __post_init__(self) -> None:
-        _positive(self, "heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
+        _positive(self, "worker_heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +170,10 @@ class PluginSettings(LimitSettings):
     control_endpoint: str = setting(
         lambda: default_endpoint("control"),
         "the broker's ROUTER, unless the datasource's brokerAddress names another",
+        RUN_DIR_TEXT + "/control",
     )
-    plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by")
-    heartbeat_s: float = setting(1.0, "how often the plugin renews its lease")
+    plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
+    plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
     broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
     stream_queue_rows: int = setting(
         100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
@@ -179,12 +182,29 @@ class PluginSettings(LimitSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(
-            self, "heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet"
-        )
+        _positive(self, "heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet")
 
 
 def ensure_ipc_dir(endpoint: str) -> None:
     """Create the folder of an ipc:// endpoint (the broker binds there)."""
     if endpoint.startswith("ipc://"):
         Path(endpoint.removeprefix("ipc://")).parent.mkdir(parents=True, exist_ok=True)
+
+
+ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, PluginSettings)
+
+
+def markdown_table() -> str:
+    """Every setting of every process, one row each: the README's configuration table."""
+    rows = ["| process | flag | environment variable | default | meaning |", "|---|---|---|---|---|"]
+    for cls in ALL_SETTINGS:
+        process = cls.__name__.removesuffix("Settings").lower()
+        rows += [
+            f"| {process} | `{flag}` | `{env}` | {default} | {text} |"
+            for flag, env, default, text in cls.describe()
+        ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

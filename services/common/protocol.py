@@ -173,7 +173,7 @@ _CLASSES: dict[MsgType, type[Message]] = {
 _FIELDS: dict[type[Message], tuple[dataclasses.Field[Any], ...]] = {
     cls: dataclasses.fields(cls) for cls in _CLASSES.values()
 }
-_BASE_TYPES = {"str": str, "int": int, "float": (int, float)}
+_BASE_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
 
 M = TypeVar("M", bound=Message)
 

@@ -96,7 +96,7 @@ class Worker:
         log.info("ticker started", extra=fields(channel=channel))
 
     def run(self, stop: threading.Event) -> None:
-        heartbeat_ns = round(self.settings.heartbeat_s * 1e9)
+        heartbeat_ns = round(self.settings.worker_heartbeat_s * 1e9)
         next_heartbeat = 0
         scheduler = self.scheduler
         while not stop.is_set():

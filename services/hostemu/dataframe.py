@@ -58,15 +58,19 @@ class StreamingFrame:
         for f in fields:
             if f.get("type") not in ("time", "number", "string", "boolean", "enum", "other"):
                 raise FrameError(f"unknown field type {f.get('type')!r}")
-        if [(f.get("name"), f.get("type")) for f in fields] != [(f.get("name"), f.get("type")) for f in self.fields]:
+        if [(f.get("name"), f.get("type")) for f in fields] != [
+            (f.get("name"), f.get("type")) for f in self.fields
+        ]:
             self.fields = fields
             self.values = [[] for _ in fields]
 
     def _decode_data(self, data: dict[str, Any]) -> list[list[Any]]:
         columns = data.get("values")
         if not isinstance(columns, list) or len(columns) != len(self.fields):
-            raise FrameError(f"push message mismatch: {len(self.fields)} fields, data has "
-                             f"{len(columns) if isinstance(columns, list) else 'no'} columns")
+            raise FrameError(
+                f"push message mismatch: {len(self.fields)} fields, data has "
+                f"{len(columns) if isinstance(columns, list) else 'no'} columns"
+            )
         if len({len(c) for c in columns}) > 1:
             raise FrameError("columns of one message differ in length")
         columns = [list(c) for c in columns]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,7 +59,10 @@ class Datasource:
             pluginId=self.plugin_id,
             user=pb.User(login="admin", name="admin", role="Admin"),
             dataSourceInstanceSettings=pb.DataSourceInstanceSettings(
-                id=1, name="zmqstream", uid=self.uid, jsonData=orjson.dumps(dict(self.json_data)),
+                id=1,
+                name="zmqstream",
+                uid=self.uid,
+                jsonData=orjson.dumps(dict(self.json_data)),
                 lastUpdatedMS=self.updated_ms,
             ),
             pluginVersion="0.1.0",
@@ -87,13 +91,22 @@ def parse_handshake(line: str) -> str:
 
 
 class PluginHost:
-    def __init__(self, executable: str | Path, env: Mapping[str, str] | None = None,
-                 handshake_timeout_s: float = 20.0, cwd: str | Path = "/") -> None:
+    def __init__(
+        self,
+        executable: str | Path,
+        env: Mapping[str, str] | None = None,
+        handshake_timeout_s: float = 20.0,
+        cwd: str | Path = "/",
+    ) -> None:
         self.executable = str(Path(executable).resolve())
         full_env = {**os.environ, **GRAFANA_ENV, **(env or {})}
         self.process = subprocess.Popen(
-            [self.executable], env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [self.executable],
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.logs: list[dict[str, Any]] = []
         self.stdout_extra: list[bytes] = []
@@ -106,9 +119,13 @@ class PluginHost:
             self.process.wait()
             raise
         threading.Thread(target=self._drain_stdout, daemon=True).start()
-        self.channel = grpc.insecure_channel(self.address, options=[
-            ("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1),
-        ])
+        self.channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                ("grpc.max_send_message_length", 2**31 - 1),
+            ],
+        )
         self.stream = pluginv2_pb2_grpc.StreamStub(self.channel)
         self.diagnostics = pluginv2_pb2_grpc.DiagnosticsStub(self.channel)
         self.data = pluginv2_pb2_grpc.DataStub(self.channel)
@@ -126,8 +143,10 @@ class PluginHost:
         if not result[0]:
             self.process.wait(5)
             self._stderr.join(2)
-            raise HandshakeError(f"plugin exited with {self.process.returncode} before the handshake: "
-                                 + " | ".join(str(e.get("@message", e)) for e in self.logs[-5:]))
+            raise HandshakeError(
+                f"plugin exited with {self.process.returncode} before the handshake: "
+                + " | ".join(str(e.get("@message", e)) for e in self.logs[-5:])
+            )
         return result[0].decode()
 
     def _drain_stdout(self) -> None:
@@ -154,7 +173,9 @@ class PluginHost:
         response: pb.CheckHealthResponse = self.diagnostics.CheckHealth(request, timeout=timeout_s)
         return response
 
-    def subscribe(self, path: str, ds: Datasource | None = None, timeout_s: float = 10) -> pb.SubscribeStreamResponse:
+    def subscribe(
+        self, path: str, ds: Datasource | None = None, timeout_s: float = 10
+    ) -> pb.SubscribeStreamResponse:
         request = pb.SubscribeStreamRequest(pluginContext=(ds or Datasource()).context(), path=path)
         response: pb.SubscribeStreamResponse = self.stream.SubscribeStream(request, timeout=timeout_s)
         return response
@@ -170,10 +191,8 @@ class PluginHost:
         """go-plugin's Kill; returns the seconds the process took to exit."""
         started = time.monotonic()
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(grpc.RpcError):  # go-plugin ignores this error too
                 self.controller.Shutdown(goplugin_pb2.Empty(), timeout=KILL_WAIT_S)
-            except grpc.RpcError:
-                pass
             self.channel.close()
             try:
                 self.process.wait(KILL_WAIT_S)
@@ -212,7 +231,7 @@ class LiveStream:
             for _ in self.packets_iter():
                 if len(self.frame.times_ns) >= rows:
                     return self.frame
-        except grpc.RpcError as exc:
+        except grpc.RpcError:
             if time.monotonic() < deadline:
                 raise
         finally:

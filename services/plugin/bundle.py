@@ -27,9 +27,13 @@ def plugin_id() -> str:
     return str(json.loads(PLUGIN_JSON.read_text())["id"])
 
 
+def launcher_name(arch: str) -> str:
+    """The file Grafana execs on `arch` (`<executable>_<os>_<arch>`)."""
+    return f"{json.loads(PLUGIN_JSON.read_text())['executable']}_{arch}"
+
+
 def write_launchers(folder: Path, python: str = sys.executable) -> list[Path]:
     """Write the gpx_ launchers into `folder`; return their paths."""
-    executable = json.loads(PLUGIN_JSON.read_text())["executable"]
     script = (
         "#!/bin/sh\n"
         "# zmqstream's backend, launched by Grafana; written by services/plugin/bundle.py\n"
@@ -37,7 +41,7 @@ def write_launchers(folder: Path, python: str = sys.executable) -> list[Path]:
     )
     paths = []
     for arch in ARCHES:
-        path = folder / f"{executable}_{arch}"
+        path = folder / launcher_name(arch)
         path.write_text(script)
         path.chmod(0o755)
         paths.append(path)

@@ -1,0 +1,22 @@
+"""`zmqstream`: the command line for people without Grafana at hand.
+
+    zmqstream status              the broker's view: workers, channels, subscribers
+    zmqstream watch <path>        a live sparkline of a channel, through the real plugin
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from services.cli import status, watch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zmqstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    status.add_parser(commands)
+    watch.add_parser(commands)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result

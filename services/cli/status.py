@@ -1,0 +1,74 @@
+"""`zmqstream status`: ask the broker for its view and print it as two tables."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+import orjson
+import zmq
+
+from services.common import protocol
+from services.common.config import default_endpoint
+from services.common.errors import PipelineError
+from services.common.sockets import configure
+
+
+def fetch(control_endpoint: str, timeout_s: float) -> protocol.StatusReply:
+    """One StatusRequest round trip; PipelineError if the broker does not answer."""
+    with zmq.Context() as ctx, configure(ctx.socket(zmq.DEALER)) as sock:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(control_endpoint)
+        request_id = uuid.uuid4().hex
+        sock.send_multipart(protocol.encode(protocol.StatusRequest(request_id)))
+        while sock.poll(int(timeout_s * 1000)):
+            reply = protocol.decode(sock.recv_multipart())
+            if isinstance(reply, protocol.StatusReply) and reply.request_id == request_id:
+                return reply
+        raise PipelineError(f"the broker at {control_endpoint} did not answer within {timeout_s:g} s")
+
+
+def render(reply: protocol.StatusReply) -> str:
+    lines = [f"broker {reply.broker}: {len(reply.workers)} workers, "
+             f"{len(reply.channels)} channels, {reply.plugins} plugin processes", ""]
+    lines += _table(
+        ["worker", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
+        [[w, i["pid"], i["channels"], i["load"], i["ticks_late"], i["seen_s_ago"]]
+         for w, i in sorted(reply.workers.items())],
+    )
+    lines.append("")
+    lines += _table(
+        ["channel", "worker", "subscribers"],
+        [[path, i["worker"] or "(none)", i["subscribers"]] for path, i in sorted(reply.channels.items())],
+    )
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        reply = fetch(args.control_endpoint, args.timeout)
+    except PipelineError as exc:
+        print(f"zmqstream status: {exc}")
+        return 1
+    print(orjson.dumps(_as_dict(reply)).decode() if args.json else render(reply))
+    return 0
+
+
+def _as_dict(reply: protocol.StatusReply) -> dict[str, Any]:
+    return {"broker": reply.broker, "workers": reply.workers, "channels": reply.channels, "plugins": reply.plugins}
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("status", help="the broker's workers, channels and subscribers")
+    parser.add_argument("--control-endpoint", default=default_endpoint("control"),
+                        help="the broker's control endpoint (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the broker")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(run=run)

@@ -1,0 +1,75 @@
+"""The Grafana side of deploy/ agrees with the code: ids, provisioning, dashboard queries."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.channels import ChannelSpec, Limits
+from services.generator.waveforms import registry
+from services.plugin.bundle import PLUGIN_JSON, launcher_name
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+PLUGIN = json.loads(PLUGIN_JSON.read_text())
+
+
+def load(relative: str) -> Any:
+    return yaml.safe_load((DEPLOY / relative).read_text())
+
+
+def test_plugin_json_declares_a_streaming_backend() -> None:
+    assert re.fullmatch(r"[a-z0-9-]+-datasource", PLUGIN["id"])
+    assert PLUGIN["type"] == "datasource"
+    assert PLUGIN["backend"] is True
+    assert PLUGIN["streaming"] is True
+    assert PLUGIN["alerting"] is True
+    assert launcher_name("linux_amd64") == f"{PLUGIN['executable']}_linux_amd64"
+
+
+def test_compose_allows_exactly_our_unsigned_plugin_and_publishes_only_grafana() -> None:
+    compose = load("docker-compose.yaml")
+    grafana = compose["services"]["grafana"]
+    assert grafana["environment"]["GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS"] == PLUGIN["id"]
+    assert grafana["ports"] == ["3000:3000"]
+    assert "ports" not in compose["services"]["pipeline"]
+    run_dirs = {s["environment"]["ZMQSTREAM_RUN_DIR"] for s in compose["services"].values()}
+    assert run_dirs == {"/run/zmqstream"}, "plugin and broker must share the ipc folder"
+
+
+def test_provisioned_datasource_is_ours() -> None:
+    (datasource,) = load("provisioning/datasources/zmqstream.yaml")["datasources"]
+    assert datasource["type"] == PLUGIN["id"]
+    assert set(datasource["jsonData"]) <= {"brokerAddress", "minTickMs", "maxSeries", "maxChannels"}
+
+
+def test_dashboard_queries_are_valid_channels_of_the_provisioned_datasource() -> None:
+    (datasource,) = load("provisioning/datasources/zmqstream.yaml")["datasources"]
+    dashboard = json.loads((DEPLOY / "provisioning/dashboards/zmqstream.json").read_text())
+    targets = [t for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(targets) >= 4
+    for target in targets:
+        assert target["datasource"] == {"type": PLUGIN["id"], "uid": datasource["uid"]}
+        spec = ChannelSpec(
+            target["lowerLimit"], target["upperLimit"], target["tickInterval"], target["generator"], target["series"]
+        )
+        spec.check(Limits())
+        assert spec.generator in registry()
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="no Docker client with the compose plugin on this machine",
+)
+def test_docker_compose_config_validates() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "docker-compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
