@@ -11,10 +11,11 @@ export ZMQSTREAM_RUN_DIR ?= /tmp/zmqstream-$(shell id -u)
 setup: python proto frontend bundle  ## everything `run` and `test` need, from a fresh clone
 
 python: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e examples/zmqstream-example-generator
 	touch $@
 
 proto: python  ## gRPC stubs from services/plugin/protos

@@ -55,7 +55,11 @@ def test_dashboard_queries_are_valid_channels_of_the_provisioned_datasource() ->
     for target in targets:
         assert target["datasource"] == {"type": PLUGIN["id"], "uid": datasource["uid"]}
         spec = ChannelSpec(
-            target["lowerLimit"], target["upperLimit"], target["tickInterval"], target["generator"], target["series"]
+            target["lowerLimit"],
+            target["upperLimit"],
+            target["tickInterval"],
+            target["generator"],
+            target["series"],
         )
         spec.check(Limits())
         assert spec.generator in registry()

@@ -21,7 +21,11 @@ numbers = st.decimals(min_value=-(10**12), max_value=10**12, places=3, allow_nan
 
 
 @settings(max_examples=2000)
-@given(st.one_of(st.text(PATH_ALPHABET, max_size=60), st.text(max_size=60), st.from_regex(r"custom-.*", fullmatch=True)))
+@given(
+    st.one_of(
+        st.text(PATH_ALPHABET, max_size=60), st.text(max_size=60), st.from_regex(r"custom-.*", fullmatch=True)
+    )
+)
 def test_any_path_parses_to_a_canonical_spec_or_is_refused_clearly(path: str) -> None:
     try:
         spec = parse_path(path, LIMITS)
@@ -29,7 +33,8 @@ def test_any_path_parses_to_a_canonical_spec_or_is_refused_clearly(path: str) ->
         assert str(exc)
         return
     assert parse_path(spec.path, LIMITS) == spec
-    assert spec.lower < spec.upper and LIMITS.min_tick_ms <= spec.tick_ms <= LIMITS.max_tick_ms
+    assert spec.lower < spec.upper
+    assert LIMITS.min_tick_ms <= spec.tick_ms <= LIMITS.max_tick_ms
 
 
 @settings(max_examples=1000)
@@ -42,7 +47,12 @@ def test_every_valid_spec_round_trips_through_its_path(lower, upper, tick, serie
 
 
 wire_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -51,7 +61,10 @@ wire_values = st.recursive(
 @settings(max_examples=3000)
 @given(
     st.binary(min_size=0, max_size=3),
-    st.one_of(st.binary(max_size=64), st.dictionaries(st.text(max_size=12), wire_values, max_size=6).map(msgpack.packb)),
+    st.one_of(
+        st.binary(max_size=64),
+        st.dictionaries(st.text(max_size=12), wire_values, max_size=6).map(msgpack.packb),
+    ),
     st.integers(1, 3),
 )
 def test_any_wire_message_decodes_or_raises_protocol_error(header: bytes, payload: bytes, parts: int) -> None:
@@ -65,7 +78,9 @@ def test_any_wire_message_decodes_or_raises_protocol_error(header: bytes, payloa
 
 
 @settings(max_examples=3000)
-@given(st.sampled_from(list(protocol.MsgType)), st.dictionaries(st.text(max_size=12), wire_values, max_size=6))
+@given(
+    st.sampled_from(list(protocol.MsgType)), st.dictionaries(st.text(max_size=12), wire_values, max_size=6)
+)
 def test_well_framed_messages_with_any_fields_never_crash(kind: protocol.MsgType, body: dict) -> None:  # type: ignore[type-arg]
     try:
         protocol.decode([bytes((protocol.PROTOCOL_VERSION, kind)), msgpack.packb(body)])
@@ -77,11 +92,17 @@ cells = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
 
 @settings(max_examples=1000)
-@given(st.integers(1, 40).flatmap(lambda n: st.tuples(
-    st.lists(st.integers(0, 2**62), min_size=n, max_size=n),
-    st.lists(st.lists(cells, min_size=n, max_size=n), min_size=1, max_size=3),
-)))
-def test_frame_json_is_strict_json_and_decodes_to_the_same_rows(rows: tuple[list[int], list[list[float]]]) -> None:
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 2**62), min_size=n, max_size=n),
+            st.lists(st.lists(cells, min_size=n, max_size=n), min_size=1, max_size=3),
+        )
+    )
+)
+def test_frame_json_is_strict_json_and_decodes_to_the_same_rows(
+    rows: tuple[list[int], list[list[float]]],
+) -> None:
     times, columns = rows
     spec = ChannelSpec(0, 1, 1, "uniform", len(columns))
     packet = frames.packet(times, columns, frames.schema(spec))

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from services.broker.registry import Registry
 from services.common import protocol
@@ -22,6 +23,7 @@ from services.common.config import BrokerSettings, ensure_ipc_dir
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
+from services.common.security import secure_server, start_authenticator
 from services.common.sockets import advertised, configure
 
 log = logging.getLogger("zmqstream.broker")
@@ -46,13 +48,16 @@ class FrameProxy(threading.Thread):
         xsub = configure(self.ctx.socket(zmq.XSUB), rcvhwm=FRAMES_HWM)
         xpub = configure(self.ctx.socket(zmq.XPUB), sndhwm=FRAMES_HWM)
         try:
+            if self.settings.curve_server_secret:
+                secure_server(xsub, self.settings.curve_server_secret)
+                secure_server(xpub, self.settings.curve_server_secret)
             for endpoint in (self.settings.frames_in_endpoint, self.settings.frames_out_endpoint):
                 ensure_ipc_dir(endpoint)
             xsub.bind(self.settings.frames_in_endpoint)
             xpub.bind(self.settings.frames_out_endpoint)
             self.frames_in = xsub.getsockopt_string(zmq.LAST_ENDPOINT)
             self.frames_out = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, PipelineError) as exc:
             self.error = exc
         self.ready.set()
         try:
@@ -79,6 +84,8 @@ class Broker:
         )
         ensure_ipc_dir(settings.control_endpoint)
         self.control = configure(ctx.socket(zmq.ROUTER), sndhwm=100_000, rcvhwm=100_000)
+        if settings.curve_server_secret:
+            secure_server(self.control, settings.curve_server_secret)
         self.control.bind(settings.control_endpoint)
         host = settings.advertise_host
         self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance)
@@ -155,20 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     stop = install_stop_handlers()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    auth: ThreadAuthenticator | None = None
     proxy = FrameProxy(ctx, settings)
-    proxy.start()
-    proxy.ready.wait()
-    if proxy.error is not None:
-        log.error("cannot bind frame sockets", extra=fields(error=str(proxy.error)))
-        ctx.term()
-        return 1
     try:
+        if settings.curve_authorized_dir:
+            auth = start_authenticator(ctx, settings.curve_authorized_dir)
+        proxy.start()
+        proxy.ready.wait()
+        if proxy.error is not None:
+            raise proxy.error
         broker = Broker(settings, ctx, proxy)
-    except zmq.ZMQError as exc:
-        log.error(
-            "cannot bind control socket", extra=fields(error=str(exc), endpoint=settings.control_endpoint)
-        )
-        ctx.term()
+    except (zmq.ZMQError, PipelineError) as exc:
+        log.error("cannot start", extra=fields(error=str(exc)))
+        _teardown(ctx, auth, proxy)
         return 1
     log.info(
         "broker ready",
@@ -180,7 +186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker.run(stop)
     finally:
         broker.close()
-        ctx.term()
-        proxy.join(timeout=2)
+        _teardown(ctx, auth, proxy)
         log.info("broker stopped")
     return 0
+
+
+def _teardown(
+    ctx: zmq.Context[zmq.Socket[bytes]], auth: ThreadAuthenticator | None, proxy: FrameProxy
+) -> None:
+    """Authenticator first (it owns a socket), then the context, which ends the proxy."""
+    if auth is not None:
+        auth.stop()
+    ctx.term()
+    if proxy.ident is not None:
+        proxy.join(timeout=2)

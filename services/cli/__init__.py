@@ -1,7 +1,8 @@
 """`zmqstream`: the command line for people without Grafana at hand.
 
-    zmqstream status              the broker's view: workers, channels, subscribers
-    zmqstream watch <path>        a live sparkline of a channel, through the real plugin
+zmqstream status              the broker's view: workers, channels, subscribers
+zmqstream watch <path>        a live sparkline of a channel, through the real plugin
+zmqstream keys <dir> <name>…  CURVE certificates for a multi-host pipeline
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from services.cli import status, watch
+from services.cli import keys, status, watch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     status.add_parser(commands)
     watch.add_parser(commands)
+    keys.add_parser(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

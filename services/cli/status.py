@@ -30,12 +30,17 @@ def fetch(control_endpoint: str, timeout_s: float) -> protocol.StatusReply:
 
 
 def render(reply: protocol.StatusReply) -> str:
-    lines = [f"broker {reply.broker}: {len(reply.workers)} workers, "
-             f"{len(reply.channels)} channels, {reply.plugins} plugin processes", ""]
+    lines = [
+        f"broker {reply.broker}: {len(reply.workers)} workers, "
+        f"{len(reply.channels)} channels, {reply.plugins} plugin processes",
+        "",
+    ]
     lines += _table(
         ["worker", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
-        [[w, i["pid"], i["channels"], i["load"], i["ticks_late"], i["seen_s_ago"]]
-         for w, i in sorted(reply.workers.items())],
+        [
+            [w, i["pid"], i["channels"], i["load"], i["ticks_late"], i["seen_s_ago"]]
+            for w, i in sorted(reply.workers.items())
+        ],
     )
     lines.append("")
     lines += _table(
@@ -62,13 +67,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _as_dict(reply: protocol.StatusReply) -> dict[str, Any]:
-    return {"broker": reply.broker, "workers": reply.workers, "channels": reply.channels, "plugins": reply.plugins}
+    return {
+        "broker": reply.broker,
+        "workers": reply.workers,
+        "channels": reply.channels,
+        "plugins": reply.plugins,
+    }
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("status", help="the broker's workers, channels and subscribers")
-    parser.add_argument("--control-endpoint", default=default_endpoint("control"),
-                        help="the broker's control endpoint (default: %(default)s)")
+    parser.add_argument(
+        "--control-endpoint",
+        default=default_endpoint("control"),
+        help="the broker's control endpoint (default: %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the broker")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(run=run)

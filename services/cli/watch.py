@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,8 +51,10 @@ class Watcher:
         p99 = latency[min(len(latency) - 1, int(len(latency) * 0.99))] if latency else 0.0
         median = statistics.median(latency) if latency else 0.0
         last = self.values[-1] if self.values else float("nan")
-        return (f"{sparkline(list(self.values))}  {last:10.4g}  {rate:8.1f} rows/s  "
-                f"latency {median:6.2f} ms (p99 {p99:6.2f})")
+        return (
+            f"{sparkline(list(self.values))}  {last:10.4g}  {rate:8.1f} rows/s  "
+            f"latency {median:6.2f} ms (p99 {p99:6.2f})"
+        )
 
 
 def watch(host: PluginHost, path: str, *, rows: int, width: int, plain: bool, out: TextIO) -> int:
@@ -80,14 +81,18 @@ def watch(host: PluginHost, path: str, *, rows: int, width: int, plain: bool, ou
 
 
 def run(args: argparse.Namespace) -> int:
-    host = PluginHost(args.plugin, env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint}
-                      if args.control_endpoint else None)
+    host = PluginHost(
+        args.plugin,
+        env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint} if args.control_endpoint else None,
+    )
     try:
         response = host.subscribe(args.path)
         if response.status != response.OK:
             reasons = [e["@message"] + ": " + str(e.get("error", "")) for e in host.logs_at("warn")]
-            print(f"zmqstream watch: the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})",
-                  file=sys.stderr)
+            print(
+                f"zmqstream watch: the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})",
+                file=sys.stderr,
+            )
             return 1
         return watch(host, args.path, rows=args.rows, width=args.width, plain=args.plain, out=sys.stdout)
     finally:
@@ -98,9 +103,13 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("watch", help="draw a channel's live values in the terminal")
     parser.add_argument("path", help="channel path, e.g. custom-10-20-100")
     default_plugin = ROOT / "build" / "plugins" / plugin_id() / launcher_name("linux_amd64")
-    parser.add_argument("--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)")
+    parser.add_argument(
+        "--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)"
+    )
     parser.add_argument("--control-endpoint", default="", help="broker control endpoint for the plugin")
-    parser.add_argument("--rows", type=int, default=0, help="stop after this many rows (default: until Ctrl-C)")
+    parser.add_argument(
+        "--rows", type=int, default=0, help="stop after this many rows (default: until Ctrl-C)"
+    )
     parser.add_argument("--width", type=int, default=60, help="sparkline width in values")
     parser.add_argument("--plain", action="store_true", help="one line per update instead of redrawing")
     parser.set_defaults(run=run)

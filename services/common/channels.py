@@ -71,11 +71,11 @@ class ChannelSpec:
             if not math.isfinite(value):
                 raise InvalidChannel(f"{name} must be a finite number, got {value!r}")
         if not self.lower < self.upper:
-            raise InvalidChannel(f"lower ({self.lower:g}) must be below upper ({self.upper:g})")
+            raise InvalidChannel(f"lower ({_plain(self.lower)}) must be below upper ({_plain(self.upper)})")
         if not limits.min_tick_ms <= self.tick_ms <= limits.max_tick_ms:
             raise InvalidChannel(
-                f"tick interval {self.tick_ms:g} ms is outside "
-                f"[{limits.min_tick_ms:g}, {limits.max_tick_ms:g}] ms"
+                f"tick interval {_plain(self.tick_ms)} ms is outside "
+                f"[{_plain(limits.min_tick_ms)}, {_plain(limits.max_tick_ms)}] ms"
             )
         if not 1 <= self.series <= limits.max_series:
             raise InvalidChannel(f"series {self.series} is outside [1, {limits.max_series}]")

@@ -47,26 +47,34 @@ def default_endpoint(name: str) -> str:
 class Settings:
     """Base: how a settings class is read from argv and the environment."""
 
+    def __post_init__(self) -> None:
+        """Subclasses check their fields here and call super()."""
+
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        parser = argparse.ArgumentParser(description=cls.__doc__)
+        prog = "zmqstream-" + cls.__name__.removesuffix("Settings").lower()
+        parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
         for field in dataclasses.fields(cls):
             parser.add_argument(
                 "--" + field.name.replace("_", "-"),
                 dest=field.name,
                 default=None,
-                help=f"{field.metadata['help']} [env {env_name(field.name)}, default {field.metadata['shown']}]",
+                help=f"{field.metadata['help']} "
+                f"[env {env_name(field.name)}, default {field.metadata['shown']}]",
             )
         parsed = vars(parser.parse_args(argv))
         values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = parsed[field.name]
-            if raw is None:
-                raw = env.get(env_name(field.name))
-            if raw is not None:
-                values[field.name] = _convert(field.name, raw, str(field.type))
-        return cls(**values)
+        try:
+            for field in dataclasses.fields(cls):
+                raw = parsed[field.name]
+                if raw is None:
+                    raw = env.get(env_name(field.name))
+                if raw is not None:
+                    values[field.name] = _convert(field.name, raw, str(field.type))
+            return cls(**values)
+        except ConfigError as exc:
+            parser.error(str(exc))  # exits 2 with the usage line and the message
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str, str]]:
@@ -118,9 +126,27 @@ class LimitSettings(Settings):
         return Limits(self.min_tick_ms, self.max_tick_ms, self.max_series)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _positive(self, "min_tick_ms", "max_tick_ms", "max_series")
         if self.min_tick_ms > self.max_tick_ms:
             raise ConfigError("min_tick_ms is above max_tick_ms")
+
+
+def _both_or_neither(settings: object, first: str, second: str) -> None:
+    if bool(getattr(settings, first)) != bool(getattr(settings, second)):
+        raise ConfigError(f"{first} and {second} go together: set both or neither")
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveClientSettings(Settings):
+    """CURVE keys of a process that connects to the broker (see services.common.security)."""
+
+    curve_client_secret: str = setting("", "this process's CURVE .key_secret file (off when empty)")
+    curve_server_public: str = setting("", "the broker's public CURVE .key file")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _both_or_neither(self, "curve_client_secret", "curve_server_public")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,19 +166,22 @@ class BrokerSettings(LimitSettings):
     plugin_lease_s: float = setting(3.0, "a silent plugin's subscriptions are released after")
     worker_lease_s: float = setting(1.0, "a silent worker's channels move after")
     max_channels: int = setting(10_000, "most channels the broker runs at once")
+    curve_server_secret: str = setting("", "the broker's CURVE .key_secret file (off when empty)")
+    curve_authorized_dir: str = setting("", "folder of the public .key files of allowed peers")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "plugin_lease_s", "worker_lease_s", "max_channels")
+        _both_or_neither(self, "curve_server_secret", "curve_authorized_dir")
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkerSettings(Settings):
+class WorkerSettings(CurveClientSettings):
     """A generator worker: runs tickers and publishes their rows."""
 
     control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
     worker_id: str = setting(lambda: f"{os.uname().nodename}-{os.getpid()}", "name shown by the broker")
-    heartbeat_s: float = setting(0.2, "how often the worker reports to the broker")
+    worker_heartbeat_s: float = setting(0.2, "how often a worker reports to the broker")
     publish_interval_ms: float = setting(
         1.0, "a channel faster than this sends its ticks in batches this far apart"
     )
@@ -160,11 +189,12 @@ class WorkerSettings(Settings):
     send_hwm: int = setting(10_000, "messages queued for the broker before drops")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _positive(self, "worker_heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
 
 
 @dataclasses.dataclass(frozen=True)
-class PluginSettings(LimitSettings):
+class PluginSettings(LimitSettings, CurveClientSettings):
     """The gRPC plugin process Grafana launches."""
 
     control_endpoint: str = setting(
@@ -182,7 +212,7 @@ class PluginSettings(LimitSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet")
+        _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet")
 
 
 def ensure_ipc_dir(endpoint: str) -> None:

@@ -23,6 +23,7 @@ from services.common.config import WorkerSettings
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
+from services.common.security import secure_client
 from services.common.sockets import configure
 from services.generator.ticker import Scheduler
 from services.generator.waveforms import registry
@@ -38,13 +39,17 @@ class Worker:
     def __init__(self, settings: WorkerSettings, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER))
-        self.control.connect(settings.control_endpoint)
         self.frames = configure(ctx.socket(zmq.PUB), sndhwm=settings.send_hwm)
+        if settings.curve_client_secret:
+            for sock in (self.control, self.frames):
+                secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
+        self.control.connect(settings.control_endpoint)
         self.frames_endpoint = ""
         self.packer = msgpack.Packer()
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
             self._publish,
+            self._generator_failed,
             publish_interval_ns=round(settings.publish_interval_ms * 1_000_000),
             max_rows=settings.max_rows_per_message,
         )
@@ -52,6 +57,10 @@ class Worker:
     def _publish(self, channel: str, times_ns: list[int], columns: list[list[float]]) -> None:
         payload = self.packer.pack({"times_ns": times_ns, "columns": columns})
         self.frames.send_multipart((protocol.topic(channel), ROWS_HEADER, payload))
+
+    def _generator_failed(self, channel: str, error: Exception) -> None:
+        self.refused.add(channel)
+        log.error("generator failed; channel stopped", extra=fields(channel=channel, error=repr(error)))
 
     def heartbeat(self) -> None:
         message = protocol.WorkerHeartbeat(
@@ -85,12 +94,13 @@ class Worker:
                 log.info("ticker stopped", extra=fields(channel=channel))
 
     def _start(self, channel: str) -> None:
+        if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
+            return
         spec = parse_path(channel, UNCHECKED)
         generator = registry().get(spec.generator)
         if generator is None:
-            if channel not in self.refused:
-                self.refused.add(channel)
-                log.error("unknown generator", extra=fields(channel=channel))
+            self.refused.add(channel)
+            log.error("unknown generator", extra=fields(channel=channel))
             return
         self.scheduler.start(spec, generator, time.time_ns())
         log.info("ticker started", extra=fields(channel=channel))

@@ -20,6 +20,8 @@ from services.generator.waveforms import Generator, channel_seed
 
 Publish = Callable[[str, list[int], list[list[float]]], None]
 """publish(channel, times_ns, columns)"""
+Failed = Callable[[str, Exception], None]
+"""failed(channel, error): the channel's generator broke; the scheduler has stopped it."""
 
 
 @dataclass(slots=True)
@@ -51,12 +53,14 @@ class Scheduler:
     def __init__(
         self,
         publish: Publish,
+        failed: Failed,
         *,
         publish_interval_ns: int,
         max_rows: int,
         lateness_budget_ns: int = 1_000_000,
     ) -> None:
         self._publish = publish
+        self._failed = failed
         self._publish_interval_ns = publish_interval_ns
         self._max_rows = max_rows
         self._tickers: dict[str, Ticker] = {}
@@ -110,8 +114,15 @@ class Scheduler:
         first = ticker.next_tick
         last = min(now_ns // tick_ns, first + self._max_rows - 1)
         ticks = range(first, last + 1)
-        columns = ticker.generator.generate(spec, ticker.seed, ticks)
-        self._publish(path, [k * tick_ns for k in ticks], columns)
+        try:  # a user's generator may raise or return garbage: stop its channel, not the worker
+            columns = ticker.generator.generate(spec, ticker.seed, ticks)
+            if len(columns) != spec.series or any(len(column) != len(ticks) for column in columns):
+                raise ValueError(f"generate() must return {spec.series} lists of {len(ticks)} values")
+            self._publish(path, [k * tick_ns for k in ticks], columns)
+        except Exception as exc:
+            self.stop(path)
+            self._failed(path, exc)
+            return
         ticker.next_tick = last + 1
         wake = max(ticker.next_tick * tick_ns, now_ns + self._publish_interval_ns)
         if last * tick_ns + tick_ns <= now_ns:  # still behind: catch up at once

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ class PluginHost:
             self.process.kill()
             self.process.wait()
             raise
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        self._stdout = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._stdout.start()
         self.channel = grpc.insecure_channel(
             self.address,
             options=[
@@ -184,6 +185,45 @@ class PluginHost:
         request = pb.RunStreamRequest(pluginContext=(ds or Datasource()).context(), path=path)
         return LiveStream(self.stream.RunStream(request))
 
+    def query_data(
+        self,
+        queries: Sequence[pb.DataQuery],
+        ds: Datasource | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 30,
+    ) -> pb.QueryDataResponse:
+        """QueryData as a panel (or, with headers {"FromAlert": "true"}, an alert rule) sends it."""
+        request = pb.QueryDataRequest(
+            pluginContext=(ds or Datasource()).context(), headers=dict(headers or {}), queries=list(queries)
+        )
+        response: pb.QueryDataResponse = self.data.QueryData(request, timeout=timeout_s)
+        return response
+
+    def call_resource(
+        self,
+        path: str,
+        method: str = "GET",
+        body: bytes = b"",
+        ds: Datasource | None = None,
+        timeout_s: float = 10,
+    ) -> ResourceReply:
+        """CallResource as Grafana proxies /api/datasources/uid/<uid>/resources/<path>."""
+        request = pb.CallResourceRequest(
+            pluginContext=(ds or Datasource()).context(), path=path, method=method, url=path, body=body
+        )
+        messages = list(self.resource.CallResource(request, timeout=timeout_s))
+        if not messages:
+            raise RuntimeError("CallResource answered nothing; Grafana would answer 500")
+        first = messages[0]  # Grafana takes the status and headers from the first message only
+        headers = {key.lower(): list(values.values) for key, values in first.headers.items()}
+        return ResourceReply(first.code, headers, b"".join(m.body for m in messages))
+
+    def collect_metrics(self, ds: Datasource | None = None, timeout_s: float = 10) -> str:
+        """The Prometheus text Grafana serves at /metrics/plugins/<id>."""
+        request = pb.CollectMetricsRequest(pluginContext=(ds or Datasource()).context())
+        response: pb.CollectMetricsResponse = self.diagnostics.CollectMetrics(request, timeout=timeout_s)
+        return response.metrics.prometheus.decode()
+
     def logs_at(self, level: str) -> list[dict[str, Any]]:
         return [e for e in self.logs if str(e.get("@level", "")).lower() == level]
 
@@ -201,7 +241,55 @@ class PluginHost:
                 self.process.wait()
         else:
             self.channel.close()
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        self._close_pipes()
+        return elapsed
+
+    def _close_pipes(self) -> None:
+        """Close our ends of the pipes once the readers have seen EOF (no ResourceWarning)."""
+        for reader, pipe in ((self._stdout, self.process.stdout), (self._stderr, self.process.stderr)):
+            reader.join(2)
+            if pipe is not None and not reader.is_alive():
+                pipe.close()
+
+
+@dataclass
+class ResourceReply:
+    code: int
+    headers: dict[str, list[str]]
+    """Lower-cased names, as HTTP headers compare."""
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def data_query(
+    ref_id: str,
+    model: Mapping[str, Any],
+    from_ms: int,
+    to_ms: int,
+    *,
+    max_data_points: int = 1000,
+    interval_ms: int = 1000,
+    ds: Datasource | None = None,
+) -> pb.DataQuery:
+    """A DataQuery as Grafana builds it: the panel's query model plus Grafana's own keys in `json`."""
+    source = ds or Datasource()
+    body = {
+        **model,
+        "refId": ref_id,
+        "datasource": {"type": source.plugin_id, "uid": source.uid},
+        "intervalMs": interval_ms,
+        "maxDataPoints": max_data_points,
+    }
+    return pb.DataQuery(
+        refId=ref_id,
+        maxDataPoints=max_data_points,
+        intervalMS=interval_ms,
+        timeRange=pb.TimeRange(fromEpochMS=from_ms, toEpochMS=to_ms),
+        json=orjson.dumps(body),
+    )
 
 
 class LiveStream:
@@ -213,6 +301,19 @@ class LiveStream:
         self.packets = 0
         self.received_at: list[float] = []
         self.raw: list[bytes] = []
+        self.viewers: list[StreamingFrame] = []
+
+    def add_viewer(self, initial: bytes) -> StreamingFrame:
+        """A later subscriber of this stream, as Grafana fans one RunStream out to every subscriber.
+
+        Its frame starts from its SubscribeStream answer (`initial`) and then receives the
+        packets read from now on, as the browser appends them.
+        """
+        frame = StreamingFrame()
+        if initial:
+            frame.push(initial)
+        self.viewers.append(frame)
+        return frame
 
     def packets_iter(self) -> Iterator[bytes]:
         for packet in self.call:
@@ -220,6 +321,8 @@ class LiveStream:
             self.received_at.append(time.time())
             self.raw.append(packet.data)
             self.frame.push(packet.data)
+            for viewer in self.viewers:
+                viewer.push(packet.data)
             yield packet.data
 
     def read_rows(self, rows: int, timeout_s: float = 10) -> StreamingFrame:

@@ -22,7 +22,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.common.config import PluginSettings
 from services.common.logs import fields, setup_logging
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
+from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
+from services.plugin.querydata import DataService
+from services.plugin.resources import ResourceService
 from services.plugin.servicers import ControllerService, DiagnosticsService, StdioService, StreamService
 
 log = logging.getLogger("zmqstream.plugin")
@@ -45,18 +48,25 @@ def check_launched_by_host(env: dict[str, str] | os._Environ[str]) -> str:
         )
     versions = env.get("PLUGIN_PROTOCOL_VERSIONS", APP_PROTOCOL_VERSION).split(",")
     if APP_PROTOCOL_VERSION not in versions:
-        return f"the host speaks plugin protocol versions {versions}; this plugin speaks {APP_PROTOCOL_VERSION}"
+        return (
+            f"the host speaks plugin protocol versions {versions}; this plugin speaks {APP_PROTOCOL_VERSION}"
+        )
     return ""
 
 
 async def serve(settings: PluginSettings, stop: asyncio.Event) -> None:
     pipelines = Pipelines(settings)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
-    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(pipelines, settings), server)
-    pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(DiagnosticsService(pipelines, settings), server)
+    metrics = PluginMetrics(pipelines)
+    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(pipelines, settings, metrics), server)
+    pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
+        DiagnosticsService(pipelines, settings, metrics), server
+    )
+    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics), server)
+    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(pipelines, settings, metrics), server)
     goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
     goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # an import mypy cannot see
     await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

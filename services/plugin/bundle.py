@@ -56,7 +56,9 @@ def build(out: Path, *, backend_only: bool) -> Path:
     shutil.copy(PLUGIN_JSON, folder / "plugin.json")
     if not backend_only:
         if not (FRONTEND_DIST / "module.js").exists():
-            raise SystemExit(f"{FRONTEND_DIST}/module.js is missing: build the frontend first (make frontend)")
+            raise SystemExit(
+                f"{FRONTEND_DIST}/module.js is missing: build the frontend first (make frontend)"
+            )
         shutil.copytree(FRONTEND_DIST, folder, dirs_exist_ok=True)
     write_launchers(folder)
     return folder

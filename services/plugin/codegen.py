@@ -22,8 +22,15 @@ def main() -> int:
     stubs = [f"--mypy_out={OUT}", f"--mypy_grpc_out={OUT}"] if shutil.which("protoc-gen-mypy") else []
     for proto in sorted(PROTOS.glob("*.proto")):
         status: int = protoc.main(
-            ["grpc_tools.protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={OUT}",
-             f"--grpc_python_out={OUT}", *stubs, str(proto)]
+            [
+                "grpc_tools.protoc",
+                f"-I{PROTOS}",
+                f"-I{include}",
+                f"--python_out={OUT}",
+                f"--grpc_python_out={OUT}",
+                *stubs,
+                str(proto),
+            ]
         )
         if status != 0:
             print(f"protoc failed on {proto.name}", file=sys.stderr)

@@ -63,7 +63,12 @@ def _number(raw: dict[str, Any], key: str, uid: str) -> float:
     value = raw.get(key)
     if value is None or value == "":
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         log.warning("datasource setting ignored", extra=fields(uid=uid, key=key, value=repr(value)))
         return 0.0
     return float(value)

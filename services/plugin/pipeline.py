@@ -23,6 +23,7 @@ from services.common import protocol
 from services.common.config import PluginSettings
 from services.common.errors import PipelineError, ProtocolError
 from services.common.logs import fields
+from services.common.security import secure_client
 from services.common.sockets import advertised, configure, host_of
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
@@ -82,8 +83,11 @@ class Pipeline:
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
-        self.control.connect(control_endpoint)
         self.frames = configure(ctx.socket(zmq.SUB), rcvhwm=100_000)
+        if settings.curve_client_secret:
+            for sock in (self.control, self.frames):
+                secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
+        self.control.connect(control_endpoint)
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -150,8 +154,10 @@ class Pipeline:
     # -- loops ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> bool:
+        """Send now or report failure: the plain (blocking-API) send raises Again at once,
+        where zmq.asyncio's would return a future that fails later, unobserved."""
         try:
-            self.control.send_multipart(protocol.encode(message), zmq.NOBLOCK)
+            zmq.Socket.send_multipart(self.control, protocol.encode(message), zmq.NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -160,7 +166,7 @@ class Pipeline:
         while True:
             held = [channel for channel in self.holders if channel not in self.refusals]
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
     async def _read_control(self) -> None:
         while True:

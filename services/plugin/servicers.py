@@ -1,16 +1,21 @@
 """The gRPC services Grafana calls: pluginv2 Stream and Diagnostics, go-plugin's controller.
 
 A stream's life: SubscribeStream checks the path (NOT_FOUND with the reason logged if it
-is bad) and answers the schema; RunStream holds the channel in the pipeline and relays
-its rows as JSON frames, all rows queued since the last packet in one packet, so a
-channel faster than the gRPC stream costs more rows per packet, not more packets.
+is bad) and answers the schema with the channel's recent history (services.plugin.backfill
+says where that history ends and why); RunStream holds the channel in the pipeline and
+relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
+channel faster than the gRPC stream costs more rows per packet, not more packets. It never
+sends a tick twice or time backwards, and its first packet bridges the end of the
+history to the first live row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import orjson
@@ -19,86 +24,152 @@ from services.common.channels import ChannelSpec, parse_path
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.generator.waveforms import registry
-from services.plugin import frames
+from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused
+from services.plugin.history import HistoryError, Rows, generator_for
+from services.plugin.metrics import PluginMetrics
+from services.plugin.pipeline import BrokerUnavailable, Pipelines, RowQueue, SubscriptionRefused
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
+    """What Grafana runs one RunStream for: the channel `<org>/ds/<uid>/<path>`."""
+    return (context.orgId, context.dataSourceInstanceSettings.uid, path)
 
 
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings) -> None:
+    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
         self.settings = settings
+        self.metrics = metrics
+        self.ledger = backfill.Ledger()
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, DatasourceConfig]:
         config = DatasourceConfig.from_context(context, self.settings.limits)
         spec = parse_path(path, config.limits)
-        if spec.generator not in registry():
-            raise InvalidChannel(f"unknown generator {spec.generator!r}; known: {', '.join(registry())}")
+        generator_for(spec)
         return spec, config
 
     async def SubscribeStream(
-        self, request: pb.SubscribeStreamRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SubscribeStreamRequest, context: Context
     ) -> pb.SubscribeStreamResponse:
         try:
             spec, _ = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        return pb.SubscribeStreamResponse(
-            status=pb.SubscribeStreamResponse.OK, data=frames.schema_only(frames.schema(spec))
+        end_ns = self.ledger.history_end(
+            stream_key(request.pluginContext, request.path), spec, time.time_ns()
         )
+        try:
+            rows = await asyncio.to_thread(backfill.recent, spec, end_ns)
+        except HistoryError as exc:
+            log.warning("no history for the new subscriber", extra=fields(channel=spec.path, error=str(exc)))
+            rows = Rows([], [])
+        if rows:
+            data = frames.packet(rows.times_ns, rows.columns, frames.schema(spec))
+        else:
+            data = frames.schema_only(frames.schema(spec))
+        self.metrics.sent("initial", len(rows), len(data))
+        return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
 
     async def PublishStream(
-        self, request: pb.PublishStreamRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PublishStreamRequest, context: Context
     ) -> pb.PublishStreamResponse:
         log.info("publish denied", extra=fields(path=request.path[:200]))
         return pb.PublishStreamResponse(status=pb.PublishStreamResponse.PERMISSION_DENIED)
 
     async def RunStream(
-        self, request: pb.RunStreamRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RunStreamRequest, context: Context
     ) -> AsyncIterator[pb.StreamPacket]:
         try:
             spec, config = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        key = stream_key(request.pluginContext, request.path)
         channel = spec.path
         pipeline = self.pipelines.get(config.broker_address)
         queue = pipeline.hold(channel)
+        floor = self.ledger.open(key)
+        self.metrics.streams.inc()
         log.info("stream started", extra=fields(path=request.path, channel=channel))
         frame_schema: dict[str, object] | None = frames.schema(spec)
-        last_ns = -1
+        reported_drops = 0
         try:
             while True:
                 times, columns = await queue.take(self.settings.max_rows_per_packet)
-                if times[0] <= last_ns:  # a moved ticker may repeat: never send time backwards
-                    keep = next((i for i, t in enumerate(times) if t > last_ns), len(times))
-                    times, columns = times[keep:], [column[keep:] for column in columns]
-                    if not times:
-                        continue
-                last_ns = times[-1]
-                yield pb.StreamPacket(data=frames.packet(times, columns, frame_schema))
+                reported_drops = self._count_drops(queue, reported_drops)
+                if frame_schema is not None:  # nothing sent yet: a new subscriber may have been promised more
+                    floor = max(floor, self.ledger.promised(key))
+                times, columns = self._after(floor, times, columns)
+                if not times:
+                    continue
+                if frame_schema is not None and floor != backfill.NOTHING:
+                    times, columns = await self._bridged(spec, floor, times, columns)
+                data = frames.packet(times, columns, frame_schema)
+                floor = times[-1]
+                self.ledger.sent(key, floor)
+                self.metrics.sent("stream", len(times), len(data))
+                yield pb.StreamPacket(data=data)
                 frame_schema = None
         except SubscriptionRefused as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
+            self.ledger.close(key)
+            self.metrics.streams.dec()
+            self._count_drops(queue, reported_drops)
             log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
+
+    def _after(
+        self, floor: int, times: list[int], columns: list[list[float]]
+    ) -> tuple[list[int], list[list[float]]]:
+        """The rows later than `floor`: a moved ticker may repeat, an initial frame may hold them."""
+        if times[0] > floor:
+            return times, columns
+        keep = next((i for i, t in enumerate(times) if t > floor), len(times))
+        self.metrics.dropped("already_sent", keep)
+        return times[keep:], [column[keep:] for column in columns]
+
+    async def _bridged(
+        self, spec: ChannelSpec, floor: int, times: list[int], columns: list[list[float]]
+    ) -> tuple[list[int], list[list[float]]]:
+        """The rows with the ticks between `floor` and the first live row recomputed in front."""
+        if times[0] - floor <= spec.tick_ns:
+            return times, columns
+        try:
+            gap = await asyncio.to_thread(backfill.bridge, spec, floor, times[0])
+        except HistoryError as exc:
+            log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
+            return times, columns
+        return gap.times_ns + times, [a + b for a, b in zip(gap.columns, columns, strict=True)]
+
+    def _count_drops(self, queue: RowQueue, reported: int) -> int:
+        self.metrics.dropped("slow_consumer", queue.dropped_rows - reported)
+        return queue.dropped_rows
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings) -> None:
+    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
         self.settings = settings
+        self.metrics = metrics
 
-    async def CheckHealth(
-        self, request: pb.CheckHealthRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CheckHealthResponse:
+    async def CollectMetrics(
+        self, request: pb.CollectMetricsRequest, context: Context
+    ) -> pb.CollectMetricsResponse:
+        """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
+        config = DatasourceConfig.from_context(request.pluginContext, self.settings.limits)
+        self.pipelines.get(config.broker_address)
+        text = await self.metrics.exposition()
+        return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
+
+    async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings.limits)
         pipeline = self.pipelines.get(config.broker_address)
         try:
@@ -133,7 +204,7 @@ class ControllerService(goplugin_pb2_grpc.GRPCControllerServicer):
     def __init__(self, on_shutdown: Callable[[], None]) -> None:
         self.on_shutdown = on_shutdown
 
-    async def Shutdown(self, request: goplugin_pb2.Empty, context: grpc.aio.ServicerContext) -> goplugin_pb2.Empty:
+    async def Shutdown(self, request: goplugin_pb2.Empty, context: Context) -> goplugin_pb2.Empty:
         log.info("shutdown requested by the host")
         self.on_shutdown()
         return goplugin_pb2.Empty()
@@ -142,5 +213,6 @@ class ControllerService(goplugin_pb2_grpc.GRPCControllerServicer):
 class StdioService(goplugin_pb2_grpc.GRPCStdioServicer):
     """Held open and silent: our logs already reach the host on stderr."""
 
-    async def StreamStdio(self, request: object, context: grpc.aio.ServicerContext) -> None:
+    # A coroutine, not a generator: grpc.aio accepts either for a server stream, the stub's type does not.
+    async def StreamStdio(self, request: object, context: Context) -> None:  # type: ignore[override]
         await asyncio.Event().wait()  # until the host hangs up, which cancels this

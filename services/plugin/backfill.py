@@ -1,0 +1,131 @@
+"""What a subscriber gets before the live rows, and where the live rows take over.
+
+SubscribeStream answers with the channel's recent history as its initial frame (schema
+and data, the same JSON as a stream's first packet), so a panel opened mid-stream is
+filled at once. Its size is bounded: the last min(MAX_ROWS, WINDOW_NS / tick) ticks, and at
+least the last one, so a slow channel still shows its latest value at once.
+
+Where the history ends. The browser appends every later packet to the initial frame
+without deduplication, so history must end exactly where the live rows begin: an overlap
+shows twice, a hole shows as a gap. Only the plugin knows what its RunStream has sent, so
+it keeps a Ledger per Grafana channel (org, datasource uid, path as sent):
+
+- A RunStream of the channel is running and has sent rows: history ends at the last tick
+  it sent. It never sends time backwards, so everything it sends next is later: no
+  overlap, and the new subscriber sees from then on what the others see. (A packet
+  Grafana publishes between our reply and the client's subscription becoming active is
+  missed: a race inside Grafana, milliseconds wide.)
+- Otherwise (the first subscriber, or a stream that has sent nothing yet): history ends at
+  the last tick already due, and that end is *promised*. RunStream sends no row at or
+  before a promise (rows in flight from a ticker already running for someone else), and
+  its first packet bridges the promise to its first live row by recomputing the ticks in
+  between (a fresh ticker starts at its first tick after the broker placed it, some
+  milliseconds later). So the first subscriber sees neither duplicates nor a gap.
+- A RunStream that ends leaves its last tick in the ledger for LEDGER_TTL_S, so the
+  RunStream Grafana starts again after an error carries on from there, gaplessly.
+
+All of it relies on the values being pure functions of (channel, tick): the bridge and
+the history are the very values the workers publish (services.plugin.history). "Due"
+is read on the plugin's clock and ticks are stamped on the workers': across hosts the
+clocks must agree (NTP), or a promise runs ahead of the live rows and those are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common.channels import ChannelSpec
+from services.plugin.history import Rows, last_tick, values
+
+MAX_ROWS = 1000
+WINDOW_NS = 60 * 1_000_000_000
+LEDGER_TTL_S = 60.0
+NOTHING = -1
+"""A tick time before every tick: nothing sent, nothing promised."""
+
+StreamKey = tuple[int, str, str]
+"""(org id, datasource uid, path as Grafana sent it): what Grafana runs one RunStream for."""
+
+
+def window(spec: ChannelSpec) -> int:
+    """How many ticks an initial frame holds."""
+    return max(1, min(MAX_ROWS, WINDOW_NS // spec.tick_ns))
+
+
+def recent(spec: ChannelSpec, end_ns: int) -> Rows:
+    """The last `window(spec)` ticks at or before `end_ns`."""
+    last = last_tick(spec, end_ns)
+    return values(spec, range(last - window(spec) + 1, last + 1))
+
+
+def bridge(spec: ChannelSpec, after_ns: int, before_ns: int) -> Rows:
+    """The ticks strictly between two tick times, at most the last MAX_ROWS of them."""
+    first = last_tick(spec, after_ns) + 1
+    stop = -(-before_ns // spec.tick_ns)
+    return values(spec, range(max(first, stop - MAX_ROWS), stop))
+
+
+@dataclass(slots=True)
+class _Entry:
+    sent_ns: int = NOTHING
+    promised_ns: int = NOTHING
+    streams: int = 0
+    touched: float = 0.0
+
+
+class Ledger:
+    """Per Grafana channel: the last tick sent live, and the last one an initial frame promised."""
+
+    def __init__(self, ttl_s: float = LEDGER_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.entries: dict[StreamKey, _Entry] = {}
+
+    def history_end(self, key: StreamKey, spec: ChannelSpec, now_ns: int) -> int:
+        """Where a new subscriber's history ends (a tick time); promises it if no stream sent yet."""
+        self._forget_stale()
+        entry = self._touch(key)
+        if entry.streams and entry.sent_ns != NOTHING:
+            return entry.sent_ns
+        end = last_tick(spec, now_ns) * spec.tick_ns
+        entry.promised_ns = max(entry.promised_ns, end)
+        return end
+
+    def open(self, key: StreamKey) -> int:
+        """A RunStream starts; returns the tick time at or before which it must send nothing.
+
+        A stream restarted after the last one ended carries on from what that one sent; one
+        running beside another (not something Grafana does) only honours promises.
+        """
+        self._forget_stale()
+        entry = self._touch(key)
+        floor = entry.promised_ns if entry.streams else max(entry.promised_ns, entry.sent_ns)
+        entry.streams += 1
+        return floor
+
+    def promised(self, key: StreamKey) -> int:
+        entry = self.entries.get(key)
+        return entry.promised_ns if entry else NOTHING
+
+    def sent(self, key: StreamKey, time_ns: int) -> None:
+        entry = self._touch(key)
+        entry.sent_ns = max(entry.sent_ns, time_ns)
+
+    def close(self, key: StreamKey) -> None:
+        entry = self._touch(key)
+        entry.streams = max(0, entry.streams - 1)
+
+    def _touch(self, key: StreamKey) -> _Entry:
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = _Entry()
+        entry.touched = self.clock()
+        return entry
+
+    def _forget_stale(self) -> None:
+        """Drop entries no stream has used for ttl_s (run on subscribe and open, not per packet)."""
+        now = self.clock()
+        for key in [k for k, e in self.entries.items() if not e.streams and now - e.touched > self.ttl_s]:
+            del self.entries[key]

@@ -1,0 +1,203 @@
+"""The plugin's Prometheus metrics, served by CollectMetrics (Grafana: /metrics/plugins/<id>).
+
+Three sources, one text:
+- counters the servicers update as they send (`frames_sent`, `rows_sent`, `bytes_sent` by
+  kind: `stream` packets, `initial` frames of SubscribeStream, `query` frames), drop rows
+  (`rows_dropped` by reason) and answer (`queries`, `resource_requests`), plus the gauge of
+  running streams, all in this process's own CollectorRegistry (never the global one);
+- the pipelines' own counts, read at collection time (channels held, rows received,
+  frames refused), with this process's CPU and memory;
+- the broker's view, asked for at collection time with a short timeout, per broker:
+  `zmqstream_broker_up` is 0 (and the rest absent) when a broker does not answer.
+
+    zmqstream_plugin_frames_sent_total{kind}      zmqstream_broker_up{broker}
+    zmqstream_plugin_rows_sent_total{kind}        zmqstream_broker_workers{broker}
+    zmqstream_plugin_bytes_sent_total{kind}       zmqstream_broker_channels{broker}
+    zmqstream_plugin_rows_dropped_total{reason}   zmqstream_broker_subscribers{broker}
+    zmqstream_plugin_queries_total{status}        zmqstream_broker_plugins{broker}
+    zmqstream_plugin_resource_requests_total{resource,code}
+    zmqstream_plugin_streams                      zmqstream_worker_channels{broker,worker}
+    zmqstream_plugin_channels_held{broker}        zmqstream_worker_load{broker,worker}
+    zmqstream_plugin_rows_received_total{broker}  zmqstream_worker_ticks_late_total{broker,worker}
+    zmqstream_plugin_frames_refused_total{broker} zmqstream_worker_heartbeat_age_seconds{broker,worker}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from services.common.protocol import StatusReply
+from services.plugin.pipeline import BrokerUnavailable, Pipeline, Pipelines
+
+BROKER_TIMEOUT_S = 0.5
+"""How long a scrape waits for each broker's status; Grafana waits on the whole scrape."""
+SENT_KINDS = ("stream", "initial", "query")
+DROP_REASONS = ("slow_consumer", "already_sent")
+QUERY_STATUSES = ("200", "400", "500")
+
+
+class PluginMetrics:
+    def __init__(self, pipelines: Pipelines) -> None:
+        self.pipelines = pipelines
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series (process-wide: ours)
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.frames_sent = Counter(
+            "zmqstream_plugin_frames_sent", "Frames sent to Grafana", ["kind"], registry=registry
+        )
+        self.rows_sent = Counter(
+            "zmqstream_plugin_rows_sent", "Rows sent to Grafana", ["kind"], registry=registry
+        )
+        self.bytes_sent = Counter(
+            "zmqstream_plugin_bytes_sent", "Frame bytes sent to Grafana", ["kind"], registry=registry
+        )
+        self.rows_dropped = Counter(
+            "zmqstream_plugin_rows_dropped",
+            "Rows not sent: a stream's queue overflowed (slow_consumer), or they were sent before",
+            ["reason"],
+            registry=registry,
+        )
+        self.queries = Counter(
+            "zmqstream_plugin_queries", "QueryData queries answered", ["status"], registry=registry
+        )
+        self.resource_requests = Counter(
+            "zmqstream_plugin_resource_requests",
+            "CallResource requests",
+            ["resource", "code"],
+            registry=registry,
+        )
+        self.streams = Gauge("zmqstream_plugin_streams", "RunStream calls running", registry=registry)
+        for kind in SENT_KINDS:
+            for counter in (self.frames_sent, self.rows_sent, self.bytes_sent):
+                counter.labels(kind)
+        for reason in DROP_REASONS:
+            self.rows_dropped.labels(reason)
+        for status in QUERY_STATUSES:
+            self.queries.labels(status)
+        ProcessCollector(namespace="zmqstream_plugin", registry=registry)
+        registry.register(_PipelineCollector(pipelines))
+
+    def sent(self, kind: str, rows: int, size: int) -> None:
+        self.frames_sent.labels(kind).inc()
+        self.rows_sent.labels(kind).inc(rows)
+        self.bytes_sent.labels(kind).inc(size)
+
+    def dropped(self, reason: str, rows: int) -> None:
+        if rows > 0:
+            self.rows_dropped.labels(reason).inc(rows)
+
+    async def exposition(self, timeout_s: float = BROKER_TIMEOUT_S) -> bytes:
+        """The Prometheus text: this process's metrics, then each broker's view."""
+        pipelines = list(self.pipelines.by_endpoint.values())
+        statuses = await asyncio.gather(*(_status(pipeline, timeout_s) for pipeline in pipelines))
+        brokers = CollectorRegistry()
+        brokers.register(
+            _BrokerCollector(dict(zip((p.control_endpoint for p in pipelines), statuses, strict=True)))
+        )
+        return bytes(generate_latest(self.registry) + generate_latest(brokers))
+
+
+async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply | None:
+    try:
+        return await pipeline.status(timeout_s)
+    except BrokerUnavailable:
+        return None
+
+
+class _PipelineCollector:
+    """The pipelines' counts, read when scraped."""
+
+    def __init__(self, pipelines: Pipelines) -> None:
+        self.pipelines = pipelines
+
+    def collect(self) -> Iterable[Metric]:
+        held = GaugeMetricFamily(
+            "zmqstream_plugin_channels_held", "Channels this plugin holds", labels=["broker"]
+        )
+        received = CounterMetricFamily(
+            "zmqstream_plugin_rows_received", "Rows received from the broker", labels=["broker"]
+        )
+        refused = CounterMetricFamily(
+            "zmqstream_plugin_frames_refused", "Frames from the broker that did not decode", labels=["broker"]
+        )
+        for endpoint, pipeline in list(self.pipelines.by_endpoint.items()):
+            held.add_metric([endpoint], len(pipeline.holders))
+            received.add_metric([endpoint], pipeline.rows_received)
+            refused.add_metric([endpoint], pipeline.decode_errors)
+        return [held, received, refused]
+
+
+class _BrokerCollector:
+    """One scrape's broker status replies (None: that broker did not answer)."""
+
+    def __init__(self, statuses: Mapping[str, StatusReply | None]) -> None:
+        self.statuses = statuses
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "zmqstream_broker_up", "1 if the broker answered this scrape", labels=["broker"]
+        )
+        totals = {
+            name: GaugeMetricFamily(f"zmqstream_broker_{name}", text, labels=["broker"])
+            for name, text in (
+                ("workers", "Generator workers alive"),
+                ("channels", "Channels running"),
+                ("subscribers", "Subscriptions over all channels (one per plugin holding a channel)"),
+                ("plugins", "Plugin processes alive"),
+            )
+        }
+        per_worker: list[GaugeMetricFamily | CounterMetricFamily] = [
+            GaugeMetricFamily(
+                "zmqstream_worker_channels", "Channels on the worker", labels=["broker", "worker"]
+            ),
+            GaugeMetricFamily(
+                "zmqstream_worker_load",
+                "Rows per second times series, over the worker's channels",
+                labels=["broker", "worker"],
+            ),
+            CounterMetricFamily(
+                "zmqstream_worker_ticks_late",
+                "Ticks published later than the worker's lateness budget, since it started",
+                labels=["broker", "worker"],
+            ),
+            GaugeMetricFamily(
+                "zmqstream_worker_heartbeat_age_seconds",
+                "Seconds since the broker last heard from the worker",
+                labels=["broker", "worker"],
+            ),
+        ]
+        keys = ("channels", "load", "ticks_late", "seen_s_ago")
+        for broker, status in self.statuses.items():
+            up.add_metric([broker], 0 if status is None else 1)
+            if status is None:
+                continue
+            subscribers = sum(_number(channel, "subscribers") for channel in status.channels.values())
+            totals["workers"].add_metric([broker], len(status.workers))
+            totals["channels"].add_metric([broker], len(status.channels))
+            totals["subscribers"].add_metric([broker], subscribers)
+            totals["plugins"].add_metric([broker], status.plugins)
+            for worker, info in status.workers.items():
+                for family, key in zip(per_worker, keys, strict=True):
+                    family.add_metric([broker, str(worker)], _number(info, key))
+        return [up, *totals.values(), *per_worker]
+
+
+def _number(info: Any, key: str) -> float:
+    """A number from a status entry (msgpack from another process): 0 if absent or not a number."""
+    value = info.get(key) if isinstance(info, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return float(value)

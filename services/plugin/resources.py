@@ -1,0 +1,115 @@
+"""CallResource: a small JSON API under /api/datasources/uid/<uid>/resources/ for the frontend.
+
+    GET generators → {"generators": [{"name": "uniform", "description": "…"}, …]}
+    GET limits     → {"minTickMs": …, "maxTickMs": …, "maxSeries": …}  (this datasource's)
+    GET channels   → the broker's view: {"broker", "endpoint", "plugins",
+                     "channels": [{"path", "worker", "subscribers"}, …],
+                     "workers": [{"id", "channels", "load", "ticksLate"}, …]}
+
+Every answer is one CallResourceResponse (code, headers, body), JSON with
+`Content-Type: application/json`: 404 `{"error": …}` for an unknown path, 405 (with
+`Allow: GET`) for another method, 503 when the broker does not answer, 500 if a handler
+fails, never a crashed call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import orjson
+
+from services.common.config import PluginSettings
+from services.common.logs import fields
+from services.generator.waveforms import registry
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.datasource import DatasourceConfig
+from services.plugin.metrics import PluginMetrics
+from services.plugin.pipeline import BrokerUnavailable, Pipelines
+
+log = logging.getLogger("zmqstream.plugin.resources")
+Reply = tuple[int, Any]
+Handler = Callable[[DatasourceConfig], Awaitable[Reply]]
+JSON_HEADERS = {"Content-Type": ["application/json"]}
+
+
+class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
+    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.pipelines = pipelines
+        self.settings = settings
+        self.metrics = metrics
+        self.routes: dict[str, Handler] = {
+            "channels": self.channels,
+            "generators": self.generators,
+            "limits": self.limits,
+        }
+
+    async def CallResource(
+        self, request: pb.CallResourceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.CallResourceResponse]:
+        name = request.path.strip("/")
+        headers = dict(JSON_HEADERS)
+        handler = self.routes.get(name)
+        if handler is None:
+            code, body = 404, {"error": f"no resource {name[:100]!r}; there are: {', '.join(self.routes)}"}
+        elif request.method.upper() != "GET":
+            code, body = 405, {"error": f"{request.method[:20]} is not allowed on {name}; use GET"}
+            headers["Allow"] = ["GET"]
+        else:
+            code, body = await self._run(name, handler, request.pluginContext)
+        self.metrics.resource_requests.labels(name if handler else "unknown", str(code)).inc()
+        yield pb.CallResourceResponse(
+            code=code,
+            headers={key: pb.StringList(values=values) for key, values in headers.items()},
+            body=orjson.dumps(body),
+        )
+
+    async def _run(self, name: str, handler: Handler, context: pb.PluginContext) -> Reply:
+        try:
+            return await handler(DatasourceConfig.from_context(context, self.settings.limits))
+        except Exception as exc:
+            log.exception("resource failed", extra=fields(resource=name))
+            return 500, {"error": f"{name} failed: {exc}"}
+
+    async def generators(self, config: DatasourceConfig) -> Reply:
+        found = [
+            {"name": name, "description": str(getattr(generator, "description", ""))}
+            for name, generator in registry().items()
+        ]
+        return 200, {"generators": found}
+
+    async def limits(self, config: DatasourceConfig) -> Reply:
+        limits = config.limits
+        return 200, {
+            "minTickMs": limits.min_tick_ms,
+            "maxTickMs": limits.max_tick_ms,
+            "maxSeries": limits.max_series,
+        }
+
+    async def channels(self, config: DatasourceConfig) -> Reply:
+        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            status = await pipeline.status(self.settings.broker_timeout_s)
+        except BrokerUnavailable as exc:
+            return 503, {"error": f"broker unavailable: {exc}"}
+        return 200, {
+            "broker": status.broker,
+            "endpoint": pipeline.control_endpoint,
+            "plugins": status.plugins,
+            "channels": [
+                {"path": path, "worker": info.get("worker", ""), "subscribers": info.get("subscribers", 0)}
+                for path, info in sorted(status.channels.items())
+            ],
+            "workers": [
+                {
+                    "id": worker,
+                    "channels": info.get("channels", 0),
+                    "load": info.get("load", 0),
+                    "ticksLate": info.get("ticks_late", 0),
+                }
+                for worker, info in sorted(status.workers.items())
+            ],
+        }

@@ -1,0 +1,114 @@
+"""History: the values the workers publish, recomputed for any tick range, strided without smoothing."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.channels import ChannelSpec
+from services.common.errors import InvalidChannel
+from services.generator.ticker import Scheduler
+from services.generator.waveforms import BUILTINS, registry
+from services.plugin import history
+
+
+def published(spec: ChannelSpec, start_ns: int, until_ns: int) -> tuple[list[int], list[list[float]]]:
+    """What a worker's scheduler publishes for `spec` between two instants."""
+    times: list[int] = []
+    columns: list[list[float]] = [[] for _ in range(spec.series)]
+
+    def publish(channel: str, t: list[int], c: list[list[float]]) -> None:
+        times.extend(t)
+        for target, column in zip(columns, c, strict=True):
+            target.extend(column)
+
+    def failed(channel: str, error: Exception) -> None:
+        raise AssertionError(f"{channel}: {error!r}")
+
+    scheduler = Scheduler(publish, failed, publish_interval_ns=1_000_000, max_rows=1000)
+    scheduler.start(spec, registry()[spec.generator], start_ns)
+    now = start_ns
+    while now < until_ns:
+        now += 7_000_000  # the worker wakes late and uneven: the values must not care
+        scheduler.run_due(min(now, until_ns))
+    return times, columns
+
+
+@pytest.mark.parametrize("generator", sorted(BUILTINS))
+def test_history_equals_what_a_worker_published(generator: str) -> None:
+    spec = ChannelSpec(-5, 5, 2.5, generator, 3)
+    start = 1_795_000_000_000_000_000
+    times, columns = published(spec, start, start + 500_000_000)
+    rows = history.values(spec, history.ticks_between(spec, times[0], times[-1]))
+    assert rows.times_ns == times
+    assert rows.columns == columns  # exactly, not approximately
+
+
+def test_ticks_between_is_inclusive_at_both_ends_and_empty_when_reversed() -> None:
+    spec = ChannelSpec(0, 1, 100)
+    assert history.ticks_between(spec, 100_000_000, 300_000_000) == range(1, 4)
+    assert history.ticks_between(spec, 100_000_001, 299_999_999) == range(2, 3)
+    assert len(history.ticks_between(spec, 300_000_000, 100_000_000)) == 0
+
+
+@given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(1, 5000))
+def test_strided_keeps_at_most_max_points_aligned_to_the_stride(
+    start: int, length: int, max_points: int
+) -> None:
+    ticks = range(start, start + length)
+    kept = history.strided(ticks, max_points)
+    assert len(kept) <= max_points
+    assert all(k in ticks for k in (kept[:1] or []))
+    assert not kept or kept[-1] in ticks
+    if length <= max_points:
+        assert kept == ticks
+    else:
+        assert kept.step >= 2
+        assert kept.start % kept.step == 0
+
+
+def test_strided_is_stable_as_the_range_slides() -> None:
+    a = set(history.strided(range(1000, 11_000), 100))
+    b = set(history.strided(range(1037, 11_037), 100))
+    assert len(a & b) >= 98
+
+
+def test_an_unknown_generator_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(InvalidChannel, match="unknown generator 'nope'; known: uniform, random_walk, sine"):
+        history.values(ChannelSpec(0, 1, 10, "nope"), range(3))
+
+
+class Broken:
+    description = "raises"
+
+    def generate(self, spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
+        raise ZeroDivisionError("boom")
+
+
+class Short:
+    description = "one value short"
+
+    def generate(self, spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
+        return [[0.0] * (len(ticks) - 1)]
+
+
+class Words:
+    description = "not numbers"
+
+    def generate(self, spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
+        return [["x"] * len(ticks)]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("generator", "message"),
+    [
+        (Broken(), "failed: ZeroDivisionError"),
+        (Short(), "must return 1 lists of 3"),
+        (Words(), "not a number"),
+    ],
+)
+def test_a_misbehaving_generator_is_a_history_error(
+    monkeypatch: pytest.MonkeyPatch, generator: object, message: str
+) -> None:
+    monkeypatch.setattr(history, "registry", lambda: {"custom": generator})
+    with pytest.raises(history.HistoryError, match=message):
+        history.values(ChannelSpec(0, 1, 10, "custom"), range(3))

@@ -1,0 +1,167 @@
+"""QueryData through the real plugin: Arrow frames as Grafana reads them, equal to what the stream sent."""
+
+import time
+from collections.abc import Iterator
+
+import orjson
+import pyarrow as pa
+import pytest
+from issue4_support import query_model, running_pipeline
+
+from services.common.channels import ChannelSpec, Limits
+from services.common.errors import InvalidChannel
+from services.hostemu.arrowframe import read_frame
+from services.hostemu.host import Datasource, PluginHost, data_query
+from services.plugin import history
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.query import parse_query
+
+LIMITS = Limits()
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[PluginHost]:
+    with running_pipeline() as plugin:
+        yield plugin
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.mark.parametrize(("generator", "series"), [("uniform", 1), ("random_walk", 2), ("sine", 3)])
+def test_query_frames_equal_what_the_stream_delivered(host: PluginHost, generator: str, series: int) -> None:
+    path = f"custom-0-10-20-{generator}-{series}"
+    stream = host.run_stream(path)
+    streamed = stream.read_rows(25, timeout_s=10)
+    stream.cancel()
+    times = streamed.times_ns
+    model = query_model(0, 10, 20, generator, series)
+    query = data_query("A", model, times[0] // 1_000_000, times[-1] // 1_000_000, max_data_points=10_000)
+    response = host.query_data([query]).responses["A"]
+    assert response.status == 200
+    assert not response.error
+    assert len(response.frames) == 1
+
+    table = pa.ipc.open_file(pa.py_buffer(response.frames[0])).read_all()  # the IPC *file* format
+    assert table.schema.metadata == {b"name": b"", b"refId": b"A"}
+    assert table.schema.field("time").type == pa.timestamp("ns")
+    assert not table.schema.field("time").nullable
+    assert table.schema.field("time").metadata == {b"tstype": b"time"}
+    value_names = [name for name in table.schema.names if name != "time"]
+    assert value_names == [f["name"] for f in streamed.fields[1:]]  # the stream's very field names
+    for name, stream_field in zip(value_names, streamed.fields[1:], strict=True):
+        arrow_field = table.schema.field(name)
+        assert (arrow_field.type, arrow_field.nullable) == (pa.float64(), False)
+        assert arrow_field.metadata[b"tstype"] == b"number"
+        labels = arrow_field.metadata.get(b"labels")
+        assert (orjson.loads(labels) if labels else None) == stream_field.get("labels")
+    if series > 1:
+        assert [f["labels"] for f in streamed.fields[1:]] == [{"series": str(i)} for i in range(series)]
+
+    frame = read_frame(response.frames[0])
+    assert frame.times_ns == times
+    for name in value_names:
+        assert frame.field(name).values == streamed.column(name)  # exactly the streamed floats
+
+
+def test_max_data_points_strides_over_the_very_live_values(host: PluginHost) -> None:
+    end = (now_ms() - 1000) // 20 * 20  # on a tick, so the range holds 3001 of them
+    model = query_model(-1, 1, 20, "random_walk", 2)
+    full = host.query_data([data_query("F", model, end - 60_000, end, max_data_points=50_000)]).responses["F"]
+    thin = host.query_data([data_query("T", model, end - 60_000, end, max_data_points=100)]).responses["T"]
+    full_frame, thin_frame = read_frame(full.frames[0]), read_frame(thin.frames[0])
+    assert len(full_frame.times_ns) == 3001
+    assert 90 <= len(thin_frame.times_ns) <= 100
+    by_time = dict(zip(full_frame.times_ns, full_frame.field("value_1").values, strict=True))
+    assert all(
+        by_time[t] == v for t, v in zip(thin_frame.times_ns, thin_frame.field("value_1").values, strict=True)
+    )
+    steps = {b - a for a, b in zip(thin_frame.times_ns, thin_frame.times_ns[1:], strict=False)}
+    assert len(steps) == 1
+    assert steps.pop() % 20_000_000 == 0
+
+
+def test_the_time_range_is_honoured_and_cut_at_now(host: PluginHost) -> None:
+    model = query_model(0, 1, 100)
+    start = now_ms()
+    ranged = host.query_data([data_query("A", model, start - 10_000, start + 10_000, max_data_points=10_000)])
+    times = read_frame(ranged.responses["A"].frames[0]).times_ns
+    assert times[0] == (start - 10_000) * 1_000_000 + (-(start - 10_000) % 100) * 1_000_000
+    assert times[-1] <= time.time_ns()
+    assert len(times) in (100, 101)
+    future = host.query_data([data_query("B", model, start + 60_000, start + 120_000)]).responses["B"]
+    assert future.status == 200
+    assert read_frame(future.frames[0]).times_ns == []
+
+
+def test_an_alert_rule_query_is_answered_like_a_panel_query(host: PluginHost) -> None:
+    end = now_ms()
+    query = data_query("A", query_model(0, 100, 1000), end - 6 * 3600_000, end, max_data_points=43_200)
+    response = host.query_data([query], headers={"FromAlert": "true"}).responses["A"]
+    assert response.status == 200
+    frame = read_frame(response.frames[0])
+    assert 21_599 <= len(frame.times_ns) <= 21_601
+    assert all(0 <= v <= 100 for v in frame.field("value").values)
+
+
+def test_bad_queries_get_400_with_a_clear_message_and_the_others_are_answered(host: PluginHost) -> None:
+    end = now_ms()
+    good = data_query("OK", query_model(0, 1, 100), end - 5000, end)
+    bad: dict[str, tuple[dict[str, object], str]] = {
+        "NAN": ({"lowerLimit": "abc"}, "lowerLimit must be a number"),
+        "ORDER": ({"lowerLimit": 5, "upperLimit": 1}, "lower (5) must be below upper (1)"),
+        "TICK": ({"tickInterval": 0.5}, "tick interval 0.5 ms is outside [1, 3600000] ms"),
+        "GEN": ({"generator": "nope"}, "unknown generator 'nope'"),
+        "SERIES": ({"series": 99}, "series 99 is outside [1, 10]"),
+        "KIND": ({"series": "two"}, "series must be a whole number"),
+        "DIGITS": ({"lowerLimit": 0.1234567890123}, "at most 15 integer and 9 decimal digits"),
+    }
+    queries = [good] + [data_query(ref, model, end - 5000, end) for ref, (model, _) in bad.items()]
+    queries.append(
+        pb.DataQuery(refId="JSON", json=b"{not json", timeRange=pb.TimeRange(fromEpochMS=0, toEpochMS=1))
+    )
+    queries.append(data_query("RANGE", query_model(0, 1, 100), end, end - 5000))
+    responses = host.query_data(queries).responses
+    assert responses["OK"].status == 200
+    assert len(read_frame(responses["OK"].frames[0]).times_ns) >= 49
+    for ref, (_, message) in bad.items():
+        assert (responses[ref].status, responses[ref].errorSource) == (400, "downstream"), ref
+        assert message in responses[ref].error
+        assert not responses[ref].frames
+    assert responses["JSON"].status == 400
+    assert "not valid JSON" in responses["JSON"].error
+    assert responses["RANGE"].status == 400
+    assert "ends" in responses["RANGE"].error
+    assert host.check_health().status == pb.CheckHealthResponse.OK
+    assert host.process.poll() is None
+
+
+def test_a_datasource_may_tighten_the_limits_of_its_queries(host: PluginHost) -> None:
+    ds = Datasource(uid="tight", json_data={"maxSeries": 2, "minTickMs": 50})
+    end = now_ms()
+    queries = [
+        data_query("S", query_model(0, 1, 100, "sine", 3), end - 1000, end),
+        data_query("T", query_model(0, 1, 20), end - 1000, end),
+    ]
+    responses = host.query_data(queries, ds=ds).responses
+    assert "series 3 is outside [1, 2]" in responses["S"].error
+    assert "tick interval 20 ms is outside [50, 3600000] ms" in responses["T"].error
+
+
+def test_the_query_model_takes_defaults_and_numeric_strings() -> None:
+    assert parse_query(b"", LIMITS) == ChannelSpec(0, 100, 1000, "uniform", 1)
+    model = {"refId": "A", "lowerLimit": "-5", "upperLimit": 5.5, "tickInterval": "250", "series": 2.0}
+    assert parse_query(orjson.dumps(model), LIMITS) == ChannelSpec(-5, 5.5, 250, "uniform", 2)
+    with pytest.raises(InvalidChannel, match="must be a JSON object"):
+        parse_query(b"[1]", LIMITS)
+    with pytest.raises(InvalidChannel, match="lowerLimit must be a finite number"):
+        parse_query(b'{"lowerLimit": "1e999"}', LIMITS)
+    with pytest.raises(InvalidChannel, match="generator must be a string"):
+        parse_query(b'{"generator": 3}', LIMITS)
+
+
+def test_the_query_spec_is_the_stream_spec() -> None:
+    spec = parse_query(orjson.dumps(query_model(10.0, 20, 100.00, "sine", 2)), LIMITS)
+    assert spec.path == "custom-10-20-100-sine-2"
+    assert history.values(spec, range(5)) == history.values(ChannelSpec(10, 20, 100, "sine", 2), range(5))
