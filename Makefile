@@ -36,7 +36,7 @@ lint: python proto
 	$(VENV)/bin/ruff format --check services tests bench
 	$(VENV)/bin/mypy
 
-test-python: python proto bundle
+test-python: python proto
 	$(VENV)/bin/pytest
 
 test-frontend: frontend
