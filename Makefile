@@ -32,8 +32,8 @@ run: setup  ## the broker and the workers under supervisord, logs on stdout
 	$(VENV)/bin/supervisord -c supervisord.conf
 
 lint: python proto
-	$(VENV)/bin/ruff check services tests bench
-	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/ruff check services tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check services tests $(wildcard bench)
 	$(VENV)/bin/mypy
 
 test-python: python proto

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from services.hostemu.host import Datasource, PluginHost
@@ -25,15 +25,22 @@ READY_TIMEOUT_S = 20.0
 
 
 @contextlib.contextmanager
-def running_pipeline(workers: int = 1, plugin_env: Mapping[str, str] | None = None) -> Iterator[PluginHost]:
+def running_pipeline(
+    workers: int = 1,
+    plugin_env: Mapping[str, str] | None = None,
+    broker_args: Sequence[str] = (),
+    worker_args: Sequence[str] = (),
+) -> Iterator[PluginHost]:
     """A broker, `workers` workers (w1, w2, …) and the plugin launched as Grafana does; torn down after."""
     run_dir = tempfile.mkdtemp(prefix="zs", dir="/tmp")
     env = {**os.environ, "ZMQSTREAM_RUN_DIR": run_dir, "PYTHONUNBUFFERED": "1"}
     processes: list[subprocess.Popen[bytes]] = []
     host: PluginHost | None = None
     try:
-        commands = [["-m", "services.broker"]]
-        commands += [["-m", "services.generator", "--worker-id", f"w{i + 1}"] for i in range(workers)]
+        commands = [["-m", "services.broker", *broker_args]]
+        commands += [
+            ["-m", "services.generator", "--worker-id", f"w{i + 1}", *worker_args] for i in range(workers)
+        ]
         for index, command in enumerate(commands):
             log = open(Path(run_dir) / f"process-{index}.log", "wb")  # noqa: SIM115 - closed with the process
             processes.append(

@@ -1,0 +1,83 @@
+"""CURVE on every broker socket: authorized peers stream, unknown ones can do nothing."""
+
+import time
+from pathlib import Path
+
+import zmq
+from issue4_support import running_pipeline
+
+from services.common import protocol
+from services.common.security import create_keys, secure_client
+from services.plugin._proto import pluginv2_pb2 as pb
+
+FAKE_VALUE = 666.0
+
+
+def test_only_authorized_keys_can_control_publish_or_subscribe(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    create_keys(keys, ["broker", "w1", "plugin", "intruder"])
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("w1", "plugin"):
+        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    broker_args = [
+        "--curve-server-secret",
+        str(keys / "broker.key_secret"),
+        "--curve-authorized-dir",
+        str(allowed),
+    ]
+    client_env = {"ZMQSTREAM_CURVE_SERVER_PUBLIC": str(keys / "broker.key")}
+    worker_args = ["--curve-client-secret", str(keys / "w1.key_secret")]
+    plugin_env = {**client_env, "ZMQSTREAM_CURVE_CLIENT_SECRET": str(keys / "plugin.key_secret")}
+
+    with running_pipeline(
+        1, plugin_env, broker_args, [*worker_args, "--curve-server-public", str(keys / "broker.key")]
+    ) as host:
+        endpoints = Path(host.executable).parent  # the shim lives in the run dir, beside the sockets
+        health = host.check_health()
+        assert health.status == pb.CheckHealthResponse.OK, health.message
+
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        sockets: list[zmq.Socket[bytes]] = []
+        try:
+
+            def intruder(kind: int, name: str | None, endpoint: str) -> zmq.Socket[bytes]:
+                sock = ctx.socket(kind)
+                sockets.append(sock)
+                sock.linger = 0
+                if name is not None:
+                    secure_client(sock, str(keys / f"{name}.key_secret"), str(keys / "broker.key"))
+                sock.connect(f"ipc://{endpoints}/{endpoint}")
+                return sock
+
+            for name in ("intruder", None):  # an unknown key, and no CURVE at all
+                control = intruder(zmq.DEALER, name, "control")
+                control.send_multipart(protocol.encode(protocol.StatusRequest("x")))
+                assert not control.poll(1000), f"{name or 'a plain client'} got a control reply"
+            spy = intruder(zmq.SUB, "intruder", "frames-out")
+            spy.subscribe(b"")
+            forger = intruder(zmq.PUB, "intruder", "frames-in")
+
+            stream = host.run_stream("custom-0-1-20")
+            stream.read_rows(5)
+            for _ in range(50):
+                forger.send_multipart(
+                    [protocol.topic("custom-0-1-20"), *protocol.encode(protocol.Rows([1], [[FAKE_VALUE]]))]
+                )
+                time.sleep(0.01)
+            frame = stream.read_rows(40)
+            stream.cancel()
+            assert FAKE_VALUE not in frame.column("value")
+            assert all(0 <= v <= 1 for v in frame.column("value"))
+            assert not spy.poll(200), "an unauthorized subscriber received frames"
+        finally:
+            for sock in sockets:
+                sock.close()
+            ctx.term()
+
+
+def test_publish_is_denied() -> None:
+    with running_pipeline(1) as host:
+        request = pb.PublishStreamRequest(path="custom-0-1-20", data=b'{"x":1}')
+        response = host.stream.PublishStream(request, timeout=5)
+        assert response.status == pb.PublishStreamResponse.PERMISSION_DENIED
