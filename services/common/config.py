@@ -205,6 +205,7 @@ class PluginSettings(LimitSettings, CurveClientSettings):
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
     broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
+    max_channels_per_datasource: int = setting(1000, "most channels one datasource streams at once")
     stream_queue_rows: int = setting(
         100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
     )

@@ -1,7 +1,7 @@
 """What one Grafana datasource instance asks of the plugin: its jsonData, read safely.
 
 Keys (set in the frontend's ConfigEditor): `brokerAddress` (the broker's control
-endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`. A datasource
+endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxChannels`. A datasource
 may tighten the plugin's limits, never loosen them. Malformed jsonData is ignored key by
 key, with a warning, so a typo never takes a datasource down.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from services.common.channels import Limits
+from services.common.config import PluginSettings
 from services.common.logs import fields
 from services.plugin._proto import pluginv2_pb2 as pb
 
@@ -28,9 +29,11 @@ class DatasourceConfig:
     broker_address: str
     limits: Limits
     uid: str
+    max_channels: int
 
     @classmethod
-    def from_context(cls, context: pb.PluginContext, base: Limits) -> DatasourceConfig:
+    def from_context(cls, context: pb.PluginContext, plugin: PluginSettings) -> DatasourceConfig:
+        base = plugin.limits
         settings = context.dataSourceInstanceSettings
         raw = _json_object(settings.jsonData, settings.uid)
         address = raw.get("brokerAddress", "")
@@ -39,12 +42,16 @@ class DatasourceConfig:
             address = ""
         min_tick = _number(raw, "minTickMs", settings.uid)
         max_series = _number(raw, "maxSeries", settings.uid)
+        max_channels = _number(raw, "maxChannels", settings.uid)
         limits = Limits(
             min_tick_ms=max(base.min_tick_ms, min_tick) if min_tick else base.min_tick_ms,
             max_tick_ms=base.max_tick_ms,
             max_series=min(base.max_series, int(max_series)) if max_series else base.max_series,
         )
-        return cls(address.strip(), limits, settings.uid)
+        channels = plugin.max_channels_per_datasource
+        if max_channels:
+            channels = min(channels, int(max_channels))
+        return cls(address.strip(), limits, settings.uid, max(1, channels))
 
 
 def _json_object(data: bytes, uid: str) -> dict[str, Any]:

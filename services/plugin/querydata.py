@@ -46,7 +46,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
     async def QueryData(
         self, request: pb.QueryDataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryDataResponse:
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings.limits)
+        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         now_ns = time.time_ns()
         responses: dict[str, pb.DataResponse] = {}
         for query in request.queries:

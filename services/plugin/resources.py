@@ -69,7 +69,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def _run(self, name: str, handler: Handler, context: pb.PluginContext) -> Reply:
         try:
-            return await handler(DatasourceConfig.from_context(context, self.settings.limits))
+            return await handler(DatasourceConfig.from_context(context, self.settings))
         except Exception as exc:
             log.exception("resource failed", extra=fields(resource=name))
             return 500, {"error": f"{name} failed: {exc}"}

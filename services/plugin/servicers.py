@@ -28,6 +28,7 @@ from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
+from services.plugin.quota import ChannelQuota
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import BrokerUnavailable, Pipelines, RowQueue, SubscriptionRefused
@@ -48,9 +49,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
+        self.quota = ChannelQuota()
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, DatasourceConfig]:
-        config = DatasourceConfig.from_context(context, self.settings.limits)
+        config = DatasourceConfig.from_context(context, self.settings)
         spec = parse_path(path, config.limits)
         generator_for(spec)
         return spec, config
@@ -59,10 +61,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self, request: pb.SubscribeStreamRequest, context: Context
     ) -> pb.SubscribeStreamResponse:
         try:
-            spec, _ = self._spec(request.pluginContext, request.path)
+            spec, config = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
+        if not self.quota.admits(config.uid, spec.path, config.max_channels):
+            log.warning("subscription refused", extra=fields(path=request.path, error=_over_quota(config)))
+            return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
         )
@@ -93,6 +98,9 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
+        if not self.quota.admits(config.uid, channel, config.max_channels):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
+        self.quota.enter(config.uid, channel)
         pipeline = self.pipelines.get(config.broker_address)
         queue = pipeline.hold(channel)
         floor = self.ledger.open(key)
@@ -121,6 +129,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
+            self.quota.leave(config.uid, channel)
             self.ledger.close(key)
             self.metrics.streams.dec()
             self._count_drops(queue, reported_drops)
@@ -154,6 +163,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         return queue.dropped_rows
 
 
+def _over_quota(config: DatasourceConfig) -> str:
+    return f"datasource {config.uid} already streams its maximum of {config.max_channels} channels"
+
+
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
@@ -164,13 +177,13 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
         self, request: pb.CollectMetricsRequest, context: Context
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings.limits)
+        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         self.pipelines.get(config.broker_address)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings.limits)
+        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         pipeline = self.pipelines.get(config.broker_address)
         try:
             status = await pipeline.status(self.settings.broker_timeout_s)
