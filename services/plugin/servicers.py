@@ -28,10 +28,10 @@ from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
-from services.plugin.quota import ChannelQuota
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import BrokerUnavailable, Pipelines, RowQueue, SubscriptionRefused
+from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
