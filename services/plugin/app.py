@@ -9,19 +9,24 @@ terminal sends to the whole process group.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.config import PluginSettings
 from services.common.logs import fields, setup_logging
+from services.plugin import standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
+from services.plugin.bundle import ROOT, plugin_id
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
 from services.plugin.querydata import DataService
@@ -44,7 +49,7 @@ def check_launched_by_host(env: dict[str, str] | os._Environ[str]) -> str:
         return (
             "This is a Grafana plugin and is meant to be launched by Grafana, not by hand "
             f"(the environment lacks {key}={value}). To run the pipeline, use supervisord; "
-            "to try the plugin without Grafana, run: python -m services.hostemu"
+            "to watch a channel without Grafana, run: zmqstream watch custom-10-20-100"
         )
     versions = env.get("PLUGIN_PROTOCOL_VERSIONS", APP_PROTOCOL_VERSION).split(",")
     if APP_PROTOCOL_VERSION not in versions:
@@ -54,7 +59,10 @@ def check_launched_by_host(env: dict[str, str] | os._Environ[str]) -> str:
     return ""
 
 
-async def serve(settings: PluginSettings, stop: asyncio.Event) -> None:
+def build_server(
+    settings: PluginSettings, stop: asyncio.Event, *, host_controls: bool
+) -> tuple[grpc.aio.Server, Pipelines]:
+    """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
     pipelines = Pipelines(settings)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
     metrics = PluginMetrics(pipelines)
@@ -64,38 +72,87 @@ async def serve(settings: PluginSettings, stop: asyncio.Event) -> None:
     )
     pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics), server)
     pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(pipelines, settings, metrics), server)
-    goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
-    goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)
+    if host_controls:
+        goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
+        goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)
+    return server, pipelines
+
+
+async def add_health(server: grpc.aio.Server) -> None:
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # an import mypy cannot see
     await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+
+
+def print_handshake(address: str) -> None:
+    """go-plugin's one stdout line; afterwards stdout is stderr, so nothing else can reach the host."""
+    sys.stdout.write(f"{CORE_PROTOCOL_VERSION}|{APP_PROTOCOL_VERSION}|tcp|{address}|grpc\n")
+    sys.stdout.flush()
+    sys.stdout = sys.stderr
+
+
+async def serve(
+    settings: PluginSettings, stop: asyncio.Event, *, bind: str = "", plugin_dir: Path | None = None
+) -> None:
+    """Serve until `stop`: for the host (handshake on stdout), or standalone (announced in `plugin_dir`)."""
+    standalone_mode = plugin_dir is not None
+    server, pipelines = build_server(settings, stop, host_controls=not standalone_mode)
+    await add_health(server)
+    port = server.add_insecure_port(bind or "127.0.0.1:0")
+    address = f"127.0.0.1:{port}" if not bind or bind.endswith(":0") else bind
     await server.start()
     pipelines.get()  # connect to the default broker now, not at the first request
-    handshake = f"{CORE_PROTOCOL_VERSION}|{APP_PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc"
-    sys.stdout.write(handshake + "\n")
-    sys.stdout.flush()
-    sys.stdout = sys.stderr  # nothing else may ever reach the handshake pipe
-    log.info("plugin serving", extra=fields(address=f"127.0.0.1:{port}", broker=settings.control_endpoint))
-    await stop.wait()
-    log.info("plugin stopping")
-    await server.stop(SHUTDOWN_GRACE_S)
-    await pipelines.close()
+    with standalone.announced(plugin_dir, address) if plugin_dir is not None else contextlib.nullcontext():
+        if plugin_dir is None:
+            print_handshake(address)
+        else:
+            evicted = standalone.evict_launched_copies(plugin_dir)
+            log.info(
+                "standalone plugin serving",
+                extra=fields(address=address, folder=str(plugin_dir), evicted=evicted),
+            )
+        log.info("plugin serving", extra=fields(address=address, broker=settings.control_endpoint))
+        await stop.wait()
+        log.info("plugin stopping")
+        await server.stop(SHUTDOWN_GRACE_S)
+        await pipelines.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(os.environ.get("ZMQSTREAM_LOG_LEVEL", "INFO"))
-    problem = check_launched_by_host(os.environ)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    settings = PluginSettings.load(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    modes = argparse.ArgumentParser(add_help=False)
+    modes.add_argument(
+        "--standalone", action="store_true", help="serve for Grafana to attach to (debug mode)"
+    )
+    modes.add_argument("--plugin-dir", type=Path, help="the plugin folder Grafana loads (standalone mode)")
+    known, rest = modes.parse_known_args(argv)
+    plugin_dir = known.plugin_dir or Path(
+        os.environ.get(standalone.PLUGIN_DIR_ENV) or ROOT / "build" / "plugins" / plugin_id()
+    )
+    if not known.standalone:
+        problem = check_launched_by_host(os.environ)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+    settings = PluginSettings.load(rest)
 
     async def run() -> None:
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await serve(settings, stop)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if known.standalone:  # a developer's terminal: Ctrl-C stops it
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            bind = os.environ.get(standalone.address_env(plugin_id()), "")
+            await serve(settings, stop, bind=bind, plugin_dir=plugin_dir)
+            return
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        address = standalone.attached_address(plugin_dir, plugin_id(), os.environ)
+        if address:
+            print_handshake(address)
+            from_files = not os.environ.get(standalone.address_env(plugin_id()))
+            await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
+        else:
+            await serve(settings, stop)
 
     asyncio.run(run())
     log.info("plugin stopped")

@@ -37,6 +37,8 @@ def write_launchers(folder: Path, python: str = sys.executable) -> list[Path]:
     script = (
         "#!/bin/sh\n"
         "# zmqstream's backend, launched by Grafana; written by services/plugin/bundle.py\n"
+        'ZMQSTREAM_PLUGIN_DIR=$(cd -P -- "$(dirname -- "$0")" >/dev/null && pwd)\n'
+        "export ZMQSTREAM_PLUGIN_DIR\n"
         f'cd "{ROOT}" && exec "{python}" -m services.plugin "$@"\n'
     )
     paths = []
