@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ZMQSTREAM_WORKERS ?= $(shell nproc)
 export ZMQSTREAM_RUN_DIR ?= /tmp/zmqstream-$(shell id -u)
 
-.PHONY: setup python proto frontend bundle run test test-python test-frontend lint bench clean
+.PHONY: setup python proto frontend bundle package run test test-python test-frontend lint bench clean
 
 setup: python proto frontend bundle  ## everything `run` and `test` need, from a fresh clone
 
@@ -26,6 +26,9 @@ frontend:  ## frontend/dist/module.js
 
 bundle: proto  ## build/plugins/<id>: what Grafana loads
 	$(PY) -m services.plugin.bundle
+
+package: proto frontend  ## build/<id>-<version>.zip for `grafana cli --pluginUrl … plugins install`
+	$(PY) -m services.plugin.package
 
 run: setup  ## the broker and the workers under supervisord, logs on stdout
 	mkdir -p $(ZMQSTREAM_RUN_DIR)

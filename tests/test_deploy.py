@@ -12,7 +12,8 @@ import yaml
 
 from services.common.channels import ChannelSpec, Limits
 from services.generator.waveforms import registry
-from services.plugin.bundle import PLUGIN_JSON, launcher_name
+from services.plugin.bundle import PLUGIN_JSON
+from services.plugin.identity import EXECUTABLE, PLUGIN_ID, launcher_name
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PLUGIN = json.loads(PLUGIN_JSON.read_text())
@@ -28,6 +29,7 @@ def test_plugin_json_declares_a_streaming_backend() -> None:
     assert PLUGIN["backend"] is True
     assert PLUGIN["streaming"] is True
     assert PLUGIN["alerting"] is True
+    assert (PLUGIN["id"], PLUGIN["executable"]) == (PLUGIN_ID, EXECUTABLE)
     assert launcher_name("linux_amd64") == f"{PLUGIN['executable']}_linux_amd64"
 
 

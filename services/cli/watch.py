@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from services.hostemu.host import PluginHost
-from services.plugin.bundle import ROOT, launcher_name, plugin_id
+from services.plugin.bundle import ROOT
+from services.plugin.identity import PLUGIN_ID, launcher_name
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("watch", help="draw a channel's live values in the terminal")
     parser.add_argument("path", help="channel path, e.g. custom-10-20-100")
-    default_plugin = ROOT / "build" / "plugins" / plugin_id() / launcher_name("linux_amd64")
+    default_plugin = ROOT / "build" / "plugins" / PLUGIN_ID / launcher_name("linux_amd64")
     parser.add_argument(
         "--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)"
     )

@@ -117,6 +117,10 @@ class PluginHost:
         except BaseException:
             self.process.kill()
             self.process.wait()
+            self._stderr.join(2)
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
             raise
         self._stdout = threading.Thread(target=self._drain_stdout, daemon=True)
         self._stdout.start()

@@ -26,7 +26,8 @@ from services.common.config import PluginSettings
 from services.common.logs import fields, setup_logging
 from services.plugin import standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
-from services.plugin.bundle import ROOT, plugin_id
+from services.plugin.bundle import ROOT
+from services.plugin.identity import PLUGIN_ID
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
 from services.plugin.querydata import DataService
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes.add_argument("--plugin-dir", type=Path, help="the plugin folder Grafana loads (standalone mode)")
     known, rest = modes.parse_known_args(argv)
     plugin_dir = known.plugin_dir or Path(
-        os.environ.get(standalone.PLUGIN_DIR_ENV) or ROOT / "build" / "plugins" / plugin_id()
+        os.environ.get(standalone.PLUGIN_DIR_ENV) or ROOT / "build" / "plugins" / PLUGIN_ID
     )
     if not known.standalone:
         problem = check_launched_by_host(os.environ)
@@ -142,14 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         if known.standalone:  # a developer's terminal: Ctrl-C stops it
             loop.add_signal_handler(signal.SIGINT, stop.set)
-            bind = os.environ.get(standalone.address_env(plugin_id()), "")
+            bind = os.environ.get(standalone.address_env(PLUGIN_ID), "")
             await serve(settings, stop, bind=bind, plugin_dir=plugin_dir)
             return
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        address = standalone.attached_address(plugin_dir, plugin_id(), os.environ)
+        address = standalone.attached_address(plugin_dir, PLUGIN_ID, os.environ)
         if address:
             print_handshake(address)
-            from_files = not os.environ.get(standalone.address_env(plugin_id()))
+            from_files = not os.environ.get(standalone.address_env(PLUGIN_ID))
             await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
         else:
             await serve(settings, stop)

@@ -3,65 +3,68 @@
     python -m services.plugin.bundle [--out build/plugins] [--backend-only]
 
 Grafana execs `<executable>_<os>_<arch>` from the plugin folder with its own working
-directory and maybe without PATH, so each launcher is a two-line shell script that
-`exec`s this very interpreter by absolute path (exec, so the host's kill reaches Python
-and no orphan keeps the pipes open) and prints nothing itself.
+directory and maybe without PATH or PYTHONPATH. So the launcher is a small shell script
+that prints nothing, reads the interpreter's absolute path from `python.path` beside it
+and `exec`s it (exec, so the host's kill reaches Python and no orphan keeps the pipes
+open). The same launcher ships in the installable zip (services/plugin/package.py),
+whose set-up script writes `python.path` on the target host.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.plugin.identity import ARCHES, PLUGIN_ID, PYTHON_PATH_FILE, launcher_name
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_JSON = ROOT / "deploy" / "plugin" / "plugin.json"
 FRONTEND_DIST = ROOT / "frontend" / "dist"
-ARCHES = ("linux_amd64", "linux_arm64")
+LAUNCHER = f"""#!/bin/sh
+# zmqstream's backend; Grafana execs this file. It must print nothing itself.
+ZMQSTREAM_PLUGIN_DIR=$(cd -P -- "$(dirname -- "$0")" >/dev/null && pwd)
+export ZMQSTREAM_PLUGIN_DIR
+if ! read -r python < "$ZMQSTREAM_PLUGIN_DIR/{PYTHON_PATH_FILE}"; then
+  echo "[ERROR] zmqstream: $ZMQSTREAM_PLUGIN_DIR/{PYTHON_PATH_FILE} is missing; run setup-python.sh" >&2
+  exit 1
+fi
+exec "$python" -m services.plugin "$@"
+"""
 
 
-def plugin_id() -> str:
-    return str(json.loads(PLUGIN_JSON.read_text())["id"])
-
-
-def launcher_name(arch: str) -> str:
-    """The file Grafana execs on `arch` (`<executable>_<os>_<arch>`)."""
-    return f"{json.loads(PLUGIN_JSON.read_text())['executable']}_{arch}"
-
-
-def write_launchers(folder: Path, python: str = sys.executable) -> list[Path]:
-    """Write the gpx_ launchers into `folder`; return their paths."""
-    script = (
-        "#!/bin/sh\n"
-        "# zmqstream's backend, launched by Grafana; written by services/plugin/bundle.py\n"
-        'ZMQSTREAM_PLUGIN_DIR=$(cd -P -- "$(dirname -- "$0")" >/dev/null && pwd)\n'
-        "export ZMQSTREAM_PLUGIN_DIR\n"
-        f'cd "{ROOT}" && exec "{python}" -m services.plugin "$@"\n'
-    )
+def write_launchers(folder: Path, python: str | None = sys.executable) -> list[Path]:
+    """Write the gpx_ launchers (and `python.path`, unless `python` is None) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if python is not None:
+        (folder / PYTHON_PATH_FILE).write_text(python + "\n")
     paths = []
     for arch in ARCHES:
         path = folder / launcher_name(arch)
-        path.write_text(script)
+        path.write_text(LAUNCHER)
         path.chmod(0o755)
         paths.append(path)
     return paths
 
 
+def copy_plugin_files(folder: Path, *, backend_only: bool) -> None:
+    """plugin.json and the frontend build into `folder`."""
+    shutil.copy(PLUGIN_JSON, folder / "plugin.json")
+    if backend_only:
+        return
+    if not (FRONTEND_DIST / "module.js").exists():
+        raise SystemExit(f"{FRONTEND_DIST}/module.js is missing: build the frontend first (make frontend)")
+    shutil.copytree(FRONTEND_DIST, folder, dirs_exist_ok=True)
+
+
 def build(out: Path, *, backend_only: bool) -> Path:
-    folder = out / plugin_id()
+    folder = out / PLUGIN_ID
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    shutil.copy(PLUGIN_JSON, folder / "plugin.json")
-    if not backend_only:
-        if not (FRONTEND_DIST / "module.js").exists():
-            raise SystemExit(
-                f"{FRONTEND_DIST}/module.js is missing: build the frontend first (make frontend)"
-            )
-        shutil.copytree(FRONTEND_DIST, folder, dirs_exist_ok=True)
+    copy_plugin_files(folder, backend_only=backend_only)
     write_launchers(folder)
     return folder
 
