@@ -4,7 +4,7 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from issue4_support import running_pipeline
+from support import running_pipeline
 
 from services.common.channels import ChannelSpec
 from services.hostemu.dataframe import StreamingFrame

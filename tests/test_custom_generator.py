@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
-from issue4_support import query_model, running_pipeline
+from support import query_model, running_pipeline
 
 from services.generator.waveforms import ENTRY_POINT_GROUP
 from services.hostemu.arrowframe import read_frame

@@ -4,7 +4,7 @@ import time
 
 import grpc
 import pytest
-from issue4_support import running_pipeline
+from support import running_pipeline
 
 from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb

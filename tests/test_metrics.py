@@ -4,8 +4,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from issue4_support import dead_broker_datasource, query_model, running_pipeline
 from prometheus_client.parser import text_string_to_metric_families
+from support import dead_broker_datasource, query_model, running_pipeline
 
 from services.hostemu.host import PluginHost, data_query
 

@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from issue4_support import running_pipeline
+from support import running_pipeline
 
 from services.hostemu.host import HandshakeError, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb

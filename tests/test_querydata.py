@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import orjson
 import pyarrow as pa
 import pytest
-from issue4_support import query_model, running_pipeline
+from support import query_model, running_pipeline
 
 from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel

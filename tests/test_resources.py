@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-from issue4_support import dead_broker_datasource, running_pipeline
+from support import dead_broker_datasource, running_pipeline
 
 from services.common.config import PluginSettings
 from services.generator.waveforms import BUILTINS

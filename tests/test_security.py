@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 import zmq
-from issue4_support import running_pipeline
+from support import running_pipeline
 
 from services.common import protocol
 from services.common.security import create_keys, secure_client

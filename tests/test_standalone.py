@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from issue4_support import ROOT, running_pipeline
+from support import ROOT, running_pipeline
 
 from services.hostemu.host import PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb

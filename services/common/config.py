@@ -164,7 +164,7 @@ class BrokerSettings(LimitSettings):
         "", "host put in advertised tcp endpoints bound to * (default: the client's own)"
     )
     plugin_lease_s: float = setting(3.0, "a silent plugin's subscriptions are released after")
-    worker_lease_s: float = setting(1.0, "a silent worker's channels move after")
+    worker_lease_s: float = setting(0.6, "a silent worker's channels move after (3 heartbeats)")
     max_channels: int = setting(10_000, "most channels the broker runs at once")
     curve_server_secret: str = setting("", "the broker's CURVE .key_secret file (off when empty)")
     curve_authorized_dir: str = setting("", "folder of the public .key files of allowed peers")

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -42,6 +43,8 @@ class RowQueue:
     """Rows waiting for one stream; beyond `max_rows` the oldest batches are dropped."""
 
     max_rows: int
+    on_drop: Callable[[int], None] = lambda rows: None
+    """Told at once how many rows were dropped, so metrics move even while the client stalls."""
     batches: deque[tuple[list[int], list[list[float]]]] = field(default_factory=deque)
     rows: int = 0
     dropped_rows: int = 0
@@ -55,6 +58,7 @@ class RowQueue:
             dropped, _ = self.batches.popleft()
             self.rows -= len(dropped)
             self.dropped_rows += len(dropped)
+            self.on_drop(len(dropped))
         self.ready.set()
 
     def fail(self, error: str) -> None:
@@ -115,8 +119,8 @@ class Pipeline:
 
     # -- streams -------------------------------------------------------------------
 
-    def hold(self, channel: str) -> RowQueue:
-        queue = RowQueue(self.settings.stream_queue_rows)
+    def hold(self, channel: str, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
+        queue = RowQueue(self.settings.stream_queue_rows, on_drop)
         queues = self.holders.setdefault(channel, [])
         queues.append(queue)
         if len(queues) == 1:

@@ -12,6 +12,7 @@ history to the first live row.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,7 @@ from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, RowQueue, SubscriptionRefused
+from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused
 from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
@@ -102,22 +103,24 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
         self.quota.enter(config.uid, channel)
         pipeline = self.pipelines.get(config.broker_address)
-        queue = pipeline.hold(channel)
+        queue = pipeline.hold(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = self.ledger.open(key)
         self.metrics.streams.inc()
         log.info("stream started", extra=fields(path=request.path, channel=channel))
         frame_schema: dict[str, object] | None = frames.schema(spec)
-        reported_drops = 0
+        drops_seen = 0
         try:
             while True:
                 times, columns = await queue.take(self.settings.max_rows_per_packet)
-                reported_drops = self._count_drops(queue, reported_drops)
+                dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
                 if frame_schema is not None:  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 times, columns = self._after(floor, times, columns)
                 if not times:
                     continue
-                if frame_schema is not None and floor != backfill.NOTHING:
+                if floor != backfill.NOTHING and not dropped_meanwhile:
+                    # A gap we did not make by dropping for a slow client: the ticks before the
+                    # first live row, or a ticker moved off a dead worker. Recompute it.
                     times, columns = await self._bridged(spec, floor, times, columns)
                 data = frames.packet(times, columns, frame_schema)
                 floor = times[-1]
@@ -132,7 +135,6 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             self.quota.leave(config.uid, channel)
             self.ledger.close(key)
             self.metrics.streams.dec()
-            self._count_drops(queue, reported_drops)
             log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
 
     def _after(
@@ -157,10 +159,6 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
             return times, columns
         return gap.times_ns + times, [a + b for a, b in zip(gap.columns, columns, strict=True)]
-
-    def _count_drops(self, queue: RowQueue, reported: int) -> int:
-        self.metrics.dropped("slow_consumer", queue.dropped_rows - reported)
-        return queue.dropped_rows
 
 
 def _over_quota(config: DatasourceConfig) -> str:
