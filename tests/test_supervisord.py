@@ -1,0 +1,101 @@
+"""The real supervisord.conf: it runs the pipeline, restarts what dies, and stops it all."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ROOT, wait_for_workers
+
+from services.cli.status import fetch
+from services.hostemu.host import PluginHost
+from services.plugin.bundle import write_launchers
+
+SUPERVISORD = Path(ROOT) / ".venv" / "bin" / "supervisord"
+
+
+class Supervised:
+    def __init__(self) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="zs", dir="/tmp"))
+        env = {**os.environ, "ZMQSTREAM_RUN_DIR": str(self.run_dir), "ZMQSTREAM_WORKERS": "2"}
+        self.log = open(self.run_dir / "supervisord.out", "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            [str(SUPERVISORD), "-c", str(ROOT / "supervisord.conf")],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.control = f"ipc://{self.run_dir}/control"
+
+    def worker_pids(self) -> dict[str, int]:
+        return {w: int(info["pid"]) for w, info in fetch(self.control, 2).workers.items()}
+
+    def descendants(self) -> list[int]:
+        """Every live process started with this run dir in its environment (our children)."""
+        mark = f"ZMQSTREAM_RUN_DIR={self.run_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != self.process.pid:
+                try:
+                    if mark in (entry / "environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in self.descendants():
+            os.kill(pid, signal.SIGKILL)
+        self.log.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def supervised() -> Iterator[Supervised]:
+    supervised = Supervised()
+    try:
+        yield supervised
+    finally:
+        supervised.close()
+
+
+def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised) -> None:
+    host = PluginHost(
+        write_launchers(supervised.run_dir)[0], env={"ZMQSTREAM_RUN_DIR": str(supervised.run_dir)}
+    )
+    try:
+        wait_for_workers(host, 2)
+        assert sorted(supervised.worker_pids()) == ["generator_00", "generator_01"]
+        stream = host.run_stream("custom-10-20-100")
+        assert len(stream.read_rows(3).times_ns) == 3
+
+        victim = supervised.worker_pids()["generator_00"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while supervised.worker_pids().get("generator_00") in (None, victim):
+            assert time.monotonic() < deadline, "supervisord did not restart the killed worker"
+            time.sleep(0.1)
+        stream.cancel()
+    finally:
+        host.stop()
+
+    children = supervised.descendants()
+    assert len(children) >= 3, f"expected broker and 2 workers, found {children}"
+    started = time.monotonic()
+    supervised.process.send_signal(signal.SIGTERM)
+    assert supervised.process.wait(5) == 0
+    while (left := supervised.descendants()) and time.monotonic() - started < 5:
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    print(f"\n[figure] SIGTERM to supervisord: everything gone after {elapsed:.2f} s")
+    assert not left, f"orphans: {left}"
+    assert elapsed < 5
