@@ -3,7 +3,8 @@
 A stream's first packet carries `{"schema":…,"data":…}`, later ones `{"data":…}` only
 (SubscribeStream's initial data is the schema). Times go out as epoch milliseconds, the
 sub-millisecond rest in `nanos`; NaN and ±Inf go out as null with their row numbers in
-`entities`, because NaN is not JSON and Grafana drops a packet it cannot parse.
+`entities`, because NaN is not JSON and Grafana drops a packet it cannot parse. One difference in
+spelling only: a whole float goes out as `1.0` where Go writes `1`; both parse to 1.
 """
 
 from __future__ import annotations
