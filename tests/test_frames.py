@@ -4,6 +4,7 @@ tests/golden/sdk_frame_example.json is the literal example of the protocol fact 
 (§3.4), derived from the SDK's writer: time 2023-11-14T22:13:20.123456789Z, value 42.5.
 """
 
+import itertools
 import math
 from pathlib import Path
 
@@ -51,3 +52,19 @@ def test_several_series_are_labelled_fields() -> None:
     fields = schema["fields"]
     assert [f["name"] for f in fields] == ["time", "value_0", "value_1", "value_2"]
     assert [f.get("labels") for f in fields[1:]] == [{"series": "0"}, {"series": "1"}, {"series": "2"}]
+
+
+def test_the_capture_the_frontend_tests_read_matches_todays_format() -> None:
+    packets = (GOLDEN / "stream_packets.jsonl").read_bytes().splitlines()
+    initial, first, *rest = (orjson.loads(p) for p in packets)
+    expected_schema = frames.schema(ChannelSpec(10, 20, 100))
+    assert initial["schema"] == first["schema"] == expected_schema
+    assert rest
+    assert all(set(p) == {"data"} for p in rest)
+    frame = StreamingFrame()
+    for packet in packets:
+        frame.push(packet)
+    times = frame.times_ns
+    assert times == sorted(set(times)), "the capture repeats or reorders rows"
+    assert {b - a for a, b in itertools.pairwise(times)} == {100_000_000}
+    assert all(10 <= v <= 20 for v in frame.column("value"))

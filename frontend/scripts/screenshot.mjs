@@ -1,0 +1,76 @@
+// Render the QueryEditor in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core), type into it like a person, check what it shows, and save a screenshot
+// to screenshots/query-editor.png for people to look at.
+import { build } from 'esbuild';
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+function check(condition, message) {
+  if (!condition) {
+    throw new Error(`browser check failed: ${message}`);
+  }
+}
+
+const bundle = await build({
+  entryPoints: { app: join(root, 'scripts/harness.tsx') },
+  bundle: true,
+  write: false,
+  outdir: join(root, '.harness'), // nothing is written; CSS the components import becomes app.css
+  format: 'iife',
+  platform: 'browser',
+  jsx: 'transform',
+  define: { 'process.env.NODE_ENV': '"production"' },
+  loader: { '.svg': 'text', '.woff': 'empty', '.woff2': 'empty', '.ttf': 'empty', '.png': 'empty', '.gif': 'empty' },
+  logLevel: 'error',
+});
+const page = `<!doctype html><html><head><meta charset="utf-8"><title>zmqstream</title>
+<link rel="stylesheet" href="/app.css"></head>
+<body style="margin:0"><div id="root"></div><script src="/app.js"></script></body></html>`;
+const files = Object.fromEntries(bundle.outputFiles.map((f) => [f.path.endsWith('.css') ? '/app.css' : '/app.js', f.text]));
+const server = createServer((request, response) => {
+  const body = request.url === '/' ? page : files[request.url ?? ''];
+  const type = request.url === '/' ? 'text/html' : request.url === '/app.css' ? 'text/css' : 'text/javascript';
+  response.writeHead(body === undefined ? 404 : 200, { 'content-type': type });
+  response.end(body ?? 'not found');
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const url = `http://127.0.0.1:${server.address().port}/`;
+await mkdir(join(root, 'screenshots'), { recursive: true });
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  // playwright starts Chromium with a fresh, empty profile of its own every launch
+});
+try {
+  const tab = await browser.newPage({ viewport: { width: 1100, height: 420 } });
+  const errors = [];
+  tab.on('pageerror', (error) => errors.push(String(error)));
+  await tab.goto(url);
+  await tab.getByLabel('Lower Limit').waitFor({ timeout: 15_000 });
+  check((await tab.getByTestId('zmqstream-path').textContent()).includes('custom-10-20-100'), 'initial path');
+
+  await tab.getByLabel('Lower Limit').fill('-5');
+  await tab.getByLabel('Series').fill('3');
+  await tab.locator('input[type=radio][id^="option-random_walk"]').check({ force: true });
+  check((await tab.getByTestId('zmqstream-path').textContent()).includes('custom--5-20-100-random_walk-3'), 'path follows typing');
+  await tab.screenshot({ path: join(root, 'screenshots', 'query-editor.png') });
+
+  await tab.getByLabel('Upper Limit').fill('-10');
+  await tab.getByLabel('Tick interval (ms)').fill('0');
+  await tab.getByLabel('Series').click();
+  const alert = await tab.getByTestId('zmqstream-errors').textContent();
+  check(alert.includes('Upper limit must be above the lower limit') && alert.includes('Tick interval must be between'), `errors shown: ${alert}`);
+  await tab.screenshot({ path: join(root, 'screenshots', 'query-editor-invalid.png') });
+  check(errors.length === 0, `page errors: ${errors.join('; ')}`);
+  console.log('browser check passed: screenshots/query-editor.png, screenshots/query-editor-invalid.png');
+} finally {
+  await browser.close();
+  server.close();
+}

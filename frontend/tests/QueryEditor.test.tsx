@@ -1,0 +1,75 @@
+import { render, screen, waitFor } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import React from 'react';
+
+import { QueryEditor } from '../src/components/QueryEditor';
+import { DataSource } from '../src/datasource';
+import { StreamQuery } from '../src/types';
+import { datasource } from './fakes';
+
+function setup(query: StreamQuery, ds: DataSource = datasource()) {
+  vi.spyOn(ds, 'getResource').mockRejectedValue(new Error('no backend in this test'));
+  const onChange = vi.fn();
+  const onRunQuery = vi.fn();
+  const view = render(<QueryEditor query={query} onChange={onChange} onRunQuery={onRunQuery} datasource={ds} />);
+  return { onChange, onRunQuery, view };
+}
+
+const TUTORIAL: StreamQuery = { refId: 'A', lowerLimit: 10, upperLimit: 20, tickInterval: 100 };
+
+describe('QueryEditor', () => {
+  it('shows the three tutorial inputs, the generators and the stream path', async () => {
+    setup(TUTORIAL);
+    expect(screen.getByLabelText('Lower Limit')).toHaveProperty('value', '10');
+    expect(screen.getByLabelText('Upper Limit')).toHaveProperty('value', '20');
+    expect(screen.getByLabelText('Tick interval (ms)')).toHaveProperty('value', '100');
+    expect(screen.getByText('random_walk')).toBeTruthy();
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('custom-10-20-100');
+  });
+
+  it('changes the query and the path as the user types, and runs it on blur', async () => {
+    const user = userEvent.setup();
+    const { onChange, onRunQuery } = setup(TUTORIAL);
+    const lower = screen.getByLabelText('Lower Limit');
+    await user.clear(lower);
+    await user.type(lower, '-5');
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, lowerLimit: -5 });
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('custom--5-20-100');
+    await user.tab();
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('explains an invalid query and does not run it', async () => {
+    const user = userEvent.setup();
+    const { onRunQuery } = setup(TUTORIAL);
+    const lower = screen.getByLabelText('Lower Limit');
+    await user.clear(lower);
+    await user.type(lower, '30');
+    await user.tab();
+    expect(screen.getByTestId('zmqstream-errors').textContent).toMatch(/Upper limit must be above the lower limit/);
+    expect(screen.queryByTestId('zmqstream-path')).toBeNull();
+    const tick = screen.getByLabelText('Tick interval (ms)');
+    await user.clear(tick);
+    await user.type(tick, '0');
+    await user.tab();
+    expect(screen.getByTestId('zmqstream-errors').textContent).toMatch(/Tick interval must be between 1 and/);
+    expect(onRunQuery).not.toHaveBeenCalled();
+  });
+
+  it("applies the datasource's own limits", async () => {
+    const user = userEvent.setup();
+    const { onRunQuery } = setup(TUTORIAL, datasource({ minTickMs: 500 }));
+    await user.click(screen.getByLabelText('Tick interval (ms)'));
+    await user.tab();
+    await waitFor(() => expect(screen.getByTestId('zmqstream-errors').textContent).toMatch(/between 500 and/));
+    expect(onRunQuery).not.toHaveBeenCalled();
+  });
+
+  it('switches generator and runs the query', async () => {
+    const user = userEvent.setup();
+    const { onChange, onRunQuery } = setup(TUTORIAL);
+    await user.click(screen.getByText('sine'));
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, generator: 'sine' });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+});
