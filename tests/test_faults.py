@@ -35,16 +35,6 @@ def pipeline() -> Iterator[Pipeline]:
         pipeline.close()
 
 
-@pytest.fixture
-def host(pipeline: Pipeline) -> Iterator[PluginHost]:
-    host = pipeline.plugin()
-    try:
-        wait_for_workers(host, 2)
-        yield host
-    finally:
-        host.stop()
-
-
 class Reader:
     """Reads a stream in a thread, noting when each packet arrived and its newest tick."""
 

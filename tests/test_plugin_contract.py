@@ -6,13 +6,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import grpc
 import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import ROOT, Pipeline, wait_for_workers
+from support import ROOT, Pipeline
 
 from services.hostemu.host import PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -32,25 +31,6 @@ BAD_PATHS = {
     "not ours": "other-1-2-3",
     "empty": "",
 }
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[Pipeline]:
-    pipeline = Pipeline(2)
-    try:
-        yield pipeline
-    finally:
-        pipeline.close()
-
-
-@pytest.fixture
-def host(pipeline: Pipeline) -> Iterator[PluginHost]:
-    host = pipeline.plugin()
-    try:
-        wait_for_workers(host, 2)
-        yield host
-    finally:
-        host.stop()
 
 
 def test_started_by_hand_it_explains_itself_and_exits_1() -> None:

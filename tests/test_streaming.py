@@ -3,34 +3,13 @@
 import itertools
 import statistics
 import time
-from collections.abc import Iterator
 
-import pytest
-from support import Pipeline, wait_for_workers
+from support import Pipeline
 
 from services.cli.status import fetch
 from services.hostemu.host import PluginHost
 
 TUTORIAL = "custom-10-20-100"
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[Pipeline]:
-    pipeline = Pipeline(2)
-    try:
-        yield pipeline
-    finally:
-        pipeline.close()
-
-
-@pytest.fixture
-def host(pipeline: Pipeline) -> Iterator[PluginHost]:
-    host = pipeline.plugin()
-    try:
-        wait_for_workers(host, 2)
-        yield host
-    finally:
-        host.stop()
 
 
 def channels(pipeline: Pipeline) -> dict[str, dict[str, object]]:
