@@ -7,68 +7,20 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 from services.hostemu.host import Datasource, PluginHost
-from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import write_launchers
+from services.hostemu.localpipeline import ROOT, Pipeline, stop, wait_for_workers
 
-ROOT = Path(__file__).resolve().parents[1]
-READY_TIMEOUT_S = 20.0
-
-
-class Pipeline:
-    """A broker and workers w1…wN as real processes, with ipc sockets in a fresh run dir."""
-
-    def __init__(
-        self, workers: int, broker_args: Sequence[str] = (), worker_args: Sequence[str] = ()
-    ) -> None:
-        self.run_dir = Path(tempfile.mkdtemp(prefix="zs", dir="/tmp"))
-        self.env = {**os.environ, "ZMQSTREAM_RUN_DIR": str(self.run_dir), "PYTHONUNBUFFERED": "1"}
-        self.broker_args = list(broker_args)
-        self.broker = self.start("broker", ["-m", "services.broker", *broker_args])
-        self.workers = [
-            self.start(f"w{i + 1}", ["-m", "services.generator", "--worker-id", f"w{i + 1}", *worker_args])
-            for i in range(workers)
-        ]
-        self.control_endpoint = f"ipc://{self.run_dir}/control"
-
-    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
-        with open(self.run_dir / f"{name}.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def restart_broker(self) -> None:
-        """SIGTERM the broker, wait for it, start a new one on the same endpoints."""
-        stop(self.broker)
-        self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
-
-    def plugin(self, env: Mapping[str, str] | None = None) -> PluginHost:
-        shim = write_launchers(self.run_dir)[0]
-        return PluginHost(shim, env={"ZMQSTREAM_RUN_DIR": str(self.run_dir), **(env or {})})
-
-    def close(self) -> None:
-        for process in [*self.workers, self.broker]:
-            stop(process)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 5) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+__all__ = [
+    "ROOT",
+    "Pipeline",
+    "dead_broker_datasource",
+    "query_model",
+    "running_pipeline",
+    "stop",
+    "wait_for_workers",
+]
 
 
 @contextlib.contextmanager
@@ -89,18 +41,6 @@ def running_pipeline(
         if host is not None:
             host.stop()
         pipeline.close()
-
-
-def wait_for_workers(host: PluginHost, workers: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    message = ""
-    while time.monotonic() < deadline:
-        health = host.check_health()
-        message = health.message
-        if health.status == pb.CheckHealthResponse.OK and f"{workers} worker" in message:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"the pipeline did not come up within {READY_TIMEOUT_S:g} s: {message}")
 
 
 def query_model(
