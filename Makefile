@@ -6,16 +6,17 @@ PY := $(VENV)/bin/python
 export ZMQSTREAM_WORKERS ?= $(shell nproc)
 export ZMQSTREAM_RUN_DIR ?= /tmp/zmqstream-$(shell id -u)
 
-.PHONY: setup python proto frontend bundle package run test test-python test-frontend lint bench clean
+.PHONY: setup python proto frontend bundle package run test test-python test-frontend lint bench bench-quick clean
 
 setup: python proto frontend bundle  ## everything `run` and `test` need, from a fresh clone
 
 python: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyproject.toml bench/generators/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet -e examples/zmqstream-example-generator
+	$(PY) -m pip install --quiet -e bench/generators  # `burn`, the scaling benchmark's CPU-bound generator
 	touch $@
 
 proto: python  ## gRPC stubs from services/plugin/protos
@@ -45,10 +46,13 @@ test-python: python proto
 test-frontend: frontend
 	cd frontend && npm run typecheck && npm test && npm run test:browser
 
-test: setup lint test-python test-frontend  ## what CI runs
+test: setup lint bench-quick test-frontend test-python  ## what CI runs (pytest last: its summary closes the log)
 
-bench: setup
+bench: python proto  ## every benchmark, full size: the table in BENCHMARKS.md
 	$(PY) -m bench
+
+bench-quick: python proto  ## the same benchmarks, short and small (CI runs this; no target is enforced)
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf build $(VENV) services/plugin/_proto frontend/node_modules frontend/dist

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -28,6 +29,8 @@ from services.common.security import secure_client
 from services.common.sockets import advertised, configure, host_of
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
+FRAMES_PER_TURN = 1000
+"""Messages read per event-loop turn at most, so a flood cannot starve the gRPC side."""
 
 
 class BrokerUnavailable(PipelineError):
@@ -92,6 +95,9 @@ class Pipeline:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
         self.control.connect(control_endpoint)
+        # Plain (non-asyncio) views of the same two sockets, for calls that must not await.
+        self._control_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.control.underlying)
+        self._frames_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.frames.underlying)
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -158,10 +164,10 @@ class Pipeline:
     # -- loops ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> bool:
-        """Send now or report failure: the plain (blocking-API) send raises Again at once,
-        where zmq.asyncio's would return a future that fails later, unobserved."""
+        """Send now or report failure: the plain socket's send raises Again at once, where
+        zmq.asyncio's would return a future that fails later, unobserved."""
         try:
-            zmq.Socket.send_multipart(self.control, protocol.encode(message), zmq.NOBLOCK)
+            self._control_now.send_multipart(protocol.encode(message), zmq.NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -204,19 +210,31 @@ class Pipeline:
                     future.set_result(message)
 
     async def _read_frames(self) -> None:
+        """Wake once per burst, then take every queued message without awaiting: an await per
+        message costs more than the message (a future and a loop turn each)."""
+        receive = functools.partial(self._frames_now.recv_multipart, zmq.NOBLOCK)
         while True:
-            topic, *frames = await self.frames.recv_multipart()
-            try:
-                channel = protocol.channel_of(topic)
-                rows = protocol.expect(frames, protocol.Rows)
-                _check_shape(rows)
-            except PipelineError as exc:
-                self.decode_errors += 1
-                log.warning("frame refused", extra=fields(error=str(exc)))
-                continue
-            self.rows_received += len(rows.times_ns)
-            for queue in self.holders.get(channel, ()):
-                queue.put(rows.times_ns, rows.columns)
+            await self.frames.poll()  # readable
+            for _ in range(FRAMES_PER_TURN):
+                try:
+                    topic, *frames = receive()
+                except zmq.Again:
+                    break
+                self._on_rows(topic, frames)
+            await asyncio.sleep(0)  # let the streams send what arrived before reading more
+
+    def _on_rows(self, topic: bytes, frames: list[bytes]) -> None:
+        try:
+            channel = protocol.channel_of(topic)
+            rows = protocol.expect(frames, protocol.Rows)
+            _check_shape(rows)
+        except PipelineError as exc:
+            self.decode_errors += 1
+            log.warning("frame refused", extra=fields(error=str(exc)))
+            return
+        self.rows_received += len(rows.times_ns)
+        for queue in self.holders.get(channel, ()):
+            queue.put(rows.times_ns, rows.columns)
 
 
 def _check_shape(rows: protocol.Rows) -> None:

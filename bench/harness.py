@@ -1,0 +1,153 @@
+"""Drive the pipeline as Grafana and as a raw subscriber would, from inside a benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import msgpack
+import orjson
+import zmq
+
+from services.common import protocol
+from services.hostemu.host import Datasource
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin._proto import pluginv2_pb2_grpc
+
+FAST = ["--min-tick-ms", "0.001"]
+"""Broker flags that admit the sub-millisecond ticks the rows/s scenario needs."""
+FAST_PLUGIN_ENV = {"ZMQSTREAM_MIN_TICK_MS": "0.001"}
+
+
+@dataclass
+class StreamStats:
+    rows: int = 0
+    packets: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+async def read_streams(
+    address: str, paths: Sequence[str], warmup_s: float, measure_s: float, *, latency: bool = True
+) -> tuple[StreamStats, float]:
+    """RunStream every path as Grafana does; count what arrives after the warm-up.
+
+    Returns the totals and the measured window's length in seconds.
+    """
+    stats = StreamStats()
+    context = Datasource().context()
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 2**31 - 1)]
+    ) as channel:
+        stub = pluginv2_pb2_grpc.StreamStub(channel)
+        start = time.time_ns() + int(warmup_s * 1e9)
+        end = start + int(measure_s * 1e9)
+
+        async def one(path: str) -> None:
+            call = stub.RunStream(pb.RunStreamRequest(pluginContext=context, path=path))
+            try:
+                async for packet in call:
+                    now = time.time_ns()
+                    if now >= end:
+                        break
+                    if now < start:
+                        continue
+                    data = orjson.loads(packet.data)["data"]
+                    times_ms = data["values"][0]
+                    stats.packets += 1
+                    stats.rows += len(times_ms)
+                    if latency:
+                        nanos = data.get("nanos") or [None]
+                        rest = nanos[0] or [0] * len(times_ms)
+                        stats.latencies_ms.extend(
+                            (now - (t * 1_000_000 + r)) / 1e6 for t, r in zip(times_ms, rest, strict=True)
+                        )
+            finally:
+                call.cancel()
+
+        # A stream that never sends would keep gather waiting: bound the whole read.
+        await asyncio.wait_for(asyncio.gather(*(one(p) for p in paths)), warmup_s + measure_s + 30)
+    return stats, measure_s
+
+
+class RawPlugin:
+    """Holds channels at the broker the way a plugin process does, without gRPC: for
+    benchmarks of the workers alone. Also reads the rows from the broker's XPUB."""
+
+    def __init__(self, control_endpoint: str, run_dir: str) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.control = self.ctx.socket(zmq.DEALER)
+        self.control.linger = 0
+        self.control.connect(control_endpoint)
+        self.frames = self.ctx.socket(zmq.SUB)
+        self.frames.linger = 0
+        self.frames.rcvhwm = 0
+        self.frames.connect(f"ipc://{run_dir}/frames-out")
+        self.frames.subscribe(b"")
+        self.plugin_id = uuid.uuid4().hex[:12]
+        self.channels: list[str] = []
+
+    def hold(self, channels: list[str]) -> None:
+        self.channels = channels
+        self.control.send_multipart(protocol.encode(protocol.PluginHeartbeat(self.plugin_id, channels)))
+
+    def renew(self) -> None:
+        self.hold(self.channels)
+        while self.control.poll(0):
+            self.control.recv_multipart()
+
+    def status(self) -> protocol.StatusReply:
+        request = uuid.uuid4().hex
+        self.control.send_multipart(protocol.encode(protocol.StatusRequest(request)))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.control.poll(100):
+                reply = protocol.decode(self.control.recv_multipart())
+                if isinstance(reply, protocol.StatusReply) and reply.request_id == request:
+                    return reply
+        raise TimeoutError("the broker did not answer")
+
+    def wait_running(self, count: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while sum(w["channels"] for w in self.status().workers.values()) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} channels running")
+            self.renew()
+            time.sleep(0.2)
+
+    def count_rows(self, seconds: float, *, tick_ns: int = 0) -> tuple[int, int, list[float]]:
+        """Rows received in `seconds`; with `tick_ns`, also skipped ticks and arrival lateness (ms)."""
+        rows = skipped = 0
+        last: dict[bytes, int] = {}
+        lateness: list[float] = []
+        end = time.monotonic() + seconds
+        renew_at = time.monotonic() + 1
+        while (now := time.monotonic()) < end:
+            if now > renew_at:
+                self.renew()
+                renew_at = now + 1
+            if not self.frames.poll(100):
+                continue
+            while True:
+                try:
+                    topic, _, payload = self.frames.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                times = msgpack.unpackb(payload)["times_ns"]
+                rows += len(times)
+                if tick_ns:
+                    lateness.append((time.time_ns() - times[-1]) / 1e6)
+                    previous = last.get(topic)
+                    if previous is not None:
+                        skipped += max(0, (times[0] - previous) // tick_ns - 1)
+                    last[topic] = times[-1]
+        return rows, skipped, lateness
+
+    def close(self) -> None:
+        self.hold([])
+        self.control.close()
+        self.frames.close()
+        self.ctx.term()

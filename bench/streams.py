@@ -1,0 +1,79 @@
+"""Packets per second across many concurrent streams, against a bare grpcio server.
+
+The baseline is the same gRPC service streaming prebuilt packets as fast as it can,
+measured with the same client in the same run: what grpcio alone allows here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+from collections.abc import AsyncIterator
+
+import grpc
+
+from bench.harness import read_streams
+from bench.measure import Result
+from services.hostemu.localpipeline import Pipeline, wait_for_workers
+from services.plugin import frames
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin._proto import pluginv2_pb2_grpc
+
+OFFERED_ROWS_PER_S = 20_000
+"""Beyond what one plugin's gRPC stream carries packet by packet, whatever the stream count."""
+
+
+class Prebuilt(pluginv2_pb2_grpc.StreamServicer):
+    PACKET = pb.StreamPacket(data=frames.packet([1_700_000_000_000_000_000], [[0.5]]))
+
+    async def RunStream(
+        self, request: pb.RunStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamPacket]:  # type: ignore[override]
+        while True:
+            yield self.PACKET
+
+
+def _serve_baseline(port_out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def serve() -> None:
+        server = grpc.aio.server()
+        pluginv2_pb2_grpc.add_StreamServicer_to_server(Prebuilt(), server)
+        port_out.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+def run(quick: bool) -> list[Result]:
+    count = 200 if quick else 1000
+    seconds = 3 if quick else 8
+    tick_ms = count * 1000 / OFFERED_ROWS_PER_S
+    paths = [f"custom-{i}-{i + 1}-{tick_ms:g}" for i in range(count)]
+    queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
+    baseline = multiprocessing.get_context("spawn").Process(
+        target=_serve_baseline, args=(queue,), daemon=True
+    )
+    baseline.start()
+    try:
+        port = queue.get(timeout=30)
+        bare, _ = asyncio.run(read_streams(f"127.0.0.1:{port}", paths, 1.0, seconds, latency=False))
+    finally:
+        baseline.terminate()
+        with contextlib.suppress(Exception):
+            baseline.join(5)
+    pipeline = Pipeline(2)
+    host = pipeline.plugin()
+    try:
+        wait_for_workers(host, 2)
+        ours, _ = asyncio.run(read_streams(host.address, paths, 2.0, seconds, latency=False))
+    finally:
+        host.stop()
+        pipeline.close()
+    ratio = ours.packets / max(bare.packets, 1)
+    return [
+        Result("streams", f"packets/s, {count} streams, bare grpcio", bare.packets / seconds, "packets/s"),
+        Result("streams", f"packets/s, {count} streams, zmqstream", ours.packets / seconds, "packets/s"),
+        Result("streams", "zmqstream / bare grpcio", ratio, "x", "≥ 0.8", ratio >= 0.8),
+        Result("streams", "rows/s carried by zmqstream", ours.rows / seconds, "rows/s"),
+    ]
