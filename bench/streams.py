@@ -19,17 +19,30 @@ from services.hostemu.localpipeline import Pipeline, wait_for_workers
 from services.plugin import frames
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.servicers import Context
 
 OFFERED_ROWS_PER_S = 20_000
 """Beyond what one plugin's gRPC stream carries packet by packet, whatever the stream count."""
 
 
 class Prebuilt(pluginv2_pb2_grpc.StreamServicer):
+    """The same Stream service doing nothing but send one prebuilt packet, again and again."""
+
     PACKET = pb.StreamPacket(data=frames.packet([1_700_000_000_000_000_000], [[0.5]]))
 
+    async def SubscribeStream(
+        self, request: pb.SubscribeStreamRequest, context: Context
+    ) -> pb.SubscribeStreamResponse:
+        return pb.SubscribeStreamResponse()
+
+    async def PublishStream(
+        self, request: pb.PublishStreamRequest, context: Context
+    ) -> pb.PublishStreamResponse:
+        return pb.PublishStreamResponse()
+
     async def RunStream(
-        self, request: pb.RunStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.StreamPacket]:  # type: ignore[override]
+        self, request: pb.RunStreamRequest, context: Context
+    ) -> AsyncIterator[pb.StreamPacket]:
         while True:
             yield self.PACKET
 
