@@ -28,6 +28,8 @@ class StreamStats:
     rows: int = 0
     packets: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    silent: int = 0
+    """Streams that sent nothing in the measured window (a fault the table shows)."""
 
 
 async def read_streams(
@@ -68,8 +70,13 @@ async def read_streams(
             finally:
                 call.cancel()
 
-        # A stream that never sends would keep gather waiting: bound the whole read.
-        await asyncio.wait_for(asyncio.gather(*(one(p) for p in paths)), warmup_s + measure_s + 30)
+        # A stream that never sends would keep us waiting: bound the read, count the silent ones.
+        tasks = [asyncio.create_task(one(p)) for p in paths]
+        _, pending = await asyncio.wait(tasks, timeout=warmup_s + measure_s + 10)
+        stats.silent = len(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return stats, measure_s
 
 

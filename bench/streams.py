@@ -89,4 +89,7 @@ def run(quick: bool) -> list[Result]:
         Result("streams", f"packets/s, {count} streams, zmqstream", ours.packets / seconds, "packets/s"),
         Result("streams", "zmqstream / bare grpcio", ratio, "x", "≥ 0.8", ratio >= 0.8),
         Result("streams", "rows/s carried by zmqstream", ours.rows / seconds, "rows/s"),
+        Result(
+            "streams", "zmqstream streams that sent nothing", ours.silent, "streams", "0", ours.silent == 0
+        ),
     ]
