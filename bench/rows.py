@@ -12,7 +12,7 @@ TICK_MS = 0.02  # 50,000 rows/s per channel
 
 
 def run(quick: bool) -> list[Result]:
-    channels = 4
+    channels = 5  # 250,000 rows/s offered: above the target, so the figure shows real capacity
     offered = channels * 1000 / TICK_MS
     pipeline = Pipeline(2, broker_args=FAST)
     host = pipeline.plugin(FAST_PLUGIN_ENV)
