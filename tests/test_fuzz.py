@@ -1,21 +1,41 @@
 """Property tests: hostile input is refused with our own errors, never a crash."""
 
+import json
 import math
 import string
+from collections.abc import Iterator
 
 import msgpack
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import Pipeline, wait_for_workers
 
 from services.broker.registry import Registry
 from services.common import protocol
 from services.common.channels import ChannelSpec, Limits, parse_path
 from services.common.errors import InvalidChannel, ProtocolError
 from services.hostemu.dataframe import StreamingFrame
+from services.hostemu.host import Datasource, PluginHost
 from services.plugin import frames
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.query import parse_query
 
 LIMITS = Limits()
+
+
+@pytest.fixture(scope="module")
+def fuzz_host(pipeline: Pipeline) -> Iterator[PluginHost]:
+    """One plugin process for all generated subscriptions (hypothesis runs them in one test)."""
+    host = pipeline.plugin()
+    try:
+        wait_for_workers(host, len(pipeline.workers))
+        yield host
+    finally:
+        host.stop()
+
+
 PATH_ALPHABET = string.ascii_letters + string.digits + "-._/=+eE"
 numbers = st.decimals(min_value=-(10**12), max_value=10**12, places=3, allow_nan=False, allow_infinity=False)
 
@@ -153,3 +173,52 @@ def test_registry_keeps_its_books_consistent_under_any_sequence(ops: list) -> No
             assert channel.holders or channel.orphan_since is not None
             assert channel.worker is None or channel.worker in registry.workers
             assert all(p in registry.plugins[h].channels for h in channel.holders)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def dump(value: object) -> bytes:
+    """The stdlib writer, on purpose: it writes huge integers and NaN tokens a real client might send."""
+    return json.dumps(value).encode()
+
+
+query_keys = st.sampled_from(
+    ["lowerLimit", "upperLimit", "tickInterval", "generator", "series", "refId", "x"]
+)
+
+
+@settings(max_examples=3000)
+@given(
+    st.one_of(
+        st.dictionaries(query_keys, json_values, max_size=6).map(dump),
+        st.binary(max_size=40),
+        json_values.map(dump),
+    )
+)
+def test_any_query_json_becomes_a_checked_spec_or_a_clear_refusal(raw: bytes) -> None:
+    try:
+        spec = parse_query(raw, LIMITS)
+    except InvalidChannel as exc:
+        assert str(exc)
+        return
+    assert parse_path(spec.path, LIMITS) == spec
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(PATH_ALPHABET, max_size=40)
+    | st.from_regex(r"custom-[0-9.-]{1,12}-[0-9.-]{1,8}-[0-9.]{1,6}", fullmatch=True),
+    st.binary(max_size=200),
+)
+def test_the_real_plugin_answers_any_subscription_without_falling_over(
+    fuzz_host: PluginHost, path: str, data: bytes
+) -> None:
+    request = pb.SubscribeStreamRequest(pluginContext=Datasource().context(), path=path, data=data)
+    response = fuzz_host.stream.SubscribeStream(request, timeout=10)
+    assert response.status in (pb.SubscribeStreamResponse.OK, pb.SubscribeStreamResponse.NOT_FOUND)
+    assert fuzz_host.process.poll() is None

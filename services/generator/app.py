@@ -24,7 +24,7 @@ from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import secure_client
-from services.common.sockets import configure
+from services.common.sockets import advertised, configure, host_of
 from services.generator.ticker import Scheduler
 from services.generator.waveforms import registry
 
@@ -81,17 +81,23 @@ class Worker:
 
     def _dispatch(self, message: protocol.Message) -> None:
         match message:
-            case protocol.Welcome(frames_endpoint=endpoint) if endpoint != self.frames_endpoint:
-                if self.frames_endpoint:
-                    self.frames.disconnect(self.frames_endpoint)
-                self.frames.connect(endpoint)
-                self.frames_endpoint = endpoint
-                log.info("publishing frames", extra=fields(endpoint=endpoint))
+            case protocol.Welcome(frames_endpoint=endpoint):
+                self._publish_to(advertised(endpoint, host_of(self.settings.control_endpoint)))
             case protocol.StartTicker(channel=channel) if channel not in self.scheduler:
                 self._start(channel)
             case protocol.StopTicker(channel=channel) if channel in self.scheduler:
                 self.scheduler.stop(channel)
                 log.info("ticker stopped", extra=fields(channel=channel))
+
+    def _publish_to(self, endpoint: str) -> None:
+        """(Re)connect the PUB socket to the broker's frames_in, as the Welcome names it."""
+        if endpoint == self.frames_endpoint:
+            return
+        if self.frames_endpoint:
+            self.frames.disconnect(self.frames_endpoint)
+        self.frames.connect(endpoint)
+        self.frames_endpoint = endpoint
+        log.info("publishing frames", extra=fields(endpoint=endpoint))
 
     def _start(self, channel: str) -> None:
         if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
