@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-from support import Pipeline, wait_for_workers
+from support import Pipeline, plugin_of
 
 from services.hostemu.host import PluginHost
 
@@ -20,10 +20,6 @@ def pipeline() -> Iterator[Pipeline]:
 
 @pytest.fixture
 def host(pipeline: Pipeline) -> Iterator[PluginHost]:
-    """A fresh plugin process per test, once it sees every worker of `pipeline`."""
-    host = pipeline.plugin()
-    try:
-        wait_for_workers(host, len(pipeline.workers))
+    """A fresh plugin process per test."""
+    with plugin_of(pipeline) as host:
         yield host
-    finally:
-        host.stop()

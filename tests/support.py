@@ -16,11 +16,23 @@ __all__ = [
     "ROOT",
     "Pipeline",
     "dead_broker_datasource",
+    "plugin_of",
     "query_model",
     "running_pipeline",
     "stop",
     "wait_for_workers",
 ]
+
+
+@contextlib.contextmanager
+def plugin_of(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Iterator[PluginHost]:
+    """A plugin process on `pipeline`, once it sees every worker; stopped as Grafana stops it."""
+    host = pipeline.plugin(env)
+    try:
+        wait_for_workers(host, len(pipeline.workers))
+        yield host
+    finally:
+        host.stop()
 
 
 @contextlib.contextmanager
@@ -32,14 +44,10 @@ def running_pipeline(
 ) -> Iterator[PluginHost]:
     """A broker, `workers` workers (w1, w2, …) and the plugin launched as Grafana does; torn down after."""
     pipeline = Pipeline(workers, broker_args, worker_args)
-    host: PluginHost | None = None
     try:
-        host = pipeline.plugin(plugin_env)
-        wait_for_workers(host, workers)
-        yield host
+        with plugin_of(pipeline, plugin_env) as host:
+            yield host
     finally:
-        if host is not None:
-            host.stop()
         pipeline.close()
 
 

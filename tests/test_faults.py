@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import Pipeline, stop, wait_for_workers
+from support import Pipeline, plugin_of, stop, wait_for_workers
 
 from services.cli.status import fetch
 from services.hostemu.host import LiveStream, PluginHost
@@ -143,9 +143,9 @@ def test_a_killed_plugin_s_subscriptions_are_released_after_the_lease(pipeline: 
 
 
 def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipeline: Pipeline) -> None:
-    host = pipeline.plugin({"ZMQSTREAM_STREAM_QUEUE_ROWS": "20000", "ZMQSTREAM_MIN_TICK_MS": "0.01"})
-    try:
-        wait_for_workers(host, 2)
+    with plugin_of(
+        pipeline, {"ZMQSTREAM_STREAM_QUEUE_ROWS": "20000", "ZMQSTREAM_MIN_TICK_MS": "0.01"}
+    ) as host:
         stalled = host.run_stream("custom-0-1-0.02-uniform-10")  # 50,000 rows/s, 10 series, never read
         stalled_first = next(stalled.packets_iter())
         assert stalled_first
@@ -157,8 +157,6 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipel
         healthy.close()
         metrics = host.collect_metrics()
         stalled.cancel()
-    finally:
-        host.stop()
     dropped = sum(
         sample.value
         for family in text_string_to_metric_families(metrics)

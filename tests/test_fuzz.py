@@ -10,7 +10,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import Pipeline, wait_for_workers
+from support import Pipeline, plugin_of
 
 from services.broker.registry import Registry
 from services.common import protocol
@@ -28,12 +28,8 @@ LIMITS = Limits()
 @pytest.fixture(scope="module")
 def fuzz_host(pipeline: Pipeline) -> Iterator[PluginHost]:
     """One plugin process for all generated subscriptions (hypothesis runs them in one test)."""
-    host = pipeline.plugin()
-    try:
-        wait_for_workers(host, len(pipeline.workers))
+    with plugin_of(pipeline) as host:
         yield host
-    finally:
-        host.stop()
 
 
 PATH_ALPHABET = string.ascii_letters + string.digits + "-._/=+eE"
