@@ -1,70 +1,129 @@
-"""Stream frames byte for byte as the Go SDK's FrameToJSON writes them.
+"""Stream frames against golden JSON, and the golden JSON decoded back as the browser decodes it.
 
-tests/golden/sdk_frame_example.json is the literal example of the protocol fact sheet
-(§3.4), derived from the SDK's writer: time 2023-11-14T22:13:20.123456789Z, value 42.5.
+The golden files in tests/golden/ were written by hand from the Go SDK's writer
+(data/frame_json.go): compact JSON; `values`, then `entities`, then `nanos`; times in epoch
+milliseconds with the sub-millisecond rest in `nanos`; NaN/±Inf as null with their rows
+under `entities` keyed NaN, Inf, NegInf in that order. sdk_frame_example.json is the
+literal example of the protocol fact sheet (§3.4). They are not snapshots of our output.
 """
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import pytest
 
 from services.common.channels import ChannelSpec
 from services.hostemu.dataframe import StreamingFrame
 from services.plugin import frames
 
 GOLDEN = Path(__file__).parent / "golden"
-TIME_NS = 1_700_000_000_123_456_789
-ONE_SERIES = ChannelSpec(10, 20, 100)
+ONE = ChannelSpec(10, 20, 100)
+BASE_NS = 1_700_000_000_000_000_000
 
 
-def test_schema_and_data_match_the_sdk_byte_for_byte() -> None:
-    expected = (GOLDEN / "sdk_frame_example.json").read_bytes().strip()
-    assert frames.packet([TIME_NS], [[42.5]], frames.schema(ONE_SERIES)) == expected
+@dataclass(frozen=True)
+class Case:
+    spec: ChannelSpec
+    times_ns: list[int]
+    columns: list[list[float]]
+    with_schema: bool
 
 
-def test_data_only_and_whole_milliseconds_drop_schema_and_nanos() -> None:
-    assert (
-        frames.packet([TIME_NS], [[42.5]])
-        == b'{"data":{"values":[[1700000000123],[42.5]],"nanos":[[456789],null]}}'
+CASES = {
+    "frame_one_series": Case(
+        ONE, [BASE_NS + k * 100_000_000 for k in range(3)], [[10.5, 12.25, 19.75]], with_schema=True
+    ),
+    "frame_data_only": Case(ONE, [BASE_NS + 300_000_000], [[15.125]], with_schema=False),
+    "frame_sub_ms_nanos": Case(
+        ONE, [BASE_NS + k * 250_000 for k in range(1, 5)], [[0.5, 0.25, 0.125, 0.0625]], with_schema=False
+    ),
+    "frame_entities": Case(
+        ONE,
+        [BASE_NS + k * 1_000_000_000 for k in range(1, 7)],
+        [[1.5, math.nan, math.inf, -math.inf, math.nan, 2.5]],
+        with_schema=False,
+    ),
+    "frame_multi_series": Case(
+        ChannelSpec(0, 1, 100, "sine", 3),
+        [BASE_NS + 100_000_000, BASE_NS + 200_000_000],
+        [[0.5, 0.75], [math.nan, 0.25], [0.125, 0.375]],
+        with_schema=True,
+    ),
+}
+
+
+def golden(name: str) -> bytes:
+    return (GOLDEN / f"{name}.json").read_bytes().rstrip(b"\n")
+
+
+def same_values(a: list[float], b: list[float]) -> bool:
+    """Equal element by element, NaN equal to NaN."""
+    return len(a) == len(b) and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True)
     )
-    assert (
-        frames.packet([1_700_000_000_123_000_000], [[1.0]]) == b'{"data":{"values":[[1700000000123],[1.0]]}}'
-    )
 
 
-def test_nan_and_infinities_travel_as_null_with_entities() -> None:
-    packet = frames.packet([0, 1_000_000, 2_000_000], [[math.nan, math.inf, -math.inf]])
-    body = orjson.loads(packet)["data"]
-    assert body["values"][1] == [None, None, None]
-    assert body["entities"] == [None, {"NaN": [0], "Inf": [1], "NegInf": [2]}]
+@pytest.mark.parametrize("name", CASES)
+def test_packets_match_the_golden_json_byte_for_byte(name: str) -> None:
+    case = CASES[name]
+    schema = frames.schema(case.spec) if case.with_schema else None
+    assert frames.packet(case.times_ns, case.columns, schema) == golden(name)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_golden_json_decodes_back_to_the_exact_rows(name: str) -> None:
+    case = CASES[name]
     frame = StreamingFrame()
-    frame.push(frames.schema_only(frames.schema(ONE_SERIES)))
-    frame.push(packet)
-    decoded = frame.column("value")
-    assert math.isnan(decoded[0])
-    assert decoded[1:] == [math.inf, -math.inf]
+    if not case.with_schema:  # a data-only packet follows the stream's first packet
+        frame.push(frames.schema_only(frames.schema(case.spec)))
+    assert frame.push(golden(name)) == len(case.times_ns)
+    assert frame.fields == frames.schema(case.spec)["fields"]
+    assert frame.times_ns == case.times_ns, "nanosecond times survive ms + nanos"
+    for (field_name, _), column in zip(frames.value_fields(case.spec), case.columns, strict=True):
+        assert same_values(frame.column(field_name), column)
 
 
-def test_several_series_are_labelled_fields() -> None:
-    schema = frames.schema(ChannelSpec(0, 1, 100, "sine", 3))
-    fields = schema["fields"]
+def test_the_schema_only_initial_frame_matches_its_golden() -> None:
+    assert frames.schema_only(frames.schema(ONE)) == golden("frame_schema_only")
+
+
+def test_several_series_are_labelled_by_index() -> None:
+    fields = frames.schema(ChannelSpec(0, 1, 100, "sine", 3))["fields"]
     assert [f["name"] for f in fields] == ["time", "value_0", "value_1", "value_2"]
-    assert [f.get("labels") for f in fields[1:]] == [{"series": "0"}, {"series": "1"}, {"series": "2"}]
+    assert [f.get("labels") for f in fields] == [None, {"series": "0"}, {"series": "1"}, {"series": "2"}]
+    assert "labels" not in frames.schema(ONE)["fields"][1], "one series: no labels, as the SDK omits nil"
 
 
-def test_the_capture_the_frontend_tests_read_matches_todays_format() -> None:
-    packets = (GOLDEN / "stream_packets.jsonl").read_bytes().splitlines()
-    initial, first, *rest = (orjson.loads(p) for p in packets)
-    expected_schema = frames.schema(ChannelSpec(10, 20, 100))
-    assert initial["schema"] == first["schema"] == expected_schema
-    assert rest
-    assert all(set(p) == {"data"} for p in rest)
+def test_the_protocol_sheet_s_literal_example() -> None:
+    assert frames.packet([BASE_NS + 123_456_789], [[42.5]], frames.schema(ONE)) == golden("sdk_frame_example")
+
+
+def test_entity_keys_keep_the_sdk_s_order_whatever_comes_first() -> None:
+    packet = frames.packet([0, 1_000_000, 2_000_000], [[-math.inf, math.inf, math.nan]])
+    assert packet == (
+        b'{"data":{"values":[[0,1,2],[null,null,null]],"entities":[null,{"NaN":[2],"Inf":[1],"NegInf":[0]}]}}'
+    )
+
+
+def test_the_committed_stream_capture_still_matches_today_s_frames() -> None:
+    """tests/golden/stream_packets.jsonl, which the frontend's tests replay (tests/capture_stream.py)."""
+    lines = (GOLDEN / "stream_packets.jsonl").read_bytes().splitlines()
+    initial, first, *later = (orjson.loads(line) for line in lines)
+    schema = frames.schema(ONE)
+    assert initial["schema"] == schema, "SubscribeStream's initial frame"
+    assert set(first) == {"schema", "data"}, "RunStream's first packet"
+    assert first["schema"] == schema
+    assert len(later) >= 3
+    assert all(set(packet) == {"data"} for packet in later), "later packets carry data only"
     frame = StreamingFrame()
-    for packet in packets:
-        frame.push(packet)
+    for line in lines:
+        frame.push(line)
+    assert frame.fields == schema["fields"]
     times = frame.times_ns
-    assert times == sorted(set(times)), "the capture repeats or reorders rows"
-    assert {b - a for a, b in itertools.pairwise(times)} == {100_000_000}
+    assert len(times) > len(lines)
+    gaps = {b - a for a, b in itertools.pairwise(times)}
+    assert gaps == {ONE.tick_ns}, f"the capture repeats, reorders or skips ticks: {sorted(gaps)[:5]}"
     assert all(10 <= v <= 20 for v in frame.column("value"))

@@ -1,104 +1,243 @@
-"""The broker's bookkeeping, scenario by scenario (tests/test_fuzz.py checks its invariants)."""
+"""The broker's bookkeeping, driven with explicit clock values (no sockets, no processes).
+
+Commands are read from the registry's outbox as (routing id, message) pairs; a worker's
+routing id here is its name as bytes.
+"""
 
 from services.broker.registry import Registry
 from services.common import protocol
 from services.common.channels import Limits
 
-TUTORIAL = "custom-10-20-100"
+PLUGIN_LEASE_S = 3.0
+WORKER_LEASE_S = 1.0
+TUTORIAL = "custom-10-20-100"  # 10 rows/s
+HEAVY = "custom-0-1-1"  # 1,000 rows/s
+LIGHT = "custom-0-1-50"  # 20 rows/s
 
 
-def make(max_channels: int = 100) -> Registry:
-    return Registry(Limits(), plugin_lease_s=3.0, worker_lease_s=1.0, max_channels=max_channels)
+def registry(max_channels: int = 100, limits: Limits | None = None) -> Registry:
+    return Registry(
+        limits or Limits(),
+        plugin_lease_s=PLUGIN_LEASE_S,
+        worker_lease_s=WORKER_LEASE_S,
+        max_channels=max_channels,
+    )
 
 
-def beat(registry: Registry, worker: str, now: float, running: list[str] | None = None) -> None:
-    registry.worker_heartbeat(protocol.WorkerHeartbeat(worker, running or []), worker.encode(), now)
+def beat(reg: Registry, worker: str, now: float, running: list[str] | None = None, routing: str = "") -> None:
+    message = protocol.WorkerHeartbeat(worker, running or [], pid=100 + int(worker[1:]))
+    reg.worker_heartbeat(message, (routing or worker).encode(), now)
 
 
-def commands(registry: Registry) -> list[tuple[bytes, protocol.Message]]:
-    sent, registry.outbox = registry.outbox, []
-    return sent
+def sent(reg: Registry) -> list[tuple[bytes, protocol.Message]]:
+    """The commands queued since the last call."""
+    commands, reg.outbox = reg.outbox, []
+    return commands
 
 
-def test_first_subscriber_starts_the_ticker_on_the_least_loaded_worker() -> None:
-    registry = make()
-    beat(registry, "w1", 0, [])
-    beat(registry, "w2", 0, [])
-    assert registry.subscribe("p1", "custom-0-1-1", 0) == ""  # 1,000 rows/s on one worker
-    (first,) = commands(registry)
-    assert registry.subscribe("p1", TUTORIAL, 0) == ""
-    (second,) = commands(registry)
-    assert first[0] != second[0], "the second channel went to the busier worker"
-    assert second[1] == protocol.StartTicker(TUTORIAL)
+def owners(reg: Registry) -> dict[str, str | None]:
+    return {path: channel.worker for path, channel in reg.channels.items()}
 
 
-def test_a_channel_lives_until_its_last_holder_leaves() -> None:
-    registry = make()
-    beat(registry, "w1", 0)
-    registry.subscribe("p1", TUTORIAL, 0)
-    registry.subscribe("p2", TUTORIAL, 0)
-    assert commands(registry) == [(b"w1", protocol.StartTicker(TUTORIAL))]
-    registry.unsubscribe("p1", TUTORIAL)
-    assert commands(registry) == []
-    registry.unsubscribe("p2", TUTORIAL)
-    assert commands(registry) == [(b"w1", protocol.StopTicker(TUTORIAL))]
-    assert registry.channels == {}
+def test_the_first_subscriber_starts_the_ticker_on_the_least_loaded_worker() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    beat(reg, "w2", 0)
+    assert reg.subscribe("p1", HEAVY, 0) == ""
+    assert sent(reg) == [(b"w1", protocol.StartTicker(HEAVY))], "a tie goes to the first worker by name"
+    assert reg.subscribe("p1", TUTORIAL, 0) == ""
+    assert sent(reg) == [(b"w2", protocol.StartTicker(TUTORIAL))]
+    assert reg.subscribe("p1", LIGHT, 0) == ""
+    assert sent(reg) == [(b"w2", protocol.StartTicker(LIGHT))], "placed by load (rows/s), not by count"
 
 
-def test_a_silent_plugin_loses_its_channels_after_the_lease() -> None:
-    registry = make()
-    beat(registry, "w1", 0)
-    registry.plugin_heartbeat("p1", [TUTORIAL], 0)
-    commands(registry)
-    beat(registry, "w1", 2.9, [TUTORIAL])
-    registry.expire(2.9)
-    assert TUTORIAL in registry.channels
-    beat(registry, "w1", 3.1, [TUTORIAL])
-    registry.expire(3.1)
-    assert registry.channels == {}
-    assert commands(registry) == [(b"w1", protocol.StopTicker(TUTORIAL))]
+def test_a_second_subscriber_or_a_repeat_starts_nothing() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    sent(reg)
+    assert reg.subscribe("p1", TUTORIAL, 0) == ""
+    assert reg.subscribe("p2", TUTORIAL, 0) == ""
+    assert sent(reg) == []
+    assert reg.channels[TUTORIAL].holders == {"p1", "p2"}
+
+
+def test_two_plugins_keep_a_channel_until_both_leave() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    reg.plugin_heartbeat("p2", [TUTORIAL], 0)
+    sent(reg)
+    reg.unsubscribe("p1", TUTORIAL)
+    assert sent(reg) == []
+    assert reg.channels[TUTORIAL].holders == {"p2"}
+    reg.plugin_heartbeat("p2", [], 1)  # a heartbeat without the channel lets it go too
+    assert sent(reg) == [(b"w1", protocol.StopTicker(TUTORIAL))]
+    assert reg.channels == {}
+    assert reg.workers["w1"].assigned == set()
+    assert reg.workers["w1"].load == 0
+
+
+def test_unsubscribing_what_one_does_not_hold_changes_nothing() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    sent(reg)
+    reg.unsubscribe("p2", TUTORIAL)
+    reg.unsubscribe("p1", LIGHT)
+    assert sent(reg) == []
+    assert reg.channels[TUTORIAL].holders == {"p1"}
+
+
+def test_a_silent_plugin_loses_its_channels_when_its_lease_runs_out() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.plugin_heartbeat("p1", [TUTORIAL, LIGHT], 0)
+    reg.plugin_heartbeat("p2", [LIGHT], 0)
+    sent(reg)
+    for now in (1.0, 2.0, PLUGIN_LEASE_S):
+        beat(reg, "w1", now, [TUTORIAL, LIGHT])
+        reg.plugin_heartbeat("p2", [LIGHT], now)
+        reg.expire(now)
+    assert set(reg.channels) == {TUTORIAL, LIGHT}, "not before the lease is over"
+    beat(reg, "w1", PLUGIN_LEASE_S + 0.1, [TUTORIAL, LIGHT])
+    reg.plugin_heartbeat("p2", [LIGHT], PLUGIN_LEASE_S + 0.1)
+    reg.expire(PLUGIN_LEASE_S + 0.1)
+    assert sent(reg) == [(b"w1", protocol.StopTicker(TUTORIAL))]
+    assert reg.channels[LIGHT].holders == {"p2"}, "the other plugin's channel stays"
+    assert "p1" not in reg.plugins
 
 
 def test_a_dead_worker_s_channels_move_to_a_live_one() -> None:
-    registry = make()
-    beat(registry, "w1", 0)
-    registry.subscribe("p1", TUTORIAL, 0)
-    beat(registry, "w2", 0)
-    commands(registry)
-    registry.plugin_heartbeat("p1", [TUTORIAL], 1.5)
-    beat(registry, "w2", 1.5)
-    registry.expire(1.5)
-    assert registry.channels[TUTORIAL].worker == "w2"
-    assert (b"w2", protocol.StartTicker(TUTORIAL)) in commands(registry)
+    reg = registry()
+    beat(reg, "w1", 0)
+    beat(reg, "w2", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    reg.subscribe("p1", LIGHT, 0)
+    assert owners(reg) == {TUTORIAL: "w1", LIGHT: "w2"}
+    sent(reg)
+    beat(reg, "w2", 1.05, [LIGHT])  # w1 fell silent at 0
+    reg.plugin_heartbeat("p1", [TUTORIAL, LIGHT], 1.05)
+    reg.expire(1.0)
+    assert sent(reg) == [], "not before the worker lease is over"
+    reg.expire(1.05)
+    assert sent(reg) == [(b"w2", protocol.StartTicker(TUTORIAL))]
+    assert owners(reg) == {TUTORIAL: "w2", LIGHT: "w2"}
+    assert set(reg.workers) == {"w2"}
+
+
+def test_with_no_worker_left_a_channel_waits_for_the_next_one() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    sent(reg)
+    reg.plugin_heartbeat("p1", [TUTORIAL], 1.5)
+    reg.expire(1.5)
+    assert owners(reg) == {TUTORIAL: None}
+    assert sent(reg) == []
+    beat(reg, "w3", 2.0)
+    assert sent(reg) == [(b"w3", protocol.StartTicker(TUTORIAL))]
+    assert owners(reg) == {TUTORIAL: "w3"}
+
+
+def test_a_restarted_worker_is_asked_again_for_what_it_no_longer_runs() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    sent(reg)
+    beat(reg, "w1", 0.5, [], routing="w1-new")  # supervisord restarted it within the lease
+    assert sent(reg) == [(b"w1-new", protocol.StartTicker(TUTORIAL))]
+    beat(reg, "w1", 0.7, [TUTORIAL], routing="w1-new")
+    assert sent(reg) == []
 
 
 def test_a_restarted_broker_adopts_running_channels_and_stops_duplicates() -> None:
-    registry = make()
-    beat(registry, "w1", 0, [TUTORIAL])
-    beat(registry, "w2", 0, [TUTORIAL])
-    assert registry.channels[TUTORIAL].worker == "w1"
-    assert commands(registry) == [(b"w2", protocol.StopTicker(TUTORIAL))]
-    registry.plugin_heartbeat("p1", [TUTORIAL], 1)  # the plugin's next heartbeat claims it
-    beat(registry, "w1", 3.4, [TUTORIAL])
-    beat(registry, "w2", 3.4)
-    registry.expire(3.5)  # past the adoption lease, within the plugin's
-    channel = registry.channels[TUTORIAL]
-    assert (channel.holders, channel.worker, channel.orphan_since) == ({"p1"}, "w1", None)
-    assert commands(registry) == [], "no ticker restarted: the stream never paused"
+    reg = registry()  # a fresh broker: workers still run what the old one assigned
+    beat(reg, "w1", 0, [TUTORIAL])
+    beat(reg, "w2", 0, [TUTORIAL, LIGHT])
+    assert sent(reg) == [(b"w2", protocol.StopTicker(TUTORIAL))], "one ticker per channel"
+    assert owners(reg) == {TUTORIAL: "w1", LIGHT: "w2"}
+    reg.plugin_heartbeat("p1", [TUTORIAL, LIGHT], 0.3)  # the plugin's next heartbeat claims them
+    for now in (1.0, 2.0, 3.0, 3.5):
+        beat(reg, "w1", now, [TUTORIAL])
+        beat(reg, "w2", now, [LIGHT])
+        reg.plugin_heartbeat("p1", [TUTORIAL, LIGHT], now)
+        reg.expire(now)
+    assert sent(reg) == [], "no ticker restarted or stopped: the streams never paused"
+    assert {path: c.holders for path, c in reg.channels.items()} == {TUTORIAL: {"p1"}, LIGHT: {"p1"}}
+    assert (reg.workers["w1"].load, reg.workers["w2"].load) == (10, 20)
 
 
-def test_an_adopted_channel_nobody_holds_stops_after_a_lease() -> None:
-    registry = make()
-    beat(registry, "w1", 0, [TUTORIAL])
-    registry.expire(3.5)
-    assert registry.channels == {}
-    assert commands(registry) == [(b"w1", protocol.StopTicker(TUTORIAL))]
+def test_an_adopted_channel_nobody_claims_stops_after_a_plugin_lease() -> None:
+    reg = registry()
+    beat(reg, "w1", 0, [TUTORIAL])
+    beat(reg, "w1", PLUGIN_LEASE_S, [TUTORIAL])
+    reg.expire(PLUGIN_LEASE_S)
+    assert TUTORIAL in reg.channels
+    beat(reg, "w1", PLUGIN_LEASE_S + 0.1, [TUTORIAL])
+    reg.expire(PLUGIN_LEASE_S + 0.1)
+    assert sent(reg) == [(b"w1", protocol.StopTicker(TUTORIAL))]
+    assert reg.channels == {}
 
 
-def test_refusals_name_the_reason() -> None:
-    registry = make(max_channels=1)
-    beat(registry, "w1", 0)
-    assert "below upper" in registry.subscribe("p1", "custom-2-1-100", 0)
-    assert "not canonical" in registry.subscribe("p1", "custom-1.0-2-100", 0)
-    assert registry.subscribe("p1", TUTORIAL, 0) == ""
-    assert "maximum of 1 channels" in registry.subscribe("p1", "custom-0-1-100", 0)
+def test_a_running_channel_the_broker_cannot_parse_is_stopped_at_once() -> None:
+    reg = registry(limits=Limits(min_tick_ms=50))
+    beat(reg, "w1", 0, ["custom-0-1-10", "garbage"])
+    assert sorted(sent(reg), key=str) == [
+        (b"w1", protocol.StopTicker("custom-0-1-10")),
+        (b"w1", protocol.StopTicker("garbage")),
+    ]
+    assert reg.channels == {}
+
+
+def test_refusals_name_the_reason_and_create_nothing() -> None:
+    reg = registry(limits=Limits(min_tick_ms=10))
+    beat(reg, "w1", 0)
+    assert reg.subscribe("p1", "custom-10.0-20-100", 0) == (
+        "path 'custom-10.0-20-100' is not canonical, use 'custom-10-20-100'"
+    )
+    assert "lower (2) must be below upper (1)" in reg.subscribe("p1", "custom-2-1-100", 0)
+    assert "tick interval 5 ms is outside [10, 3600000] ms" in reg.subscribe("p1", "custom-0-1-5", 0)
+    assert "is not custom-" in reg.subscribe("p1", "custom-a-b-c", 0)
+    assert reg.channels == {}
+    assert sent(reg) == []
+    assert reg.plugins["p1"].channels == set()
+
+
+def test_the_channel_limit_refuses_new_channels_but_not_new_subscribers() -> None:
+    reg = registry(max_channels=2)
+    beat(reg, "w1", 0)
+    assert reg.subscribe("p1", TUTORIAL, 0) == ""
+    assert reg.subscribe("p1", LIGHT, 0) == ""
+    assert reg.subscribe("p1", HEAVY, 0) == "the broker runs its maximum of 2 channels"
+    assert reg.subscribe("p2", TUTORIAL, 0) == "", "joining a running channel costs nothing"
+    reg.unsubscribe("p1", LIGHT)
+    assert reg.subscribe("p1", HEAVY, 0) == ""
+
+
+def test_a_plugin_heartbeat_reports_only_its_refusals() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    errors = reg.plugin_heartbeat("p1", [TUTORIAL, "custom-1-0-100"], 0)
+    assert list(errors) == ["custom-1-0-100"]
+    assert "below upper" in errors["custom-1-0-100"]
+    assert reg.plugins["p1"].channels == {TUTORIAL}
+
+
+def test_status_is_the_registry_s_view() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    beat(reg, "w2", 0.25)
+    reg.subscribe("p1", TUTORIAL, 0)
+    reg.subscribe("p2", TUTORIAL, 0)
+    status = reg.status("r1", "b1", now=0.5)
+    assert status == protocol.StatusReply(
+        "r1",
+        "b1",
+        {
+            "w1": {"pid": 101, "channels": 1, "load": 10.0, "ticks_late": 0, "seen_s_ago": 0.5},
+            "w2": {"pid": 102, "channels": 0, "load": 0.0, "ticks_late": 0, "seen_s_ago": 0.25},
+        },
+        {TUTORIAL: {"worker": "w1", "subscribers": 2}},
+        plugins=2,
+    )

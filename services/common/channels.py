@@ -29,7 +29,8 @@ _NUMBER = r"-?\d{1,15}(?:\.\d{1,9})?"
 _GENERATOR_NAME = r"[a-z][a-z0-9_]{0,31}"
 _PATH_RE = re.compile(
     rf"custom-(?P<lower>{_NUMBER})-(?P<upper>{_NUMBER})-(?P<tick>{_NUMBER})"
-    rf"(?:-(?P<generator>{_GENERATOR_NAME})-(?P<series>\d{{1,4}}))?"
+    rf"(?:-(?P<generator>{_GENERATOR_NAME})-(?P<series>\d{{1,4}}))?",
+    re.ASCII,  # \d would also match other scripts' digits, which float() accepts
 )
 GENERATOR_NAME_RE = re.compile(_GENERATOR_NAME)
 

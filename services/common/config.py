@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -95,8 +96,8 @@ def _convert(name: str, raw: str, type_name: str) -> Any:
             return int(raw)
         if type_name == "float":
             value = float(raw)
-            if value != value:
-                raise ValueError("NaN")
+            if not math.isfinite(value):  # inf would crash a process that turns it into ns
+                raise ValueError("not finite")
             return value
         if type_name == "bool":
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):

@@ -71,12 +71,13 @@ def schema_only(frame_schema: dict[str, Any]) -> bytes:
 def _entities(column: Sequence[float]) -> dict[str, list[int]] | None:
     if math.isfinite(sum(column)):
         return None
-    found: dict[str, list[int]] = {}
+    # The SDK's order (its struct's field order), whichever kind comes first in the column.
+    found: dict[str, list[int]] = {"NaN": [], "Inf": [], "NegInf": []}
     for row, value in enumerate(column):
         if value != value:
-            found.setdefault("NaN", []).append(row)
+            found["NaN"].append(row)
         elif value == math.inf:
-            found.setdefault("Inf", []).append(row)
+            found["Inf"].append(row)
         elif value == -math.inf:
-            found.setdefault("NegInf", []).append(row)
-    return found or None
+            found["NegInf"].append(row)
+    return {kind: rows for kind, rows in found.items() if rows} or None

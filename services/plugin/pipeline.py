@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -95,8 +96,7 @@ class Pipeline:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
         self.control.connect(control_endpoint)
-        # Plain (non-asyncio) views of the same two sockets, for calls that must not await.
-        self._control_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.control.underlying)
+        # A plain view of the frames socket, to drain a burst without an await per message.
         self._frames_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.frames.underlying)
         self.frames_endpoint = ""
         self.broker = ""
@@ -164,13 +164,18 @@ class Pipeline:
     # -- loops ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> bool:
-        """Send now or report failure: the plain socket's send raises Again at once, where
-        zmq.asyncio's would return a future that fails later, unobserved."""
-        try:
-            self._control_now.send_multipart(protocol.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        """Send now or report failure, through zmq.asyncio's own non-blocking path.
+
+        zmq.asyncio settles a NOBLOCK send at once; its future holds Again when the broker
+        is not connected, and reading it here keeps it from being reported as unobserved.
+        A send on a plain view of this socket is no alternative: it can swallow the wake-up
+        that zmq.asyncio's pending receive waits for, and the broker's replies then sit unread.
+        """
+        # zmq.asyncio returns an asyncio.Future; its stubs only say Awaitable.
+        sent = cast(
+            "asyncio.Future[object]", self.control.send_multipart(protocol.encode(message), flags=zmq.NOBLOCK)
+        )
+        return sent.done() and sent.exception() is None
 
     async def _heartbeats(self) -> None:
         while True:
@@ -211,17 +216,24 @@ class Pipeline:
 
     async def _read_frames(self) -> None:
         """Wake once per burst, then take every queued message without awaiting: an await per
-        message costs more than the message (a future and a loop turn each)."""
+        message costs more than the message (a future and a loop turn each).
+
+        The drain always runs until Again before waiting again: the socket's file descriptor
+        only signals new arrivals, so waiting with messages still queued could wait forever.
+        """
         receive = functools.partial(self._frames_now.recv_multipart, zmq.NOBLOCK)
         while True:
             await self.frames.poll()  # readable
-            for _ in range(FRAMES_PER_TURN):
-                try:
-                    topic, *frames = receive()
-                except zmq.Again:
-                    break
-                self._on_rows(topic, frames)
-            await asyncio.sleep(0)  # let the streams send what arrived before reading more
+            drained = False
+            while not drained:
+                for _ in range(FRAMES_PER_TURN):
+                    try:
+                        topic, *frames = receive()
+                    except zmq.Again:
+                        drained = True
+                        break
+                    self._on_rows(topic, frames)
+                await asyncio.sleep(0)  # let the streams send what arrived before reading more
 
     def _on_rows(self, topic: bytes, frames: list[bytes]) -> None:
         try:

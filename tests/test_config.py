@@ -1,0 +1,124 @@
+"""Settings: flags over environment over defaults, and clear refusals of values that make no sense."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from services.common.channels import Limits
+from services.common.config import (
+    ALL_SETTINGS,
+    BrokerSettings,
+    PluginSettings,
+    WorkerSettings,
+    default_endpoint,
+    ensure_ipc_dir,
+    env_name,
+    markdown_table,
+)
+
+
+def refusal(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str] | None = None) -> str:
+    """What the process prints when it refuses its settings (argparse exits with 2)."""
+    with pytest.raises(SystemExit) as exited:
+        BrokerSettings.load(argv, env or {})
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_defaults_apply_when_nothing_is_set() -> None:
+    settings = BrokerSettings.load([], {})
+    assert (settings.plugin_lease_s, settings.worker_lease_s, settings.max_channels) == (3.0, 0.6, 10_000)
+    assert settings.limits == Limits()
+
+
+def test_the_environment_overrides_defaults_and_flags_override_both() -> None:
+    env = {"ZMQSTREAM_PLUGIN_LEASE_S": "1.5", "ZMQSTREAM_MAX_CHANNELS": "7"}
+    assert BrokerSettings.load([], env).plugin_lease_s == 1.5
+    settings = BrokerSettings.load(["--plugin-lease-s", "0.25"], env)
+    assert (settings.plugin_lease_s, settings.max_channels) == (0.25, 7)
+
+
+def test_each_field_is_a_flag_and_a_variable_of_the_same_name() -> None:
+    assert env_name("worker_lease_s") == "ZMQSTREAM_WORKER_LEASE_S"
+    for cls in ALL_SETTINGS:
+        for flag, env, _, help_text in cls.describe():
+            assert env == "ZMQSTREAM_" + flag.removeprefix("--").replace("-", "_").upper()
+            assert help_text
+
+
+def test_endpoint_defaults_live_in_the_run_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZMQSTREAM_RUN_DIR", "/tmp/zs-config-test")
+    assert default_endpoint("control") == "ipc:///tmp/zs-config-test/control"
+    settings = BrokerSettings.load([], {})
+    assert settings.frames_in_endpoint == "ipc:///tmp/zs-config-test/frames-in"
+    assert settings.frames_out_endpoint == "ipc:///tmp/zs-config-test/frames-out"
+    monkeypatch.delenv("ZMQSTREAM_RUN_DIR")
+    assert default_endpoint("control").startswith("ipc:///tmp/zmqstream-")
+
+
+def test_per_process_defaults_are_computed_per_process() -> None:
+    assert PluginSettings.load([], {}).plugin_id != PluginSettings.load([], {}).plugin_id
+    assert WorkerSettings.load(["--worker-id", "w7"], {}).worker_id == "w7"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-channels", "many"], "max_channels: 'many' is not a valid int"),
+        (["--max-channels", "1.5"], "max_channels: '1.5' is not a valid int"),
+        (["--plugin-lease-s", "soon"], "plugin_lease_s: 'soon' is not a valid float"),
+        (["--plugin-lease-s", "nan"], "plugin_lease_s: 'nan' is not a valid float"),
+        (["--plugin-lease-s", "inf"], "plugin_lease_s: 'inf' is not a valid float"),
+        (["--worker-lease-s", "0"], "worker_lease_s must be positive, got 0.0"),
+        (["--max-channels", "-1"], "max_channels must be positive, got -1"),
+        (["--min-tick-ms", "10", "--max-tick-ms", "5"], "min_tick_ms is above max_tick_ms"),
+        (
+            ["--curve-server-secret", "broker.key_secret"],
+            "curve_server_secret and curve_authorized_dir go together",
+        ),
+        (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_nonsense_is_refused_with_the_usage_line_and_the_reason(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    err = refusal(capsys, argv)
+    assert err.startswith("usage: zmqstream-broker")
+    assert message in err
+
+
+def test_a_bad_environment_variable_is_refused_like_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "worker_lease_s: 'fast' is not a valid float" in refusal(
+        capsys, [], {"ZMQSTREAM_WORKER_LEASE_S": "fast"}
+    )
+
+
+def test_an_infinite_heartbeat_cannot_reach_a_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker turns its intervals into integer nanoseconds; infinity used to crash it there."""
+    with pytest.raises(SystemExit):
+        WorkerSettings.load(["--publish-interval-ms", "inf"], {})
+    assert "publish_interval_ms: 'inf' is not a valid float" in capsys.readouterr().err
+
+
+def test_help_names_every_variable_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        PluginSettings.load(["--help"], {})
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for field in dataclasses.fields(PluginSettings):
+        assert env_name(field.name) in text
+    assert "default ipc://$ZMQSTREAM_RUN_DIR/control" in text
+
+
+def test_the_readme_table_has_a_row_per_setting() -> None:
+    table = markdown_table().splitlines()
+    rows = sum(len(dataclasses.fields(cls)) for cls in ALL_SETTINGS)
+    assert len(table) == 2 + rows
+    assert "| broker | `--plugin-lease-s` | `ZMQSTREAM_PLUGIN_LEASE_S` | 3.0 |" in markdown_table()
+
+
+def test_ensure_ipc_dir_creates_the_socket_folder_only_for_ipc(tmp_path: Path) -> None:
+    ensure_ipc_dir(f"ipc://{tmp_path}/a/b/control")
+    assert (tmp_path / "a" / "b").is_dir()
+    ensure_ipc_dir("tcp://127.0.0.1:5555")

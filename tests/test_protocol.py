@@ -1,0 +1,175 @@
+"""The wire format: every message round-trips, and every malformed one is a ProtocolError."""
+
+import msgpack
+import pytest
+
+from services.common import protocol
+from services.common.errors import ProtocolError
+
+SAMPLES: list[protocol.Message] = [
+    protocol.Rows([1_000_000, 2_000_000], [[0.5, 1.5], [-1.0, 2.0]]),
+    protocol.WorkerHeartbeat("w1", ["custom-0-1-100"], pid=4242, ticks_late=3),
+    protocol.PluginHeartbeat("p1", ["custom-0-1-100", "custom-10-20-100"]),
+    protocol.Welcome("ipc:///tmp/zs/frames-in", "b0b0"),
+    protocol.Subscribe("p1", "custom-10-20-100"),
+    protocol.SubscribeReply("custom-10-20-100", "refused"),
+    protocol.Unsubscribe("p1", "custom-10-20-100"),
+    protocol.StartTicker("custom-10-20-100"),
+    protocol.StopTicker("custom-10-20-100"),
+    protocol.StatusRequest("r1"),
+    protocol.StatusReply(
+        "r1",
+        "b0b0",
+        {"w1": {"pid": 1, "channels": 1, "load": 10.0, "ticks_late": 0}},
+        {"custom-10-20-100": {"worker": "w1", "subscribers": 2}},
+        plugins=2,
+    ),
+]
+
+
+def frames_of(message_type: int, payload: object, version: int = protocol.PROTOCOL_VERSION) -> list[bytes]:
+    return [bytes((version, message_type)), msgpack.packb(payload)]
+
+
+def refusal(frames: list[bytes]) -> str:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.decode(frames)
+    return str(refused.value)
+
+
+def test_the_samples_cover_every_message_type() -> None:
+    assert {type(m).TYPE for m in SAMPLES} == set(protocol.MsgType)
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message: protocol.Message) -> None:
+    frames = protocol.encode(message)
+    assert frames[0] == bytes((protocol.PROTOCOL_VERSION, message.TYPE))
+    assert protocol.decode(frames) == message
+    assert protocol.expect(frames, type(message)) == message
+
+
+def test_the_payload_is_a_map_of_field_names() -> None:
+    _, payload = protocol.encode(protocol.Subscribe("p1", "custom-0-1-100"))
+    assert msgpack.unpackb(payload) == {"plugin": "p1", "channel": "custom-0-1-100"}
+
+
+def test_another_protocol_version_is_refused_not_guessed() -> None:
+    frames = frames_of(protocol.MsgType.STOP_TICKER, {"channel": "c"}, version=2)
+    assert refusal(frames) == "protocol version 2, this process speaks 1"
+
+
+@pytest.mark.parametrize("message_type", [0, 12, 255])
+def test_an_unknown_message_type_is_refused(message_type: int) -> None:
+    assert refusal(frames_of(message_type, {})) == f"unknown message type {message_type}"
+
+
+def test_unknown_keys_are_ignored_so_a_newer_peer_can_add_fields() -> None:
+    frames = frames_of(protocol.MsgType.SUBSCRIBE, {"plugin": "p1", "channel": "c", "priority": [1, 2]})
+    assert protocol.decode(frames) == protocol.Subscribe("p1", "c")
+
+
+def test_absent_fields_with_defaults_take_them() -> None:
+    frames = frames_of(protocol.MsgType.WORKER_HEARTBEAT, {"worker": "w1", "channels": []})
+    assert protocol.decode(frames) == protocol.WorkerHeartbeat("w1", [], pid=0, ticks_late=0)
+    welcome = protocol.expect(frames_of(protocol.MsgType.WELCOME, {"frames_endpoint": "e"}), protocol.Welcome)
+    assert welcome == protocol.Welcome("e", broker="")
+
+
+def test_a_missing_required_field_is_named() -> None:
+    frames = frames_of(protocol.MsgType.SUBSCRIBE, {"plugin": "p1"})
+    assert refusal(frames) == "Subscribe: missing field 'channel'"
+
+
+@pytest.mark.parametrize(
+    ("message_type", "payload", "reason"),
+    [
+        (
+            protocol.MsgType.SUBSCRIBE,
+            {"plugin": 5, "channel": "c"},
+            "Subscribe.plugin: expected str, got int",
+        ),
+        (protocol.MsgType.SUBSCRIBE, {"plugin": b"p", "channel": "c"}, "expected str, got bytes"),
+        (
+            protocol.MsgType.WORKER_HEARTBEAT,
+            {"worker": "w", "channels": [], "pid": True},
+            "WorkerHeartbeat.pid: expected int, got bool",
+        ),
+        (
+            protocol.MsgType.WORKER_HEARTBEAT,
+            {"worker": "w", "channels": [], "pid": "7"},
+            "expected int, got str",
+        ),
+        (
+            protocol.MsgType.WORKER_HEARTBEAT,
+            {"worker": "w", "channels": "custom-0-1-100"},
+            "WorkerHeartbeat.channels: expected list[str], got str",
+        ),
+        (protocol.MsgType.ROWS, {"times_ns": {}, "columns": []}, "Rows.times_ns: expected list[int]"),
+        (protocol.MsgType.ROWS, {"times_ns": [], "columns": None}, "got NoneType"),
+        (
+            protocol.MsgType.STATUS_REPLY,
+            {"request_id": "r", "broker": "b", "workers": [], "channels": {}, "plugins": 0},
+            "StatusReply.workers: expected dict[str, dict[str, Any]], got list",
+        ),
+    ],
+)
+def test_wrong_field_types_are_refused(message_type: int, payload: object, reason: str) -> None:
+    assert reason in refusal(frames_of(message_type, payload))
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "text", 7, None, b"bytes"])
+def test_a_payload_that_is_not_a_map_is_refused(payload: object) -> None:
+    assert "payload must be a map" in refusal(frames_of(protocol.MsgType.STATUS_REQUEST, payload))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xc1",  # a byte msgpack never uses
+        b"\x82\xa1a",  # a map cut short
+        msgpack.packb({"request_id": "r"}) + b"\x00",  # trailing bytes
+        b"\xa2\xff\xfe",  # a str that is not UTF-8
+        b"\x81\x01\xa1x",  # a map with an int key
+        b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
+        b"\x91" * 100_000,  # nested deeper than any stack
+    ],
+    ids=["empty", "never-used", "truncated", "trailing", "bad-utf8", "int-key", "huge-array", "deep"],
+)
+def test_garbage_payloads_are_protocol_errors(payload: bytes) -> None:
+    header = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.STATUS_REQUEST))
+    with pytest.raises(ProtocolError):
+        protocol.decode([header, payload])
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([], "expected 2 frames (header, payload), got 0"),
+        ([b"\x01\x0a"], "expected 2 frames (header, payload), got 1"),
+        ([b"t\x00", b"\x01\x0a", b"\x80"], "expected 2 frames (header, payload), got 3"),
+        ([b"\x01", b"\x80"], "header must be 2 bytes, got 1"),
+        ([b"\x01\x0a\x00", b"\x80"], "header must be 2 bytes, got 3"),
+    ],
+)
+def test_badly_framed_messages_are_refused(frames: list[bytes], reason: str) -> None:
+    assert refusal(frames) == reason
+
+
+def test_expect_insists_on_the_class() -> None:
+    frames = protocol.encode(protocol.StartTicker("c"))
+    with pytest.raises(ProtocolError, match="expected StopTicker, got StartTicker"):
+        protocol.expect(frames, protocol.StopTicker)
+
+
+def test_the_topic_terminator_keeps_prefixes_apart() -> None:
+    short, long = protocol.topic("custom-1-2-10"), protocol.topic("custom-1-2-100")
+    assert short == b"custom-1-2-10\x00"
+    assert not long.startswith(short), "a SUB for the 10 ms channel would receive the 100 ms one"
+    assert protocol.channel_of(long) == "custom-1-2-100"
+
+
+def test_a_topic_without_its_terminator_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="lacks its terminator"):
+        protocol.channel_of(b"custom-1-2-100")
