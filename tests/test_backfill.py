@@ -30,7 +30,7 @@ def assert_gapless(frame: StreamingFrame, tick_ns: int) -> None:
 
 def assert_live_values(frame: StreamingFrame, spec: ChannelSpec) -> None:
     """Every row holds the channel's own value for its tick (what the workers publish)."""
-    ticks = range(frame.times_ns[0] // spec.tick_ns, frame.times_ns[-1] // spec.tick_ns + 1)
+    ticks = range(spec.last_tick(frame.times_ns[0]), spec.last_tick(frame.times_ns[-1]) + 1)
     expected = history.values(spec, ticks)
     assert frame.times_ns == expected.times_ns
     names = [f["name"] for f in frame.fields[1:]]
@@ -118,15 +118,12 @@ def test_history_is_the_last_minute_or_1000_rows_and_at_least_one(tick_ms: float
 
 
 def test_the_bridge_holds_the_ticks_strictly_between_at_most_max_rows() -> None:
-    assert backfill.bridge(SPEC, 1_000_000_000, 1_400_000_000).times_ns == [
-        1_100_000_000,
-        1_200_000_000,
-        1_300_000_000,
-    ]
-    assert len(backfill.bridge(SPEC, 1_000_000_000, 1_100_000_000)) == 0
-    long = backfill.bridge(SPEC, 0, 10**12)
+    at = SPEC.tick_time
+    assert backfill.bridge(SPEC, at(10), at(14)).times_ns == [at(11), at(12), at(13)]
+    assert len(backfill.bridge(SPEC, at(10), at(11))) == 0
+    long = backfill.bridge(SPEC, 0, at(10_000))
     assert len(long) == backfill.MAX_ROWS
-    assert long.times_ns[-1] == 10**12 - SPEC.tick_ns
+    assert long.times_ns[-1] == at(9_999)
 
 
 class Clock:
@@ -139,8 +136,8 @@ class Clock:
 
 def test_the_first_subscriber_is_promised_the_last_due_tick() -> None:
     ledger = backfill.Ledger()
-    assert ledger.history_end(KEY, SPEC, 1_234_567_890) == 1_200_000_000
-    assert ledger.open(KEY) == 1_200_000_000  # the stream sends nothing at or before it
+    assert ledger.history_end(KEY, SPEC, SPEC.tick_time(12) + 34_567_890) == SPEC.tick_time(12)
+    assert ledger.open(KEY) == SPEC.tick_time(12)  # the stream sends nothing at or before it
 
 
 def test_a_running_stream_defines_the_end_of_a_late_subscriber_history() -> None:
@@ -153,8 +150,8 @@ def test_a_running_stream_defines_the_end_of_a_late_subscriber_history() -> None
 def test_a_promise_made_before_the_stream_sent_anything_binds_it() -> None:
     ledger = backfill.Ledger()
     ledger.open(KEY)
-    assert ledger.history_end(KEY, SPEC, 7_050_000_000) == 7_000_000_000
-    assert ledger.promised(KEY) == 7_000_000_000
+    assert ledger.history_end(KEY, SPEC, SPEC.tick_time(70) + 50_000_000) == SPEC.tick_time(70)
+    assert ledger.promised(KEY) == SPEC.tick_time(70)
 
 
 def test_a_stream_started_again_after_the_last_one_ended_carries_on() -> None:

@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 import pytest
 from support import query_model, running_pipeline
 
+from services.common.channels import ChannelSpec
 from services.generator.waveforms import ENTRY_POINT_GROUP
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.host import PluginHost, data_query
@@ -46,10 +47,13 @@ def test_the_custom_generator_is_offered_and_queried_like_a_builtin(host: Plugin
     generators = {g["name"]: g["description"] for g in host.call_resource("generators").json()["generators"]}
     assert "sawtooth" in generators
     assert "sawtooth" in generators["sawtooth"]
-    end = time.time_ns() // 1_000_000 // 100 * 100
+    end = time.time_ns() // 1_000_000
     query = data_query("A", query_model(-1, 1, 100, "sawtooth", 1), end - 2000, end)
     response = host.query_data([query]).responses["A"]
     assert response.status == 200
     frame = read_frame(response.frames[0])
-    assert len(frame.times_ns) == 21
+    spec = ChannelSpec(-1, 1, 100, "sawtooth", 1)
+    first, last = spec.first_tick((end - 2000) * 1_000_000), spec.last_tick(end * 1_000_000)
+    assert frame.times_ns == [spec.tick_time(k) for k in range(first, last + 1)]
+    assert len(frame.times_ns) >= 20, "2 s of a 100 ms channel"
     assert frame.field("value").values == [sawtooth(-1, 1, 100_000_000, t, 0) for t in frame.times_ns]

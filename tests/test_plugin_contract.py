@@ -87,10 +87,8 @@ def test_initial_data_then_schema_once_then_data_only(host: PluginHost) -> None:
     initial = orjson.loads(host.subscribe("custom-10-20-100").data)
     assert [f["name"] for f in initial["schema"]["fields"]] == ["time", "value"]
     stream = host.run_stream("custom-10-20-100")
-    stream.read_rows(3, timeout_s=10)
-    first, *rest = (orjson.loads(raw) for raw in stream.raw)
+    first, *rest = (orjson.loads(raw) for raw in stream.read_packets(3))
     assert set(first) == {"schema", "data"}
-    assert rest
     assert all(set(packet) == {"data"} for packet in rest)
     stream.cancel()
 

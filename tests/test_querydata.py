@@ -37,7 +37,8 @@ def test_query_frames_equal_what_the_stream_delivered(host: PluginHost, generato
     stream.cancel()
     times = streamed.times_ns
     model = query_model(0, 10, 20, generator, series)
-    query = data_query("A", model, times[0] // 1_000_000, times[-1] // 1_000_000, max_data_points=10_000)
+    first_ms, last_ms = times[0] // 1_000_000, -(-times[-1] // 1_000_000)  # Grafana's ranges are in ms
+    query = data_query("A", model, first_ms, last_ms, max_data_points=10_000)
     response = host.query_data([query]).responses["A"]
     assert response.status == 200
     assert not response.error
@@ -66,12 +67,15 @@ def test_query_frames_equal_what_the_stream_delivered(host: PluginHost, generato
 
 
 def test_max_data_points_strides_over_the_very_live_values(host: PluginHost) -> None:
-    end = (now_ms() - 1000) // 20 * 20  # on a tick, so the range holds 3001 of them
+    end = now_ms() - 1000
     model = query_model(-1, 1, 20, "random_walk", 2)
+    spec = ChannelSpec(-1, 1, 20, "random_walk", 2)
     full = host.query_data([data_query("F", model, end - 60_000, end, max_data_points=50_000)]).responses["F"]
     thin = host.query_data([data_query("T", model, end - 60_000, end, max_data_points=100)]).responses["T"]
     full_frame, thin_frame = read_frame(full.frames[0]), read_frame(thin.frames[0])
-    assert len(full_frame.times_ns) == 3001
+    ticks = range(spec.first_tick((end - 60_000) * 1_000_000), spec.last_tick(end * 1_000_000) + 1)
+    assert full_frame.times_ns == [spec.tick_time(k) for k in ticks]
+    assert len(ticks) == 3000, "a minute of a 20 ms channel"
     assert 90 <= len(thin_frame.times_ns) <= 100
     by_time = dict(zip(full_frame.times_ns, full_frame.field("value_1").values, strict=True))
     assert all(
@@ -87,7 +91,8 @@ def test_the_time_range_is_honoured_and_cut_at_now(host: PluginHost) -> None:
     start = now_ms()
     ranged = host.query_data([data_query("A", model, start - 10_000, start + 10_000, max_data_points=10_000)])
     times = read_frame(ranged.responses["A"].frames[0]).times_ns
-    assert times[0] == (start - 10_000) * 1_000_000 + (-(start - 10_000) % 100) * 1_000_000
+    spec = ChannelSpec(0, 1, 100)
+    assert times[0] == spec.tick_time(spec.first_tick((start - 10_000) * 1_000_000))
     assert times[-1] <= time.time_ns()
     assert len(times) in (100, 101)
     future = host.query_data([data_query("B", model, start + 60_000, start + 120_000)]).responses["B"]

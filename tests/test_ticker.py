@@ -1,4 +1,7 @@
-"""The worker's deadline scheduler, driven with explicit `now_ns` values and a recording publish."""
+"""The worker's deadline scheduler, driven with explicit `now_ns` values and a recording publish.
+
+Tick k of a channel is due at `spec.tick_time(k)`: k intervals plus the channel's phase.
+"""
 
 from dataclasses import dataclass, field
 
@@ -14,16 +17,20 @@ UNIFORM = BUILTINS["uniform"]
 
 @dataclass
 class Recorder:
-    """What a Scheduler published and which channels failed, in order."""
+    """What a Scheduler published and which channels failed, in order; also its clock."""
 
     messages: list[tuple[str, list[int], list[list[float]]]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    now_ns: int = 0
 
     def publish(self, channel: str, times_ns: list[int], columns: list[list[float]]) -> None:
         self.messages.append((channel, times_ns, columns))
 
     def failed(self, channel: str, error: Exception) -> None:
         self.failures.append((channel, str(error)))
+
+    def clock(self) -> int:
+        return self.now_ns
 
     def times(self, channel: str | None = None) -> list[int]:
         return [t for c, times, _ in self.messages if channel in (None, c) for t in times]
@@ -34,26 +41,41 @@ class Recorder:
 
 def scheduler(recorder: Recorder, publish_interval_ns: int = MS, max_rows: int = 1000) -> Scheduler:
     return Scheduler(
-        recorder.publish, recorder.failed, publish_interval_ns=publish_interval_ns, max_rows=max_rows
+        recorder.publish,
+        recorder.failed,
+        publish_interval_ns=publish_interval_ns,
+        max_rows=max_rows,
+        clock=recorder.clock,
     )
 
 
-def run_until(s: Scheduler, end_ns: int) -> None:
+def run_at(rec: Recorder, s: Scheduler, now_ns: int) -> int:
+    rec.now_ns = now_ns
+    return s.run_due(now_ns)
+
+
+def run_until(rec: Recorder, s: Scheduler, end_ns: int) -> None:
     """Wake exactly at each deadline up to `end_ns`, as a punctual worker would."""
     while (deadline := s.next_deadline()) is not None and deadline <= end_ns:
-        s.run_due(deadline)
+        run_at(rec, s, deadline)
 
 
-def test_ticks_fall_on_the_grid_and_carry_their_grid_time() -> None:
+def ticks(spec: ChannelSpec, first: int, last: int) -> list[int]:
+    return [spec.tick_time(k) for k in range(first, last + 1)]
+
+
+def test_ticks_fall_on_the_channel_s_grid_and_carry_their_due_time() -> None:
     rec = Recorder()
     s = scheduler(rec)
     spec = ChannelSpec(10, 20, 100)
-    s.start(spec, UNIFORM, now_ns=1_000 * MS + 3)
-    assert s.next_deadline() == 1_100 * MS, "the first tick strictly after now, on the grid"
-    s.run_due(1_100 * MS + 250_000)  # woke a quarter of a millisecond late
-    s.run_due(1_200 * MS + 7)
-    s.run_due(1_250 * MS)  # nothing due
-    assert rec.times() == [1_100 * MS, 1_200 * MS]
+    assert 0 < spec.phase_ns < spec.tick_ns
+    assert spec.phase_ns % 1000 == 0, "a whole number of microseconds"
+    s.start(spec, UNIFORM, now_ns=spec.tick_time(10) + 3)
+    assert s.next_deadline() == spec.tick_time(11), "the first tick strictly after now"
+    run_at(rec, s, spec.tick_time(11) + 250_000)  # woke a quarter of a millisecond late
+    run_at(rec, s, spec.tick_time(12) + 7)
+    run_at(rec, s, spec.tick_time(12) + 50 * MS)  # nothing due
+    assert rec.times() == ticks(spec, 11, 12)
     assert [c for c, _, _ in rec.messages] == [spec.path, spec.path]
     expected = UNIFORM.generate(spec, channel_seed(spec.path), range(11, 13))
     assert [column for _, _, columns in rec.messages for column in columns[0]] == expected[0]
@@ -61,28 +83,51 @@ def test_ticks_fall_on_the_grid_and_carry_their_grid_time() -> None:
     assert s.lateness.worst_ns == 250_000
 
 
+def test_channels_of_one_interval_tick_at_different_instants() -> None:
+    phases = {ChannelSpec(i, i + 1, 100).phase_ns for i in range(1000)}
+    assert len(phases) > 990, "spread over the interval, not bunched"
+    assert max(phases) - min(phases) > 90 * MS
+    assert ChannelSpec(0, 1, 100).phase_ns == ChannelSpec(0.0, 1.0, 100.0).phase_ns, (
+        "a spec's, not a spelling's"
+    )
+
+
 def test_a_start_exactly_on_a_tick_waits_for_the_next_one() -> None:
     rec = Recorder()
     s = scheduler(rec)
-    s.start(ChannelSpec(0, 1, 100), UNIFORM, now_ns=500 * MS)
-    assert s.next_deadline() == 600 * MS
+    spec = ChannelSpec(0, 1, 100)
+    s.start(spec, UNIFORM, now_ns=spec.tick_time(5))
+    assert s.next_deadline() == spec.tick_time(6)
 
 
 def test_fractional_ticks_stay_exact() -> None:
     rec = Recorder()
     s = scheduler(rec, publish_interval_ns=MS // 4)
-    s.start(ChannelSpec(0, 1, 0.25), UNIFORM, now_ns=0)
-    run_until(s, 5 * MS)
-    assert rec.times() == [k * 250_000 for k in range(1, 21)]
+    spec = ChannelSpec(0, 1, 0.25)
+    s.start(spec, UNIFORM, now_ns=spec.tick_time(0))
+    run_until(rec, s, spec.tick_time(20))
+    assert rec.times() == ticks(spec, 1, 20)
+
+
+def test_a_channel_as_fast_as_the_publish_interval_sends_each_tick_on_time() -> None:
+    rec = Recorder()
+    s = scheduler(rec, publish_interval_ns=MS)
+    spec = ChannelSpec(0, 1, 1)
+    s.start(spec, UNIFORM, now_ns=spec.tick_time(0))
+    for k in range(1, 50):  # each wake-up a little late: the delay must not build up
+        run_at(rec, s, spec.tick_time(k) + 200_000)
+        assert s.next_deadline() == spec.tick_time(k + 1)
+    assert rec.batch_sizes() == [1] * 49
 
 
 def test_channels_faster_than_the_publish_interval_send_batches() -> None:
     rec = Recorder()
     s = scheduler(rec, publish_interval_ns=MS)
-    s.start(ChannelSpec(0, 1, 0.1), BUILTINS["sine"], now_ns=0)  # 10,000 ticks/s
-    run_until(s, 20 * MS)
+    spec = ChannelSpec(0, 1, 0.1)  # 10,000 ticks/s
+    s.start(spec, BUILTINS["sine"], now_ns=0)
+    run_until(rec, s, 20 * MS)
     times = rec.times()
-    assert times == [k * 100_000 for k in range(1, len(times) + 1)], "every tick once, in order"
+    assert times == ticks(spec, 0, len(times) - 1), "every tick once, in order"
     assert times[-1] > 19 * MS, "no tick waits longer than one publish interval"
     assert len(rec.messages) <= 21, "about one message per publish interval"
     assert min(rec.batch_sizes()[1:]) >= 9
@@ -91,21 +136,23 @@ def test_channels_faster_than_the_publish_interval_send_batches() -> None:
 def test_a_late_scheduler_catches_up_in_one_call_without_skipping() -> None:
     rec = Recorder()
     s = scheduler(rec, max_rows=30)
-    s.start(ChannelSpec(0, 1, 10), UNIFORM, now_ns=0)
-    sent = s.run_due(1_000 * MS + 5)  # a second asleep: 100 ticks due
+    spec = ChannelSpec(0, 1, 10)
+    s.start(spec, UNIFORM, now_ns=spec.tick_time(0))
+    sent = run_at(rec, s, spec.tick_time(100) + 5)  # a second asleep: 100 ticks due
     assert sent == 4
     assert rec.batch_sizes() == [30, 30, 30, 10], "max_rows caps every message"
-    assert rec.times() == [k * 10 * MS for k in range(1, 101)]
-    assert s.next_deadline() == 1_010 * MS, "back on the grid afterwards"
+    assert rec.times() == ticks(spec, 1, 100)
+    assert s.next_deadline() == spec.tick_time(101), "back on the grid afterwards"
 
 
 def test_max_rows_caps_a_fast_channel_too() -> None:
     rec = Recorder()
     s = scheduler(rec, publish_interval_ns=5 * MS, max_rows=7)
-    s.start(ChannelSpec(0, 1, 0.5), UNIFORM, now_ns=0)
-    run_until(s, 50 * MS)
+    spec = ChannelSpec(0, 1, 0.5)
+    s.start(spec, UNIFORM, now_ns=0)
+    run_until(rec, s, 50 * MS)
     assert max(rec.batch_sizes()) == 7
-    assert rec.times() == [k * MS // 2 for k in range(1, len(rec.times()) + 1)]
+    assert rec.times() == ticks(spec, 0, len(rec.times()) - 1)
 
 
 def test_channels_are_served_in_deadline_order() -> None:
@@ -114,42 +161,39 @@ def test_channels_are_served_in_deadline_order() -> None:
     slow, fast = ChannelSpec(0, 1, 30), ChannelSpec(0, 1, 20)
     s.start(slow, UNIFORM, now_ns=0)
     s.start(fast, UNIFORM, now_ns=0)
-    run_until(s, 60 * MS)
-    assert [(c, t[0] // MS) for c, t, _ in rec.messages] == [
-        (fast.path, 20),
-        (slow.path, 30),
-        (fast.path, 40),
-        (slow.path, 60),
-        (fast.path, 60),
-    ]
+    run_until(rec, s, 100 * MS)
+    sent = [(c, t[0]) for c, t, _ in rec.messages]
+    assert sent == sorted(sent, key=lambda message: message[1])
+    assert [t for c, t in sent if c == slow.path] == ticks(slow, 0, slow.last_tick(100 * MS))
+    assert [t for c, t in sent if c == fast.path] == ticks(fast, 0, fast.last_tick(100 * MS))
 
 
 def test_start_is_idempotent_and_stop_forgets_the_channel() -> None:
     rec = Recorder()
     s = scheduler(rec)
     spec = ChannelSpec(0, 1, 10)
-    s.start(spec, UNIFORM, 0)
-    s.start(spec, UNIFORM, 5 * MS)
+    s.start(spec, UNIFORM, spec.tick_time(0))
+    s.start(spec, UNIFORM, spec.tick_time(0) + 5 * MS)
     assert s.channels == [spec.path]
-    s.run_due(10 * MS)
-    assert rec.times() == [10 * MS], "one ticker, not two"
+    run_at(rec, s, spec.tick_time(1))
+    assert rec.times() == ticks(spec, 1, 1), "one ticker, not two"
     s.stop(spec.path)
     s.stop("custom-never-started")
     assert spec.path not in s
     assert s.next_deadline() is None
-    assert s.run_due(100 * MS) == 0
+    assert run_at(rec, s, spec.tick_time(10)) == 0
 
 
 def test_a_restarted_channel_resumes_after_the_restart_without_replaying() -> None:
     rec = Recorder()
     s = scheduler(rec)
     spec = ChannelSpec(0, 1, 10)
-    s.start(spec, UNIFORM, 0)
-    run_until(s, 30 * MS)
+    s.start(spec, UNIFORM, spec.tick_time(0))
+    run_until(rec, s, spec.tick_time(3))
     s.stop(spec.path)
-    s.start(spec, UNIFORM, 55 * MS)
-    run_until(s, 80 * MS)
-    assert rec.times() == [10 * MS, 20 * MS, 30 * MS, 60 * MS, 70 * MS, 80 * MS]
+    s.start(spec, UNIFORM, spec.tick_time(5) + 5 * MS)
+    run_until(rec, s, spec.tick_time(8))
+    assert rec.times() == ticks(spec, 1, 3) + ticks(spec, 6, 8)
 
 
 @dataclass
@@ -175,17 +219,23 @@ def test_a_broken_generator_stops_its_channel_not_the_scheduler(mode: str, error
     bad, good = ChannelSpec(0, 1, 10, "custom"), ChannelSpec(0, 1, 10)
     s.start(bad, broken, 0)
     s.start(good, UNIFORM, 0)
-    run_until(s, 20 * MS)
+    run_until(rec, s, 20 * MS)
     assert rec.failures == [(bad.path, error)]
     assert {c for c, _, _ in rec.messages} == {good.path}
     assert s.channels == [good.path]
-    assert rec.times(good.path) == [10 * MS, 20 * MS]
+    assert rec.times(good.path) == ticks(good, 0, good.last_tick(20 * MS))
 
 
-def test_lateness_counts_ticks_past_the_budget() -> None:
+def test_lateness_is_read_as_each_ticker_runs_and_counts_ticks_past_the_budget() -> None:
     rec = Recorder()
-    s = Scheduler(rec.publish, rec.failed, publish_interval_ns=MS, max_rows=10, lateness_budget_ns=MS)
-    s.start(ChannelSpec(0, 1, 10), UNIFORM, 0)
-    s.run_due(10 * MS + MS)  # exactly the budget: on time
-    s.run_due(20 * MS + 3 * MS)
+    s = Scheduler(
+        rec.publish, rec.failed, publish_interval_ns=MS, max_rows=10, lateness_budget_ns=MS, clock=rec.clock
+    )
+    spec = ChannelSpec(0, 1, 10)
+    s.start(spec, UNIFORM, spec.tick_time(0))
+    run_at(rec, s, spec.tick_time(1) + MS)  # exactly the budget: on time
+    run_at(rec, s, spec.tick_time(2) + 3 * MS)
     assert (s.lateness.late, s.lateness.worst_ns) == (1, 3 * MS)
+    rec.now_ns = spec.tick_time(3) + 5 * MS  # the clock moved on while the burst ran
+    s.run_due(spec.tick_time(3))
+    assert (s.lateness.late, s.lateness.worst_ns) == (2, 5 * MS)

@@ -14,6 +14,8 @@ share one ticker.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -59,6 +61,29 @@ class ChannelSpec:
         return round(self.tick_ms * 1_000_000)
 
     @property
+    def phase_ns(self) -> int:
+        """Where in each interval this channel ticks: tick k is at `k * tick_ns + phase_ns`.
+
+        A whole number of microseconds below `tick_ns`, from a hash of the path. Channels of
+        one interval would otherwise all tick at the same instant, and a worker running
+        thousands of them would emit every tick as one burst, most of it late (Prometheus
+        offsets each target's scrapes by a hash for the same reason).
+        """
+        return _phase_ns(self.path, self.tick_ns)
+
+    def tick_time(self, tick: int) -> int:
+        """When tick `tick` is due and the time stamped on its row (ns since the epoch)."""
+        return tick * self.tick_ns + self.phase_ns
+
+    def last_tick(self, at_ns: int) -> int:
+        """The index of the last tick due at or before `at_ns`."""
+        return (at_ns - self.phase_ns) // self.tick_ns
+
+    def first_tick(self, from_ns: int) -> int:
+        """The index of the first tick due at or after `from_ns`."""
+        return -(-(from_ns - self.phase_ns) // self.tick_ns)
+
+    @property
     def path(self) -> str:
         """The canonical path: the shortest spelling, and the ZeroMQ topic of the channel."""
         head = f"custom-{_plain(self.lower)}-{_plain(self.upper)}-{_plain(self.tick_ms)}"
@@ -100,6 +125,13 @@ def parse_path(path: str, limits: Limits) -> ChannelSpec:
         series=int(match["series"] or 1),
     )
     return spec.check(limits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _phase_ns(path: str, tick_ns: int) -> int:
+    period_us = max(1, tick_ns // 1000)
+    digest = hashlib.blake2b(path.encode(), digest_size=8, person=b"tick-phase").digest()
+    return int.from_bytes(digest, "big") % period_us * 1000
 
 
 def _plain(value: float) -> str:

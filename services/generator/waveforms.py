@@ -1,7 +1,7 @@
 """What a channel's values are: pure functions of (channel, tick index).
 
-Tick k of a channel happens at `k * tick_ns` nanoseconds after the epoch, and every value
-is a function of the canonical path and k alone. So any worker can take a channel over
+Tick k of a channel happens at `spec.tick_time(k)`, and every value is a function of the
+canonical path and k alone. So any worker can take a channel over
 and carry on with the very same series, and history can be recomputed at will.
 
 A generator is any object with a `description` and

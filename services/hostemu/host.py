@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,19 +331,30 @@ class LiveStream:
 
     def read_rows(self, rows: int, timeout_s: float = 10) -> StreamingFrame:
         """Read packets until the frame holds `rows` rows (TimeoutError if they do not come)."""
+        self._read_until(lambda: len(self.frame.times_ns) >= rows, f"{rows} rows", timeout_s)
+        return self.frame
+
+    def read_packets(self, packets: int, timeout_s: float = 10) -> list[bytes]:
+        """Read until `packets` packets have come (TimeoutError if they do not); return them all."""
+        self._read_until(lambda: self.packets >= packets, f"{packets} packets", timeout_s)
+        return self.raw
+
+    def _read_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         timer = threading.Timer(timeout_s, self.call.cancel)
         timer.start()
         try:
             for _ in self.packets_iter():
-                if len(self.frame.times_ns) >= rows:
-                    return self.frame
+                if done():
+                    return
         except grpc.RpcError:
             if time.monotonic() < deadline:
                 raise
         finally:
             timer.cancel()
-        raise TimeoutError(f"{len(self.frame.times_ns)} of {rows} rows within {timeout_s:g} s")
+        raise TimeoutError(
+            f"{what} not in within {timeout_s:g} s: {self.packets} packets, {len(self.frame.times_ns)} rows"
+        )
 
     def cancel(self) -> None:
         self.call.cancel()

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.channels import ChannelSpec
-from services.plugin.history import Rows, last_tick, values
+from services.plugin.history import Rows, values
 
 MAX_ROWS = 1000
 WINDOW_NS = 60 * 1_000_000_000
@@ -56,14 +56,14 @@ def window(spec: ChannelSpec) -> int:
 
 def recent(spec: ChannelSpec, end_ns: int) -> Rows:
     """The last `window(spec)` ticks at or before `end_ns`."""
-    last = last_tick(spec, end_ns)
+    last = spec.last_tick(end_ns)
     return values(spec, range(last - window(spec) + 1, last + 1))
 
 
 def bridge(spec: ChannelSpec, after_ns: int, before_ns: int) -> Rows:
     """The ticks strictly between two tick times, at most the last MAX_ROWS of them."""
-    first = last_tick(spec, after_ns) + 1
-    stop = -(-before_ns // spec.tick_ns)
+    first = spec.last_tick(after_ns) + 1
+    stop = spec.first_tick(before_ns)
     return values(spec, range(max(first, stop - MAX_ROWS), stop))
 
 
@@ -89,7 +89,7 @@ class Ledger:
         entry = self._touch(key)
         if entry.streams and entry.sent_ns != NOTHING:
             return entry.sent_ns
-        end = last_tick(spec, now_ns) * spec.tick_ns
+        end = spec.tick_time(spec.last_tick(now_ns))
         entry.promised_ns = max(entry.promised_ns, end)
         return end
 

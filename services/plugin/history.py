@@ -1,7 +1,7 @@
 """A channel's values over a range of ticks, recomputed: the one source for QueryData and backfill.
 
 Generators are pure functions of (channel, tick index) and tick k is stamped
-`k * spec.tick_ns`, so the values of any past tick can be recomputed here, in the plugin,
+`spec.tick_time(k)`, so the values of any past tick can be recomputed here, in the plugin,
 and are exactly what a worker published for that tick (same function, same seed, same
 float arithmetic). Nothing is interpolated or averaged: downsampling keeps every s-th
 tick, so each value shown is a value the live stream sent.
@@ -43,15 +43,9 @@ def generator_for(spec: ChannelSpec) -> Generator:
     return generator
 
 
-def last_tick(spec: ChannelSpec, at_ns: int) -> int:
-    """The index of the last tick due at or before `at_ns`."""
-    return at_ns // spec.tick_ns
-
-
 def ticks_between(spec: ChannelSpec, from_ns: int, to_ns: int) -> range:
     """Indices of the ticks stamped within [from_ns, to_ns] (empty if to_ns < from_ns)."""
-    first = -(-from_ns // spec.tick_ns)
-    return range(first, last_tick(spec, to_ns) + 1)
+    return range(spec.first_tick(from_ns), spec.last_tick(to_ns) + 1)
 
 
 def strided(ticks: range, max_points: int) -> range:
@@ -90,4 +84,4 @@ def values(spec: ChannelSpec, ticks: range) -> Rows:
         raise HistoryError(
             f"generator {spec.generator!r} returned a value that is not a number: {exc}"
         ) from None
-    return Rows([k * spec.tick_ns for k in ticks], floats)
+    return Rows([spec.tick_time(k) for k in ticks], floats)
