@@ -128,7 +128,7 @@ class RawPlugin:
     def count_rows(self, seconds: float, *, tick_ns: int = 0) -> tuple[int, int, list[float]]:
         """Rows received in `seconds`; with `tick_ns`, also skipped ticks and arrival lateness (ms)."""
         rows = skipped = 0
-        last: dict[bytes, int] = {}
+        last: dict[str, int] = {}
         lateness: list[float] = []
         end = time.monotonic() + seconds
         renew_at = time.monotonic() + 1
@@ -140,17 +140,17 @@ class RawPlugin:
                 continue
             while True:
                 try:
-                    topic, _, payload = self.frames.recv_multipart(zmq.NOBLOCK)
+                    channel, _, payload = protocol.split_data_frame(self.frames.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
                 times = msgpack.unpackb(payload)["times_ns"]
                 rows += len(times)
                 if tick_ns:
                     lateness.append((time.time_ns() - times[-1]) / 1e6)
-                    previous = last.get(topic)
+                    previous = last.get(channel)
                     if previous is not None:
                         skipped += max(0, (times[0] - previous) // tick_ns - 1)
-                    last[topic] = times[-1]
+                    last[channel] = times[-1]
         return rows, skipped, lateness
 
     def close(self) -> None:

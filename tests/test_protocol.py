@@ -55,8 +55,9 @@ def test_the_payload_is_a_map_of_field_names() -> None:
 
 
 def test_another_protocol_version_is_refused_not_guessed() -> None:
-    frames = frames_of(protocol.MsgType.STOP_TICKER, {"channel": "c"}, version=2)
-    assert refusal(frames) == "protocol version 2, this process speaks 1"
+    other = protocol.PROTOCOL_VERSION + 1
+    frames = frames_of(protocol.MsgType.STOP_TICKER, {"channel": "c"}, version=other)
+    assert refusal(frames) == f"protocol version {other}, this process speaks {protocol.PROTOCOL_VERSION}"
 
 
 @pytest.mark.parametrize("message_type", [0, 12, 255])
@@ -167,9 +168,30 @@ def test_the_topic_terminator_keeps_prefixes_apart() -> None:
     short, long = protocol.topic("custom-1-2-10"), protocol.topic("custom-1-2-100")
     assert short == b"custom-1-2-10\x00"
     assert not long.startswith(short), "a SUB for the 10 ms channel would receive the 100 ms one"
-    assert protocol.channel_of(long) == "custom-1-2-100"
+    frame = protocol.rows_frame("custom-1-2-100", [1], [[0.5]])
+    assert frame.startswith(long), "the data frame starts with what a SUB subscribes to"
+    assert not frame.startswith(short)
 
 
-def test_a_topic_without_its_terminator_is_refused() -> None:
-    with pytest.raises(ProtocolError, match="lacks its terminator"):
-        protocol.channel_of(b"custom-1-2-100")
+def test_a_data_frame_is_one_frame_that_decodes_to_its_channel_and_rows() -> None:
+    frame = protocol.rows_frame("custom-1-2-100", [10, 20], [[0.5, 0.25], [1.0, -2.0]])
+    assert protocol.decode_rows(frame) == (
+        "custom-1-2-100",
+        protocol.Rows([10, 20], [[0.5, 0.25], [1.0, -2.0]]),
+    )
+    channel, header, _ = protocol.split_data_frame(frame)
+    assert (channel, header) == ("custom-1-2-100", bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS)))
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"custom-1-2-100", "lacks its topic terminator"),
+        (b"custom-1-2-100\x00", "header must be 2 bytes"),
+        (b"custom-1-2-100\x00\x01\x01" + msgpack.packb({"times_ns": [1], "columns": [[1.0]]}), "version 1"),
+        (b"custom-1-2-100\x00" + b"".join(protocol.encode(protocol.StartTicker("c"))), "expected Rows"),
+    ],
+)
+def test_a_bad_data_frame_is_refused_with_its_reason(frame: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode_rows(frame)

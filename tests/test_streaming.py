@@ -1,10 +1,13 @@
 """The tutorial's stream end to end, and the broker's accounting of who watches what."""
 
 import itertools
+import os
 import statistics
 import time
+from pathlib import Path
 
-from support import Pipeline
+import pytest
+from support import Pipeline, plugin_of
 
 from services.cli.status import fetch
 from services.hostemu.host import PluginHost
@@ -89,3 +92,19 @@ def test_equivalent_spellings_share_one_ticker(pipeline: Pipeline, host: PluginH
         assert a.column("value")[a.times_ns.index(t)] == b.column("value")[b.times_ns.index(t)]
     plain.cancel()
     padded.cancel()
+
+
+@pytest.mark.skipif(not {0, 1} <= os.sched_getaffinity(0), reason="needs CPUs 0 and 1")
+def test_a_worker_given_a_cpu_keeps_its_ticker_there_and_its_io_thread_off_it() -> None:
+    pipeline = Pipeline(1, worker_args=["--ticker-cpu", "1"])
+    try:
+        with plugin_of(pipeline) as host:
+            assert len(host.run_stream(TUTORIAL).read_rows(3).times_ns) >= 3
+        affinity = {
+            (task / "comm").read_text().strip(): os.sched_getaffinity(int(task.name))
+            for task in Path(f"/proc/{pipeline.workers[0].pid}/task").iterdir()
+        }
+        assert affinity["python"] == {1}, affinity
+        assert affinity["ZMQbg/IO/0"] == os.sched_getaffinity(0) - {1}, affinity
+    finally:
+        pipeline.close()

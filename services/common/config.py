@@ -188,10 +188,14 @@ class WorkerSettings(CurveClientSettings):
     )
     max_rows_per_message: int = setting(1000, "most ticks one Rows message carries")
     send_hwm: int = setting(10_000, "messages queued for the broker before drops")
+    ticker_cpu: int = setting(-1, "pin the ticker thread to this CPU, its I/O thread off it (-1: none)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "worker_heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
+        usable = os.sched_getaffinity(0)
+        if self.ticker_cpu != -1 and self.ticker_cpu not in usable:
+            raise ConfigError(f"ticker_cpu must be -1 or one of {sorted(usable)}, got {self.ticker_cpu}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Every ZeroMQ message zmqstream sends, and how it travels.
 
-A message is the multipart `[header, payload]`; on the data plane a topic frame comes
-first: `[topic, header, payload]`.
+On the control plane a message is the multipart `[header, payload]`. On the data plane
+(Rows) it is one frame, `topic + header + payload`: SUB filtering matches a prefix of the
+first frame, and one frame instead of three costs each hop (worker, proxy, plugin) a
+third of the per-message work.
 
 - `header` is two bytes: PROTOCOL_VERSION, then the MsgType. A receiver rejects another
   version with ProtocolError instead of guessing.
@@ -37,14 +39,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
 from services.common.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: data frames became one frame (topic, header and payload) instead of three."""
 TOPIC_END = b"\x00"
+Pack = Callable[[Any], bytes]
 
 
 class MsgType(enum.IntEnum):
@@ -215,13 +220,32 @@ def expect(frames: list[bytes], cls: type[M]) -> M:
 
 
 def topic(channel: str) -> bytes:
+    """What a SUB socket subscribes to for one channel: the prefix of its data frames."""
     return channel.encode() + TOPIC_END
 
 
-def channel_of(topic_frame: bytes) -> str:
-    if not topic_frame.endswith(TOPIC_END):
-        raise ProtocolError("topic frame lacks its terminator")
-    return topic_frame[:-1].decode(errors="replace")
+_ROWS_HEADER = bytes((PROTOCOL_VERSION, MsgType.ROWS))
+
+
+def rows_frame(
+    channel: str, times_ns: list[int], columns: list[list[float]], pack: Pack = msgpack.packb
+) -> bytes:
+    """A Rows message as the data plane carries it; `pack` lets a hot loop reuse a Packer."""
+    return channel.encode() + TOPIC_END + _ROWS_HEADER + pack({"times_ns": times_ns, "columns": columns})
+
+
+def split_data_frame(frame: bytes) -> tuple[str, bytes, bytes]:
+    """(channel, header, payload) of a data frame, for readers that decode the payload themselves."""
+    end = frame.find(TOPIC_END)
+    if end < 0:
+        raise ProtocolError("data frame lacks its topic terminator")
+    return frame[:end].decode(errors="replace"), frame[end + 1 : end + 3], frame[end + 3 :]
+
+
+def decode_rows(frame: bytes) -> tuple[str, Rows]:
+    """The channel and Rows of a data frame; ProtocolError says why one is refused."""
+    channel, header, payload = split_data_frame(frame)
+    return channel, expect([header, payload], Rows)
 
 
 def _build(cls: type[M], body: dict[Any, Any]) -> M:

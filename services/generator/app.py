@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import msgpack
 import zmq
@@ -29,10 +30,11 @@ from services.generator.ticker import Scheduler
 from services.generator.waveforms import registry
 
 log = logging.getLogger("zmqstream.generator")
-ROWS_HEADER = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS))
 PRECISE_SLEEP_NS = 2_000_000
 """Below this the loop sleeps with time.sleep (~0.2 ms precise) instead of polling (~1 ms)."""
 STOP_CHECK_NS = 100_000_000
+OUTBOX_FRAMES = 64
+"""Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
 
 
 class Worker:
@@ -45,6 +47,7 @@ class Worker:
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
         self.control.connect(settings.control_endpoint)
         self.frames_endpoint = ""
+        self.outbox: list[bytes] = []
         self.packer = msgpack.Packer()
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
@@ -55,8 +58,21 @@ class Worker:
         )
 
     def _publish(self, channel: str, times_ns: list[int], columns: list[list[float]]) -> None:
-        payload = self.packer.pack({"times_ns": times_ns, "columns": columns})
-        self.frames.send_multipart((protocol.topic(channel), ROWS_HEADER, payload))
+        self.outbox.append(protocol.rows_frame(channel, times_ns, columns, self.packer.pack))
+        if len(self.outbox) >= OUTBOX_FRAMES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what one pass of the scheduler produced, back to back.
+
+        Messages sent as they are made reach libzmq's I/O thread one by one, a system call
+        each; sent together, they leave in a few batched writes. A pass is short (a few
+        ticks, or OUTBOX_FRAMES at most), so the first message waits little for the last.
+        """
+        send = self.frames.send
+        for frame in self.outbox:
+            send(frame)
+        self.outbox.clear()
 
     def _generator_failed(self, channel: str, error: Exception) -> None:
         self.refused.add(channel)
@@ -72,7 +88,7 @@ class Worker:
         self.control.send_multipart(protocol.encode(message))
 
     def handle_control(self) -> None:
-        while self.control.poll(0):
+        while cast(int, self.control.get(zmq.EVENTS)) & zmq.POLLIN:  # poll(0) builds a Poller per call
             frames = self.control.recv_multipart()
             try:
                 self._dispatch(protocol.decode(frames))
@@ -121,6 +137,7 @@ class Worker:
                 self.heartbeat()
                 next_heartbeat = now + heartbeat_ns
             scheduler.run_due(now)
+            self.flush()
             self.handle_control()
             deadline = scheduler.next_deadline()
             wake = min(next_heartbeat, now + STOP_CHECK_NS)
@@ -137,11 +154,26 @@ class Worker:
         self.frames.close()
 
 
+def pin_ticker_thread(ctx: zmq.Context[zmq.Socket[bytes]], cpu: int) -> None:
+    """Give the ticker thread `cpu` and keep libzmq's I/O thread on the other CPUs.
+
+    The ticker is late whenever another thread holds its CPU; on a busy machine that is
+    most of its lateness (see BENCHMARKS.md). Must run before the first socket exists,
+    since libzmq starts its I/O thread then.
+    """
+    for other in sorted(os.sched_getaffinity(0) - {cpu}):
+        ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, other)
+    os.sched_setaffinity(0, {cpu})  # on Linux: this thread only
+    log.info("ticker thread pinned", extra=fields(cpu=cpu))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = WorkerSettings.load(argv)
     setup_logging()
     stop = install_stop_handlers()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    if settings.ticker_cpu != -1:
+        pin_ticker_thread(ctx, settings.ticker_cpu)
     worker = Worker(settings, ctx)
     log.info("worker ready", extra=fields(worker=settings.worker_id, control=settings.control_endpoint))
     try:

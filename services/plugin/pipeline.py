@@ -221,24 +221,23 @@ class Pipeline:
         The drain always runs until Again before waiting again: the socket's file descriptor
         only signals new arrivals, so waiting with messages still queued could wait forever.
         """
-        receive = functools.partial(self._frames_now.recv_multipart, zmq.NOBLOCK)
+        receive = functools.partial(self._frames_now.recv, zmq.NOBLOCK)
         while True:
             await self.frames.poll()  # readable
             drained = False
             while not drained:
                 for _ in range(FRAMES_PER_TURN):
                     try:
-                        topic, *frames = receive()
+                        frame = receive()
                     except zmq.Again:
                         drained = True
                         break
-                    self._on_rows(topic, frames)
+                    self._on_rows(frame)
                 await asyncio.sleep(0)  # let the streams send what arrived before reading more
 
-    def _on_rows(self, topic: bytes, frames: list[bytes]) -> None:
+    def _on_rows(self, frame: bytes) -> None:
         try:
-            channel = protocol.channel_of(topic)
-            rows = protocol.expect(frames, protocol.Rows)
+            channel, rows = protocol.decode_rows(frame)
             _check_shape(rows)
         except PipelineError as exc:
             self.decode_errors += 1
