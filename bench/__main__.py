@@ -30,7 +30,7 @@ def table(results: list[Result]) -> str:
             (
                 r.scenario,
                 r.figure,
-                f"{r.value:,.3g}" if abs(r.value) < 1000 else f"{r.value:,.0f}",
+                f"{r.value:,.3g}" if abs(r.value) < 999.5 else f"{r.value:,.0f}",  # 999.7 is not 1e+03
                 r.unit,
                 r.target,
                 verdict,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,31 +33,60 @@ class StreamStats:
     """Streams that sent nothing in the measured window (a fault the table shows)."""
 
 
-async def read_streams(
-    address: str, paths: Sequence[str], warmup_s: float, measure_s: float, *, latency: bool = True
-) -> tuple[StreamStats, float]:
-    """RunStream every path as Grafana does; count what arrives after the warm-up.
+STARTUP_LIMIT_S = 30.0
+"""How long every stream may take to send its first packet before the window opens anyway."""
 
-    Returns the totals and the measured window's length in seconds.
+
+async def read_streams(
+    address: str,
+    paths: Sequence[str],
+    warmup_s: float,
+    measure_s: float,
+    *,
+    latency: bool = True,
+    on_window: Callable[[], None] = lambda: None,
+) -> tuple[StreamStats, float]:
+    """RunStream every path as Grafana does; count what arrives in the measured window.
+
+    The window opens `warmup_s` after every stream has sent its first packet (a busy
+    server takes new calls slowly, and a window that opened earlier would measure fewer
+    streams than asked for); `on_window` is called then. Returns the totals and the
+    window's length in seconds.
     """
     stats = StreamStats()
     context = Datasource().context()
+    loop = asyncio.get_running_loop()
+    started: set[str] = set()
+    all_started = asyncio.Event()
+    window = [float("inf"), float("inf")]  # monotonic start and end, once known
+
+    async def open_window() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_started.wait(), STARTUP_LIMIT_S)
+        await asyncio.sleep(warmup_s)
+        on_window()
+        window[0] = loop.time()
+        window[1] = window[0] + measure_s
+
     async with grpc.aio.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 2**31 - 1)]
     ) as channel:
         stub = pluginv2_pb2_grpc.StreamStub(channel)
-        start = time.time_ns() + int(warmup_s * 1e9)
-        end = start + int(measure_s * 1e9)
 
         async def one(path: str) -> None:
             call = stub.RunStream(pb.RunStreamRequest(pluginContext=context, path=path))
             try:
                 async for packet in call:
-                    now = time.time_ns()
-                    if now >= end:
+                    now = loop.time()
+                    if now >= window[1]:
                         break
-                    if now < start:
+                    if now < window[0]:
+                        if path not in started:
+                            started.add(path)
+                            if len(started) == len(paths):
+                                all_started.set()
                         continue
+                    arrived_ns = time.time_ns()
                     data = orjson.loads(packet.data)["data"]
                     times_ms = data["values"][0]
                     stats.packets += 1
@@ -65,18 +95,20 @@ async def read_streams(
                         nanos = data.get("nanos") or [None]
                         rest = nanos[0] or [0] * len(times_ms)
                         stats.latencies_ms.extend(
-                            (now - (t * 1_000_000 + r)) / 1e6 for t, r in zip(times_ms, rest, strict=True)
+                            (arrived_ns - (t * 1_000_000 + r)) / 1e6
+                            for t, r in zip(times_ms, rest, strict=True)
                         )
             finally:
                 call.cancel()
 
-        # A stream that never sends would keep us waiting: bound the read, count the silent ones.
+        opener = asyncio.create_task(open_window())
         tasks = [asyncio.create_task(one(p)) for p in paths]
-        _, pending = await asyncio.wait(tasks, timeout=warmup_s + measure_s + 10)
+        # A stream that never sends would keep us waiting: bound the read, count the silent ones.
+        _, pending = await asyncio.wait(tasks, timeout=STARTUP_LIMIT_S + warmup_s + measure_s + 10)
         stats.silent = len(pending)
-        for task in pending:
+        for task in [*pending, opener]:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*pending, opener, return_exceptions=True)
     return stats, measure_s
 
 

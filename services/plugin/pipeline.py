@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -91,13 +90,12 @@ class Pipeline:
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
-        self.frames = configure(ctx.socket(zmq.SUB), rcvhwm=100_000)
+        # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
+        self.frames: zmq.Socket[bytes] = configure(zmq.Socket(ctx, zmq.SUB), rcvhwm=100_000)
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
         self.control.connect(control_endpoint)
-        # A plain view of the frames socket, to drain a burst without an await per message.
-        self._frames_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.frames.underlying)
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -106,15 +104,19 @@ class Pipeline:
         self.rows_received = 0
         self.decode_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._read_control(), name="control"),
-            asyncio.create_task(self._read_frames(), name="frames"),
         ]
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.frames.FD, self._drain_frames)
+        self._frames_touched()
 
     async def close(self) -> None:
+        self._loop.remove_reader(self.frames.FD)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -132,6 +134,7 @@ class Pipeline:
         if len(queues) == 1:
             self.refusals.pop(channel, None)
             self.frames.subscribe(protocol.topic(channel))
+            self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
         return queue
 
@@ -142,6 +145,7 @@ class Pipeline:
         if not queues and channel in self.holders:
             del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
+            self._frames_touched()
             self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
 
     # -- status --------------------------------------------------------------------
@@ -200,6 +204,7 @@ class Pipeline:
                         self.frames.disconnect(self.frames_endpoint)
                     self.frames.connect(endpoint)
                     self.frames_endpoint = endpoint
+                    self._frames_touched()
                 if broker != self.broker:
                     if self.broker:
                         log.warning("broker restarted", extra=fields(broker=broker))
@@ -214,26 +219,26 @@ class Pipeline:
                 if future is not None and not future.done():
                     future.set_result(message)
 
-    async def _read_frames(self) -> None:
-        """Wake once per burst, then take every queued message without awaiting: an await per
-        message costs more than the message (a future and a loop turn each).
+    def _drain_frames(self) -> None:
+        """Take every queued message, straight from the event loop's reader callback.
 
-        The drain always runs until Again before waiting again: the socket's file descriptor
-        only signals new arrivals, so waiting with messages still queued could wait forever.
+        No task and no future per wake-up: an await per message costs more than the message.
+        The socket's file descriptor is edge-triggered: it signals a change, not "messages
+        are queued". So a drain runs until Again, or, past FRAMES_PER_TURN (the streams need
+        their turn too), schedules itself again; and any other call on the socket, which may
+        take the signal for itself, is followed by a drain (_frames_touched).
         """
-        receive = functools.partial(self._frames_now.recv, zmq.NOBLOCK)
-        while True:
-            await self.frames.poll()  # readable
-            drained = False
-            while not drained:
-                for _ in range(FRAMES_PER_TURN):
-                    try:
-                        frame = receive()
-                    except zmq.Again:
-                        drained = True
-                        break
-                    self._on_rows(frame)
-                await asyncio.sleep(0)  # let the streams send what arrived before reading more
+        receive = self.frames.recv
+        for _ in range(FRAMES_PER_TURN):
+            try:
+                frame = receive(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_rows(frame)
+        self._frames_touched()
+
+    def _frames_touched(self) -> None:
+        self._loop.call_soon(self._drain_frames)
 
     def _on_rows(self, frame: bytes) -> None:
         try:
