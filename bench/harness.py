@@ -31,6 +31,8 @@ class StreamStats:
     latencies_ms: list[float] = field(default_factory=list)
     silent: int = 0
     """Streams that sent nothing in the measured window (a fault the table shows)."""
+    failed: list[str] = field(default_factory=list)
+    """Status codes of streams that ended with an error before the window closed."""
 
 
 STARTUP_LIMIT_S = 30.0
@@ -98,6 +100,8 @@ async def read_streams(
                             (arrived_ns - (t * 1_000_000 + r)) / 1e6
                             for t, r in zip(times_ms, rest, strict=True)
                         )
+            except grpc.aio.AioRpcError as error:
+                stats.failed.append(error.code().name)
             finally:
                 call.cancel()
 

@@ -124,4 +124,13 @@ def run(quick: bool) -> list[Result]:
         Result(
             "streams", "zmqstream streams that sent nothing", ours.silent, "streams", "0", ours.silent == 0
         ),
+        Result(
+            "streams",
+            "streams that failed (either server): "
+            + (", ".join(sorted(set(bare.failed + ours.failed))) or "none"),
+            len(bare.failed) + len(ours.failed),
+            "streams",
+            "0",
+            not bare.failed and not ours.failed,
+        ),
     ]

@@ -159,8 +159,8 @@ class StatusReply(Message):
     plugins: int
 
 
-_CLASSES: dict[MsgType, type[Message]] = {
-    cls.TYPE: cls
+_CLASSES: dict[int, type[Message]] = {
+    int(cls.TYPE): cls
     for cls in (
         Rows,
         WorkerHeartbeat,
@@ -198,10 +198,9 @@ def decode(frames: list[bytes]) -> Message:
         raise ProtocolError(f"header must be 2 bytes, got {len(header)}")
     if header[0] != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {header[0]}, this process speaks {PROTOCOL_VERSION}")
-    try:
-        cls = _CLASSES[MsgType(header[1])]
-    except ValueError:
-        raise ProtocolError(f"unknown message type {header[1]}") from None
+    cls = _CLASSES.get(header[1])  # keyed by int: no MsgType() call per message
+    if cls is None:
+        raise ProtocolError(f"unknown message type {header[1]}")
     try:
         body = msgpack.unpackb(payload)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
