@@ -15,7 +15,7 @@ IDLE_TICK_MS = 3_600_000
 def measure(channels: int, tick_ms: int, seconds: float) -> tuple[float, float]:
     """(CPU seconds per second, KiB per channel) of the broker and the worker holding `channels`."""
     pipeline = Pipeline(1)
-    plugin = RawPlugin(pipeline.control_endpoint, str(pipeline.run_dir))
+    plugin = RawPlugin.on(pipeline)
     pids = [pipeline.broker.pid, pipeline.workers[0].pid]
     try:
         plugin.wait_running(0)

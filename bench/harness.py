@@ -16,6 +16,7 @@ import zmq
 
 from services.common import protocol
 from services.hostemu.host import Datasource
+from services.hostemu.localpipeline import Pipeline
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 
@@ -152,6 +153,25 @@ class RawPlugin:
                 if isinstance(reply, protocol.StatusReply) and reply.request_id == request:
                     return reply
         raise TimeoutError("the broker did not answer")
+
+    @classmethod
+    def on(cls, pipeline: Pipeline) -> RawPlugin:
+        """One for `pipeline`, once the broker knows all its workers."""
+        plugin = cls(pipeline.control_endpoint, str(pipeline.run_dir))
+        try:
+            plugin.wait_workers(len(pipeline.workers))
+        except TimeoutError:
+            plugin.close()
+            raise
+        return plugin
+
+    def wait_workers(self, count: int, timeout_s: float = 30) -> None:
+        """Until the broker knows `count` workers: it places channels only on workers it knows."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.status().workers) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the broker knows fewer than {count} workers")
+            time.sleep(0.05)
 
     def wait_running(self, count: int, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

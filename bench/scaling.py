@@ -7,13 +7,13 @@ from bench.measure import Result
 from services.generator.waveforms import registry
 from services.hostemu.localpipeline import Pipeline
 
-CHANNELS = 100
-TICK_MS = 10  # 10,000 ticks/s offered at ~100 µs each: more than two cores can do
+CHANNELS = 200
+TICK_MS = 10  # 20,000 ticks/s offered at ~100 µs each: twice what two cores can do
 
 
 def rows_per_second(workers: int, seconds: float) -> float:
     pipeline = Pipeline(workers)
-    plugin = RawPlugin(pipeline.control_endpoint, str(pipeline.run_dir))
+    plugin = RawPlugin.on(pipeline)
     try:
         plugin.hold([f"custom-{i}-{i + 1}-{TICK_MS}-burn-1" for i in range(CHANNELS)])
         plugin.wait_running(CHANNELS)

@@ -45,7 +45,7 @@ def _kept_on_cpu0(pids: list[int]) -> Iterator[None]:
 def measure(channels: int, seconds: float, own_cpu: bool) -> tuple[float, float, float, int]:
     """(ticks/s, share of ticks over 1 ms late, p99 due → subscriber ms, ticks skipped)."""
     pipeline = Pipeline(1, worker_args=["--ticker-cpu", str(TICKER_CPU)] if own_cpu else [])
-    plugin = RawPlugin(pipeline.control_endpoint, str(pipeline.run_dir))
+    plugin = RawPlugin.on(pipeline)
     try:
         plugin.hold([f"custom-{i}-{i + 1}-{TICK_MS}" for i in range(channels)])
         plugin.wait_running(channels)

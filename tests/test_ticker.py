@@ -239,3 +239,36 @@ def test_lateness_is_read_as_each_ticker_runs_and_counts_ticks_past_the_budget()
     rec.now_ns = spec.tick_time(3) + 5 * MS  # the clock moved on while the burst ran
     s.run_due(spec.tick_time(3))
     assert (s.lateness.late, s.lateness.worst_ns) == (2, 5 * MS)
+
+
+@dataclass
+class Slow:
+    """A generator that costs `cost_ns` of the recorder's clock per call."""
+
+    rec: Recorder
+    cost_ns: int
+    description: str = "slow on purpose"
+
+    def generate(self, spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
+        self.rec.now_ns += self.cost_ns
+        return [[0.5] * len(ticks)]
+
+
+def test_an_overloaded_pass_stops_at_its_budget_and_the_next_one_carries_on() -> None:
+    rec = Recorder()
+    s = Scheduler(
+        rec.publish, rec.failed, publish_interval_ns=MS, max_rows=10, pass_budget_ns=5 * MS, clock=rec.clock
+    )
+    specs = [ChannelSpec(i, i + 1, 100) for i in range(20)]
+    for spec in specs:
+        s.start(spec, Slow(rec, 2 * MS), 0)
+    end = max(spec.tick_time(0) for spec in specs)
+    assert run_at(rec, s, end) == 3, "5 ms of budget, 2 ms per channel: the third one ends the pass"
+    passes = 1
+    while (deadline := s.next_deadline()) is not None and deadline <= end:
+        run_at(rec, s, end)
+        passes += 1
+    assert passes == 7
+    assert sorted(c for c, _, _ in rec.messages) == sorted(spec.path for spec in specs), (
+        "each once, none lost"
+    )

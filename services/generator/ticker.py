@@ -77,9 +77,11 @@ class Scheduler:
         publish_interval_ns: int,
         max_rows: int,
         lateness_budget_ns: int = 1_000_000,
+        pass_budget_ns: int = 20_000_000,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._publish = publish
+        self._pass_budget_ns = pass_budget_ns
         self._clock = clock
         self._failed = failed
         self._publish_interval_ns = publish_interval_ns
@@ -123,19 +125,26 @@ class Scheduler:
         """Publish every tick due by `now_ns`; return how many Rows messages went out.
 
         Lateness is read from the clock as each ticker runs, not from `now_ns`: in a long
-        burst the last tickers run well after the call began. This loop runs for every tick
-        of every channel, hence the local names and one heap operation per tick.
+        burst the last tickers run well after the call began. A pass stops after
+        `pass_budget_ns` with work left (an overloaded worker must still heartbeat, or the
+        broker takes it for dead and moves its channels); the next call carries on. This
+        loop runs for every tick of every channel, hence the local names and one heap
+        operation per tick.
         """
         sent = 0
         heap, by_id, clock, record = self._heap, self._by_id, self._clock, self.lateness.record
         due = now_ns << ID_BITS | ID_MASK
+        give_up_at = clock() + self._pass_budget_ns
         while heap and heap[0] <= due:
             entry = heap[0]
             ticker = by_id.get(entry & ID_MASK)
             if ticker is None:  # stopped
                 heapq.heappop(heap)
                 continue
-            record(clock() - (entry >> ID_BITS))
+            ran_at = clock()
+            if ran_at > give_up_at:  # overloaded: let the caller heartbeat, the rest stays due
+                break
+            record(ran_at - (entry >> ID_BITS))
             wake_ns = self._emit(ticker, now_ns)
             if wake_ns is None:
                 heapq.heappop(heap)
