@@ -241,3 +241,24 @@ def test_status_is_the_registry_s_view() -> None:
         {TUTORIAL: {"worker": "w1", "subscribers": 2}},
         plugins=2,
     )
+
+
+def test_an_unchanged_heartbeat_renews_the_lease_and_reconciles_nothing() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    reg.subscribe("p1", TUTORIAL, 0)
+    assert sent(reg) == [(b"w1", protocol.StartTicker(TUTORIAL))]
+    quiet = protocol.WorkerHeartbeat("w1", [], pid=101, ticks_late=7, unchanged=True)
+    reg.worker_heartbeat(quiet, b"w1", WORKER_LEASE_S * 0.9)
+    assert sent(reg) == [], "no StartTicker again: the empty list does not mean 'running nothing'"
+    reg.expire(WORKER_LEASE_S * 1.5)
+    assert "w1" in reg.workers, "the lease was renewed"
+    assert reg.workers["w1"].ticks_late == 7
+
+
+def test_an_unchanged_heartbeat_from_an_unknown_worker_waits_for_its_full_one() -> None:
+    reg = registry()
+    reg.worker_heartbeat(protocol.WorkerHeartbeat("w9", [], unchanged=True), b"w9", 0)
+    assert reg.workers == {}, "a restarted broker learns a worker's channels from its full heartbeat"
+    beat(reg, "w9", 0.1, running=[TUTORIAL])
+    assert owners(reg) == {TUTORIAL: "w9"}, "adopted"

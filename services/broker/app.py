@@ -118,7 +118,7 @@ class Broker:
         registry = self.registry
         match message:
             case protocol.WorkerHeartbeat():
-                if message.worker not in registry.workers:
+                if not message.unchanged and message.worker not in registry.workers:
                     log.info("worker joined", extra=fields(worker=message.worker, pid=message.pid))
                 registry.worker_heartbeat(message, routing_id, now)
                 self._send(routing_id, self.worker_welcome)

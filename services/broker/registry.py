@@ -130,7 +130,17 @@ class Registry:
     # -- workers -------------------------------------------------------------------
 
     def worker_heartbeat(self, message: protocol.WorkerHeartbeat, routing_id: bytes, now: float) -> None:
+        """Renew a worker's lease; a full heartbeat also reconciles its channels with ours.
+
+        An `unchanged` one from a worker we do not know (we restarted) is ignored: our
+        Welcome carries a new broker id, and the worker answers it with a full heartbeat.
+        """
         worker = self.workers.get(message.worker)
+        if message.unchanged:
+            if worker is not None:
+                worker.routing_id, worker.last_seen = routing_id, now
+                worker.pid, worker.ticks_late = message.pid, message.ticks_late
+            return
         if worker is None:
             worker = self.workers[message.worker] = Worker(routing_id, now)
         worker.routing_id = routing_id

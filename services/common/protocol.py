@@ -88,6 +88,9 @@ class WorkerHeartbeat(Message):
     pid: int = 0
     ticks_late: int = 0
     """Ticks published later than the worker's lateness budget since it started."""
+    unchanged: bool = False
+    """`channels` is left empty: the same as in the last full heartbeat to this broker.
+    Listing 10,000 channels five times a second costs the worker ~2 ms/s of stalls."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,7 +181,12 @@ _CLASSES: dict[int, type[Message]] = {
 _FIELDS: dict[type[Message], tuple[dataclasses.Field[Any], ...]] = {
     cls: dataclasses.fields(cls) for cls in _CLASSES.values()
 }
-_BASE_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+_BASE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
 
 M = TypeVar("M", bound=Message)
 
@@ -258,7 +266,7 @@ def _build(cls: type[M], body: dict[Any, Any]) -> M:
         value = body[field.name]
         annotation = str(field.type)
         expected = _BASE_TYPES.get(annotation, list if annotation.startswith("list") else dict)
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ProtocolError(
                 f"{cls.__name__}.{field.name}: expected {annotation}, got {type(value).__name__}"
             )

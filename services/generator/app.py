@@ -37,6 +37,8 @@ polling the control socket (whole milliseconds)."""
 STOP_CHECK_NS = 100_000_000
 PR_SET_TIMERSLACK = 29
 OUTBOX_FRAMES = 64
+FULL_HEARTBEAT_EVERY = 5
+"""Every 5th heartbeat lists the channels even if none changed (1 s at the default 0.2 s)."""
 """Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
 
 
@@ -51,6 +53,11 @@ class Worker:
         self.control.connect(settings.control_endpoint)
         self.frames_endpoint = ""
         self.outbox: list[bytes] = []
+        self.broker = ""
+        """The broker instance id from its last Welcome."""
+        self.reported: tuple[str, int] | None = None
+        """(broker, scheduler version) that the last full heartbeat told; None: tell again."""
+        self.beats_since_full = 0
         self.packer = msgpack.Packer()
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
@@ -82,13 +89,21 @@ class Worker:
         log.error("generator failed; channel stopped", extra=fields(channel=channel, error=repr(error)))
 
     def heartbeat(self) -> None:
+        """Renew the lease; list the channels only if the broker may not know them yet."""
+        told = (self.broker, self.scheduler.version)
+        full = self.reported != told or self.beats_since_full + 1 >= FULL_HEARTBEAT_EVERY
         message = protocol.WorkerHeartbeat(
             worker=self.settings.worker_id,
-            channels=self.scheduler.channels,
+            channels=self.scheduler.channels if full else [],
             pid=os.getpid(),
             ticks_late=self.scheduler.lateness.late,
+            unchanged=not full,
         )
         self.control.send_multipart(protocol.encode(message))
+        if full:
+            self.reported, self.beats_since_full = told, 0
+        else:
+            self.beats_since_full += 1
 
     def handle_control(self) -> None:
         while cast(int, self.control.get(zmq.EVENTS)) & zmq.POLLIN:  # poll(0) builds a Poller per call
@@ -100,8 +115,11 @@ class Worker:
 
     def _dispatch(self, message: protocol.Message) -> None:
         match message:
-            case protocol.Welcome(frames_endpoint=endpoint):
+            case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
                 self._publish_to(advertised(endpoint, host_of(self.settings.control_endpoint)))
+                if broker != self.broker:  # a new broker (or the first): tell it our channels now
+                    self.broker = broker
+                    self.heartbeat()
             case protocol.StartTicker(channel=channel) if channel not in self.scheduler:
                 self._start(channel)
             case protocol.StopTicker(channel=channel) if channel in self.scheduler:

@@ -91,6 +91,8 @@ class Scheduler:
         self._heap: list[int] = []
         self._ids = itertools.count()
         self.lateness = Lateness(lateness_budget_ns)
+        self.version = 0
+        """Moves on whenever the set of channels changes."""
 
     @property
     def channels(self) -> list[str]:
@@ -106,6 +108,7 @@ class Scheduler:
             return
         ticker = Ticker(spec, generator, spec.last_tick(now_ns) + 1, next(self._ids) & ID_MASK)
         self._tickers[path] = self._by_id[ticker.id] = ticker
+        self.version += 1
         heapq.heappush(self._heap, spec.tick_time(ticker.next_tick) << ID_BITS | ticker.id)
 
     def stop(self, channel: str) -> None:
@@ -113,6 +116,7 @@ class Scheduler:
         ticker = self._tickers.pop(channel, None)
         if ticker is not None:
             del self._by_id[ticker.id]
+            self.version += 1
 
     def next_deadline(self) -> int | None:
         """When the earliest ticker is due (ns), discarding stopped ones on the way."""
