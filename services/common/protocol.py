@@ -21,7 +21,7 @@ Sockets (names from services.common.endpoints):
 | message          | from → to        | meaning                                                 |
 |------------------|------------------|---------------------------------------------------------|
 | Rows             | worker → plugin  | ticks of one channel: times (ns) and one column/series  |
-| WorkerHeartbeat  | worker → broker  | alive; the channels it is running (full state)          |
+| WorkerHeartbeat  | worker → broker  | alive; the channels it runs (full state, or unchanged)  |
 | PluginHeartbeat  | plugin → broker  | alive; the channels it holds (full state, renews lease) |
 | Welcome          | broker → either  | reply to a heartbeat: where to send or read frames      |
 | Subscribe        | plugin → broker  | the plugin holds a channel now                          |
@@ -32,7 +32,8 @@ Sockets (names from services.common.endpoints):
 | StatusRequest    | anyone → broker  | ask for the broker's view                               |
 | StatusReply      | broker → asker   | workers, channels, subscribers                          |
 
-Heartbeats carry full state, so a restarted broker rebuilds its view from them.
+Heartbeats carry full state, so a restarted broker rebuilds its view from them (a worker
+sends its full list at once when a Welcome names a broker it did not know).
 """
 
 from __future__ import annotations
