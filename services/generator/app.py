@@ -37,9 +37,9 @@ polling the control socket (whole milliseconds)."""
 STOP_CHECK_NS = 100_000_000
 PR_SET_TIMERSLACK = 29
 OUTBOX_FRAMES = 64
+"""Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
 FULL_HEARTBEAT_EVERY = 5
 """Every 5th heartbeat lists the channels even if none changed (1 s at the default 0.2 s)."""
-"""Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
 
 
 class Worker:
