@@ -168,3 +168,9 @@ def _check_error(spec: ChannelSpec) -> str:
 )
 def test_specs_built_in_code_are_checked_for_nan_and_infinity(spec: ChannelSpec, reason: str) -> None:
     assert _check_error(spec) == reason
+
+
+def test_tick_times_are_each_tick_s_tick_time_on_the_channel_s_phase() -> None:
+    spec = ChannelSpec(0, 1, 0.25, "sine", 3)
+    assert spec.tick_times(range(-2, 5)) == [spec.tick_time(k) for k in range(-2, 5)]
+    assert spec.tick_times(range(0, 9, 4)) == [spec.phase_ns + k * 250_000 for k in (0, 4, 8)]

@@ -75,6 +75,11 @@ class ChannelSpec:
         """When tick `tick` is due and the time stamped on its row (ns since the epoch)."""
         return tick * self.tick_ns + self.phase_ns
 
+    def tick_times(self, ticks: range) -> list[int]:
+        """`tick_time` of each of `ticks`, the phase derived once (it hashes the path)."""
+        tick_ns, phase_ns = self.tick_ns, self.phase_ns
+        return [k * tick_ns + phase_ns for k in ticks]
+
     def last_tick(self, at_ns: int) -> int:
         """The index of the last tick due at or before `at_ns`."""
         return (at_ns - self.phase_ns) // self.tick_ns

@@ -84,4 +84,4 @@ def values(spec: ChannelSpec, ticks: range) -> Rows:
         raise HistoryError(
             f"generator {spec.generator!r} returned a value that is not a number: {exc}"
         ) from None
-    return Rows([spec.tick_time(k) for k in ticks], floats)
+    return Rows(spec.tick_times(ticks), floats)
