@@ -136,17 +136,16 @@ class Registry:
         Welcome carries a new broker id, and the worker answers it with a full heartbeat.
         """
         worker = self.workers.get(message.worker)
-        if message.unchanged:
-            if worker is not None:
-                worker.routing_id, worker.last_seen = routing_id, now
-                worker.pid, worker.ticks_late = message.pid, message.ticks_late
-            return
         if worker is None:
+            if message.unchanged:
+                return
             worker = self.workers[message.worker] = Worker(routing_id, now)
         worker.routing_id = routing_id
         worker.last_seen = now
         worker.pid = message.pid
         worker.ticks_late = message.ticks_late
+        if message.unchanged:
+            return
         running = set(message.channels)
         for path in running:
             self._reconcile_running(message.worker, worker, path, now)
