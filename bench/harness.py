@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
-import msgpack
 import orjson
 import zmq
 
 from services.common import protocol
+from services.common.channels import UNCHECKED, ChannelSpec, parse_path
 from services.hostemu.host import Datasource
 from services.hostemu.localpipeline import Pipeline
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -136,7 +137,8 @@ class RawPlugin:
 
     def hold(self, channels: list[str]) -> None:
         self.channels = channels
-        self.control.send_multipart(protocol.encode(protocol.PluginHeartbeat(self.plugin_id, channels)))
+        held = dict.fromkeys(channels, 0)
+        self.control.send_multipart(protocol.encode(protocol.PluginHeartbeat(self.plugin_id, held)))
 
     def renew(self) -> None:
         self.hold(self.channels)
@@ -175,7 +177,7 @@ class RawPlugin:
 
     def wait_running(self, count: int, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
-        while sum(w["channels"] for w in self.status().workers.values()) < count:
+        while sum(int(w["channels"] or 0) for w in self.status().workers.values()) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {count} channels running")
             self.renew()
@@ -196,17 +198,17 @@ class RawPlugin:
                 continue
             while True:
                 try:
-                    channel, _, payload = protocol.split_data_frame(self.frames.recv(zmq.NOBLOCK))
+                    channel, message = protocol.decode_rows(self.frames.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                times = msgpack.unpackb(payload)["times_ns"]
-                rows += len(times)
+                rows += message.count
                 if tick_ns:
-                    lateness.append((time.time_ns() - times[-1]) / 1e6)
+                    newest = message.first_tick + message.count - 1
+                    lateness.append((time.time_ns() - specs(channel).tick_time(newest)) / 1e6)
                     previous = last.get(channel)
                     if previous is not None:
-                        skipped += max(0, (times[0] - previous) // tick_ns - 1)
-                    last[channel] = times[-1]
+                        skipped += max(0, message.first_tick - previous - 1)
+                    last[channel] = newest
         return rows, skipped, lateness
 
     def close(self) -> None:
@@ -214,3 +216,9 @@ class RawPlugin:
         self.control.close()
         self.frames.close()
         self.ctx.term()
+
+
+@functools.cache
+def specs(channel: str) -> ChannelSpec:
+    """The spec of a channel path the broker placed (cached: read for every data frame)."""
+    return parse_path(channel, UNCHECKED)

@@ -8,12 +8,15 @@ recomputed from the deterministic generators), values in range.
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import Pipeline, plugin_of, stop, wait_for_workers
@@ -24,6 +27,7 @@ from services.plugin._proto import pluginv2_pb2 as pb
 
 TICK_MS = 20
 TARGET = f"custom-0-1-{TICK_MS}"
+STARVED_STREAMS = 200
 
 
 @pytest.fixture
@@ -144,7 +148,7 @@ def test_a_killed_plugin_s_subscriptions_are_released_after_the_lease(pipeline: 
 
 def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipeline: Pipeline) -> None:
     with plugin_of(
-        pipeline, {"ZMQSTREAM_STREAM_QUEUE_ROWS": "20000", "ZMQSTREAM_MIN_TICK_MS": "0.01"}
+        pipeline, {"ZMQSTREAM_STREAM_QUEUE_BYTES": "1600000", "ZMQSTREAM_MIN_TICK_MS": "0.01"}
     ) as host:
         stalled = host.run_stream("custom-0-1-0.02-uniform-10")  # 50,000 rows/s, 10 series, never read
         stalled_first = next(stalled.packets_iter())
@@ -183,3 +187,85 @@ def test_checkhealth_reports_a_dead_broker_clearly(pipeline: Pipeline, host: Plu
     health = host.check_health()
     assert health.status == pb.CheckHealthResponse.ERROR
     assert "Broker unreachable" in health.message
+
+
+def assert_strictly_increasing(stream: LiveStream) -> tuple[int, int]:
+    """(repeated ticks, steps back) in what the stream sent: both must be 0."""
+    times = stream.frame.times_ns
+    repeats = sum(1 for a, b in itertools.pairwise(times) if a == b)
+    back = sum(1 for a, b in itertools.pairwise(times) if b < a)
+    return repeats, back
+
+
+def refused(host: PluginHost, reason: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(host.collect_metrics())
+        for sample in family.samples
+        if sample.name == "zmqstream_plugin_frames_refused_total" and sample.labels["reason"] == reason
+    )
+
+
+@pytest.mark.parametrize("tick_ms", [10, 2])
+def test_a_worker_frozen_past_its_lease_never_makes_a_stream_repeat_or_step_back(
+    pipeline: Pipeline, host: PluginHost, tick_ms: int
+) -> None:
+    channel = f"custom-0-1-{tick_ms}"
+    reader = Reader(host.run_stream(channel))
+    time.sleep(1.0)
+    frozen = worker_of(pipeline, channel)
+    os.kill(pipeline.workers[frozen].pid, signal.SIGSTOP)  # past the 0.6 s lease: the channel moves
+    try:
+        time.sleep(3.0)
+    finally:
+        os.kill(pipeline.workers[frozen].pid, signal.SIGCONT)  # its old ticker comes back to life
+    time.sleep(3.0)
+    assert worker_of(pipeline, channel) != frozen
+    deadline = time.monotonic() + 3
+    while fetch(pipeline.control_endpoint, 2).workers[f"w{frozen + 1}"]["channels"] != 0:
+        assert time.monotonic() < deadline, "the woken worker was not told to stop its superseded ticker"
+        time.sleep(0.1)
+    reader.close()
+    repeats, back = assert_strictly_increasing(reader.stream)
+    stale = refused(host, "epoch")
+    print(
+        f"\n[figure] worker frozen 3 s ({tick_ms} ms channel): {len(reader.stream.frame.times_ns)} rows, "
+        f"{repeats} repeated, {back} steps back, {stale:.0f} stale frames dropped"
+    )
+    assert (repeats, back) == (0, 0)
+    assert_every_tick_once(reader.stream, tick_ms)
+
+
+def test_under_cpu_starvation_streams_stay_strictly_increasing_and_live_peers_are_not_failed_over() -> None:
+    pipeline = Pipeline(2)  # the default leases, as users run them
+    try:
+        with plugin_of(pipeline) as host:
+            readers = [Reader(host.run_stream(f"custom-{i}-{i + 1}-10")) for i in range(STARVED_STREAMS)]
+            time.sleep(1.5)
+            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(10)]
+            try:  # load 12 on 2 cores
+                time.sleep(6.0)
+            finally:
+                for spinner in spinners:
+                    spinner.kill()
+                    spinner.wait()
+            time.sleep(1.0)
+            for reader in readers:
+                reader.close()
+        started = [
+            orjson.loads(line)["channel"]
+            for i in range(2)
+            for line in (pipeline.run_dir / f"w{i + 1}.log").read_text().splitlines()
+            if '"ticker started"' in line
+        ]
+    finally:
+        pipeline.close()
+    bad = [assert_strictly_increasing(reader.stream) for reader in readers]
+    rows = sum(len(reader.stream.frame.times_ns) for reader in readers)
+    print(
+        f"\n[figure] {STARVED_STREAMS} streams under load 12 on 2 cores for 6 s: {rows} rows, "
+        f"{sum(r for r, _ in bad)} repeated, {sum(b for _, b in bad)} steps back, "
+        f"{len(started) - len(set(started))} tickers restarted or moved"
+    )
+    assert bad == [(0, 0)] * len(readers)
+    assert len(started) == len(set(started)), "the failure detector took live peers for dead"

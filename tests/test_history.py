@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel
+from services.common.protocol import floats
 from services.generator.ticker import Scheduler
 from services.generator.waveforms import BUILTINS, registry
 from services.plugin import history
@@ -16,16 +17,17 @@ def published(spec: ChannelSpec, start_ns: int, until_ns: int) -> tuple[list[int
     times: list[int] = []
     columns: list[list[float]] = [[] for _ in range(spec.series)]
 
-    def publish(channel: str, t: list[int], c: list[list[float]]) -> None:
-        times.extend(t)
-        for target, column in zip(columns, c, strict=True):
+    def publish(channel: str, first_tick: int, epoch: int, c: list[bytes]) -> None:
+        values = [floats(column) for column in c]
+        times.extend(spec.tick_times(range(first_tick, first_tick + len(values[0]))))
+        for target, column in zip(columns, values, strict=True):
             target.extend(column)
 
     def failed(channel: str, error: Exception) -> None:
         raise AssertionError(f"{channel}: {error!r}")
 
     scheduler = Scheduler(publish, failed, publish_interval_ns=1_000_000, max_rows=1000)
-    scheduler.start(spec, registry()[spec.generator], start_ns)
+    scheduler.start(spec, registry()[spec.generator], start_ns, epoch=1)
     now = start_ns
     while now < until_ns:
         now += 7_000_000  # the worker wakes late and uneven: the values must not care

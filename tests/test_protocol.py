@@ -7,21 +7,24 @@ from services.common import protocol
 from services.common.errors import ProtocolError
 
 SAMPLES: list[protocol.Message] = [
-    protocol.Rows([1_000_000, 2_000_000], [[0.5, 1.5], [-1.0, 2.0]]),
-    protocol.WorkerHeartbeat("w1", ["custom-0-1-100"], pid=4242, ticks_late=3),
-    protocol.PluginHeartbeat("p1", ["custom-0-1-100", "custom-10-20-100"]),
+    protocol.Rows(
+        17, 1_700_000_000_000_000_000, [protocol.float_bytes([0.5, 1.5]), protocol.float_bytes([-1.0, 2.0])]
+    ),
+    protocol.WorkerHeartbeat("w1", {"custom-0-1-100": 5}, pid=4242, ticks_late=3),
+    protocol.PluginHeartbeat("p1", {"custom-0-1-100": 5, "custom-10-20-100": 0}),
     protocol.Welcome("ipc:///tmp/zs/frames-in", "b0b0"),
     protocol.Subscribe("p1", "custom-10-20-100"),
     protocol.SubscribeReply("custom-10-20-100", "refused"),
+    protocol.Placement("custom-10-20-100", 6),
     protocol.Unsubscribe("p1", "custom-10-20-100"),
-    protocol.StartTicker("custom-10-20-100"),
-    protocol.StopTicker("custom-10-20-100"),
+    protocol.StartTicker("custom-10-20-100", 6),
+    protocol.StopTicker("custom-10-20-100", 5),
     protocol.StatusRequest("r1"),
     protocol.StatusReply(
         "r1",
         "b0b0",
         {"w1": {"pid": 1, "channels": 1, "load": 10.0, "ticks_late": 0}},
-        {"custom-10-20-100": {"worker": "w1", "subscribers": 2}},
+        {"custom-10-20-100": {"worker": "w1", "subscribers": 2, "epoch": 6}},
         plugins=2,
     ),
 ]
@@ -60,7 +63,7 @@ def test_another_protocol_version_is_refused_not_guessed() -> None:
     assert refusal(frames) == f"protocol version {other}, this process speaks {protocol.PROTOCOL_VERSION}"
 
 
-@pytest.mark.parametrize("message_type", [0, 12, 255])
+@pytest.mark.parametrize("message_type", [0, 13, 255])
 def test_an_unknown_message_type_is_refused(message_type: int) -> None:
     assert refusal(frames_of(message_type, {})) == f"unknown message type {message_type}"
 
@@ -71,8 +74,8 @@ def test_unknown_keys_are_ignored_so_a_newer_peer_can_add_fields() -> None:
 
 
 def test_absent_fields_with_defaults_take_them() -> None:
-    frames = frames_of(protocol.MsgType.WORKER_HEARTBEAT, {"worker": "w1", "channels": []})
-    assert protocol.decode(frames) == protocol.WorkerHeartbeat("w1", [], pid=0, ticks_late=0)
+    frames = frames_of(protocol.MsgType.WORKER_HEARTBEAT, {"worker": "w1", "channels": {}})
+    assert protocol.decode(frames) == protocol.WorkerHeartbeat("w1", {}, pid=0, ticks_late=0)
     welcome = protocol.expect(frames_of(protocol.MsgType.WELCOME, {"frames_endpoint": "e"}), protocol.Welcome)
     assert welcome == protocol.Welcome("e", broker="")
 
@@ -93,25 +96,68 @@ def test_a_missing_required_field_is_named() -> None:
         (protocol.MsgType.SUBSCRIBE, {"plugin": b"p", "channel": "c"}, "expected str, got bytes"),
         (
             protocol.MsgType.WORKER_HEARTBEAT,
-            {"worker": "w", "channels": [], "pid": True},
+            {"worker": "w", "channels": {}, "pid": True},
             "WorkerHeartbeat.pid: expected int, got bool",
         ),
         (
             protocol.MsgType.WORKER_HEARTBEAT,
-            {"worker": "w", "channels": [], "pid": "7"},
+            {"worker": "w", "channels": {}, "pid": "7"},
             "expected int, got str",
         ),
         (
             protocol.MsgType.WORKER_HEARTBEAT,
             {"worker": "w", "channels": "custom-0-1-100"},
-            "WorkerHeartbeat.channels: expected list[str], got str",
+            "WorkerHeartbeat.channels: expected a map, got str",
         ),
-        (protocol.MsgType.ROWS, {"times_ns": {}, "columns": []}, "Rows.times_ns: expected list[int]"),
-        (protocol.MsgType.ROWS, {"times_ns": [], "columns": None}, "got NoneType"),
+        # The elements, not only the outer type: each of these killed the broker before protocol 3.
+        (
+            protocol.MsgType.WORKER_HEARTBEAT,
+            {"worker": "w", "channels": {"custom-0-1-100": "5"}},
+            "WorkerHeartbeat.channels: ['custom-0-1-100']: expected int, got str",
+        ),
+        (
+            protocol.MsgType.WORKER_HEARTBEAT,
+            {"worker": "w", "channels": {"custom-0-1-100": 2**63}},
+            "is outside int64",
+        ),
+        (protocol.MsgType.PLUGIN_HEARTBEAT, {"plugin": "p", "channels": [[1]]}, "expected a map, got list"),
+        (
+            protocol.MsgType.PLUGIN_HEARTBEAT,
+            {"plugin": "p", "channels": {"c": [1]}},
+            "expected int, got list",
+        ),
+        (
+            protocol.MsgType.SUBSCRIBE,
+            {"plugin": "p", "channel": 5},
+            "Subscribe.channel: expected str, got int",
+        ),
+        (protocol.MsgType.SUBSCRIBE, {"plugin": "p", "channel": "c" * 1025}, "the limit is 1024"),
+        (
+            protocol.MsgType.ROWS,
+            {"first_tick": 1, "epoch": 1, "columns": [5]},
+            "item 0: expected bytes, got int",
+        ),
+        (protocol.MsgType.ROWS, {"first_tick": 1, "epoch": 1, "columns": []}, "0 columns, expected 1 to"),
+        (protocol.MsgType.ROWS, {"first_tick": 1, "epoch": 1, "columns": [b"1234567"]}, "7 bytes"),
+        (
+            protocol.MsgType.ROWS,
+            {"first_tick": 1, "epoch": 1, "columns": [bytes(8), bytes(16)]},
+            "columns of different lengths",
+        ),
+        (
+            protocol.MsgType.ROWS,
+            {"first_tick": 1.5, "epoch": 1, "columns": [bytes(8)]},
+            "expected int, got float",
+        ),
         (
             protocol.MsgType.STATUS_REPLY,
             {"request_id": "r", "broker": "b", "workers": [], "channels": {}, "plugins": 0},
-            "StatusReply.workers: expected dict[str, dict[str, Any]], got list",
+            "StatusReply.workers: expected a map, got list",
+        ),
+        (
+            protocol.MsgType.STATUS_REPLY,
+            {"request_id": "r", "broker": "b", "workers": {"w": {"pid": [1]}}, "channels": {}, "plugins": 0},
+            "StatusReply.workers: ['w']: ['pid']: expected str, got list",
         ),
     ],
 )
@@ -159,7 +205,7 @@ def test_badly_framed_messages_are_refused(frames: list[bytes], reason: str) -> 
 
 
 def test_expect_insists_on_the_class() -> None:
-    frames = protocol.encode(protocol.StartTicker("c"))
+    frames = protocol.encode(protocol.StartTicker("c", 1))
     with pytest.raises(ProtocolError, match="expected StopTicker, got StartTicker"):
         protocol.expect(frames, protocol.StopTicker)
 
@@ -168,17 +214,18 @@ def test_the_topic_terminator_keeps_prefixes_apart() -> None:
     short, long = protocol.topic("custom-1-2-10"), protocol.topic("custom-1-2-100")
     assert short == b"custom-1-2-10\x00"
     assert not long.startswith(short), "a SUB for the 10 ms channel would receive the 100 ms one"
-    frame = protocol.rows_frame("custom-1-2-100", [1], [[0.5]])
+    frame = protocol.rows_frame("custom-1-2-100", 1, 1, [protocol.float_bytes([0.5])])
     assert frame.startswith(long), "the data frame starts with what a SUB subscribes to"
     assert not frame.startswith(short)
 
 
 def test_a_data_frame_is_one_frame_that_decodes_to_its_channel_and_rows() -> None:
-    frame = protocol.rows_frame("custom-1-2-100", [10, 20], [[0.5, 0.25], [1.0, -2.0]])
-    assert protocol.decode_rows(frame) == (
-        "custom-1-2-100",
-        protocol.Rows([10, 20], [[0.5, 0.25], [1.0, -2.0]]),
-    )
+    columns = [protocol.float_bytes([0.5, 0.25]), protocol.float_bytes([1.0, -2.0])]
+    frame = protocol.rows_frame("custom-1-2-100", 10, 3, columns)
+    channel, rows = protocol.decode_rows(frame)
+    assert (channel, rows) == ("custom-1-2-100", protocol.Rows(10, 3, columns))
+    assert rows.count == 2
+    assert [protocol.floats(column) for column in rows.columns] == [[0.5, 0.25], [1.0, -2.0]]
     channel, header, _ = protocol.split_data_frame(frame)
     assert (channel, header) == ("custom-1-2-100", bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS)))
 
@@ -189,9 +236,22 @@ def test_a_data_frame_is_one_frame_that_decodes_to_its_channel_and_rows() -> Non
         (b"custom-1-2-100", "lacks its topic terminator"),
         (b"custom-1-2-100\x00", "header must be 2 bytes"),
         (b"custom-1-2-100\x00\x01\x01" + msgpack.packb({"times_ns": [1], "columns": [[1.0]]}), "version 1"),
-        (b"custom-1-2-100\x00" + b"".join(protocol.encode(protocol.StartTicker("c"))), "expected Rows"),
+        (b"custom-1-2-100\x00" + b"".join(protocol.encode(protocol.StartTicker("c", 1))), "expected Rows"),
     ],
 )
 def test_a_bad_data_frame_is_refused_with_its_reason(frame: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError, match=reason):
         protocol.decode_rows(frame)
+
+
+def test_a_column_that_is_not_numbers_cannot_be_encoded() -> None:
+    with pytest.raises(TypeError):
+        protocol.float_bytes([0.5, "six"])  # type: ignore[list-item]
+
+
+def test_lists_beyond_max_items_are_refused_while_reading_not_after() -> None:
+    header = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.STATUS_REQUEST))
+    at_limit = msgpack.packb({"request_id": "r", "extra": [None] * protocol.MAX_ITEMS})
+    assert protocol.decode([header, at_limit]) == protocol.StatusRequest("r")
+    over = msgpack.packb({"request_id": "r", "extra": [None] * (protocol.MAX_ITEMS + 1)})
+    assert "exceeds max_array_len" in refusal([header, over])

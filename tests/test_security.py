@@ -61,7 +61,7 @@ def test_only_authorized_keys_can_control_publish_or_subscribe(tmp_path: Path) -
             stream = host.run_stream("custom-0-1-20")
             stream.read_rows(5)
             for _ in range(50):
-                forger.send(protocol.rows_frame("custom-0-1-20", [1], [[FAKE_VALUE]]))
+                forger.send(protocol.rows_frame("custom-0-1-20", 1, 1, [protocol.float_bytes([FAKE_VALUE])]))
                 time.sleep(0.01)
             frame = stream.read_rows(40)
             stream.cancel()

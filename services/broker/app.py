@@ -30,6 +30,8 @@ log = logging.getLogger("zmqstream.broker")
 TICK_S = 0.05
 """How often leases are checked, and the longest the loop waits before seeing a stop."""
 FRAMES_HWM = 100_000
+STALL_S = 0.5
+"""A loop turn this much later than the last means the broker itself was not running."""
 
 
 class FrameProxy(threading.Thread):
@@ -45,7 +47,9 @@ class FrameProxy(threading.Thread):
         self.frames_out = ""
 
     def run(self) -> None:
-        xsub = configure(self.ctx.socket(zmq.XSUB), rcvhwm=FRAMES_HWM)
+        xsub = configure(
+            self.ctx.socket(zmq.XSUB), rcvhwm=FRAMES_HWM, max_message_bytes=protocol.MAX_DATA_BYTES
+        )
         xpub = configure(self.ctx.socket(zmq.XPUB), sndhwm=FRAMES_HWM)
         try:
             if self.settings.curve_server_secret:
@@ -83,7 +87,14 @@ class Broker:
             max_channels=settings.max_channels,
         )
         ensure_ipc_dir(settings.control_endpoint)
-        self.control = configure(ctx.socket(zmq.ROUTER), sndhwm=100_000, rcvhwm=100_000)
+        self.control = configure(
+            ctx.socket(zmq.ROUTER),
+            sndhwm=100_000,
+            rcvhwm=100_000,
+            max_message_bytes=protocol.MAX_CONTROL_BYTES,
+        )
+        self.refused = 0
+        """Control messages refused or failed since start."""
         if settings.curve_server_secret:
             secure_server(self.control, settings.curve_server_secret)
         self.control.bind(settings.control_endpoint)
@@ -93,16 +104,28 @@ class Broker:
 
     def run(self, stop: threading.Event) -> None:
         next_expiry = 0.0
+        last_turn = time.monotonic()
         while not stop.is_set():
             if self.control.poll(int(TICK_S * 1000)):
                 self._drain()
             now = time.monotonic()
+            if now - last_turn > STALL_S:  # we were not running (starved, stopped): not the peers' fault
+                self.registry.forgive(now - last_turn - TICK_S)
+                log.warning(
+                    "broker stalled; leases extended", extra=fields(stalled_s=round(now - last_turn, 3))
+                )
+            last_turn = now
             if now >= next_expiry:
-                self.registry.expire(now)
+                for peer, silent_s in self.registry.expire(now):
+                    log.warning(
+                        "presumed dead; its leases released",
+                        extra=fields(peer=peer, silent_s=round(silent_s, 3)),
+                    )
                 next_expiry = now + TICK_S
             self._flush()
 
     def _drain(self) -> None:
+        """Serve what is queued; a message that is malformed, or that we fail on, costs only itself."""
         for _ in range(10_000):
             try:
                 routing_id, *frames = self.control.recv_multipart(zmq.NOBLOCK)
@@ -111,7 +134,11 @@ class Broker:
             try:
                 self._handle(routing_id, protocol.decode(frames))
             except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)))
+                self.refused += 1
+                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
+            except Exception:  # a bug of ours on some input: log it, keep serving everyone else
+                self.refused += 1
+                log.exception("control message failed")
 
     def _handle(self, routing_id: bytes, message: protocol.Message) -> None:
         now = time.monotonic()
@@ -125,16 +152,16 @@ class Broker:
             case protocol.PluginHeartbeat(plugin=plugin, channels=channels):
                 if plugin not in registry.plugins:
                     log.info("plugin joined", extra=fields(plugin=plugin, channels=len(channels)))
-                for path, error in registry.plugin_heartbeat(plugin, channels, now).items():
-                    self._send(routing_id, protocol.SubscribeReply(path, error))
+                for refusal in registry.plugin_heartbeat(plugin, channels, now, routing_id):
+                    self._send(routing_id, refusal)
                 self._send(routing_id, self.plugin_welcome)
             case protocol.Subscribe(plugin=plugin, channel=path):
-                error = registry.subscribe(plugin, path, now)
-                if error:
+                reply = registry.subscribe(plugin, path, now, routing_id)
+                if reply.error:
                     log.warning(
-                        "subscription refused", extra=fields(plugin=plugin, channel=path, error=error)
+                        "subscription refused", extra=fields(plugin=plugin, channel=path, error=reply.error)
                     )
-                self._send(routing_id, protocol.SubscribeReply(path, error))
+                self._send(routing_id, reply)
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
             case protocol.StatusRequest(request_id=request_id):

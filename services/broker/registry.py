@@ -5,13 +5,21 @@ channels they run. From those two views the registry decides, and queues in `out
 the StartTicker/StopTicker commands that make the workers run exactly the channels
 someone holds: start at the first holder, stop after the last, move when a worker dies,
 adopt what workers already run after a broker restart.
+
+Every placement of a channel on a worker gets an epoch, larger than any before it
+(the wall clock in ns, or the last epoch + 1), and the channel's holders are told
+(Placement). When two workers claim one channel, the larger epoch wins and the other is
+told to stop: a worker that wakes from a freeze after its channel moved cannot take it back.
+
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from services.broker.liveness import Liveness
 from services.common import protocol
 from services.common.channels import ChannelSpec, Limits, parse_path
 from services.common.errors import InvalidChannel
@@ -22,6 +30,8 @@ class Channel:
     spec: ChannelSpec
     holders: set[str] = field(default_factory=set)
     worker: str | None = None
+    epoch: int = 0
+    """The current placement's fencing token; 0 before the first."""
     orphan_since: float | None = None
     """When the channel lost (or never had) a holder; it stops a lease later."""
 
@@ -34,7 +44,7 @@ class Channel:
 @dataclass(slots=True)
 class Worker:
     routing_id: bytes
-    last_seen: float
+    liveness: Liveness
     pid: int = 0
     ticks_late: int = 0
     assigned: set[str] = field(default_factory=set)
@@ -43,18 +53,26 @@ class Worker:
 
 @dataclass(slots=True)
 class PluginLease:
-    last_seen: float
+    routing_id: bytes
+    liveness: Liveness
     channels: set[str] = field(default_factory=set)
 
 
 class Registry:
     def __init__(
-        self, limits: Limits, *, plugin_lease_s: float, worker_lease_s: float, max_channels: int
+        self,
+        limits: Limits,
+        *,
+        plugin_lease_s: float,
+        worker_lease_s: float,
+        max_channels: int,
+        epoch_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.limits = limits
         self.plugin_lease_s = plugin_lease_s
         self.worker_lease_s = worker_lease_s
         self.max_channels = max_channels
+        self.epoch_clock = epoch_clock
         self.channels: dict[str, Channel] = {}
         self.workers: dict[str, Worker] = {}
         self.plugins: dict[str, PluginLease] = {}
@@ -62,28 +80,32 @@ class Registry:
 
     # -- plugins -------------------------------------------------------------------
 
-    def subscribe(self, plugin: str, path: str, now: float) -> str:
-        """Record that `plugin` holds `path`; return '' or why the subscription is refused."""
-        lease = self._lease(plugin, now)
-        if path in lease.channels:
-            return ""
+    def subscribe(
+        self, plugin: str, path: str, now: float, routing_id: bytes = b""
+    ) -> protocol.SubscribeReply:
+        """Record that `plugin` holds `path`; the reply says why not, or the channel's epoch."""
+        lease = self._lease(plugin, now, routing_id)
         channel = self.channels.get(path)
+        if path in lease.channels and channel is not None:
+            return protocol.SubscribeReply(path, epoch=channel.epoch)
         if channel is None:
             try:
                 spec = parse_path(path, self.limits)
             except InvalidChannel as exc:
-                return str(exc)
+                return protocol.SubscribeReply(path, str(exc))
             if spec.path != path:
-                return f"path {path!r} is not canonical, use {spec.path!r}"
+                return protocol.SubscribeReply(path, f"path {path!r} is not canonical, use {spec.path!r}")
             if len(self.channels) >= self.max_channels:
-                return f"the broker runs its maximum of {self.max_channels} channels"
+                return protocol.SubscribeReply(
+                    path, f"the broker runs its maximum of {self.max_channels} channels"
+                )
             channel = self.channels[path] = Channel(spec)
         lease.channels.add(path)
         channel.holders.add(plugin)
         channel.orphan_since = None
         if channel.worker is None:
             self._assign(path, channel)
-        return ""
+        return protocol.SubscribeReply(path, epoch=channel.epoch if channel.worker else 0)
 
     def unsubscribe(self, plugin: str, path: str) -> None:
         lease = self.plugins.get(plugin)
@@ -91,25 +113,37 @@ class Registry:
             lease.channels.discard(path)
             self._release(plugin, path)
 
-    def plugin_heartbeat(self, plugin: str, paths: list[str], now: float) -> dict[str, str]:
-        """Make the plugin's holdings exactly `paths`; return {path: error} for refusals."""
-        lease = self._lease(plugin, now)
-        wanted = set(paths)
-        for path in lease.channels - wanted:
+    def plugin_heartbeat(
+        self, plugin: str, held: dict[str, int], now: float, routing_id: bytes = b""
+    ) -> list[protocol.SubscribeReply]:
+        """Make the plugin's holdings exactly `held`; return the refusals.
+
+        A held channel whose epoch the plugin does not know (a Placement was lost, or the
+        broker restarted) is told again.
+        """
+        lease = self._lease(plugin, now, routing_id)
+        for path in lease.channels - held.keys():
             lease.channels.discard(path)
             self._release(plugin, path)
-        errors = {}
-        for path in wanted - lease.channels:
-            error = self.subscribe(plugin, path, now)
-            if error:
-                errors[path] = error
-        return errors
+        refusals = []
+        for path, known in held.items():
+            if path not in lease.channels:
+                reply = self.subscribe(plugin, path, now, routing_id)
+                if reply.error:
+                    refusals.append(reply)
+                continue
+            channel = self.channels[path]
+            if channel.worker is not None and channel.epoch != known:
+                self.outbox.append((lease.routing_id, protocol.Placement(path, channel.epoch)))
+        return refusals
 
-    def _lease(self, plugin: str, now: float) -> PluginLease:
+    def _lease(self, plugin: str, now: float, routing_id: bytes) -> PluginLease:
         lease = self.plugins.get(plugin)
         if lease is None:
-            lease = self.plugins[plugin] = PluginLease(now)
-        lease.last_seen = now
+            lease = self.plugins[plugin] = PluginLease(routing_id, Liveness(now))
+        lease.liveness.beat(now)
+        if routing_id:
+            lease.routing_id = routing_id
         return lease
 
     def _release(self, plugin: str, path: str) -> None:
@@ -125,7 +159,7 @@ class Registry:
         worker = self.workers.get(channel.worker or "")
         if worker is not None:
             self._unassign(worker, path, channel)
-            self.outbox.append((worker.routing_id, protocol.StopTicker(path)))
+            self.outbox.append((worker.routing_id, protocol.StopTicker(path, channel.epoch)))
 
     # -- workers -------------------------------------------------------------------
 
@@ -139,37 +173,51 @@ class Registry:
         if worker is None:
             if message.unchanged:
                 return
-            worker = self.workers[message.worker] = Worker(routing_id, now)
+            worker = self.workers[message.worker] = Worker(routing_id, Liveness(now))
         worker.routing_id = routing_id
-        worker.last_seen = now
+        worker.liveness.beat(now)
         worker.pid = message.pid
         worker.ticks_late = message.ticks_late
         if message.unchanged:
             return
-        running = set(message.channels)
-        for path in running:
-            self._reconcile_running(message.worker, worker, path, now)
-        for path in worker.assigned - running:
-            self.outbox.append((routing_id, protocol.StartTicker(path)))
+        for path, epoch in message.channels.items():
+            self._reconcile_running(message.worker, worker, path, epoch, now)
+        for path in worker.assigned - message.channels.keys():
+            self.outbox.append((routing_id, protocol.StartTicker(path, self.channels[path].epoch)))
         for path, channel in self.channels.items():
             if channel.worker is None:
                 self._assign(path, channel)
 
-    def _reconcile_running(self, worker_id: str, worker: Worker, path: str, now: float) -> None:
+    def _reconcile_running(self, worker_id: str, worker: Worker, path: str, epoch: int, now: float) -> None:
+        """A worker runs `path` under `epoch`: adopt it, correct its epoch, or stop it if superseded."""
         channel = self.channels.get(path)
         if channel is None:  # running before this broker started: adopt it for a lease
             try:
                 spec = parse_path(path, self.limits)
             except InvalidChannel:
-                self.outbox.append((worker.routing_id, protocol.StopTicker(path)))
+                self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
                 return
             channel = self.channels[path] = Channel(spec, orphan_since=now)
-        if channel.worker is None:
-            channel.worker = worker_id
-            worker.assigned.add(path)
-            worker.load += channel.load
-        elif channel.worker != worker_id:
-            self.outbox.append((worker.routing_id, protocol.StopTicker(path)))
+        if channel.worker == worker_id:
+            if epoch < channel.epoch:  # it missed our StartTicker: tell it the current epoch
+                self.outbox.append((worker.routing_id, protocol.StartTicker(path, channel.epoch)))
+            elif epoch > channel.epoch:
+                self._place(path, channel, epoch)
+            return
+        if epoch <= channel.epoch and channel.worker is not None:  # superseded
+            self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
+            return
+        if epoch < channel.epoch:  # an old placement, and the channel waits for a worker: start it anew
+            self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
+            return
+        previous = self.workers.get(channel.worker or "")
+        if previous is not None:  # two claims after a broker restart: the newer placement wins
+            self._unassign(previous, path, channel)
+            self.outbox.append((previous.routing_id, protocol.StopTicker(path, channel.epoch)))
+        channel.worker = worker_id
+        worker.assigned.add(path)
+        worker.load += channel.load
+        self._place(path, channel, epoch)
 
     def _assign(self, path: str, channel: Channel) -> None:
         if not self.workers:
@@ -179,7 +227,17 @@ class Registry:
         channel.worker = worker_id
         worker.assigned.add(path)
         worker.load += channel.load
-        self.outbox.append((worker.routing_id, protocol.StartTicker(path)))
+        epoch = max(channel.epoch + 1, self.epoch_clock())
+        self.outbox.append((worker.routing_id, protocol.StartTicker(path, epoch)))
+        self._place(path, channel, epoch)
+
+    def _place(self, path: str, channel: Channel, epoch: int) -> None:
+        """The channel runs under `epoch` from now on; its holders relay that epoch's rows only."""
+        channel.epoch = epoch
+        for plugin in channel.holders:
+            lease = self.plugins.get(plugin)
+            if lease is not None and lease.routing_id:
+                self.outbox.append((lease.routing_id, protocol.Placement(path, epoch)))
 
     def _unassign(self, worker: Worker, path: str, channel: Channel) -> None:
         worker.assigned.discard(path)
@@ -188,10 +246,22 @@ class Registry:
 
     # -- time ----------------------------------------------------------------------
 
-    def expire(self, now: float) -> None:
-        """Release silent plugins' leases, stop orphaned channels, move dead workers' channels."""
+    def forgive(self, pause_s: float) -> None:
+        """The broker itself was stalled for `pause_s`: no peer's lease runs out because of it."""
+        for worker in self.workers.values():
+            worker.liveness.forgive(pause_s)
+        for lease in self.plugins.values():
+            lease.liveness.forgive(pause_s)
+
+    def expire(self, now: float) -> list[tuple[str, float]]:
+        """Release dead plugins' leases, stop orphaned channels, move dead workers' channels.
+
+        Returns each peer presumed dead ("worker w1", "plugin p1") with its silence in seconds.
+        """
+        presumed_dead = []
         for plugin, lease in list(self.plugins.items()):
-            if now - lease.last_seen > self.plugin_lease_s:
+            if lease.liveness.dead(now, self.plugin_lease_s):
+                presumed_dead.append((f"plugin {plugin}", now - lease.liveness.last_seen))
                 del self.plugins[plugin]
                 for path in lease.channels:
                     self._release(plugin, path)
@@ -199,27 +269,29 @@ class Registry:
             orphaned = channel.orphan_since is not None and not channel.holders
             if orphaned and now - channel.orphan_since > self.plugin_lease_s:  # type: ignore[operator]
                 self._drop(path, channel)
-        dead = [w for w, worker in self.workers.items() if now - worker.last_seen > self.worker_lease_s]
+        dead = [w for w, worker in self.workers.items() if worker.liveness.dead(now, self.worker_lease_s)]
         for worker_id in dead:
             worker = self.workers.pop(worker_id)
+            presumed_dead.append((f"worker {worker_id}", now - worker.liveness.last_seen))
             for path in list(worker.assigned):
                 channel = self.channels[path]
                 self._unassign(worker, path, channel)
                 self._assign(path, channel)
+        return presumed_dead
 
     def status(self, request_id: str, broker: str, now: float) -> protocol.StatusReply:
-        workers: dict[str, dict[str, Any]] = {
+        workers: dict[str, dict[str, protocol.Scalar]] = {
             worker_id: {
                 "pid": w.pid,
                 "channels": len(w.assigned),
                 "load": round(w.load, 3),
                 "ticks_late": w.ticks_late,
-                "seen_s_ago": round(now - w.last_seen, 3),
+                "seen_s_ago": round(now - w.liveness.last_seen, 3),
             }
             for worker_id, w in self.workers.items()
         }
-        channels: dict[str, dict[str, Any]] = {
-            path: {"worker": c.worker or "", "subscribers": len(c.holders)}
+        channels: dict[str, dict[str, protocol.Scalar]] = {
+            path: {"worker": c.worker or "", "subscribers": len(c.holders), "epoch": c.epoch}
             for path, c in self.channels.items()
         }
         return protocol.StatusReply(request_id, broker, workers, channels, len(self.plugins))

@@ -14,11 +14,10 @@ share one ticker.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from services.common.errors import InvalidChannel
@@ -55,28 +54,32 @@ class ChannelSpec:
     tick_ms: float
     generator: str = DEFAULT_GENERATOR
     series: int = 1
+    # Derived once: the plugin reads them for every data frame it receives.
+    path: str = field(init=False, repr=False, compare=False)
+    """The canonical path: the shortest spelling, and the ZeroMQ topic of the channel."""
+    tick_ns: int = field(init=False, repr=False, compare=False)
+    phase_ns: int = field(init=False, repr=False, compare=False)
+    """Where in each interval this channel ticks: tick k is at `k * tick_ns + phase_ns`.
 
-    @property
-    def tick_ns(self) -> int:
-        return round(self.tick_ms * 1_000_000)
+    A whole number of microseconds below `tick_ns`, from a hash of the path. Channels of
+    one interval would otherwise all tick at the same instant, and a worker running
+    thousands of them would emit every tick as one burst, most of it late (Prometheus
+    offsets each target's scrapes by a hash for the same reason).
+    """
 
-    @property
-    def phase_ns(self) -> int:
-        """Where in each interval this channel ticks: tick k is at `k * tick_ns + phase_ns`.
-
-        A whole number of microseconds below `tick_ns`, from a hash of the path. Channels of
-        one interval would otherwise all tick at the same instant, and a worker running
-        thousands of them would emit every tick as one burst, most of it late (Prometheus
-        offsets each target's scrapes by a hash for the same reason).
-        """
-        return _phase_ns(self.path, self.tick_ns)
+    def __post_init__(self) -> None:
+        path = _canonical(self)
+        tick_ns = round(self.tick_ms * 1_000_000) if math.isfinite(self.tick_ms) else 0
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "tick_ns", tick_ns)
+        object.__setattr__(self, "phase_ns", _phase_ns(path, tick_ns))
 
     def tick_time(self, tick: int) -> int:
         """When tick `tick` is due and the time stamped on its row (ns since the epoch)."""
         return tick * self.tick_ns + self.phase_ns
 
     def tick_times(self, ticks: range) -> list[int]:
-        """`tick_time` of each of `ticks`, the phase derived once (it hashes the path)."""
+        """`tick_time` of each of `ticks`."""
         tick_ns, phase_ns = self.tick_ns, self.phase_ns
         return [k * tick_ns + phase_ns for k in ticks]
 
@@ -87,14 +90,6 @@ class ChannelSpec:
     def first_tick(self, from_ns: int) -> int:
         """The index of the first tick due at or after `from_ns`."""
         return -(-(from_ns - self.phase_ns) // self.tick_ns)
-
-    @property
-    def path(self) -> str:
-        """The canonical path: the shortest spelling, and the ZeroMQ topic of the channel."""
-        head = f"custom-{_plain(self.lower)}-{_plain(self.upper)}-{_plain(self.tick_ms)}"
-        if self.generator == DEFAULT_GENERATOR and self.series == 1:
-            return head
-        return f"{head}-{self.generator}-{self.series}"
 
     def check(self, limits: Limits) -> ChannelSpec:
         """Raise InvalidChannel unless the spec is sane and within `limits`; return self."""
@@ -132,7 +127,15 @@ def parse_path(path: str, limits: Limits) -> ChannelSpec:
     return spec.check(limits)
 
 
-@functools.lru_cache(maxsize=4096)
+def _canonical(spec: ChannelSpec) -> str:
+    if not all(math.isfinite(value) for value in (spec.lower, spec.upper, spec.tick_ms)):
+        return ""  # check() refuses such a spec; it has no path
+    head = f"custom-{_plain(spec.lower)}-{_plain(spec.upper)}-{_plain(spec.tick_ms)}"
+    if spec.generator == DEFAULT_GENERATOR and spec.series == 1:
+        return head
+    return f"{head}-{spec.generator}-{spec.series}"
+
+
 def _phase_ns(path: str, tick_ns: int) -> int:
     period_us = max(1, tick_ns // 1000)
     digest = hashlib.blake2b(path.encode(), digest_size=8, person=b"tick-phase").digest()

@@ -211,14 +211,19 @@ class PluginSettings(LimitSettings, CurveClientSettings):
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
     broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
     max_channels_per_datasource: int = setting(1000, "most channels one datasource streams at once")
-    stream_queue_rows: int = setting(
-        100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
+    stream_queue_bytes: int = setting(
+        4 * 1024 * 1024, "bytes of values one stream may hold for a slow Grafana before the oldest drop"
+    )
+    max_clock_skew_ms: float = setting(
+        250.0, "rows stamped further ahead of the plugin's clock are refused as forged"
     )
     max_rows_per_packet: int = setting(10_000, "most rows one StreamPacket carries")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet")
+        _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_bytes", "max_rows_per_packet")
+        if self.max_clock_skew_ms < 0:
+            raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
 
 
 def ensure_ipc_dir(endpoint: str) -> None:

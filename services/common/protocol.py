@@ -1,4 +1,4 @@
-"""Every ZeroMQ message zmqstream sends, and how it travels.
+"""Every ZeroMQ message zmqstream sends, how it travels, and what a receiver accepts.
 
 On the control plane a message is the multipart `[header, payload]`. On the data plane
 (Rows) it is one frame, `topic + header + payload`: SUB filtering matches a prefix of the
@@ -13,24 +13,38 @@ third of the per-message work.
 - `topic` is the canonical channel path followed by NUL: SUB filtering is a byte-prefix
   match, and the terminator keeps `custom-1-2-10` from also matching `custom-1-2-100`.
 
-Sockets (names from services.common.endpoints):
+Every message is hostile until `decode` has checked it completely: the msgpack is read
+with limits on every length, and each field is checked against its annotation down to the
+elements (`dict[str, int]` means string keys of at most MAX_TEXT characters and int64
+values), with at most MAX_ITEMS items per list or map. A message that fails is a
+ProtocolError naming the field and the reason; receivers log it and go on. Sockets refuse
+larger messages than MAX_CONTROL_BYTES / MAX_DATA_BYTES before any of this runs.
+
+Placement is fenced: the broker gives every placement of a channel on a worker a new
+`epoch` (larger than every earlier one), the worker stamps its Rows with it, and a plugin
+relays only the rows of the epoch the broker last told it (Placement). A worker that
+wakes from a freeze after its channel moved is told to stop it, and its rows are dropped
+meanwhile.
+
+Sockets:
 
     worker  DEALER ──control──▶ ROUTER broker ◀──control── DEALER plugin
     worker  PUB ──frames_in──▶ XSUB broker XPUB ──frames_out──▶ SUB plugin
 
-| message          | from → to        | meaning                                                 |
-|------------------|------------------|---------------------------------------------------------|
-| Rows             | worker → plugin  | ticks of one channel: times (ns) and one column/series  |
-| WorkerHeartbeat  | worker → broker  | alive; the channels it runs (full state, or unchanged)  |
-| PluginHeartbeat  | plugin → broker  | alive; the channels it holds (full state, renews lease) |
-| Welcome          | broker → either  | reply to a heartbeat: where to send or read frames      |
-| Subscribe        | plugin → broker  | the plugin holds a channel now                          |
-| SubscribeReply   | broker → plugin  | accepted, or why not                                    |
-| Unsubscribe      | plugin → broker  | the plugin no longer holds a channel                    |
-| StartTicker      | broker → worker  | run this channel                                        |
-| StopTicker       | broker → worker  | stop this channel                                       |
-| StatusRequest    | anyone → broker  | ask for the broker's view                               |
-| StatusReply      | broker → asker   | workers, channels, subscribers                          |
+| message          | from → to        | meaning                                                   |
+|------------------|------------------|-----------------------------------------------------------|
+| Rows             | worker → plugin  | consecutive ticks of one channel under one epoch          |
+| WorkerHeartbeat  | worker → broker  | alive; the channels it runs and their epochs (or unchanged)|
+| PluginHeartbeat  | plugin → broker  | alive; the channels it holds and the epochs it knows      |
+| Welcome          | broker → either  | reply to a heartbeat: where to send or read frames        |
+| Subscribe        | plugin → broker  | the plugin holds a channel now                            |
+| SubscribeReply   | broker → plugin  | accepted (with the epoch if placed), or why not           |
+| Placement        | broker → plugin  | a channel the plugin holds runs under a new epoch         |
+| Unsubscribe      | plugin → broker  | the plugin no longer holds a channel                      |
+| StartTicker      | broker → worker  | run this channel under this epoch                         |
+| StopTicker       | broker → worker  | stop this channel (if it runs under this epoch or older)  |
+| StatusRequest    | anyone → broker  | ask for the broker's view                                 |
+| StatusReply      | broker → asker   | workers, channels, subscribers                            |
 
 Heartbeats carry full state, so a restarted broker rebuilds its view from them (a worker
 sends its full list at once when a Welcome names a broker it did not know).
@@ -38,8 +52,10 @@ sends its full list at once when a Welcome names a broker it did not know).
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import enum
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -47,10 +63,27 @@ import msgpack
 
 from services.common.errors import ProtocolError
 
-PROTOCOL_VERSION = 2
-"""2: data frames became one frame (topic, header and payload) instead of three."""
+PROTOCOL_VERSION = 3
+"""3: Rows carry a first tick index, an epoch and float64 columns; placements are fenced."""
 TOPIC_END = b"\x00"
+MAX_TEXT = 1024
+"""Characters in any string field or map key (ids, endpoints, paths, errors)."""
+MAX_ITEMS = 100_000
+"""Items in any list or map (the broker runs 10,000 channels by default)."""
+MAX_SERIES = 1024
+MAX_ROWS = 100_000
+"""Ticks one Rows message may carry (workers send at most max_rows_per_message)."""
+MAX_REQUEST_BYTES = 1024 * 1024
+"""Largest control message the broker accepts (a heartbeat of 10,000 channels is ~0.4 MiB)."""
+MAX_CONTROL_BYTES = 8 * 1024 * 1024
+"""Largest control message a worker, plugin or CLI accepts (a StatusReply of 10,000 channels
+is ~0.7 MiB)."""
+MAX_DATA_BYTES = 4 * 1024 * 1024
+"""Largest data frame a socket accepts (1,000 ticks of 10 series are 80 kB)."""
+FLOAT_BYTES = 8
+_BIG_ENDIAN = sys.byteorder == "big"
 Pack = Callable[[Any], bytes]
+Scalar = str | int | float | bool | None
 
 
 class MsgType(enum.IntEnum):
@@ -65,27 +98,54 @@ class MsgType(enum.IntEnum):
     STOP_TICKER = 9
     STATUS_REQUEST = 10
     STATUS_REPLY = 11
+    PLACEMENT = 12
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     TYPE: ClassVar[MsgType]
 
+    def problem(self) -> str:
+        """What is wrong with a decoded message beyond its field types ('' if nothing)."""
+        return ""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rows(Message):
-    """Consecutive ticks of one channel; `columns[i][j]` is series i at `times_ns[j]`."""
+    """Ticks `first_tick`, `first_tick + 1`, … of one channel, placed under `epoch`.
+
+    `columns[i]` is series i as little-endian float64 bytes, one value per tick; every
+    column has the same length. The tick times follow from the channel (ChannelSpec.tick_time),
+    so they are on the channel's grid and strictly increasing by construction.
+    """
 
     TYPE = MsgType.ROWS
-    times_ns: list[int]
-    columns: list[list[float]]
+    first_tick: int
+    epoch: int
+    columns: list[bytes]
+
+    @property
+    def count(self) -> int:
+        return len(self.columns[0]) // FLOAT_BYTES
+
+    def problem(self) -> str:
+        if not 1 <= len(self.columns) <= MAX_SERIES:
+            return f"Rows: {len(self.columns)} columns, expected 1 to {MAX_SERIES}"
+        size = len(self.columns[0])
+        if size == 0 or size % FLOAT_BYTES or size > MAX_ROWS * FLOAT_BYTES:
+            return f"Rows: a column of {size} bytes is not 1 to {MAX_ROWS} float64 values"
+        for column in self.columns:
+            if len(column) != size:
+                return "Rows: columns of different lengths"
+        return ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerHeartbeat(Message):
     TYPE = MsgType.WORKER_HEARTBEAT
     worker: str
-    channels: list[str]
+    channels: dict[str, int]
+    """The channels the worker runs, each with the epoch it runs it under."""
     pid: int = 0
     ticks_late: int = 0
     """Ticks published later than the worker's lateness budget since it started."""
@@ -98,7 +158,8 @@ class WorkerHeartbeat(Message):
 class PluginHeartbeat(Message):
     TYPE = MsgType.PLUGIN_HEARTBEAT
     plugin: str
-    channels: list[str]
+    channels: dict[str, int]
+    """The channels the plugin holds, each with the epoch it relays (0: none known yet)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +184,17 @@ class SubscribeReply(Message):
     channel: str
     error: str = ""
     """Empty when the broker accepted the subscription."""
+    epoch: int = 0
+    """The channel's placement, 0 while no worker runs it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placement(Message):
+    """A held channel now runs under `epoch`: relay its rows of that epoch only."""
+
+    TYPE = MsgType.PLACEMENT
+    channel: str
+    epoch: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,12 +208,15 @@ class Unsubscribe(Message):
 class StartTicker(Message):
     TYPE = MsgType.START_TICKER
     channel: str
+    epoch: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StopTicker(Message):
     TYPE = MsgType.STOP_TICKER
     channel: str
+    epoch: int
+    """Stop only a ticker running under this epoch or an older one, never a newer placement."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,14 +227,14 @@ class StatusRequest(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatusReply(Message):
-    """The broker's view. `workers`: {id: {"pid", "channels", "load", "ticks_late"}};
-    `channels`: {path: {"worker", "subscribers"}}; `plugins`: live plugin process count."""
+    """The broker's view. `workers`: {id: {"pid", "channels", "load", "ticks_late", "seen_s_ago"}};
+    `channels`: {path: {"worker", "subscribers", "epoch"}}; `plugins`: live plugin process count."""
 
     TYPE = MsgType.STATUS_REPLY
     request_id: str
     broker: str
-    workers: dict[str, dict[str, Any]]
-    channels: dict[str, dict[str, Any]]
+    workers: dict[str, dict[str, Scalar]]
+    channels: dict[str, dict[str, Scalar]]
     plugins: int
 
 
@@ -172,6 +247,7 @@ _CLASSES: dict[int, type[Message]] = {
         Welcome,
         Subscribe,
         SubscribeReply,
+        Placement,
         Unsubscribe,
         StartTicker,
         StopTicker,
@@ -179,17 +255,112 @@ _CLASSES: dict[int, type[Message]] = {
         StatusReply,
     )
 }
-_FIELDS: dict[type[Message], tuple[dataclasses.Field[Any], ...]] = {
-    cls: dataclasses.fields(cls) for cls in _CLASSES.values()
-}
-_BASE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "str": str,
-    "int": int,
-    "float": (int, float),
-    "bool": bool,
+M = TypeVar("M", bound=Message)
+Check = Callable[[Any], str]
+"""A value → '' if it has the shape, else why not."""
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        return f"expected str, got {_kind(value)}"
+    return f"a string of {len(value)} characters, the limit is {MAX_TEXT}" if len(value) > MAX_TEXT else ""
+
+
+def _int(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected int, got {_kind(value)}"
+    return "" if -(2**63) <= value < 2**63 else f"{value} is outside int64"
+
+
+def _float(value: Any) -> str:
+    return (
+        ""
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else f"expected float, got {_kind(value)}"
+    )
+
+
+def _instance(kind: type) -> Check:
+    return lambda value: "" if isinstance(value, kind) else f"expected {kind.__name__}, got {_kind(value)}"
+
+
+def _scalar(value: Any) -> str:
+    if value is None or isinstance(value, bool | float):
+        return ""
+    return _int(value) if isinstance(value, int) else _text(value)
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, list):
+            return f"expected a list, got {_kind(value)}"
+        if len(value) > MAX_ITEMS:
+            return f"{len(value)} items, the limit is {MAX_ITEMS}"
+        for index, element in enumerate(value):
+            problem = item(element)
+            if problem:
+                return f"item {index}: {problem}"
+        return ""
+
+    return check
+
+
+def _map_of(item: Check) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, dict):
+            return f"expected a map, got {_kind(value)}"
+        if len(value) > MAX_ITEMS:
+            return f"{len(value)} entries, the limit is {MAX_ITEMS}"
+        for key, element in value.items():
+            problem = _text(key)
+            if problem:
+                return f"a key: {problem}"
+            problem = item(element)
+            if problem:
+                return f"[{key[:40]!r}]: {problem}"
+        return ""
+
+    return check
+
+
+_CHECKS: dict[str, Check] = {
+    "str": _text,
+    "int": _int,
+    "float": _float,
+    "bool": _instance(bool),
+    "bytes": _instance(bytes),
+    "Scalar": _scalar,
 }
 
-M = TypeVar("M", bound=Message)
+
+def _checker(annotation: str) -> Check:
+    """The check for a field annotation, built once: `list[X]`, `dict[str, X]` or a name in _CHECKS."""
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        return _list_of(_checker(annotation[5:-1]))
+    if annotation.startswith("dict[str, ") and annotation.endswith("]"):
+        return _map_of(_checker(annotation[10:-1]))
+    return _CHECKS[annotation]
+
+
+_FIELDS: dict[type[Message], tuple[tuple[str, Check, bool], ...]] = {
+    cls: tuple(
+        (field.name, _checker(str(field.type)), field.default is dataclasses.MISSING)
+        for field in dataclasses.fields(cls)
+    )
+    for cls in _CLASSES.values()
+}
+_UNPACK_LIMITS = {
+    "max_str_len": MAX_CONTROL_BYTES,
+    "max_bin_len": MAX_CONTROL_BYTES,
+    "max_array_len": MAX_ITEMS,
+    "max_map_len": MAX_ITEMS,
+    "max_ext_len": 0,
+}
+"""msgpack refuses a length beyond these before allocating (5 header bytes can claim 4 billion items)."""
 
 
 def _header(message_type: MsgType) -> bytes:
@@ -198,12 +369,12 @@ def _header(message_type: MsgType) -> bytes:
 
 def encode(message: Message) -> list[bytes]:
     """The `[header, payload]` frames of a message."""
-    payload = {field.name: getattr(message, field.name) for field in _FIELDS[type(message)]}
+    payload = {name: getattr(message, name) for name, _, _ in _FIELDS[type(message)]}
     return [_header(message.TYPE), msgpack.packb(payload)]
 
 
 def decode(frames: list[bytes]) -> Message:
-    """Decode `[header, payload]`; ProtocolError says why a message is refused."""
+    """Decode and check `[header, payload]`; ProtocolError says why a message is refused."""
     if len(frames) != 2:
         raise ProtocolError(f"expected 2 frames (header, payload), got {len(frames)}")
     header, payload = frames
@@ -215,7 +386,7 @@ def decode(frames: list[bytes]) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message type {header[1]}")
     try:
-        body = msgpack.unpackb(payload)
+        body = msgpack.unpackb(payload, **_UNPACK_LIMITS)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError(f"{cls.__name__}: payload is not msgpack: {exc}") from exc
     if not isinstance(body, dict):
@@ -240,14 +411,16 @@ _ROWS_HEADER = _header(MsgType.ROWS)
 
 
 def rows_frame(
-    channel: str, times_ns: list[int], columns: list[list[float]], pack: Pack = msgpack.packb
+    channel: str, first_tick: int, epoch: int, columns: list[bytes], pack: Pack = msgpack.packb
 ) -> bytes:
     """A Rows message as the data plane carries it; `pack` lets a hot loop reuse a Packer.
 
     The payload map is written here rather than by `encode` (which reads the dataclass's
     fields): this runs for every tick of every channel.
     """
-    return topic(channel) + _ROWS_HEADER + pack({"times_ns": times_ns, "columns": columns})
+    return (
+        topic(channel) + _ROWS_HEADER + pack({"first_tick": first_tick, "epoch": epoch, "columns": columns})
+    )
 
 
 def split_data_frame(frame: bytes) -> tuple[str, bytes, bytes]:
@@ -264,20 +437,38 @@ def decode_rows(frame: bytes) -> tuple[str, Rows]:
     return channel, expect([header, payload], Rows)
 
 
+def float_bytes(values: list[float]) -> bytes:
+    """A column as Rows carries it; TypeError if a value is not a number."""
+    column = array.array("d", values)
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column.tobytes()
+
+
+def floats(data: bytes) -> list[float]:
+    """The values of a Rows column (`float_bytes` undone)."""
+    column = array.array("d")
+    column.frombytes(data)
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column.tolist()
+
+
 def _build(cls: type[M], body: dict[Any, Any]) -> M:
-    """Keep known keys, check their outer type, let defaults fill the rest."""
+    """Keep known keys, check each against its annotation, let defaults fill the rest."""
     values: dict[str, Any] = {}
-    for field in _FIELDS[cls]:
-        if field.name not in body:
-            if field.default is dataclasses.MISSING:
-                raise ProtocolError(f"{cls.__name__}: missing field {field.name!r}")
+    for name, check, required in _FIELDS[cls]:
+        if name not in body:
+            if required:
+                raise ProtocolError(f"{cls.__name__}: missing field {name!r}")
             continue
-        value = body[field.name]
-        annotation = str(field.type)
-        expected = _BASE_TYPES.get(annotation, list if annotation.startswith("list") else dict)
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise ProtocolError(
-                f"{cls.__name__}.{field.name}: expected {annotation}, got {type(value).__name__}"
-            )
-        values[field.name] = value
-    return cls(**values)
+        value = body[name]
+        problem = check(value)
+        if problem:
+            raise ProtocolError(f"{cls.__name__}.{name}: {problem}")
+        values[name] = value
+    message = cls(**values)
+    problem = message.problem()
+    if problem:
+        raise ProtocolError(problem)
+    return message

@@ -1,7 +1,9 @@
 """The one place that makes ZeroMQ sockets, so every socket gets the same policy.
 
 Linger is short (200 ms) so a stopping process never hangs in ctx.term() on a dead peer;
-high-water marks are explicit because PUB and XPUB drop beyond them.
+high-water marks are explicit because PUB and XPUB drop beyond them; a receiving socket
+has a largest message (libzmq drops the connection of a peer that sends more), so one
+peer cannot make a process allocate without bound.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from services.common.protocol import MAX_CONTROL_BYTES
+
 LINGER_MS = 200
 S = TypeVar("S", bound=zmq.Socket)  # type: ignore[type-arg]
 
 
-def configure(sock: S, *, sndhwm: int = 1000, rcvhwm: int = 1000) -> S:
+def configure(
+    sock: S, *, sndhwm: int = 1000, rcvhwm: int = 1000, max_message_bytes: int = MAX_CONTROL_BYTES
+) -> S:
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
     return sock
 
 

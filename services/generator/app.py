@@ -46,6 +46,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER))
+        self.control.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a broker that is not there
         self.frames = configure(ctx.socket(zmq.PUB), sndhwm=settings.send_hwm)
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
@@ -67,8 +68,8 @@ class Worker:
             max_rows=settings.max_rows_per_message,
         )
 
-    def _publish(self, channel: str, times_ns: list[int], columns: list[list[float]]) -> None:
-        self.outbox.append(protocol.rows_frame(channel, times_ns, columns, self.packer.pack))
+    def _publish(self, channel: str, first_tick: int, epoch: int, columns: list[bytes]) -> None:
+        self.outbox.append(protocol.rows_frame(channel, first_tick, epoch, columns, self.packer.pack))
         if len(self.outbox) >= OUTBOX_FRAMES:
             self.flush()
 
@@ -81,7 +82,7 @@ class Worker:
         """
         send = self.frames.send
         for frame in self.outbox:
-            send(frame)
+            send(frame)  # PUB never blocks: beyond its high-water mark it drops
         self.outbox.clear()
 
     def _generator_failed(self, channel: str, error: Exception) -> None:
@@ -94,12 +95,16 @@ class Worker:
         full = self.reported != told or self.beats_since_full + 1 >= FULL_HEARTBEAT_EVERY
         message = protocol.WorkerHeartbeat(
             worker=self.settings.worker_id,
-            channels=self.scheduler.channels if full else [],
+            channels=self.scheduler.channels if full else {},
             pid=os.getpid(),
             ticks_late=self.scheduler.lateness.late,
             unchanged=not full,
         )
-        self.control.send_multipart(protocol.encode(message))
+        try:  # never block: a broker gone for minutes must not stall the tickers or SIGTERM
+            self.control.send_multipart(protocol.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            self.reported = None  # the broker may not have heard us: list the channels next time
+            return
         if full:
             self.reported, self.beats_since_full = told, 0
         else:
@@ -111,7 +116,9 @@ class Worker:
             try:
                 self._dispatch(protocol.decode(frames))
             except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)))
+                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
+            except Exception:  # a bug of ours on some input: the tickers must go on
+                log.exception("control message failed")
 
     def _dispatch(self, message: protocol.Message) -> None:
         match message:
@@ -120,11 +127,11 @@ class Worker:
                 if broker != self.broker:  # a new broker (or the first): tell it our channels now
                     self.broker = broker
                     self.heartbeat()
-            case protocol.StartTicker(channel=channel) if channel not in self.scheduler:
-                self._start(channel)
-            case protocol.StopTicker(channel=channel) if channel in self.scheduler:
-                self.scheduler.stop(channel)
-                log.info("ticker stopped", extra=fields(channel=channel))
+            case protocol.StartTicker(channel=channel, epoch=epoch):
+                self._start(channel, epoch)
+            case protocol.StopTicker(channel=channel, epoch=epoch):
+                if self.scheduler.stop(channel, epoch):
+                    log.info("ticker stopped", extra=fields(channel=channel, epoch=epoch))
 
     def _publish_to(self, endpoint: str) -> None:
         """(Re)connect the PUB socket to the broker's frames_in, as the Welcome names it."""
@@ -136,8 +143,10 @@ class Worker:
         self.frames_endpoint = endpoint
         log.info("publishing frames", extra=fields(endpoint=endpoint))
 
-    def _start(self, channel: str) -> None:
+    def _start(self, channel: str, epoch: int) -> None:
         if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
+            return
+        if self.scheduler.advance_epoch(channel, epoch):  # running already (the broker re-placed it here)
             return
         spec = parse_path(channel, UNCHECKED)
         generator = registry().get(spec.generator)
@@ -145,8 +154,8 @@ class Worker:
             self.refused.add(channel)
             log.error("unknown generator", extra=fields(channel=channel))
             return
-        self.scheduler.start(spec, generator, time.time_ns())
-        log.info("ticker started", extra=fields(channel=channel))
+        self.scheduler.start(spec, generator, time.time_ns(), epoch)
+        log.info("ticker started", extra=fields(channel=channel, epoch=epoch))
 
     def run(self, stop: threading.Event) -> None:
         tighten_timer_slack()

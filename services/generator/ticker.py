@@ -7,6 +7,10 @@ interval has its due ticks sent together, one Rows message per publish interval 
 of such intervals, so the delay never adds up), so the message rate stays bounded while
 every tick still gets its own row and timestamp. A late scheduler catches up without
 skipping (at most `max_rows` ticks per message).
+
+Each ticker runs under the epoch of its placement, and its Rows carry it; values leave as
+float64 bytes, so a generator returning something that is not a number fails its channel
+here rather than in a reader.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.common.channels import ChannelSpec
+from services.common.protocol import FLOAT_BYTES, float_bytes
 from services.generator.waveforms import Generator, channel_seed
 
-Publish = Callable[[str, list[int], list[list[float]]], None]
-"""publish(channel, times_ns, columns)"""
+Publish = Callable[[str, int, int, list[bytes]], None]
+"""publish(channel, first_tick, epoch, columns as float64 bytes)"""
 Failed = Callable[[str, Exception], None]
 """failed(channel, error): the channel's generator broke; the scheduler has stopped it."""
 
@@ -37,6 +42,7 @@ class Ticker:
     next_tick: int
     id: int
     """Unique among running tickers; a channel started again gets a new one."""
+    epoch: int
     # What the hot loop reads on every tick, computed once.
     path: str = field(init=False)
     seed: int = field(init=False)
@@ -95,28 +101,44 @@ class Scheduler:
         """Moves on whenever the set of channels changes."""
 
     @property
-    def channels(self) -> list[str]:
-        return list(self._tickers)
+    def channels(self) -> dict[str, int]:
+        """Each running channel and the epoch it runs under."""
+        return {path: ticker.epoch for path, ticker in self._tickers.items()}
 
     def __contains__(self, channel: str) -> bool:
         return channel in self._tickers
 
-    def start(self, spec: ChannelSpec, generator: Generator, now_ns: int) -> None:
-        """Run a channel from its first tick after `now_ns`; a running one is left alone."""
+    def start(self, spec: ChannelSpec, generator: Generator, now_ns: int, epoch: int) -> None:
+        """Run a channel from its first tick after `now_ns`; a running one only takes a newer epoch."""
         path = spec.path
-        if path in self._tickers:
+        if self.advance_epoch(path, epoch):
             return
-        ticker = Ticker(spec, generator, spec.last_tick(now_ns) + 1, next(self._ids) & ID_MASK)
+        ticker = Ticker(spec, generator, spec.last_tick(now_ns) + 1, next(self._ids) & ID_MASK, epoch)
         self._tickers[path] = self._by_id[ticker.id] = ticker
         self.version += 1
         heapq.heappush(self._heap, spec.tick_time(ticker.next_tick) << ID_BITS | ticker.id)
 
-    def stop(self, channel: str) -> None:
-        """Forget a channel; its heap entry is dropped when it comes up."""
-        ticker = self._tickers.pop(channel, None)
-        if ticker is not None:
-            del self._by_id[ticker.id]
+    def advance_epoch(self, channel: str, epoch: int) -> bool:
+        """A running channel takes `epoch` if it is newer; whether the channel runs here."""
+        ticker = self._tickers.get(channel)
+        if ticker is None:
+            return False
+        if epoch > ticker.epoch:
+            ticker.epoch = epoch
             self.version += 1
+        return True
+
+    def stop(self, channel: str, epoch: int | None = None) -> bool:
+        """Forget a channel (only if it runs under `epoch` or older, when given); whether it stopped.
+
+        Its heap entry is dropped when it comes up.
+        """
+        ticker = self._tickers.get(channel)
+        if ticker is None or (epoch is not None and ticker.epoch > epoch):
+            return False
+        del self._tickers[channel], self._by_id[ticker.id]
+        self.version += 1
+        return True
 
     def next_deadline(self) -> int | None:
         """When the earliest ticker is due (ns), discarding stopped ones on the way."""
@@ -165,8 +187,9 @@ class Scheduler:
         ticks = range(first, last + 1)
         try:  # a user's generator may raise or return garbage: stop its channel, not the worker
             columns = ticker.generator.generate(ticker.spec, ticker.seed, ticks)
-            _check_shape(columns, ticker.spec.series, len(ticks))
-            self._publish(ticker.path, [k * tick_ns + phase_ns for k in ticks], columns)
+            self._publish(
+                ticker.path, first, ticker.epoch, _column_bytes(columns, ticker.spec.series, len(ticks))
+            )
         except Exception as exc:
             self.stop(ticker.path)
             self._failed(ticker.path, exc)
@@ -181,11 +204,14 @@ class Scheduler:
         return wake
 
 
-def _check_shape(columns: list[list[float]], series: int, rows: int) -> None:
+def _column_bytes(columns: list[list[float]], series: int, rows: int) -> list[bytes]:
+    """The columns as Rows carries them; an error unless they are `series` lists of `rows` numbers."""
     if len(columns) == series:
-        for column in columns:  # a loop, not any(): this runs on every tick
-            if len(column) != rows:
+        encoded = [float_bytes(column) for column in columns]
+        size = rows * FLOAT_BYTES
+        for column in encoded:  # a loop, not any(): this runs on every tick
+            if len(column) != size:
                 break
         else:
-            return
+            return encoded
     raise ValueError(f"generate() must return {series} lists of {rows} values")

@@ -19,7 +19,8 @@ Three sources, one text:
     zmqstream_plugin_streams                      zmqstream_worker_channels{broker,worker}
     zmqstream_plugin_channels_held{broker}        zmqstream_worker_load{broker,worker}
     zmqstream_plugin_rows_received_total{broker}  zmqstream_worker_ticks_late_total{broker,worker}
-    zmqstream_plugin_frames_refused_total{broker} zmqstream_worker_heartbeat_age_seconds{broker,worker}
+    zmqstream_plugin_frames_refused_total{broker,reason}
+                                                  zmqstream_worker_heartbeat_age_seconds{broker,worker}
 """
 
 from __future__ import annotations
@@ -134,12 +135,16 @@ class _PipelineCollector:
             "zmqstream_plugin_rows_received", "Rows received from the broker", labels=["broker"]
         )
         refused = CounterMetricFamily(
-            "zmqstream_plugin_frames_refused", "Frames from the broker that did not decode", labels=["broker"]
+            "zmqstream_plugin_frames_refused",
+            "Data frames dropped where they entered: malformed, another epoch than the placement's, "
+            "wrong series count (shape), ticks ahead of the clock (future)",
+            labels=["broker", "reason"],
         )
         for endpoint, pipeline in list(self.pipelines.by_endpoint.items()):
             held.add_metric([endpoint], len(pipeline.holders))
             received.add_metric([endpoint], pipeline.rows_received)
-            refused.add_metric([endpoint], pipeline.decode_errors)
+            for reason, count in pipeline.frames_refused.items():
+                refused.add_metric([endpoint, reason], count)
         return [held, received, refused]
 
 

@@ -1,9 +1,15 @@
 """The plugin's connection to one broker: a control DEALER and a frames SUB, in asyncio.
 
-Every RunStream of the process shares it. `hold(channel)` gives a stream its own bounded
-RowQueue; the first holder of a channel subscribes the SUB socket and tells the broker,
-the last one's release undoes both. A heartbeat re-sends the full set of held channels
-every `heartbeat_s`, which renews the lease and rebuilds a restarted broker's view.
+Every RunStream of the process shares it. `hold(spec)` gives a stream its own RowQueue,
+bounded in bytes; the first holder of a channel subscribes the SUB socket and tells the
+broker, the last one's release undoes both. A heartbeat re-sends the full set of held
+channels every `heartbeat_s`, which renews the lease and rebuilds a restarted broker's view.
+
+Rows are checked where they enter (`_on_rows`): a data frame that does not decode, has
+the wrong number of series for its channel, carries an epoch other than the placement
+the broker last told (a superseded or forged ticker), or stamps ticks ahead of this
+clock by more than `max_clock_skew_ms` is dropped, counted by reason and logged (at most
+once per reason and LOG_EVERY_S); every other frame and stream goes on.
 """
 
 from __future__ import annotations
@@ -22,15 +28,20 @@ import zmq
 import zmq.asyncio
 
 from services.common import protocol
+from services.common.channels import ChannelSpec
 from services.common.config import PluginSettings
-from services.common.errors import PipelineError, ProtocolError
+from services.common.errors import PipelineError
 from services.common.logs import fields
+from services.common.protocol import FLOAT_BYTES
 from services.common.security import secure_client
 from services.common.sockets import advertised, configure, host_of
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
 FRAMES_PER_TURN = 1000
 """Messages read per event-loop turn at most, so a flood cannot starve the gRPC side."""
+LOG_EVERY_S = 10.0
+"""Refused frames are counted always, logged at most this often per reason."""
+REFUSAL_REASONS = ("malformed", "epoch", "shape", "future")
 
 
 class BrokerUnavailable(PipelineError):
@@ -41,57 +52,109 @@ class SubscriptionRefused(PipelineError):
     """The broker refused a channel (a limit, or a path it cannot run)."""
 
 
+NO_TICK = -(2**63)
+"""A tick index before every tick."""
+Segment = tuple[int, list[bytes]]
+"""(first tick, columns as float64 bytes): consecutive ticks of one channel."""
+
+
+@dataclass(slots=True)
+class Taken:
+    """What RowQueue.take hands a stream: strictly increasing segments, all after its floor."""
+
+    segments: list[Segment]
+    repeated: int
+    """Rows left out because the stream had sent those ticks already."""
+
+
 @dataclass(slots=True)
 class RowQueue:
-    """Rows waiting for one stream; beyond `max_rows` the oldest batches are dropped."""
+    """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
 
-    max_rows: int
+    max_bytes: int
     on_drop: Callable[[int], None] = lambda rows: None
     """Told at once how many rows were dropped, so metrics move even while the client stalls."""
-    batches: deque[tuple[list[int], list[list[float]]]] = field(default_factory=deque)
-    rows: int = 0
+    batches: deque[Segment] = field(default_factory=deque)
+    size_bytes: int = 0
     dropped_rows: int = 0
     error: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def put(self, times_ns: list[int], columns: list[list[float]]) -> None:
-        self.batches.append((times_ns, columns))
-        self.rows += len(times_ns)
-        while self.rows > self.max_rows and len(self.batches) > 1:
-            dropped, _ = self.batches.popleft()
-            self.rows -= len(dropped)
-            self.dropped_rows += len(dropped)
-            self.on_drop(len(dropped))
+    def put(self, first_tick: int, columns: list[bytes]) -> None:
+        self.batches.append((first_tick, columns))
+        self.size_bytes += len(columns[0]) * len(columns)
+        while self.size_bytes > self.max_bytes and len(self.batches) > 1:
+            _, dropped = self.batches.popleft()
+            self.size_bytes -= len(dropped[0]) * len(dropped)
+            rows = len(dropped[0]) // FLOAT_BYTES
+            self.dropped_rows += rows
+            self.on_drop(rows)
         self.ready.set()
 
     def fail(self, error: str) -> None:
         self.error = error
         self.ready.set()
 
-    async def take(self, max_rows: int) -> tuple[list[int], list[list[float]]]:
-        """Wait for rows, then return everything queued (up to `max_rows`) as one batch."""
+    async def take(self, max_rows: int, after_tick: int) -> Taken:
+        """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
+
+        Batches may arrive in any order (a ticker moved, a stale worker woke up): each tick
+        is kept only if it is later than every tick kept before it, so what a stream sends
+        is strictly increasing whatever came in. Consecutive batches join into one segment.
+        """
         while not self.batches:
             if self.error:
                 raise SubscriptionRefused(self.error)
             self.ready.clear()
             await self.ready.wait()
-        times, columns = self.batches.popleft()
-        while self.batches and len(times) + len(self.batches[0][0]) <= max_rows:
-            more_times, more_columns = self.batches.popleft()
-            times = times + more_times
-            columns = [a + b for a, b in zip(columns, more_columns, strict=True)]
-        self.rows -= len(times)
-        return times, columns
+        taken = Taken([], 0)
+        cursor, rows, pending = after_tick, 0, self.batches
+        chunks: list[list[bytes]] = []
+        first_of_run = NO_TICK
+        while pending and rows < max_rows:
+            first, columns = pending.popleft()
+            self.size_bytes -= len(columns[0]) * len(columns)
+            count = len(columns[0]) // FLOAT_BYTES
+            skip = max(0, min(count, cursor - first + 1))
+            if skip:
+                taken.repeated += skip
+                if skip == count:
+                    continue
+                columns = [column[skip * FLOAT_BYTES :] for column in columns]
+                first, count = first + skip, count - skip
+            if rows + count > max_rows:  # the rest waits for the next packet
+                keep = (max_rows - rows) * FLOAT_BYTES
+                rest = [column[keep:] for column in columns]
+                pending.appendleft((first + max_rows - rows, rest))
+                self.size_bytes += len(rest[0]) * len(rest)
+                columns = [column[:keep] for column in columns]
+                count = max_rows - rows
+            if not chunks or first != cursor + 1:
+                if chunks:
+                    taken.segments.append((first_of_run, _joined(chunks)))
+                chunks, first_of_run = [[] for _ in columns], first
+            for chunk, column in zip(chunks, columns, strict=True):
+                chunk.append(column)
+            cursor, rows = first + count - 1, rows + count
+        if chunks:
+            taken.segments.append((first_of_run, _joined(chunks)))
+        return taken
+
+
+def _joined(chunks: list[list[bytes]]) -> list[bytes]:
+    return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
 
 
 class Pipeline:
     def __init__(self, ctx: zmq.asyncio.Context, control_endpoint: str, settings: PluginSettings) -> None:
         self.control_endpoint = control_endpoint
         self.settings = settings
-        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
+        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=1000, rcvhwm=1000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
         # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
-        self.frames: zmq.Socket[bytes] = configure(zmq.Socket(ctx, zmq.SUB), rcvhwm=100_000)
+        self.frames: zmq.Socket[bytes] = configure(
+            zmq.Socket(ctx, zmq.SUB), rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES
+        )
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
@@ -99,10 +162,15 @@ class Pipeline:
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
+        self.specs: dict[str, ChannelSpec] = {}
+        self.epochs: dict[str, int] = {}
+        """Per held channel, the placement whose rows are relayed (0: none told yet)."""
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
         self.rows_received = 0
-        self.decode_errors = 0
+        self.frames_refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._logged_at = dict.fromkeys(REFUSAL_REASONS, -LOG_EVERY_S)
+        self._skew_ns = round(settings.max_clock_skew_ms * 1_000_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop
 
@@ -127,11 +195,13 @@ class Pipeline:
 
     # -- streams -------------------------------------------------------------------
 
-    def hold(self, channel: str, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
-        queue = RowQueue(self.settings.stream_queue_rows, on_drop)
+    def hold(self, spec: ChannelSpec, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
+        channel = spec.path
+        queue = RowQueue(self.settings.stream_queue_bytes, on_drop)
         queues = self.holders.setdefault(channel, [])
         queues.append(queue)
         if len(queues) == 1:
+            self.specs[channel], self.epochs[channel] = spec, 0
             self.refusals.pop(channel, None)
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
@@ -143,7 +213,7 @@ class Pipeline:
         if queue in queues:
             queues.remove(queue)
         if not queues and channel in self.holders:
-            del self.holders[channel]
+            del self.holders[channel], self.specs[channel], self.epochs[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
@@ -183,7 +253,7 @@ class Pipeline:
 
     async def _heartbeats(self) -> None:
         while True:
-            held = [channel for channel in self.holders if channel not in self.refusals]
+            held = {channel: epoch for channel, epoch in self.epochs.items() if channel not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
@@ -193,7 +263,9 @@ class Pipeline:
             try:
                 self._on_control(protocol.decode(frames))
             except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)))
+                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
+            except Exception:  # a bug of ours on some input: the streams must go on
+                log.exception("control message failed")
 
     def _on_control(self, message: protocol.Message) -> None:
         match message:
@@ -214,6 +286,11 @@ class Pipeline:
                 self.refusals[channel] = error
                 for queue in self.holders.get(channel, []):
                     queue.fail(error)
+            case (
+                protocol.SubscribeReply(channel=channel, epoch=epoch)
+                | protocol.Placement(channel=channel, epoch=epoch)
+            ) if epoch and channel in self.epochs:
+                self.epochs[channel] = epoch
             case protocol.StatusReply(request_id=request_id):
                 future = self.pending_status.get(request_id)
                 if future is not None and not future.done():
@@ -234,7 +311,11 @@ class Pipeline:
                 frame = receive(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._on_rows(frame)
+            try:
+                self._on_rows(frame)
+            except Exception:  # a bug of ours on some frame: the drain, and every stream, must go on
+                self._refuse("malformed", "a frame failed to process")
+                log.exception("frame failed")
         self._frames_touched()
 
     def _frames_touched(self) -> None:
@@ -243,25 +324,37 @@ class Pipeline:
     def _on_rows(self, frame: bytes) -> None:
         try:
             channel, rows = protocol.decode_rows(frame)
-            _check_shape(rows)
         except PipelineError as exc:
-            self.decode_errors += 1
-            log.warning("frame refused", extra=fields(error=str(exc)))
+            self._refuse("malformed", str(exc))
             return
-        self.rows_received += len(rows.times_ns)
-        for queue in self.holders.get(channel, ()):
-            queue.put(rows.times_ns, rows.columns)
-
-
-def _check_shape(rows: protocol.Rows) -> None:
-    length = len(rows.times_ns)
-    if rows.columns:
-        for column in rows.columns:  # a loop, not any(): this runs for every message
-            if len(column) != length:
-                break
-        else:
+        queues = self.holders.get(channel)
+        if not queues:  # released a moment ago, or nobody's business
             return
-    raise ProtocolError("Rows columns do not match the times")
+        if rows.epoch != self.epochs[channel]:
+            self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {self.epochs[channel]}")
+            return
+        spec = self.specs[channel]
+        if len(rows.columns) != spec.series:
+            self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
+            return
+        count = rows.count
+        ahead_ns = spec.tick_time(rows.first_tick + count - 1) - time.time_ns()
+        if ahead_ns > self._skew_ns:
+            self._refuse("future", f"{channel}: a tick {ahead_ns / 1e9:.3f} s ahead of this clock")
+            return
+        self.rows_received += count
+        for queue in queues:
+            queue.put(rows.first_tick, rows.columns)
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.frames_refused[reason] += 1
+        now = time.monotonic()
+        if now - self._logged_at[reason] >= LOG_EVERY_S:
+            self._logged_at[reason] = now
+            log.warning(
+                "frame refused",
+                extra=fields(reason=reason, error=detail[:300], refused=self.frames_refused[reason]),
+            )
 
 
 class Pipelines:

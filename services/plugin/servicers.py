@@ -25,13 +25,14 @@ from services.common.channels import ChannelSpec, parse_path
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
+from services.common.protocol import FLOAT_BYTES, floats
 from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused
+from services.plugin.pipeline import NO_TICK, BrokerUnavailable, Pipelines, SubscriptionRefused
 from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
@@ -103,7 +104,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
         self.quota.enter(config.uid, channel)
         pipeline = self.pipelines.get(config.broker_address)
-        queue = pipeline.hold(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
+        queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = self.ledger.open(key)
         self.metrics.streams.inc()
         log.info("stream started", extra=fields(path=request.path, channel=channel))
@@ -111,19 +112,28 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         drops_seen = 0
         try:
             while True:
-                times, columns = await queue.take(self.settings.max_rows_per_packet)
-                dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
                 if frame_schema is not None:  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
-                times, columns = self._after(floor, times, columns)
+                after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
+                taken = await queue.take(self.settings.max_rows_per_packet, after)
+                self.metrics.dropped("already_sent", taken.repeated)
+                dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
+                times: list[int] = []
+                columns: list[list[float]] = [[] for _ in range(spec.series)]
+                for first, values in taken.segments:
+                    start = spec.tick_time(first)
+                    if floor != backfill.NOTHING and not dropped_meanwhile and start - floor > spec.tick_ns:
+                        # A gap we did not make by dropping for a slow client: the ticks before the
+                        # first live row, or a ticker moved off a dead worker. Recompute it.
+                        await self._bridge(spec, floor, start, times, columns)
+                    count = len(values[0]) // FLOAT_BYTES
+                    times += spec.tick_times(range(first, first + count))
+                    for column, data in zip(columns, values, strict=True):
+                        column += floats(data)
+                    floor, dropped_meanwhile = times[-1], False
                 if not times:
                     continue
-                if floor != backfill.NOTHING and not dropped_meanwhile:
-                    # A gap we did not make by dropping for a slow client: the ticks before the
-                    # first live row, or a ticker moved off a dead worker. Recompute it.
-                    times, columns = await self._bridged(spec, floor, times, columns)
                 data = frames.packet(times, columns, frame_schema)
-                floor = times[-1]
                 self.ledger.sent(key, floor)
                 self.metrics.sent("stream", len(times), len(data))
                 yield pb.StreamPacket(data=data)
@@ -137,28 +147,18 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             self.metrics.streams.dec()
             log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
 
-    def _after(
-        self, floor: int, times: list[int], columns: list[list[float]]
-    ) -> tuple[list[int], list[list[float]]]:
-        """The rows later than `floor`: a moved ticker may repeat, an initial frame may hold them."""
-        if times[0] > floor:
-            return times, columns
-        keep = next((i for i, t in enumerate(times) if t > floor), len(times))
-        self.metrics.dropped("already_sent", keep)
-        return times[keep:], [column[keep:] for column in columns]
-
-    async def _bridged(
-        self, spec: ChannelSpec, floor: int, times: list[int], columns: list[list[float]]
-    ) -> tuple[list[int], list[list[float]]]:
-        """The rows with the ticks between `floor` and the first live row recomputed in front."""
-        if times[0] - floor <= spec.tick_ns:
-            return times, columns
+    async def _bridge(
+        self, spec: ChannelSpec, floor: int, before: int, times: list[int], columns: list[list[float]]
+    ) -> None:
+        """Append the ticks strictly between `floor` and `before`, recomputed."""
         try:
-            gap = await asyncio.to_thread(backfill.bridge, spec, floor, times[0])
+            gap = await asyncio.to_thread(backfill.bridge, spec, floor, before)
         except HistoryError as exc:
             log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
-            return times, columns
-        return gap.times_ns + times, [a + b for a, b in zip(gap.columns, columns, strict=True)]
+            return
+        times += gap.times_ns
+        for column, values in zip(columns, gap.columns, strict=True):
+            column += values
 
 
 def _over_quota(config: DatasourceConfig) -> str:
