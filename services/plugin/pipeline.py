@@ -21,9 +21,9 @@ from typing import cast
 import zmq
 import zmq.asyncio
 
-from services.common import protocol
+from services.common import protocol, rundir
 from services.common.config import PluginSettings
-from services.common.errors import PipelineError, ProtocolError
+from services.common.errors import ConfigError, PipelineError, ProtocolError
 from services.common.logs import fields
 from services.common.security import secure_client
 from services.common.sockets import advertised, configure, host_of
@@ -35,6 +35,10 @@ FRAMES_PER_TURN = 1000
 
 class BrokerUnavailable(PipelineError):
     """The broker did not answer in time."""
+
+
+class UntrustedBroker(BrokerUnavailable):
+    """The broker's ipc folder could have been made by another user: not used."""
 
 
 class SubscriptionRefused(PipelineError):
@@ -95,7 +99,12 @@ class Pipeline:
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
-        self.control.connect(control_endpoint)
+        self.untrusted = _untrusted(control_endpoint, settings)
+        """Why this broker is not used ('' when it is): its folder is not one we trust."""
+        if self.untrusted:
+            log.error("broker refused", extra=fields(endpoint=control_endpoint, error=self.untrusted))
+        else:
+            self.control.connect(control_endpoint)
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -129,6 +138,9 @@ class Pipeline:
 
     def hold(self, channel: str, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
         queue = RowQueue(self.settings.stream_queue_rows, on_drop)
+        if self.untrusted:
+            queue.fail(self.untrusted)
+            return queue
         queues = self.holders.setdefault(channel, [])
         queues.append(queue)
         if len(queues) == 1:
@@ -151,6 +163,8 @@ class Pipeline:
     # -- status --------------------------------------------------------------------
 
     async def status(self, timeout_s: float) -> protocol.StatusReply:
+        if self.untrusted:
+            raise UntrustedBroker(self.untrusted)
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
         self.pending_status[request_id] = future
@@ -199,7 +213,10 @@ class Pipeline:
         match message:
             case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
                 endpoint = advertised(endpoint, host_of(self.control_endpoint))
-                if endpoint != self.frames_endpoint:
+                untrusted = _untrusted(endpoint, self.settings)
+                if untrusted:
+                    log.error("frames endpoint refused", extra=fields(endpoint=endpoint, error=untrusted))
+                elif endpoint != self.frames_endpoint:
                     if self.frames_endpoint:
                         self.frames.disconnect(self.frames_endpoint)
                     self.frames.connect(endpoint)
@@ -251,6 +268,15 @@ class Pipeline:
         self.rows_received += len(rows.times_ns)
         for queue in self.holders.get(channel, ()):
             queue.put(rows.times_ns, rows.columns)
+
+
+def _untrusted(endpoint: str, settings: PluginSettings) -> str:
+    """'' if `endpoint` may be connected to, else why not (services.common.rundir)."""
+    try:
+        rundir.check_endpoint(endpoint, settings.socket_group)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def _check_shape(rows: protocol.Rows) -> None:
