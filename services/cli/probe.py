@@ -23,9 +23,11 @@ from services.common.errors import PipelineError
 from services.common.security import secure_client
 from services.common.sockets import configure
 
-REFUSED = zmq.EVENT_CONNECT_RETRIED
-"""libzmq retries a connect the peer refused; a retry is the only sign it gives."""
+RETRIED = zmq.EVENT_CONNECT_RETRIED
+"""libzmq retries a connect the peer refused (the only sign it gives), and one it lost."""
 CURVE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+"""A key the broker refuses (AUTH), or CURVE at one end only (PROTOCOL: mechanism mismatch)."""
+EVENTS = RETRIED | CURVE_FAILED | zmq.EVENT_CONNECTED
 
 
 class Unreachable(PipelineError):
@@ -79,7 +81,8 @@ def ask(
     with zmq.Context() as ctx, configure(ctx.socket(zmq.DEALER)) as sock:
         if access.curve_client_secret:
             secure_client(sock, access.curve_client_secret, access.curve_server_public)
-        monitor = sock.get_monitor_socket(REFUSED | CURVE_FAILED)
+        monitor = sock.get_monitor_socket(EVENTS)
+        connected = False
         try:
             sock.connect(access.endpoint)
             sock.send_multipart(protocol.encode(request), zmq.NOBLOCK)  # queued until connected
@@ -89,7 +92,10 @@ def ask(
             while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
                 for ready, _ in poller.poll(max(1, int(left_ms))):
                     if ready is monitor:
-                        _raise_for(recv_monitor_message(monitor)["event"], access.endpoint)
+                        event = recv_monitor_message(monitor)["event"]
+                        _raise_for(event, access.endpoint, connected)
+                        connected = connected or event == zmq.EVENT_CONNECTED
+                        continue
                     reply = protocol.decode(sock.recv_multipart())
                     if answers(reply):
                         return reply
@@ -99,10 +105,12 @@ def ask(
             monitor.close(linger=0)
 
 
-def _raise_for(event: int, endpoint: str) -> None:
+def _raise_for(event: int, endpoint: str, connected: bool) -> None:
+    """Unreachable if `event` says why; a retry after a connection is a handshake failing."""
     if event & CURVE_FAILED:
         raise Unreachable(
             f"CURVE refused by the broker at {endpoint}: check --curve-client-secret is a key "
             "the broker authorizes and --curve-server-public is the broker's"
         )
-    raise Unreachable(f"no broker at {endpoint}: connection refused")
+    if event == RETRIED and not connected:
+        raise Unreachable(f"no broker at {endpoint}: connection refused")
