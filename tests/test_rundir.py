@@ -204,3 +204,20 @@ def test_socket_group_lets_its_members_in_and_no_one_else(
         outsider = stranger.python(["-m", "services.cli", "status", "--timeout", "1"], env)
         assert outsider.returncode == 1
         assert f"permission denied on ipc://{folder_name}/control" in outsider.stderr
+
+
+def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
+    stranger: User, folder_name: Path, tmp_path: Path
+) -> None:
+    host = PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(folder_name)})
+    try:
+        assert "no connection to the broker" in host.check_health().message  # nothing there yet
+        made_by(stranger, folder_name, "777")
+        with fake_broker(folder_name):
+            assert answers(folder_name)
+            time.sleep(1.5)  # a plugin heartbeat (1 s) has come by since
+            health = host.check_health()
+            assert health.status == pb.CheckHealthResponse.ERROR
+            assert f"is owned by uid {stranger.uid}" in health.message
+    finally:
+        host.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -99,12 +100,10 @@ class Pipeline:
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
-        self.untrusted = _untrusted(control_endpoint, settings)
+        self.connected = False
+        self.untrusted = ""
         """Why this broker is not used ('' when it is): its folder is not one we trust."""
-        if self.untrusted:
-            log.error("broker refused", extra=fields(endpoint=control_endpoint, error=self.untrusted))
-        else:
-            self.control.connect(control_endpoint)
+        self._connect()
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -114,6 +113,23 @@ class Pipeline:
         self.decode_errors = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop
+
+    def _connect(self) -> None:
+        """Connect once the broker's ipc folder exists and is one we trust; heartbeats retry.
+
+        A folder that does not exist yet is not connected into, since whoever makes it
+        first would own what we reach; once checked, the sticky bit of /tmp keeps it ours.
+        """
+        folder = rundir.ipc_folder(self.control_endpoint)
+        if folder is not None and not os.path.lexists(folder):
+            return
+        untrusted = _untrusted(self.control_endpoint, self.settings)
+        if untrusted and untrusted != self.untrusted:
+            log.error("broker refused", extra=fields(endpoint=self.control_endpoint, error=untrusted))
+        self.untrusted = untrusted
+        if not untrusted:
+            self.control.connect(self.control_endpoint)
+            self.connected = True
 
     def start(self) -> None:
         self._tasks = [
@@ -197,6 +213,8 @@ class Pipeline:
 
     async def _heartbeats(self) -> None:
         while True:
+            if not self.connected:
+                self._connect()
             held = [channel for channel in self.holders if channel not in self.refusals]
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
