@@ -69,6 +69,17 @@ def test_the_socket_lands_in_plugin_unix_socket_dir(tmp_path: Path) -> None:
     assert list(chosen.iterdir()) == []
 
 
+def test_an_unusable_socket_dir_is_said_in_words(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    env = {**os.environ, **GRAFANA_ENV, "PLUGIN_UNIX_SOCKET_DIR": str(missing)}
+    result = subprocess.run(
+        [str(write_launchers(tmp_path)[0])], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"cannot make the plugin's socket folder in {missing}" in result.stderr
+
+
 def test_plugin_unix_socket_group_lets_the_group_in(tmp_path: Path, grafana_user: User) -> None:
     group = grp.getgrgid(grafana_user.groups[0])
     host = launch(tmp_path, PLUGIN_UNIX_SOCKET_GROUP=group.gr_name)

@@ -42,9 +42,9 @@ class UntrustedRunDir(ConfigError):
 
 
 def group_id(name: str) -> int:
-    """The id of the group `name`; ConfigError saying what to do if there is none."""
+    """The id of the group `name` (or a number: the id itself, as go-plugin takes it too)."""
     try:
-        return grp.getgrnam(name).gr_gid
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"socket_group: there is no group {name!r} (create it or unset it)") from None
 
@@ -102,7 +102,12 @@ def prepare(folder: Path, group: str = "") -> None:
             )
         _refuse_writable_by_others(folder, st, gid)
         if gid is not None:
-            os.fchown(fd, -1, gid)
+            try:
+                os.fchown(fd, -1, gid)
+            except PermissionError:
+                raise ConfigError(
+                    f"cannot give run folder {folder} to group {group}: you must belong to it"
+                ) from None
         os.fchmod(fd, 0o770 if gid is not None else 0o700)
     finally:
         os.close(fd)

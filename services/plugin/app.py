@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.config import PluginSettings
+from services.common.errors import ConfigError
 from services.common.logs import fields, setup_logging
 from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
@@ -174,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             parent_watch.cancel()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        log.error("cannot serve", extra=fields(error=str(exc)))
+        return 1
     log.info("plugin stopped")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.errors import ConfigError
 from services.common.rundir import group_id
 
 SUN_PATH_MAX = 107
@@ -45,7 +46,13 @@ class Listener:
 def listen(server: grpc.aio.Server, env: Mapping[str, str]) -> Listener:
     """Bind `server` where the host expects it (see the module's docstring)."""
     base = env.get("PLUGIN_UNIX_SOCKET_DIR") or tempfile.gettempdir()
-    folder = Path(tempfile.mkdtemp(prefix="plugin", dir=base))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="plugin", dir=base))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the plugin's socket folder in {base}: {exc.strerror} "
+            "(set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a folder the plugin may write to)"
+        ) from None
     path = folder / "plugin.sock"
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         folder.rmdir()
@@ -75,4 +82,4 @@ def listen_tcp(server: grpc.aio.Server, env: Mapping[str, str]) -> Listener:
         except RuntimeError:  # grpcio's way of saying the port is taken
             continue
         return Listener("tcp", f"127.0.0.1:{port}")
-    raise OSError(f"no free port on 127.0.0.1 in PLUGIN_MIN_PORT..PLUGIN_MAX_PORT ({low}..{high})")
+    raise ConfigError(f"no free port on 127.0.0.1 in PLUGIN_MIN_PORT..PLUGIN_MAX_PORT ({low}..{high})")
