@@ -17,6 +17,7 @@ from typing import Any, Self
 from services.common import rundir
 from services.common.channels import Limits
 from services.common.errors import ConfigError
+from services.common.rundir import default_run_dir
 
 ENV_PREFIX = "ZMQSTREAM_"
 
@@ -30,10 +31,6 @@ def setting(default: Any, help: str, shown: str = "") -> Any:
     if callable(default):
         return dataclasses.field(default_factory=default, metadata={"help": help, "shown": shown})
     return dataclasses.field(default=default, metadata={"help": help, "shown": f"{default!r}"})
-
-
-def default_run_dir() -> str:
-    return os.environ.get(f"{ENV_PREFIX}RUN_DIR") or f"/tmp/zmqstream-{os.getuid()}"
 
 
 RUN_DIR_TEXT = "ipc://$ZMQSTREAM_RUN_DIR"

@@ -15,7 +15,7 @@ Every look goes through an O_NOFOLLOW file descriptor, so a symlink is never fol
 
     python -m services.common.rundir [--socket-group GROUP] [FOLDER]
 
-prepares FOLDER (default: $ZMQSTREAM_RUN_DIR) and exits 1 with the reason if it cannot.
+prepares FOLDER (default: the run folder) and exits 1 with the reason if it cannot.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ from services.common.errors import ConfigError
 
 LOCK_FILE = "broker.lock"
 HINT = "Remove it or set ZMQSTREAM_RUN_DIR"
+
+
+def default_run_dir() -> str:
+    """$ZMQSTREAM_RUN_DIR, else /tmp/zmqstream-<uid>: a name others can guess, hence the checks."""
+    return os.environ.get("ZMQSTREAM_RUN_DIR") or f"/tmp/zmqstream-{os.getuid()}"
 
 
 class UntrustedRunDir(ConfigError):
@@ -208,11 +213,9 @@ def owned(endpoints: Iterable[str], group: str = "") -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.common.rundir", description=__doc__)
-    parser.add_argument("folder", nargs="?", default=os.environ.get("ZMQSTREAM_RUN_DIR", ""))
+    parser.add_argument("folder", nargs="?", default=default_run_dir())
     parser.add_argument("--socket-group", default=os.environ.get("ZMQSTREAM_SOCKET_GROUP", ""))
     args = parser.parse_args(argv)
-    if not args.folder:
-        parser.error("give the run folder, or set ZMQSTREAM_RUN_DIR")
     try:
         prepare(Path(args.folder), args.socket_group)
     except ConfigError as exc:
