@@ -1,5 +1,6 @@
 """The plugin listens where only Grafana's user can reach it, and ends with its host."""
 
+import asyncio
 import grp
 import os
 import socket
@@ -14,6 +15,7 @@ from support import ROOT
 from users import User
 
 from services.hostemu.host import GRAFANA_ENV, PluginHost, parse_handshake
+from services.plugin import orphan
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.bundle import write_launchers
 
@@ -157,3 +159,16 @@ def test_it_exits_when_its_host_is_killed(tmp_path: Path) -> None:
     print(f"\n[figure] plugin exit after its host was killed with -9: {elapsed:.2f} s")
     assert elapsed < 3
     assert not path.parent.exists(), "it did not exit cleanly: its socket's folder is left"
+
+
+def test_a_parent_gone_before_the_kernel_was_asked_is_noticed_too() -> None:
+    """PR_SET_PDEATHSIG misses a parent that died before the call; the getppid check does not."""
+
+    async def watch() -> float:
+        stop = asyncio.Event()
+        started = time.monotonic()
+        await asyncio.wait_for(orphan.watch_parent(os.getppid() + 1, stop), 5)  # not our parent
+        assert stop.is_set()
+        return time.monotonic() - started
+
+    assert asyncio.run(watch()) < orphan.POLL_S
