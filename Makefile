@@ -32,7 +32,7 @@ package: proto frontend  ## build/<id>-<version>.zip for `grafana cli --pluginUr
 	$(PY) -m services.plugin.package
 
 run: setup  ## the broker and the workers under supervisord, logs on stdout
-	mkdir -p $(ZMQSTREAM_RUN_DIR)
+	$(PY) -m services.common.rundir  # create it private, or refuse one another user planted
 	$(VENV)/bin/supervisord -c supervisord.conf
 
 lint: python proto

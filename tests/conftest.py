@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 from support import Pipeline, plugin_of
+from users import User, created_user
 
 from services.hostemu.host import PluginHost
 
@@ -23,3 +24,17 @@ def host(pipeline: Pipeline) -> Iterator[PluginHost]:
     """A fresh plugin process per test."""
     with plugin_of(pipeline) as host:
         yield host
+
+
+@pytest.fixture(scope="session")
+def stranger() -> Iterator[User]:
+    """Another local user, in no group of ours (skips unless root)."""
+    with created_user("zsstranger") as user:
+        yield user
+
+
+@pytest.fixture(scope="session")
+def grafana_user() -> Iterator[User]:
+    """Another local user in the group `zsgrafana`, as a packaged Grafana's user would be."""
+    with created_user("zsviewer", group="zsgrafana") as user:
+        yield user

@@ -1,7 +1,6 @@
 """Settings: flags over environment over defaults, and clear refusals of values that make no sense."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +11,10 @@ from services.common.config import (
     PluginSettings,
     WorkerSettings,
     default_endpoint,
-    ensure_ipc_dir,
     env_name,
     markdown_table,
 )
+from services.common.errors import ConfigError
 
 
 def refusal(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -118,7 +117,6 @@ def test_the_readme_table_has_a_row_per_setting() -> None:
     assert "| broker | `--plugin-lease-s` | `ZMQSTREAM_PLUGIN_LEASE_S` | 3.0 |" in markdown_table()
 
 
-def test_ensure_ipc_dir_creates_the_socket_folder_only_for_ipc(tmp_path: Path) -> None:
-    ensure_ipc_dir(f"ipc://{tmp_path}/a/b/control")
-    assert (tmp_path / "a" / "b").is_dir()
-    ensure_ipc_dir("tcp://127.0.0.1:5555")
+def test_an_unknown_socket_group_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ConfigError, match="there is no group 'no-such-group-zs'"):
+        BrokerSettings(socket_group="no-such-group-zs")

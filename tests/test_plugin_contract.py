@@ -44,7 +44,7 @@ def test_started_by_hand_it_explains_itself_and_exits_1() -> None:
 
 
 def test_handshake_health_and_nothing_else_on_stdout(host: PluginHost) -> None:
-    assert re.fullmatch(r"127\.0\.0\.1:\d+", host.address)
+    assert re.fullmatch(r"unix:/tmp/plugin\w+/plugin\.sock", host.address)
     health = host.check_health()
     assert health.status == pb.CheckHealthResponse.OK
     assert "2 workers alive" in health.message

@@ -1,6 +1,7 @@
 """The real supervisord.conf: it runs the pipeline, restarts what dies, and stops it all."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from services.hostemu.host import PluginHost
 from services.plugin.bundle import write_launchers
 
 SUPERVISORD = Path(ROOT) / ".venv" / "bin" / "supervisord"
+STOPPED = re.compile(r" INFO stopped: (\S+) \(")
+"""supervisord's log line when a program has stopped."""
 
 
 class Supervised:
@@ -99,3 +102,8 @@ def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised
     print(f"\n[figure] SIGTERM to supervisord: everything gone after {elapsed:.2f} s")
     assert not left, f"orphans: {left}"
     assert elapsed < 5
+    supervised.log.flush()
+    log = (supervised.run_dir / "supervisord.out").read_text()
+    stopped = list(dict.fromkeys(STOPPED.findall(log)))  # nodaemon echoes each line twice
+    assert sorted(stopped) == ["broker", "generator_00", "generator_01"], stopped
+    assert stopped[-1] == "broker", f"the broker must stop last, after the generators: {stopped}"

@@ -18,8 +18,8 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from services.broker.registry import Registry
-from services.common import protocol
-from services.common.config import BrokerSettings, ensure_ipc_dir
+from services.common import protocol, rundir
+from services.common.config import BrokerSettings
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
@@ -55,8 +55,6 @@ class FrameProxy(threading.Thread):
             if self.settings.curve_server_secret:
                 secure_server(xsub, self.settings.curve_server_secret)
                 secure_server(xpub, self.settings.curve_server_secret)
-            for endpoint in (self.settings.frames_in_endpoint, self.settings.frames_out_endpoint):
-                ensure_ipc_dir(endpoint)
             xsub.bind(self.settings.frames_in_endpoint)
             xpub.bind(self.settings.frames_out_endpoint)
             self.frames_in = xsub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -86,12 +84,11 @@ class Broker:
             worker_lease_s=settings.worker_lease_s,
             max_channels=settings.max_channels,
         )
-        ensure_ipc_dir(settings.control_endpoint)
         self.control = configure(
             ctx.socket(zmq.ROUTER),
             sndhwm=100_000,
-            rcvhwm=100_000,
-            max_message_bytes=protocol.MAX_CONTROL_BYTES,
+            rcvhwm=1000,
+            max_message_bytes=protocol.MAX_REQUEST_BYTES,
         )
         self.refused = 0
         """Control messages refused or failed since start."""
@@ -188,6 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = BrokerSettings.load(argv)
     setup_logging()
     stop = install_stop_handlers()
+    endpoints = (settings.control_endpoint, settings.frames_in_endpoint, settings.frames_out_endpoint)
+    try:
+        with rundir.owned(endpoints, settings.socket_group):
+            return serve(settings, endpoints, stop)
+    except PipelineError as exc:
+        log.error("cannot start", extra=fields(error=str(exc)))
+        return 1
+
+
+def serve(settings: BrokerSettings, endpoints: Sequence[str], stop: threading.Event) -> int:
+    """Bind and run, in run folders this broker alone owns (see services.common.rundir)."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     auth: ThreadAuthenticator | None = None
     proxy = FrameProxy(ctx, settings)
@@ -199,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if proxy.error is not None:
             raise proxy.error
         broker = Broker(settings, ctx, proxy)
-    except (zmq.ZMQError, PipelineError) as exc:
+        rundir.share_sockets(endpoints, settings.socket_group)
+    except (zmq.ZMQError, PipelineError, OSError) as exc:
         log.error("cannot start", extra=fields(error=str(exc)))
         _teardown(ctx, auth, proxy)
         return 1

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import uuid
 from typing import Any
 
 import orjson
-import zmq
 
+from services.cli.probe import Access, ask
 from services.common import protocol
-from services.common.config import default_endpoint
+from services.common.config import default_endpoint, env_name
 from services.common.errors import PipelineError
-from services.common.sockets import configure
 
 
-def fetch(control_endpoint: str, timeout_s: float) -> protocol.StatusReply:
-    """One StatusRequest round trip; PipelineError if the broker does not answer."""
-    with zmq.Context() as ctx, configure(ctx.socket(zmq.DEALER)) as sock:
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.connect(control_endpoint)
-        request_id = uuid.uuid4().hex
-        sock.send_multipart(protocol.encode(protocol.StatusRequest(request_id)))
-        while sock.poll(int(timeout_s * 1000)):
-            reply = protocol.decode(sock.recv_multipart())
-            if isinstance(reply, protocol.StatusReply) and reply.request_id == request_id:
-                return reply
-        raise PipelineError(f"the broker at {control_endpoint} did not answer within {timeout_s:g} s")
+def fetch(access: Access | str, timeout_s: float) -> protocol.StatusReply:
+    """One StatusRequest round trip; PipelineError saying what is wrong if there is no answer."""
+    access = Access(access) if isinstance(access, str) else access
+    request_id = uuid.uuid4().hex
+    reply = ask(
+        access,
+        protocol.StatusRequest(request_id),
+        lambda m: isinstance(m, protocol.StatusReply) and m.request_id == request_id,
+        timeout_s,
+    )
+    assert isinstance(reply, protocol.StatusReply)
+    return reply
 
 
 def render(reply: protocol.StatusReply) -> str:
@@ -57,10 +58,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    access = Access(
+        args.control_endpoint, args.curve_client_secret, args.curve_server_public, args.socket_group
+    )
     try:
-        reply = fetch(args.control_endpoint, args.timeout)
+        reply = fetch(access, args.timeout)
     except PipelineError as exc:
-        print(f"zmqstream status: {exc}")
+        print(f"zmqstream status: {exc}", file=sys.stderr)
         return 1
     print(orjson.dumps(_as_dict(reply)).decode() if args.json else render(reply))
     return 0
@@ -83,5 +87,12 @@ def add_parser(commands: Any) -> None:
         help="the broker's control endpoint (default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the broker")
+    for flag, help in (
+        ("curve-client-secret", "your CURVE .key_secret file, if the broker uses CURVE"),
+        ("curve-server-public", "the broker's public CURVE .key file"),
+        ("socket-group", "the group the run folder may belong to besides you and root"),
+    ):
+        env = env_name(flag.replace("-", "_"))
+        parser.add_argument(f"--{flag}", default=os.environ.get(env, ""), help=f"{help} [env {env}]")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(run=run)

@@ -2,7 +2,9 @@
 
 It launches the plugin the way Grafana does (services.hostemu), opens RunStream and
 redraws one line per packet: a sparkline of the latest values of the first series, the
-last value, rows per second and the tick-to-screen latency (median and p99).
+last value, rows per second and the tick-to-screen latency (median and p99). Whatever
+stands in the way (no plugin, a broker that is absent or refused, no worker, a stream
+the plugin ends or that stays silent past --timeout) is said in words, with exit 1.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from services.hostemu.host import PluginHost
+import grpc
+
+from services.hostemu.host import HandshakeError, LiveStream, PluginHost
+from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.bundle import ROOT
 from services.plugin.identity import PLUGIN_ID, launcher_name
 
@@ -58,13 +65,37 @@ class Watcher:
         )
 
 
-def watch(host: PluginHost, path: str, *, rows: int, width: int, plain: bool, out: TextIO) -> int:
+class Watchdog(threading.Thread):
+    """Cancels a stream that brings no packet for `timeout_s`: a silent stream is an error too."""
+
+    def __init__(self, stream: LiveStream, timeout_s: float) -> None:
+        super().__init__(name="watchdog", daemon=True)
+        self.stream = stream
+        self.timeout_s = timeout_s
+        self.last = time.monotonic()
+        self.fired = False
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            if time.monotonic() - self.last > self.timeout_s:
+                self.fired = True
+                self.stream.cancel()
+                return
+
+
+def watch(
+    host: PluginHost, path: str, *, rows: int, width: int, plain: bool, out: TextIO, timeout_s: float
+) -> int:
     stream = host.run_stream(path)
     frame = stream.frame
     watcher = Watcher(width)
+    watchdog = Watchdog(stream, timeout_s)
+    watchdog.start()
     seen = 0
     try:
         for _ in stream.packets_iter():
+            watchdog.last = time.monotonic()
             times = frame.times_ns[seen:]
             watcher.add(times, frame.values[1][seen:], stream.received_at[-1])
             seen = len(frame.times_ns)
@@ -72,30 +103,50 @@ def watch(host: PluginHost, path: str, *, rows: int, width: int, plain: bool, ou
             out.flush()
             if rows and watcher.rows >= rows:
                 break
+    except grpc.RpcError as exc:
+        if watchdog.fired:
+            return fail(f"no rows of {path} for {timeout_s:g} s: is a worker running? (zmqstream status)")
+        return fail(f"the plugin ended the stream of {path}: {exc.details()}")
     except KeyboardInterrupt:
         pass
     finally:
+        watchdog.done.set()
         stream.cancel()
         if not plain:
             out.write("\n")
     return 0
 
 
+def fail(reason: str) -> int:
+    print(f"zmqstream watch: {reason}", file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
-    host = PluginHost(
-        args.plugin,
-        env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint} if args.control_endpoint else None,
-    )
     try:
+        host = PluginHost(
+            args.plugin,
+            env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint} if args.control_endpoint else None,
+        )
+    except (OSError, HandshakeError) as exc:
+        return fail(f"cannot start the plugin {args.plugin}: {exc} (build it with make bundle)")
+    try:
+        health = host.check_health()
+        if health.status != pb.CheckHealthResponse.OK:
+            return fail(health.message)
         response = host.subscribe(args.path)
         if response.status != response.OK:
             reasons = [e["@message"] + ": " + str(e.get("error", "")) for e in host.logs_at("warn")]
-            print(
-                f"zmqstream watch: the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})",
-                file=sys.stderr,
-            )
-            return 1
-        return watch(host, args.path, rows=args.rows, width=args.width, plain=args.plain, out=sys.stdout)
+            return fail(f"the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})")
+        return watch(
+            host,
+            args.path,
+            rows=args.rows,
+            width=args.width,
+            plain=args.plain,
+            out=sys.stdout,
+            timeout_s=args.timeout,
+        )
     finally:
         host.stop()
 
@@ -113,4 +164,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--width", type=int, default=60, help="sparkline width in values")
     parser.add_argument("--plain", action="store_true", help="one line per update instead of redrawing")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds without rows before giving up (default 5)"
+    )
     parser.set_defaults(run=run)

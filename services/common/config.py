@@ -12,11 +12,12 @@ import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Self
 
+from services.common import rundir
 from services.common.channels import Limits
 from services.common.errors import ConfigError
+from services.common.rundir import default_run_dir
 
 ENV_PREFIX = "ZMQSTREAM_"
 
@@ -30,10 +31,6 @@ def setting(default: Any, help: str, shown: str = "") -> Any:
     if callable(default):
         return dataclasses.field(default_factory=default, metadata={"help": help, "shown": shown})
     return dataclasses.field(default=default, metadata={"help": help, "shown": f"{default!r}"})
-
-
-def default_run_dir() -> str:
-    return os.environ.get(f"{ENV_PREFIX}RUN_DIR") or f"/tmp/zmqstream-{os.getuid()}"
 
 
 RUN_DIR_TEXT = "ipc://$ZMQSTREAM_RUN_DIR"
@@ -151,7 +148,21 @@ class CurveClientSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
-class BrokerSettings(LimitSettings):
+class RunDirSettings(Settings):
+    """Who may use the run folder's ipc sockets besides their owner (services.common.rundir)."""
+
+    socket_group: str = setting(
+        "", "group allowed in the run folder and its ipc sockets, e.g. grafana (default: owner only)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.socket_group:
+            rundir.group_id(self.socket_group)
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings(LimitSettings, RunDirSettings):
     """The broker: subscription accounting, ticker placement, frame forwarding."""
 
     control_endpoint: str = setting(
@@ -177,7 +188,7 @@ class BrokerSettings(LimitSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkerSettings(CurveClientSettings):
+class WorkerSettings(CurveClientSettings, RunDirSettings):
     """A generator worker: runs tickers and publishes their rows."""
 
     control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
@@ -193,13 +204,14 @@ class WorkerSettings(CurveClientSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "worker_heartbeat_s", "publish_interval_ms", "max_rows_per_message", "send_hwm")
+        rundir.check_endpoint(self.control_endpoint, self.socket_group)  # before any connect
         usable = os.sched_getaffinity(0)
         if self.ticker_cpu != -1 and self.ticker_cpu not in usable:
             raise ConfigError(f"ticker_cpu must be -1 or one of {sorted(usable)}, got {self.ticker_cpu}")
 
 
 @dataclasses.dataclass(frozen=True)
-class PluginSettings(LimitSettings, CurveClientSettings):
+class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
     """The gRPC plugin process Grafana launches."""
 
     control_endpoint: str = setting(
@@ -224,12 +236,6 @@ class PluginSettings(LimitSettings, CurveClientSettings):
         _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_bytes", "max_rows_per_packet")
         if self.max_clock_skew_ms < 0:
             raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
-
-
-def ensure_ipc_dir(endpoint: str) -> None:
-    """Create the folder of an ipc:// endpoint (the broker binds there)."""
-    if endpoint.startswith("ipc://"):
-        Path(endpoint.removeprefix("ipc://")).parent.mkdir(parents=True, exist_ok=True)
 
 
 ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, PluginSettings)

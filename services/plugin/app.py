@@ -1,10 +1,10 @@
 """The plugin process: go-plugin's handshake, then pluginv2 over gRPC until told to stop.
 
 Contract with Grafana (shared/docs/grafana-plugin-protocol.md §1): refuse to run without
-the magic cookie; listen before printing anything; print exactly one line,
-`1|2|tcp|127.0.0.1:<port>|grpc`, on stdout; log only to stderr as hclog JSON; exit
-within go-plugin's 2 s after Shutdown or SIGTERM; ignore SIGINT, which Grafana's
-terminal sends to the whole process group.
+the magic cookie; listen before printing anything (on a private Unix socket, see
+services.plugin.listen); print exactly one line, `1|2|unix|<path>|grpc`, on stdout; log
+only to stderr as hclog JSON; exit within go-plugin's 2 s after Shutdown or SIGTERM;
+ignore SIGINT, which Grafana's terminal sends to the whole process group.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.config import PluginSettings
+from services.common.errors import ConfigError
 from services.common.logs import fields, setup_logging
-from services.plugin import standalone
+from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin.bundle import ROOT
 from services.plugin.identity import PLUGIN_ID
+from services.plugin.listen import SERVER_OPTIONS, Listener, listen
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
 from services.plugin.querydata import DataService
@@ -65,7 +67,9 @@ def build_server(
 ) -> tuple[grpc.aio.Server, Pipelines]:
     """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
     pipelines = Pipelines(settings)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *SERVER_OPTIONS]
+    )
     metrics = PluginMetrics(pipelines)
     pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(pipelines, settings, metrics), server)
     pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
@@ -85,9 +89,9 @@ async def add_health(server: grpc.aio.Server) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
 
-def print_handshake(address: str) -> None:
+def print_handshake(network: str, address: str) -> None:
     """go-plugin's one stdout line; afterwards stdout is stderr, so nothing else can reach the host."""
-    sys.stdout.write(f"{CORE_PROTOCOL_VERSION}|{APP_PROTOCOL_VERSION}|tcp|{address}|grpc\n")
+    sys.stdout.write(f"{CORE_PROTOCOL_VERSION}|{APP_PROTOCOL_VERSION}|{network}|{address}|grpc\n")
     sys.stdout.flush()
     sys.stdout = sys.stderr
 
@@ -99,24 +103,35 @@ async def serve(
     standalone_mode = plugin_dir is not None
     server, pipelines = build_server(settings, stop, host_controls=not standalone_mode)
     await add_health(server)
-    port = server.add_insecure_port(bind or "127.0.0.1:0")
-    address = f"127.0.0.1:{port}" if not bind or bind.endswith(":0") else bind
-    await server.start()
-    pipelines.get()  # connect to the default broker now, not at the first request
-    with standalone.announced(plugin_dir, address) if plugin_dir is not None else contextlib.nullcontext():
-        if plugin_dir is None:
-            print_handshake(address)
-        else:
-            evicted = standalone.evict_launched_copies(plugin_dir)
+    if plugin_dir is None:
+        listener = listen(server, os.environ)
+    else:  # Grafana attaches to the TCP address written in standalone.txt
+        port = server.add_insecure_port(bind or "127.0.0.1:0")
+        listener = Listener("tcp", f"127.0.0.1:{port}" if not bind or bind.endswith(":0") else bind)
+    announcing = (
+        standalone.announced(plugin_dir, listener.address) if plugin_dir else contextlib.nullcontext()
+    )
+    try:
+        await server.start()
+        pipelines.get()  # connect to the default broker now, not at the first request
+        with announcing:
+            if plugin_dir is None:
+                print_handshake(listener.network, listener.address)
+            else:
+                evicted = standalone.evict_launched_copies(plugin_dir)
+                log.info(
+                    "standalone plugin serving",
+                    extra=fields(address=listener.address, folder=str(plugin_dir), evicted=evicted),
+                )
             log.info(
-                "standalone plugin serving",
-                extra=fields(address=address, folder=str(plugin_dir), evicted=evicted),
+                "plugin serving", extra=fields(address=listener.address, broker=settings.control_endpoint)
             )
-        log.info("plugin serving", extra=fields(address=address, broker=settings.control_endpoint))
-        await stop.wait()
-        log.info("plugin stopping")
-        await server.stop(SHUTDOWN_GRACE_S)
-        await pipelines.close()
+            await stop.wait()
+            log.info("plugin stopping")
+            await server.stop(SHUTDOWN_GRACE_S)
+            await pipelines.close()
+    finally:
+        listener.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
             return 1
     settings = PluginSettings.load(rest)
+    host_pid = 0 if known.standalone else orphan.die_with_parent()
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -147,14 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             await serve(settings, stop, bind=bind, plugin_dir=plugin_dir)
             return
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        parent_watch = asyncio.create_task(orphan.watch_parent(host_pid, stop))
         address = standalone.attached_address(plugin_dir, PLUGIN_ID, os.environ)
-        if address:
-            print_handshake(address)
-            from_files = not os.environ.get(standalone.address_env(PLUGIN_ID))
-            await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
-        else:
-            await serve(settings, stop)
+        try:
+            if address:
+                print_handshake("tcp", address)
+                from_files = not os.environ.get(standalone.address_env(PLUGIN_ID))
+                await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
+            else:
+                await serve(settings, stop)
+        finally:
+            parent_watch.cancel()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        log.error("cannot serve", extra=fields(error=str(exc)))
+        return 1
     log.info("plugin stopped")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -27,10 +28,10 @@ from typing import cast
 import zmq
 import zmq.asyncio
 
-from services.common import protocol
+from services.common import protocol, rundir
 from services.common.channels import ChannelSpec
 from services.common.config import PluginSettings
-from services.common.errors import PipelineError
+from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
 from services.common.security import secure_client
@@ -46,6 +47,10 @@ REFUSAL_REASONS = ("malformed", "epoch", "shape", "future")
 
 class BrokerUnavailable(PipelineError):
     """The broker did not answer in time."""
+
+
+class UntrustedBroker(BrokerUnavailable):
+    """The broker's ipc folder could have been made by another user: not used."""
 
 
 class SubscriptionRefused(PipelineError):
@@ -158,7 +163,10 @@ class Pipeline:
         if settings.curve_client_secret:
             for sock in (self.control, self.frames):
                 secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
-        self.control.connect(control_endpoint)
+        self.connected = False
+        self.untrusted = ""
+        """Why this broker is not used ('' when it is): its folder is not one we trust."""
+        self._connect()
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, list[RowQueue]] = {}
@@ -173,6 +181,23 @@ class Pipeline:
         self._skew_ns = round(settings.max_clock_skew_ms * 1_000_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop
+
+    def _connect(self) -> None:
+        """Connect once the broker's ipc folder exists and is one we trust; heartbeats retry.
+
+        A folder that does not exist yet is not connected into, since whoever makes it
+        first would own what we reach; once checked, the sticky bit of /tmp keeps it ours.
+        """
+        folder = rundir.ipc_folder(self.control_endpoint)
+        if folder is not None and not os.path.lexists(folder):
+            return
+        untrusted = _untrusted(self.control_endpoint, self.settings)
+        if untrusted and untrusted != self.untrusted:
+            log.error("broker refused", extra=fields(endpoint=self.control_endpoint, error=untrusted))
+        self.untrusted = untrusted
+        if not untrusted:
+            self.control.connect(self.control_endpoint)
+            self.connected = True
 
     def start(self) -> None:
         self._tasks = [
@@ -198,6 +223,9 @@ class Pipeline:
     def hold(self, spec: ChannelSpec, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
         channel = spec.path
         queue = RowQueue(self.settings.stream_queue_bytes, on_drop)
+        if self.untrusted:
+            queue.fail(self.untrusted)
+            return queue
         queues = self.holders.setdefault(channel, [])
         queues.append(queue)
         if len(queues) == 1:
@@ -221,6 +249,8 @@ class Pipeline:
     # -- status --------------------------------------------------------------------
 
     async def status(self, timeout_s: float) -> protocol.StatusReply:
+        if self.untrusted:
+            raise UntrustedBroker(self.untrusted)
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
         self.pending_status[request_id] = future
@@ -253,6 +283,8 @@ class Pipeline:
 
     async def _heartbeats(self) -> None:
         while True:
+            if not self.connected:
+                self._connect()
             held = {channel: epoch for channel, epoch in self.epochs.items() if channel not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
@@ -271,7 +303,10 @@ class Pipeline:
         match message:
             case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
                 endpoint = advertised(endpoint, host_of(self.control_endpoint))
-                if endpoint != self.frames_endpoint:
+                untrusted = _untrusted(endpoint, self.settings)
+                if untrusted:
+                    log.error("frames endpoint refused", extra=fields(endpoint=endpoint, error=untrusted))
+                elif endpoint != self.frames_endpoint:
                     if self.frames_endpoint:
                         self.frames.disconnect(self.frames_endpoint)
                     self.frames.connect(endpoint)
@@ -355,6 +390,15 @@ class Pipeline:
                 "frame refused",
                 extra=fields(reason=reason, error=detail[:300], refused=self.frames_refused[reason]),
             )
+
+
+def _untrusted(endpoint: str, settings: PluginSettings) -> str:
+    """'' if `endpoint` may be connected to, else why not (services.common.rundir)."""
+    try:
+        rundir.check_endpoint(endpoint, settings.socket_group)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 class Pipelines:

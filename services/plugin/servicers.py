@@ -32,7 +32,13 @@ from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import NO_TICK, BrokerUnavailable, Pipelines, SubscriptionRefused
+from services.plugin.pipeline import (
+    NO_TICK,
+    BrokerUnavailable,
+    Pipelines,
+    SubscriptionRefused,
+    UntrustedBroker,
+)
 from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
@@ -185,6 +191,8 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
         pipeline = self.pipelines.get(config.broker_address)
         try:
             status = await pipeline.status(self.settings.broker_timeout_s)
+        except UntrustedBroker as exc:
+            return _health(Health.ERROR, str(exc), {"endpoint": pipeline.control_endpoint})
         except BrokerUnavailable as exc:
             return _health(Health.ERROR, f"Broker unreachable: {exc}. Is supervisord running?", {})
         workers = len(status.workers)

@@ -1,0 +1,116 @@
+"""One request to the broker and its reply within a deadline, or what is wrong, in words.
+
+A DEALER with IMMEDIATE and no peer blocks a plain send forever, so nothing here blocks:
+the request is queued with NOBLOCK on a socket without IMMEDIATE, and a socket monitor
+watches the connection. A refused connect means there is no broker; a failed handshake
+means the broker's CURVE refused us. Before connecting, an ipc endpoint's folder must be
+one we trust (services.common.rundir) and its socket must be there and ours to use.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from services.common import protocol, rundir
+from services.common.errors import PipelineError
+from services.common.security import secure_client
+from services.common.sockets import configure
+
+RETRIED = zmq.EVENT_CONNECT_RETRIED
+"""libzmq retries a connect the peer refused (the only sign it gives), and one it lost."""
+CURVE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+"""A key the broker refuses (AUTH), or CURVE at one end only (PROTOCOL: mechanism mismatch)."""
+EVENTS = RETRIED | CURVE_FAILED | zmq.EVENT_CONNECTED
+
+
+class Unreachable(PipelineError):
+    """The broker cannot be asked: absent, out of reach, refusing us, or silent."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach the broker: its endpoint and our CURVE keys and socket group, if any."""
+
+    endpoint: str
+    curve_client_secret: str = ""
+    curve_server_public: str = ""
+    socket_group: str = ""
+
+
+def check_ipc(access: Access) -> None:
+    """Unreachable with the reason if an ipc endpoint cannot be connected to at all."""
+    folder = rundir.ipc_folder(access.endpoint)
+    if folder is None:
+        return
+    rundir.check(folder, access.socket_group)
+    path = access.endpoint.removeprefix("ipc://")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise Unreachable(f"no broker at {access.endpoint}: {path} does not exist. Is it running?") from None
+    except PermissionError:
+        raise Unreachable(
+            f"permission denied on {access.endpoint}: you may not enter {folder}. "
+            "Run as the broker's user, or give both a --socket-group"
+        ) from None
+    if not stat.S_ISSOCK(mode):
+        raise Unreachable(f"no broker at {access.endpoint}: {path} is not a socket")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise Unreachable(
+            f"permission denied on {access.endpoint}: run as the broker's user, "
+            "or give both a --socket-group you belong to"
+        )
+
+
+def ask(
+    access: Access,
+    request: protocol.Message,
+    answers: Callable[[protocol.Message], bool],
+    timeout_s: float,
+) -> protocol.Message:
+    """Send `request`, return the first reply for which `answers` is true; Unreachable otherwise."""
+    check_ipc(access)
+    deadline = time.monotonic() + timeout_s
+    with zmq.Context() as ctx, configure(ctx.socket(zmq.DEALER)) as sock:
+        if access.curve_client_secret:
+            secure_client(sock, access.curve_client_secret, access.curve_server_public)
+        monitor = sock.get_monitor_socket(EVENTS)
+        connected = False
+        try:
+            sock.connect(access.endpoint)
+            sock.send_multipart(protocol.encode(request), zmq.NOBLOCK)  # queued until connected
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
+                for ready, _ in poller.poll(max(1, int(left_ms))):
+                    if ready is monitor:
+                        event = recv_monitor_message(monitor)["event"]
+                        _raise_for(event, access.endpoint, connected)
+                        connected = connected or event == zmq.EVENT_CONNECTED
+                        continue
+                    reply = protocol.decode(sock.recv_multipart())
+                    if answers(reply):
+                        return reply
+            raise Unreachable(f"the broker at {access.endpoint} did not answer within {timeout_s:g} s")
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+
+
+def _raise_for(event: int, endpoint: str, connected: bool) -> None:
+    """Unreachable if `event` says why; a retry after a connection is a handshake failing."""
+    if event & CURVE_FAILED:
+        raise Unreachable(
+            f"CURVE refused by the broker at {endpoint}: check --curve-client-secret is a key "
+            "the broker authorizes and --curve-server-public is the broker's"
+        )
+    if event == RETRIED and not connected:
+        raise Unreachable(f"no broker at {endpoint}: connection refused")

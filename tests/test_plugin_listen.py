@@ -1,0 +1,174 @@
+"""The plugin listens where only Grafana's user can reach it, and ends with its host."""
+
+import asyncio
+import grp
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import ROOT
+from users import User
+
+from services.hostemu.host import GRAFANA_ENV, PluginHost, parse_handshake
+from services.plugin import orphan
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.bundle import write_launchers
+
+CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')"
+
+
+def launch(tmp_path: Path, **env: str) -> PluginHost:
+    """The plugin as Grafana launches it, with no broker: the transport is what is tested."""
+    return PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(tmp_path), **env})
+
+
+def socket_of(host: PluginHost) -> Path:
+    assert host.address.startswith("unix:"), f"not a unix socket: {host.address}"
+    return Path(host.address.removeprefix("unix:"))
+
+
+def test_a_private_unix_socket_gone_after_shutdown(tmp_path: Path) -> None:
+    host = launch(tmp_path)
+    try:
+        path = socket_of(host)
+        assert stat.S_ISSOCK(path.stat().st_mode)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert path.parent.parent == Path("/tmp")
+        assert host.check_health().status == pb.CheckHealthResponse.ERROR  # answered: no broker here
+    finally:
+        host.stop()
+    assert host.process.returncode == 0
+    assert not path.parent.exists(), "the socket's folder outlived the plugin"
+
+
+def test_another_user_cannot_connect(tmp_path: Path, stranger: User) -> None:
+    host = launch(tmp_path)
+    try:
+        path = socket_of(host)
+        mine = subprocess.run([sys.executable, "-c", CONNECT, str(path)], capture_output=True, text=True)
+        assert mine.stdout.strip() == "connected", mine.stderr
+        theirs = stranger.python(["-c", CONNECT, str(path)])
+        assert theirs.returncode != 0
+        assert "Permission denied" in theirs.stderr
+    finally:
+        host.stop()
+
+
+def test_the_socket_lands_in_plugin_unix_socket_dir(tmp_path: Path) -> None:
+    chosen = tmp_path / "sockets"
+    chosen.mkdir()
+    host = launch(tmp_path, PLUGIN_UNIX_SOCKET_DIR=str(chosen))
+    try:
+        assert socket_of(host).parent.parent == chosen
+    finally:
+        host.stop()
+    assert list(chosen.iterdir()) == []
+
+
+def test_an_unusable_socket_dir_is_said_in_words(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    env = {**os.environ, **GRAFANA_ENV, "PLUGIN_UNIX_SOCKET_DIR": str(missing)}
+    result = subprocess.run(
+        [str(write_launchers(tmp_path)[0])], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"cannot make the plugin's socket folder in {missing}" in result.stderr
+
+
+def test_plugin_unix_socket_group_lets_the_group_in(tmp_path: Path, grafana_user: User) -> None:
+    group = grp.getgrgid(grafana_user.groups[0])
+    host = launch(tmp_path, PLUGIN_UNIX_SOCKET_GROUP=group.gr_name)
+    try:
+        path = socket_of(host)
+        info = path.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, group.gr_gid)
+        member = grafana_user.python(["-c", CONNECT, str(path)])
+        assert member.stdout.strip() == "connected", member.stderr
+    finally:
+        host.stop()
+
+
+def test_tcp_only_when_the_path_is_too_long_and_then_in_the_port_range(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        low = taken.getsockname()[1]
+        host = launch(
+            tmp_path,
+            PLUGIN_UNIX_SOCKET_DIR=str(deep),
+            PLUGIN_MIN_PORT=str(low),
+            PLUGIN_MAX_PORT=str(low + 20),
+        )
+        try:
+            address, port = host.address.rsplit(":", 1)
+            assert address == "127.0.0.1"
+            assert low < int(port) <= low + 20, "the taken port was not skipped, or the range not kept"
+            assert host.check_health().status == pb.CheckHealthResponse.ERROR  # answered
+        finally:
+            host.stop()
+    assert list(deep.iterdir()) == []
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie no one reaps counts: it runs no more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(60)
+def test_it_exits_when_its_host_is_killed(tmp_path: Path) -> None:
+    """Grafana killed with -9 sends no Shutdown: the plugin must notice on its own."""
+    grafana = (
+        "import subprocess, sys\n"
+        "plugin = subprocess.Popen(sys.argv[1:])\n"
+        "print(plugin.pid, flush=True)\n"
+        "plugin.wait()\n"
+    )
+    env = {**os.environ, **GRAFANA_ENV, "ZMQSTREAM_RUN_DIR": str(tmp_path)}
+    host = subprocess.Popen(
+        [sys.executable, "-c", grafana, str(write_launchers(tmp_path)[0])],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert host.stdout is not None
+    with host.stdout:
+        plugin = int(host.stdout.readline())
+        path = Path(parse_handshake(host.stdout.readline()).removeprefix("unix:"))
+        assert path.exists()
+        host.kill()
+        host.wait()
+        killed = time.monotonic()
+        while not gone(plugin):
+            assert time.monotonic() - killed < 10, "the plugin outlived its host"
+            time.sleep(0.02)
+    elapsed = time.monotonic() - killed
+    print(f"\n[figure] plugin exit after its host was killed with -9: {elapsed:.2f} s")
+    assert elapsed < 3
+    assert not path.parent.exists(), "it did not exit cleanly: its socket's folder is left"
+
+
+def test_a_parent_gone_before_the_kernel_was_asked_is_noticed_too() -> None:
+    """PR_SET_PDEATHSIG misses a parent that died before the call; the getppid check does not."""
+
+    async def watch() -> float:
+        stop = asyncio.Event()
+        started = time.monotonic()
+        await asyncio.wait_for(orphan.watch_parent(os.getppid() + 1, stop), 5)  # not our parent
+        assert stop.is_set()
+        return time.monotonic() - started
+
+    assert asyncio.run(watch()) < orphan.POLL_S
