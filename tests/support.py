@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from services.hostemu.host import Datasource, PluginHost
 from services.hostemu.localpipeline import ROOT, Pipeline, stop, wait_for_workers
@@ -16,6 +17,7 @@ __all__ = [
     "ROOT",
     "Pipeline",
     "dead_broker_datasource",
+    "memory_kib",
     "plugin_of",
     "query_model",
     "running_pipeline",
@@ -67,3 +69,11 @@ def query_model(
 def dead_broker_datasource() -> Datasource:
     """A datasource whose brokerAddress answers nothing."""
     return Datasource(uid="no-broker", json_data={"brokerAddress": "ipc:///tmp/zs-nobody-listens/control"})
+
+
+def memory_kib(pid: int, key: str = "VmRSS") -> int:
+    """A process's resident memory now, or with key="VmHWM" the most it ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise LookupError(f"no {key} for {pid}")

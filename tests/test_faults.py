@@ -11,12 +11,11 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import Pipeline, plugin_of, stop, wait_for_workers
+from support import Pipeline, memory_kib, plugin_of, stop, wait_for_workers
 
 from services.cli.status import fetch
 from services.hostemu.host import LiveStream, PluginHost
@@ -150,10 +149,10 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipel
         stalled_first = next(stalled.packets_iter())
         assert stalled_first
         healthy = Reader(host.run_stream(TARGET))
-        rss = [rss_kib(host.process.pid)]
+        rss = [memory_kib(host.process.pid)]
         for _ in range(8):
             time.sleep(0.5)
-            rss.append(rss_kib(host.process.pid))
+            rss.append(memory_kib(host.process.pid))
         healthy.close()
         metrics = host.collect_metrics()
         stalled.cancel()
@@ -169,13 +168,6 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipel
     assert growth_mib < 30, f"RSS kept growing: {growth_mib:.1f} MiB"
     assert_every_tick_once(healthy.stream, TICK_MS)
     assert len(healthy.stream.frame.times_ns) >= 3.5 / (TICK_MS / 1000)
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise LookupError(pid)
 
 
 def test_checkhealth_reports_a_dead_broker_clearly(pipeline: Pipeline, host: PluginHost) -> None:

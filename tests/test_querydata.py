@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import orjson
 import pyarrow as pa
 import pytest
-from support import query_model, running_pipeline
+from support import memory_kib, query_model, running_pipeline
 
 from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel
@@ -170,3 +170,42 @@ def test_the_query_spec_is_the_stream_spec() -> None:
     spec = parse_query(orjson.dumps(query_model(10.0, 20, 100.00, "sine", 2)), LIMITS)
     assert spec.path == "custom-10-20-100-sine-2"
     assert history.values(spec, range(5)) == history.values(ChannelSpec(10, 20, 100, "sine", 2), range(5))
+
+
+def test_a_time_range_before_1677_fails_its_query_alone(host: PluginHost) -> None:
+    end = now_ms()
+    good = data_query("OK", query_model(0, 1, 100), end - 5000, end)
+    early = [data_query(ref, query_model(0, 1, 100), start, end) for ref, start in EARLY_STARTS.items()]
+    responses = host.query_data([good, *early]).responses
+    assert responses["OK"].status == 200
+    for ref in EARLY_STARTS:
+        assert (responses[ref].status, responses[ref].errorSource) == (400, "downstream"), ref
+        assert "before 1677-09-21, which Grafana cannot represent" in responses[ref].error
+
+
+EARLY_STARTS = {"MIN": -(2**63), "1600": -11_676_096_000_000}
+
+
+def test_a_thousand_day_long_queries_stay_within_the_points_budgets() -> None:
+    day_ms = 86_400_000
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    queries = [data_query(f"Q{i}", model, end - day_ms, end, max_data_points=50_000) for i in range(1000)]
+    with running_pipeline() as plugin:
+        started = time.monotonic()
+        responses = plugin.query_data(queries, timeout_s=60).responses
+        elapsed = time.monotonic() - started
+        peak = memory_kib(plugin.process.pid, "VmHWM") / 1024
+        health = plugin.check_health()
+    answered = [ref for ref, r in responses.items() if r.status == 200]
+    assert len(responses) == 1000
+    assert len(answered) == 4, "2,000,000 values per request, 500,000 per query"
+    assert all(len(read_frame(responses[ref].frames[0]).times_ns) == 50_000 for ref in answered)
+    refused = [r for r in responses.values() if r.status != 200]
+    assert all((r.status, r.errorSource) == (413, "downstream") for r in refused)
+    assert "needs 500,000 values" in refused[0].error
+    assert "budget of 2,000,000" in refused[0].error
+    assert "lower maxDataPoints" in refused[0].error
+    assert health.status == pb.CheckHealthResponse.OK
+    print(f"\n[figure] QueryData of 1,000 day-long queries: {elapsed:.1f} s, plugin peak RSS {peak:.0f} MiB")
+    assert peak < 300

@@ -215,10 +215,24 @@ class PluginSettings(LimitSettings, CurveClientSettings):
         100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
     )
     max_rows_per_packet: int = setting(10_000, "most rows one StreamPacket carries")
+    max_points_per_request: int = setting(
+        2_000_000, "most values (ticks times series) one QueryData answers; queries past it get a 413"
+    )
+    max_points_in_flight: int = setting(
+        8_000_000, "most values all QueryData requests being answered hold at once; past it a 429"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_rows", "max_rows_per_packet")
+        _positive(
+            self,
+            "plugin_heartbeat_s",
+            "broker_timeout_s",
+            "stream_queue_rows",
+            "max_rows_per_packet",
+            "max_points_per_request",
+            "max_points_in_flight",
+        )
 
 
 def ensure_ipc_dir(endpoint: str) -> None:
