@@ -61,6 +61,11 @@ class ChannelSpec:
         return round(self.tick_ms * 1_000_000)
 
     @property
+    def values_per_s(self) -> float:
+        """Rows per second times series: what the channel costs whoever carries it."""
+        return self.series * 1000.0 / self.tick_ms
+
+    @property
     def phase_ns(self) -> int:
         """Where in each interval this channel ticks: tick k is at `k * tick_ns + phase_ns`.
 

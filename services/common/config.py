@@ -209,8 +209,16 @@ class PluginSettings(LimitSettings, CurveClientSettings):
     )
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
-    broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
+    broker_timeout_s: float = setting(
+        0.8, "how long CheckHealth waits for the broker (under 1 s: Grafana's health check never hangs)"
+    )
     max_channels_per_datasource: int = setting(1000, "most channels one datasource streams at once")
+    max_values_per_s: float = setting(
+        150_000.0, "most values per second (rows/s times series) all streams carry; new ones past it refused"
+    )
+    max_values_per_s_per_datasource: float = setting(
+        100_000.0, "most values per second the streams of one datasource carry; new ones past it refused"
+    )
     stream_queue_rows: int = setting(
         100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
     )
@@ -232,6 +240,8 @@ class PluginSettings(LimitSettings, CurveClientSettings):
             "max_rows_per_packet",
             "max_points_per_request",
             "max_points_in_flight",
+            "max_values_per_s",
+            "max_values_per_s_per_datasource",
         )
 
 

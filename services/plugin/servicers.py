@@ -28,11 +28,11 @@ from services.common.logs import fields
 from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused
-from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
@@ -50,13 +50,20 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
-        self.quota = ChannelQuota()
+        self.admission = Admission(settings.max_values_per_s)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, DatasourceConfig]:
         config = DatasourceConfig.from_context(context, self.settings)
         spec = parse_path(path, config.limits)
         generator_for(spec)
         return spec, config
+
+    def _refusal(self, call: str, spec: ChannelSpec, config: DatasourceConfig) -> Refusal | None:
+        """Admission control (services.plugin.admission), each refusal counted by call and budget."""
+        refusal = self.admission.refusal(config.uid, spec, config.max_channels, config.max_values_per_s)
+        if refusal is not None:
+            self.metrics.streams_refused.labels(call, refusal.budget).inc()
+        return refusal
 
     async def SubscribeStream(
         self, request: pb.SubscribeStreamRequest, context: Context
@@ -66,8 +73,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        if not self.quota.admits(config.uid, spec.path, config.max_channels):
-            log.warning("subscription refused", extra=fields(path=request.path, error=_over_quota(config)))
+        if refusal := self._refusal("subscribe", spec, config):
+            log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
@@ -99,9 +106,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
-        if not self.quota.admits(config.uid, channel, config.max_channels):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
-        self.quota.enter(config.uid, channel)
+        if refusal := self._refusal("run", spec, config):
+            log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
+        self.admission.enter(config.uid, spec)
         pipeline = self.pipelines.get(config.broker_address)
         queue = pipeline.hold(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = self.ledger.open(key)
@@ -132,7 +140,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
-            self.quota.leave(config.uid, channel)
+            self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
             log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
@@ -159,10 +167,6 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
             return times, columns
         return gap.times_ns + times, [a + b for a, b in zip(gap.columns, columns, strict=True)]
-
-
-def _over_quota(config: DatasourceConfig) -> str:
-    return f"datasource {config.uid} already streams its maximum of {config.max_channels} channels"
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
