@@ -30,6 +30,8 @@ log = logging.getLogger("zmqstream.broker")
 TICK_S = 0.05
 """How often leases are checked, and the longest the loop waits before seeing a stop."""
 FRAMES_HWM = 100_000
+STATUS_BYTES_PER_PEER = 4 * 1024 * 1024
+"""StatusReply bytes a peer has not read yet that the broker holds for it; past this it drops them."""
 
 
 class FrameProxy(threading.Thread):
@@ -90,6 +92,9 @@ class Broker:
         host = settings.advertise_host
         self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance)
         self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance)
+        self.status_unread: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}
+        """Per peer, the StatusReplies still in our queue (not yet taken by the peer) and their sizes."""
+        self.status_dropped = 0
 
     def run(self, stop: threading.Event) -> None:
         next_expiry = 0.0
@@ -148,10 +153,39 @@ class Broker:
             self._send(routing_id, message)
 
     def _send(self, routing_id: bytes, message: protocol.Message) -> None:
+        if isinstance(message, protocol.StatusReply):
+            self._send_status(routing_id, message)
+            return
         try:
             self.control.send_multipart([routing_id, *protocol.encode(message)], zmq.NOBLOCK)
         except zmq.Again:
             log.warning("control reply dropped: peer not reading", extra=fields(type=type(message).__name__))
+
+    def _send_status(self, routing_id: bytes, message: protocol.StatusReply) -> None:
+        """A StatusReply, unless the peer leaves STATUS_BYTES_PER_PEER of them unread: then dropped.
+
+        The high-water mark counts messages, and a reply listing many channels is large, so
+        a peer that asks and never reads would grow the broker without end (20,000 asks: a
+        GB). Each reply is sent zero-copy with a tracker that is done once libzmq has handed
+        it on, so what stays queued for a peer is known in bytes; a live asker gets every reply.
+        """
+        sent = self.status_unread.pop(routing_id, [])
+        unread = [(tracker, size) for tracker, size in sent if not tracker.done]
+        if sum(size for _, size in unread) >= STATUS_BYTES_PER_PEER:
+            self.status_unread[routing_id] = unread
+            self.status_dropped += 1
+            if self.status_dropped % 1000 == 1:  # a log line per thousand, not per ask
+                dropped = self.status_dropped
+                log.warning("status replies dropped: peer not reading", extra=fields(dropped=dropped))
+            return
+        frames = [zmq.Frame(frame, copy=False, track=True) for frame in protocol.encode(message)]
+        try:
+            self.control.send_multipart([routing_id, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("control reply dropped: peer not reading", extra=fields(type="StatusReply"))
+            return
+        unread.append((frames[-1].tracker, sum(len(frame) for frame in frames)))
+        self.status_unread[routing_id] = unread
 
     def close(self) -> None:
         self.control.close()
