@@ -1,13 +1,18 @@
-"""Hostile peers on the broker's control socket: what they cost it is bounded."""
+"""Hostile peers and datasources: what they cost the broker and the plugin is bounded."""
 
+import os
 import time
 import uuid
 
+import grpc
+import pytest
 import zmq
-from support import Pipeline, memory_kib
+from support import Pipeline, memory_kib, plugin_of
 
 from services.cli.status import fetch
 from services.common import protocol
+from services.hostemu.host import Datasource
+from services.plugin._proto import pluginv2_pb2 as pb
 
 CHANNELS = 2000
 """Enough that a StatusReply is about 100 kB."""
@@ -52,3 +57,39 @@ def test_a_peer_that_asks_for_status_and_never_reads_costs_the_broker_bounded_me
     assert len(polite.channels) == CHANNELS
     assert growth_mib < 50
     assert served_s < 1
+
+
+def elsewhere(i: int) -> Datasource:
+    """A datasource naming a broker address of its own, where nothing listens."""
+    return Datasource(uid=f"elsewhere-{i}", json_data={"brokerAddress": f"ipc:///tmp/zs-nobody-{i}/control"})
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_broker_connections_are_capped_and_closed_when_idle(pipeline: Pipeline) -> None:
+    env = {"ZMQSTREAM_MAX_BROKERS": "4", "ZMQSTREAM_BROKER_IDLE_S": "1"}
+    with plugin_of(pipeline, env) as host:
+        baseline = open_fds(host.process.pid)
+        held = host.run_stream("custom-0-1-100", elsewhere(0))  # holds its connection however long
+        answers = [host.check_health(elsewhere(i)).message for i in range(1, 40)]
+        assert all("Broker unreachable" in message for message in answers[:2]), answers[:2]
+        refused = answers[2:]
+        assert all("maximum of 4 broker connections" in message for message in refused), refused[0]
+        assert "point datasources at fewer brokers" in refused[0]
+        with pytest.raises(grpc.RpcError) as stream_refused:
+            host.run_stream("custom-0-1-100", elsewhere(99)).read_rows(1)
+        assert stream_refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "maximum of 4 broker connections" in str(stream_refused.value.details())
+        crowded = open_fds(host.process.pid)
+
+        time.sleep(2)  # idle for longer than broker_idle_s
+        calm = open_fds(host.process.pid)
+        again = [host.check_health(elsewhere(i)).message for i in (50, 51, 52)]
+        assert all("Broker unreachable" in message for message in again[:2]), "the idle two closed"
+        assert "maximum of 4" in again[2], "the held one stayed open"
+        assert host.check_health().status == pb.CheckHealthResponse.OK
+        held.cancel()
+    print(f"\n[figure] 40 broker addresses, cap 4: plugin fds {baseline} → {crowded} → {calm} once idle")
+    assert calm < crowded

@@ -209,6 +209,10 @@ class PluginSettings(LimitSettings, CurveClientSettings):
     )
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
+    max_brokers: int = setting(64, "most broker connections open at once (datasources may name others)")
+    broker_idle_s: float = setting(
+        10.0, "a broker connection other than the default one closes after this long unused"
+    )
     broker_timeout_s: float = setting(
         0.8, "how long CheckHealth waits for the broker (under 1 s: Grafana's health check never hangs)"
     )
@@ -235,6 +239,8 @@ class PluginSettings(LimitSettings, CurveClientSettings):
         _positive(
             self,
             "plugin_heartbeat_s",
+            "max_brokers",
+            "broker_idle_s",
             "broker_timeout_s",
             "stream_queue_rows",
             "max_rows_per_packet",

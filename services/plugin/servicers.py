@@ -12,6 +12,7 @@ history to the first live row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -32,7 +33,7 @@ from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused
+from services.plugin.pipeline import BrokerUnavailable, Pipelines, SubscriptionRefused, TooManyBrokers
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
@@ -106,11 +107,15 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if refusal := self._refusal("run", spec, config):
             log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec)
-        pipeline = self.pipelines.get(config.broker_address)
         queue = pipeline.hold(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = self.ledger.open(key)
         self.metrics.streams.inc()
@@ -180,13 +185,17 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        self.pipelines.get(config.broker_address)
+        with contextlib.suppress(TooManyBrokers):  # the metrics of the brokers already connected
+            self.pipelines.get(config.broker_address)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
             status = await pipeline.status(self.settings.broker_timeout_s)
         except BrokerUnavailable as exc:
