@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from typing import Any
 
 import grpc
@@ -41,6 +42,8 @@ from services.plugin.query import parse_query
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
 """Per series, whatever maxDataPoints says (Grafana alerting asks for 43,200 by default)."""
+CHUNK_TICKS = 5_000
+"""Ticks computed at once as Python floats before they are packed (see packed_values)."""
 EARLIEST_MS = -(2**63) // 1_000_000 + 1
 """The first millisecond whose nanoseconds fit Grafana's int64 times (1677-09-21)."""
 
@@ -127,15 +130,31 @@ def plan(query: pb.DataQuery, limits: Limits, now_ns: int) -> tuple[ChannelSpec,
 def answer(spec: ChannelSpec, ticks: range, ref_id: str) -> tuple[pb.DataResponse, int]:
     """The response holding `ticks` of `spec` and how many rows it holds; never raises on bad input."""
     try:
-        rows = history.values(spec, ticks)
+        times, columns = packed_values(spec, ticks)
     except history.HistoryError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
         arrow.NumberField(name, column, labels)
-        for (name, labels), column in zip(frames.value_fields(spec), rows.columns, strict=True)
+        for (name, labels), column in zip(frames.value_fields(spec), columns, strict=True)
     ]
-    frame = arrow.time_series_file(rows.times_ns, value_fields, ref_id=ref_id)
-    return pb.DataResponse(frames=[frame], status=200), len(rows)
+    frame = arrow.time_series_file(times, value_fields, ref_id=ref_id)
+    return pb.DataResponse(frames=[frame], status=200), len(times)
+
+
+def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[array[float]]]:
+    """history.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
+
+    A Python float in a list costs 32 bytes, a packed one 8: a 500,000-value query peaks
+    at a few MB more than its answer instead of four times it.
+    """
+    times: array[int] = array("q")
+    columns = [array("d") for _ in range(spec.series)]
+    for start in range(0, len(ticks), CHUNK_TICKS):
+        rows = history.values(spec, ticks[start : start + CHUNK_TICKS])
+        times.extend(rows.times_ns)
+        for column, values in zip(columns, rows.columns, strict=True):
+            column.extend(values)
+    return times, columns
 
 
 def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
