@@ -218,10 +218,10 @@ class PluginSettings(LimitSettings, CurveClientSettings):
     )
     max_channels_per_datasource: int = setting(1000, "most channels one datasource streams at once")
     max_values_per_s: float = setting(
-        150_000.0, "most values per second (rows/s times series) all streams carry; new ones past it refused"
+        100_000.0, "most values per second (rows/s times series) all streams carry; new ones past it refused"
     )
     max_values_per_s_per_datasource: float = setting(
-        100_000.0, "most values per second the streams of one datasource carry; new ones past it refused"
+        50_000.0, "most values per second the streams of one datasource carry; new ones past it refused"
     )
     stream_queue_rows: int = setting(
         100_000, "rows one stream may hold for a slow Grafana before the oldest drop"
