@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from services.hostemu.host import Datasource, PluginHost
 from services.hostemu.localpipeline import ROOT, Pipeline, stop, wait_for_workers
 
@@ -22,6 +24,7 @@ __all__ = [
     "query_model",
     "running_pipeline",
     "stop",
+    "streams_refused",
     "wait_for_workers",
 ]
 
@@ -77,3 +80,13 @@ def memory_kib(pid: int, key: str = "VmRSS") -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     raise LookupError(f"no {key} for {pid}")
+
+
+def streams_refused(metrics: str) -> dict[tuple[str, str], float]:
+    """zmqstream_plugin_streams_refused_total from a CollectMetrics text, by (call, budget)."""
+    return {
+        (sample.labels["call"], sample.labels["budget"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "zmqstream_plugin_streams_refused_total"
+    }

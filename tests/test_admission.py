@@ -5,8 +5,7 @@ import threading
 import time
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
-from support import Pipeline, plugin_of
+from support import Pipeline, plugin_of, streams_refused
 
 from services.hostemu.host import Datasource, LiveStream
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -46,15 +45,6 @@ def read_for(stream: LiveStream, seconds: float) -> None:
     """Read a stream for `seconds`, as a panel keeps reading; its rows stay in `stream.frame`."""
     with contextlib.suppress(TimeoutError):
         stream.read_rows(1_000_000, timeout_s=seconds)
-
-
-def refused_total(metrics: str) -> dict[tuple[str, str], float]:
-    return {
-        (sample.labels["call"], sample.labels["budget"]): sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == "zmqstream_plugin_streams_refused_total"
-    }
 
 
 def test_a_dashboard_over_its_budget_is_refused_and_starves_no_one(pipeline: Pipeline) -> None:
@@ -99,8 +89,8 @@ def test_a_dashboard_over_its_budget_is_refused_and_starves_no_one(pipeline: Pip
     assert len(in_window) >= 95
     assert served[0] > 0.8 * served[-1], f"the admitted streams were served unevenly: {served}"
     assert max(health_s) < 1.0
-    assert refused_total(metrics)[("run", "datasource_rate")] == 95
-    assert refused_total(metrics)[("subscribe", "datasource_rate")] == 1
+    assert streams_refused(metrics)[("run", "datasource_rate")] == 95
+    assert streams_refused(metrics)[("subscribe", "datasource_rate")] == 1
     assert any("budget of 50,000" in str(entry.get("error")) for entry in host.logs_at("warn"))
     assert shutdown_s < 1.0
     assert host.process.returncode == 0

@@ -7,7 +7,7 @@ import uuid
 import grpc
 import pytest
 import zmq
-from support import Pipeline, memory_kib, plugin_of
+from support import Pipeline, memory_kib, plugin_of, streams_refused
 
 from services.cli.status import fetch
 from services.common import protocol
@@ -82,6 +82,7 @@ def test_broker_connections_are_capped_and_closed_when_idle(pipeline: Pipeline) 
             host.run_stream("custom-0-1-100", elsewhere(99)).read_rows(1)
         assert stream_refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "maximum of 4 broker connections" in str(stream_refused.value.details())
+        assert streams_refused(host.collect_metrics())[("run", "brokers")] == 1
         crowded = open_fds(host.process.pid)
 
         time.sleep(2)  # idle for longer than broker_idle_s

@@ -22,7 +22,8 @@ from services.common.channels import ChannelSpec
 @dataclass(frozen=True, slots=True)
 class Refusal:
     budget: str
-    """Which budget: `channels`, `datasource_rate` or `plugin_rate` (a metrics label)."""
+    """Which budget: `channels`, `datasource_rate` or `plugin_rate` (a metrics label; RunStream
+    also counts `brokers`, for a datasource naming a broker past the plugin's max_brokers)."""
     reason: str
 
 

@@ -6,7 +6,10 @@ says where that history ends and why); RunStream holds the channel in the pipeli
 relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
 channel faster than the gRPC stream costs more rows per packet, not more packets. It never
 sends a tick twice or time backwards, and its first packet bridges the end of the
-history to the first live row.
+history to the first live row. Both calls first ask admission control
+(services.plugin.admission) whether the datasource and the plugin have room for the
+channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
+RESOURCE_EXHAUSTED, with the reason logged and counted.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         try:
             pipeline = self.pipelines.get(config.broker_address)
         except TooManyBrokers as exc:
+            self.metrics.streams_refused.labels("run", "brokers").inc()
             log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if refusal := self._refusal("run", spec, config):
