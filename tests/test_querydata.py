@@ -220,3 +220,18 @@ def test_a_thousand_day_long_queries_stay_within_the_points_budgets() -> None:
     )
     assert peak < 300
     assert max(health_s) < 1.0
+
+
+def test_queries_past_the_plugin_s_points_in_flight_get_a_429() -> None:
+    env = {"ZMQSTREAM_MAX_POINTS_IN_FLIGHT": "600000"}
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    big = [data_query(ref, model, end - 86_400_000, end, max_data_points=50_000) for ref in ("A", "B")]
+    small = data_query("C", query_model(0, 1, 100), end - 5000, end)
+    with running_pipeline(plugin_env=env) as plugin:
+        responses = plugin.query_data([*big, small]).responses
+    assert responses["A"].status == 200
+    assert (responses["B"].status, responses["B"].errorSource) == (429, "downstream")
+    assert "plugin already holds 500,000 of the 600,000" in responses["B"].error
+    assert "retry in a moment" in responses["B"].error
+    assert responses["C"].status == 200, "a query that fits is still answered"

@@ -32,6 +32,8 @@ TICK_S = 0.05
 FRAMES_HWM = 100_000
 STATUS_BYTES_PER_PEER = 4 * 1024 * 1024
 """StatusReply bytes a peer has not read yet that the broker holds for it; past this it drops them."""
+STATUS_PEERS_KEPT = 1000
+"""Peers whose replies are tracked before those with nothing left unread are forgotten."""
 
 
 class FrameProxy(threading.Thread):
@@ -186,6 +188,12 @@ class Broker:
             return
         unread.append((frames[-1].tracker, sum(len(frame) for frame in frames)))
         self.status_unread[routing_id] = unread
+        if len(self.status_unread) > STATUS_PEERS_KEPT:  # forget peers whose replies all went out
+            self.status_unread = {
+                peer: sent
+                for peer, sent in self.status_unread.items()
+                if any(not tracker.done for tracker, _ in sent)
+            }
 
     def close(self) -> None:
         self.control.close()
