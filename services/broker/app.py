@@ -87,7 +87,8 @@ class Broker:
             max_channels=settings.max_channels,
         )
         ensure_ipc_dir(settings.control_endpoint)
-        self.control = configure(ctx.socket(zmq.ROUTER), sndhwm=100_000, rcvhwm=100_000)
+        # Per peer: a flood waits in the sender's queue, not ours (a plugin queues up to 10,000 too).
+        self.control = configure(ctx.socket(zmq.ROUTER), sndhwm=100_000, rcvhwm=10_000)
         if settings.curve_server_secret:
             secure_server(self.control, settings.curve_server_secret)
         self.control.bind(settings.control_endpoint)
@@ -145,7 +146,7 @@ class Broker:
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
             case protocol.StatusRequest(request_id=request_id):
-                self._send(routing_id, registry.status(request_id, self.instance, now))
+                self._send_status(routing_id, request_id, now)
             case _:
                 log.warning("unexpected message", extra=fields(type=type(message).__name__))
 
@@ -155,21 +156,19 @@ class Broker:
             self._send(routing_id, message)
 
     def _send(self, routing_id: bytes, message: protocol.Message) -> None:
-        if isinstance(message, protocol.StatusReply):
-            self._send_status(routing_id, message)
-            return
         try:
             self.control.send_multipart([routing_id, *protocol.encode(message)], zmq.NOBLOCK)
         except zmq.Again:
             log.warning("control reply dropped: peer not reading", extra=fields(type=type(message).__name__))
 
-    def _send_status(self, routing_id: bytes, message: protocol.StatusReply) -> None:
-        """A StatusReply, unless the peer leaves STATUS_BYTES_PER_PEER of them unread: then dropped.
+    def _send_status(self, routing_id: bytes, request_id: str, now: float) -> None:
+        """A StatusReply, unless the peer leaves STATUS_BYTES_PER_PEER of them unread: then none.
 
         The high-water mark counts messages, and a reply listing many channels is large, so
         a peer that asks and never reads would grow the broker without end (20,000 asks: a
         GB). Each reply is sent zero-copy with a tracker that is done once libzmq has handed
-        it on, so what stays queued for a peer is known in bytes; a live asker gets every reply.
+        it on, so what stays queued for a peer is known in bytes; a live asker gets every
+        reply. A dropped reply is not even built, so asking in a loop costs little CPU.
         """
         sent = self.status_unread.pop(routing_id, [])
         unread = [(tracker, size) for tracker, size in sent if not tracker.done]
@@ -180,6 +179,7 @@ class Broker:
                 dropped = self.status_dropped
                 log.warning("status replies dropped: peer not reading", extra=fields(dropped=dropped))
             return
+        message = self.registry.status(request_id, self.instance, now)
         frames = [zmq.Frame(frame, copy=False, track=True) for frame in protocol.encode(message)]
         try:
             self.control.send_multipart([routing_id, *frames], zmq.NOBLOCK)
