@@ -4,12 +4,12 @@ Each query is answered on its own (one bad query never fails the others):
 - the query model becomes a ChannelSpec (services.plugin.query), or the answer is a 400
   with the reason (errorSource `downstream`: the request, not the plugin, is at fault),
   as it is for a time range Grafana's int64 nanoseconds cannot hold;
-- its values (ticks times series) must fit the request's budget and the plugin's budget of
-  values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
-  and how to narrow the query: memory stays bounded whatever a viewer sends;
 - the ticks stamped within the time range, cut at now (the stream has not sent later
   ones), then at most maxDataPoints of them by striding (services.plugin.history), so each
   value is exactly the value the live stream sent for that tick;
+- its values (ticks times series) must fit the request's budget and the plugin's budget of
+  values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
+  and how to narrow the query: memory stays bounded whatever a viewer sends;
 - one wide time series frame (time, value / value_<i> labelled series=<i>, the same
   fields as the stream's), status 200. Alerting queries are answered the same way.
 
