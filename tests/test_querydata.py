@@ -4,6 +4,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import orjson
 import pyarrow as pa
 import pytest
@@ -235,3 +236,27 @@ def test_queries_past_the_plugin_s_points_in_flight_get_a_429() -> None:
     assert "plugin already holds 500,000 of the 600,000" in responses["B"].error
     assert "retry in a moment" in responses["B"].error
     assert responses["C"].status == 200, "a query that fits is still answered"
+
+
+def test_shutdown_during_a_large_query_data_exits_within_a_second() -> None:
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    queries = [data_query(f"Q{i}", model, end - 86_400_000, end, max_data_points=50_000) for i in range(1000)]
+    with running_pipeline() as plugin:
+        outcome: list[grpc.StatusCode] = []
+
+        def query() -> None:
+            try:
+                plugin.query_data(queries, timeout_s=60)
+            except grpc.RpcError as exc:
+                outcome.append(exc.code())
+
+        querying = threading.Thread(target=query)
+        querying.start()
+        time.sleep(0.5)  # the plugin is computing the first answers
+        shutdown_s = plugin.stop()
+        querying.join(5)
+    print(f"\n[figure] Shutdown during a QueryData of 1,000 large queries: exited after {shutdown_s:.2f} s")
+    assert shutdown_s < 1.0
+    assert plugin.process.returncode == 0
+    assert outcome in ([], [grpc.StatusCode.CANCELLED], [grpc.StatusCode.UNAVAILABLE])
