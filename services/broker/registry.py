@@ -37,8 +37,8 @@ class Channel:
 
     @property
     def load(self) -> float:
-        """Rows per second times series: what the channel costs a worker."""
-        return self.spec.series * 1000.0 / self.spec.tick_ms
+        """What the channel costs a worker."""
+        return self.spec.values_per_s
 
 
 @dataclass(slots=True)

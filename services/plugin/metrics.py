@@ -16,6 +16,7 @@ Three sources, one text:
     zmqstream_plugin_rows_dropped_total{reason}   zmqstream_broker_subscribers{broker}
     zmqstream_plugin_queries_total{status}        zmqstream_broker_plugins{broker}
     zmqstream_plugin_resource_requests_total{resource,code}
+    zmqstream_plugin_streams_refused_total{call,budget}
     zmqstream_plugin_streams                      zmqstream_worker_channels{broker,worker}
     zmqstream_plugin_channels_held{broker}        zmqstream_worker_load{broker,worker}
     zmqstream_plugin_rows_received_total{broker}  zmqstream_worker_ticks_late_total{broker,worker}
@@ -47,7 +48,7 @@ BROKER_TIMEOUT_S = 0.5
 """How long a scrape waits for each broker's status; Grafana waits on the whole scrape."""
 SENT_KINDS = ("stream", "initial", "query")
 DROP_REASONS = ("slow_consumer", "already_sent")
-QUERY_STATUSES = ("200", "400", "500")
+QUERY_STATUSES = ("200", "400", "413", "429", "500")
 
 
 class PluginMetrics:
@@ -78,6 +79,12 @@ class PluginMetrics:
             "zmqstream_plugin_resource_requests",
             "CallResource requests",
             ["resource", "code"],
+            registry=registry,
+        )
+        self.streams_refused = Counter(
+            "zmqstream_plugin_streams_refused",
+            "Streams refused by admission control (services.plugin.admission), by call and budget",
+            ["call", "budget"],
             registry=registry,
         )
         self.streams = Gauge("zmqstream_plugin_streams", "RunStream calls running", registry=registry)

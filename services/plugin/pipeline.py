@@ -57,6 +57,10 @@ class SubscriptionRefused(PipelineError):
     """The broker refused a channel (a limit, or a path it cannot run)."""
 
 
+class TooManyBrokers(PipelineError):
+    """A new broker address past the plugin's cap on open broker connections."""
+
+
 NO_TICK = -(2**63)
 """A tick index before every tick."""
 Segment = tuple[int, list[bytes]]
@@ -251,6 +255,8 @@ class Pipeline:
     async def status(self, timeout_s: float) -> protocol.StatusReply:
         if self.untrusted:
             raise UntrustedBroker(self.untrusted)
+        if self.control.closed:  # closed as idle (Pipelines) while a caller still held it
+            raise BrokerUnavailable(f"the connection to the broker at {self.control_endpoint} was closed")
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
         self.pending_status[request_id] = future
@@ -402,23 +408,59 @@ def _untrusted(endpoint: str, settings: PluginSettings) -> str:
 
 
 class Pipelines:
-    """One Pipeline per broker address; datasources may name different brokers."""
+    """One Pipeline per broker address; datasources may name different brokers.
+
+    Each connection costs file descriptors, and any datasource may name any address, so
+    they are bounded: a connection other than the default one is closed once no stream
+    holds it and nothing used it for `broker_idle_s`, and a new address past `max_brokers`
+    open connections is refused (TooManyBrokers, saying so) until one closes.
+    """
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
         self.by_endpoint: dict[str, Pipeline] = {}
+        self.last_used: dict[str, float] = {}
         self.started = time.monotonic()
+        self._closer: asyncio.Task[None] | None = None
 
     def get(self, endpoint: str = "") -> Pipeline:
         endpoint = endpoint or self.settings.control_endpoint
         pipeline = self.by_endpoint.get(endpoint)
         if pipeline is None:
+            if len(self.by_endpoint) >= self.settings.max_brokers:
+                raise TooManyBrokers(
+                    f"the plugin already has its maximum of {self.settings.max_brokers} broker "
+                    f"connections open, so it cannot connect to {endpoint[:200]} now; one closes after "
+                    f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
+                    "or raise the plugin's max_brokers"
+                )
             pipeline = self.by_endpoint[endpoint] = Pipeline(self.ctx, endpoint, self.settings)
             pipeline.start()
+            if self._closer is None:
+                self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
+        self.last_used[endpoint] = time.monotonic()
         return pipeline
 
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.broker_idle_s / 2)
+            now = time.monotonic()
+            for endpoint, pipeline in list(self.by_endpoint.items()):
+                if endpoint == self.settings.control_endpoint:
+                    continue
+                if pipeline.holders or pipeline.pending_status:
+                    self.last_used[endpoint] = now
+                elif now - self.last_used[endpoint] >= self.settings.broker_idle_s:
+                    del self.by_endpoint[endpoint], self.last_used[endpoint]
+                    log.info("idle broker connection closed", extra=fields(endpoint=endpoint))
+                    await pipeline.close()
+
     async def close(self) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._closer
         for pipeline in self.by_endpoint.values():
             await pipeline.close()
         self.ctx.term()

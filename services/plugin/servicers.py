@@ -6,12 +6,16 @@ says where that history ends and why); RunStream holds the channel in the pipeli
 relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
 channel faster than the gRPC stream costs more rows per packet, not more packets. It never
 sends a tick twice or time backwards, and its first packet bridges the end of the
-history to the first live row.
+history to the first live row. Both calls first ask admission control
+(services.plugin.admission) whether the datasource and the plugin have room for the
+channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
+RESOURCE_EXHAUSTED, with the reason logged and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -29,6 +33,7 @@ from services.common.protocol import FLOAT_BYTES, floats
 from services.plugin import backfill, frames
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.history import HistoryError, Rows, generator_for
 from services.plugin.metrics import PluginMetrics
@@ -37,9 +42,9 @@ from services.plugin.pipeline import (
     BrokerUnavailable,
     Pipelines,
     SubscriptionRefused,
+    TooManyBrokers,
     UntrustedBroker,
 )
-from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
@@ -57,13 +62,20 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
-        self.quota = ChannelQuota()
+        self.admission = Admission(settings.max_values_per_s)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, DatasourceConfig]:
         config = DatasourceConfig.from_context(context, self.settings)
         spec = parse_path(path, config.limits)
         generator_for(spec)
         return spec, config
+
+    def _refusal(self, call: str, spec: ChannelSpec, config: DatasourceConfig) -> Refusal | None:
+        """Admission control (services.plugin.admission), each refusal counted by call and budget."""
+        refusal = self.admission.refusal(config.uid, spec, config.max_channels, config.max_values_per_s)
+        if refusal is not None:
+            self.metrics.streams_refused.labels(call, refusal.budget).inc()
+        return refusal
 
     async def SubscribeStream(
         self, request: pb.SubscribeStreamRequest, context: Context
@@ -73,8 +85,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        if not self.quota.admits(config.uid, spec.path, config.max_channels):
-            log.warning("subscription refused", extra=fields(path=request.path, error=_over_quota(config)))
+        if refusal := self._refusal("subscribe", spec, config):
+            log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
@@ -106,10 +118,16 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
-        if not self.quota.admits(config.uid, channel, config.max_channels):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
-        self.quota.enter(config.uid, channel)
-        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            self.metrics.streams_refused.labels("run", "brokers").inc()
+            log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if refusal := self._refusal("run", spec, config):
+            log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
+        self.admission.enter(config.uid, spec)
         queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = self.ledger.open(key)
         self.metrics.streams.inc()
@@ -148,7 +166,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
-            self.quota.leave(config.uid, channel)
+            self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
             log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
@@ -167,10 +185,6 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             column += values
 
 
-def _over_quota(config: DatasourceConfig) -> str:
-    return f"datasource {config.uid} already streams its maximum of {config.max_channels} channels"
-
-
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
@@ -182,13 +196,17 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        self.pipelines.get(config.broker_address)
+        with contextlib.suppress(TooManyBrokers):  # the metrics of the brokers already connected
+            self.pipelines.get(config.broker_address)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
             status = await pipeline.status(self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
