@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.channels import ChannelSpec
-from services.plugin.history import Rows, values
 
 MAX_ROWS = 1000
 WINDOW_NS = 60 * 1_000_000_000
@@ -54,17 +53,17 @@ def window(spec: ChannelSpec) -> int:
     return max(1, min(MAX_ROWS, WINDOW_NS // spec.tick_ns))
 
 
-def recent(spec: ChannelSpec, end_ns: int) -> Rows:
+def recent(spec: ChannelSpec, end_ns: int) -> range:
     """The last `window(spec)` ticks at or before `end_ns`."""
     last = spec.last_tick(end_ns)
-    return values(spec, range(last - window(spec) + 1, last + 1))
+    return range(last - window(spec) + 1, last + 1)
 
 
-def bridge(spec: ChannelSpec, after_ns: int, before_ns: int) -> Rows:
+def between(spec: ChannelSpec, after_ns: int, before_ns: int) -> range:
     """The ticks strictly between two tick times, at most the last MAX_ROWS of them."""
     first = spec.last_tick(after_ns) + 1
     stop = spec.first_tick(before_ns)
-    return values(spec, range(max(first, stop - MAX_ROWS), stop))
+    return range(max(first, stop - MAX_ROWS), stop)
 
 
 @dataclass(slots=True)
@@ -82,6 +81,7 @@ class Ledger:
         self.ttl_s = ttl_s
         self.clock = clock
         self.entries: dict[StreamKey, _Entry] = {}
+        self.swept = -ttl_s
 
     def history_end(self, key: StreamKey, spec: ChannelSpec, now_ns: int) -> int:
         """Where a new subscriber's history ends (a tick time); promises it if no stream sent yet."""
@@ -125,7 +125,11 @@ class Ledger:
         return entry
 
     def _forget_stale(self) -> None:
-        """Drop entries no stream has used for ttl_s (run on subscribe and open, not per packet)."""
+        """Drop entries no stream has used for ttl_s (on subscribe and open, at most every ttl_s / 10:
+        a sweep is O(entries), and a thousand panels open at once)."""
         now = self.clock()
+        if now - self.swept < self.ttl_s / 10:
+            return
+        self.swept = now
         for key in [k for k, e in self.entries.items() if not e.streams and now - e.touched > self.ttl_s]:
             del self.entries[key]

@@ -116,6 +116,12 @@ class RowQueue:
                 raise SubscriptionRefused(self.error)
             self.ready.clear()
             await self.ready.wait()
+        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
+            first, columns = self.batches[0]
+            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
+                self.batches.clear()
+                self.size_bytes = 0
+                return Taken([(first, columns)], 0)
         taken = Taken([], 0)
         cursor, rows, pending = after_tick, 0, self.batches
         chunks: list[list[bytes]] = []
@@ -158,7 +164,7 @@ class Pipeline:
     def __init__(self, ctx: zmq.asyncio.Context, control_endpoint: str, settings: PluginSettings) -> None:
         self.control_endpoint = control_endpoint
         self.settings = settings
-        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=1000, rcvhwm=1000)
+        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
         # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
         self.frames: zmq.Socket[bytes] = configure(

@@ -30,23 +30,27 @@ from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, floats
-from services.plugin import backfill, frames
+from services.plugin import backfill, frames, history
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
-from services.plugin.history import HistoryError, Rows, generator_for
+from services.plugin.history import HistoryError, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import (
     NO_TICK,
     BrokerUnavailable,
     Pipelines,
     SubscriptionRefused,
+    Taken,
     TooManyBrokers,
     UntrustedBroker,
 )
 
 log = logging.getLogger("zmqstream.plugin")
+INLINE_TICKS = 100
+"""Ticks recomputed on the event loop itself (≤ 0.2 ms); more go to a thread, which costs
+a hand-off but lets the streams go on between the GIL's switches."""
 Health = pb.CheckHealthResponse.HealthStatus
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -91,16 +95,12 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
         )
-        try:
-            rows = await asyncio.to_thread(backfill.recent, spec, end_ns)
-        except HistoryError as exc:
-            log.warning("no history for the new subscriber", extra=fields(channel=spec.path, error=str(exc)))
-            rows = Rows([], [])
-        if rows:
-            data = frames.packet(rows.times_ns, rows.columns, frames.schema(spec))
+        times, columns = await self._recomputed(spec, backfill.recent(spec, end_ns))
+        if times:
+            data = frames.packet(times, columns, frames.schema(spec))
         else:
             data = frames.schema_only(frames.schema(spec))
-        self.metrics.sent("initial", len(rows), len(data))
+        self.metrics.sent("initial", len(times), len(data))
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
 
     async def PublishStream(
@@ -129,39 +129,34 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec)
         queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
-        floor = self.ledger.open(key)
+        floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
-        log.info("stream started", extra=fields(path=request.path, channel=channel))
+        log.debug("stream started", extra=fields(path=request.path, channel=channel))
         frame_schema: dict[str, object] | None = frames.schema(spec)
         drops_seen = 0
         try:
+            # The first packet goes out now, not when the first live row comes: the ticks due
+            # since the history's end (for a fresh stream, the latest tick) are recomputed.
+            due = spec.last_tick(time.time_ns())
+            since = spec.last_tick(floor) if floor != backfill.NOTHING else due - 1
+            times, columns = await self._recomputed(spec, range(since + 1, due + 1))
             while True:
-                if frame_schema is not None:  # nothing sent yet: a new subscriber may have been promised more
+                if times:
+                    data = frames.packet(times, columns, frame_schema)
+                    floor = times[-1]
+                    self.ledger.sent(key, floor)
+                    self.metrics.sent("stream", len(times), len(data))
+                    yield pb.StreamPacket(data=data)
+                    frame_schema = None
+                elif (
+                    frame_schema is not None
+                ):  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
                 taken = await queue.take(self.settings.max_rows_per_packet, after)
                 self.metrics.dropped("already_sent", taken.repeated)
                 dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
-                times: list[int] = []
-                columns: list[list[float]] = [[] for _ in range(spec.series)]
-                for first, values in taken.segments:
-                    start = spec.tick_time(first)
-                    if floor != backfill.NOTHING and not dropped_meanwhile and start - floor > spec.tick_ns:
-                        # A gap we did not make by dropping for a slow client: the ticks before the
-                        # first live row, or a ticker moved off a dead worker. Recompute it.
-                        await self._bridge(spec, floor, start, times, columns)
-                    count = len(values[0]) // FLOAT_BYTES
-                    times += spec.tick_times(range(first, first + count))
-                    for column, data in zip(columns, values, strict=True):
-                        column += floats(data)
-                    floor, dropped_meanwhile = times[-1], False
-                if not times:
-                    continue
-                data = frames.packet(times, columns, frame_schema)
-                self.ledger.sent(key, floor)
-                self.metrics.sent("stream", len(times), len(data))
-                yield pb.StreamPacket(data=data)
-                frame_schema = None
+                times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
         except SubscriptionRefused as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
@@ -169,20 +164,40 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
-            log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
+            log.debug("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
 
-    async def _bridge(
-        self, spec: ChannelSpec, floor: int, before: int, times: list[int], columns: list[list[float]]
-    ) -> None:
-        """Append the ticks strictly between `floor` and `before`, recomputed."""
+    async def _assembled(
+        self, spec: ChannelSpec, floor: int, taken: Taken, *, bridge: bool
+    ) -> tuple[list[int], list[list[float]]]:
+        """One packet's rows from what the queue handed over, with the gaps before its segments
+        recomputed; not the first gap after rows were dropped for a slow client (`bridge`)."""
+        times: list[int] = []
+        columns: list[list[float]] = [[] for _ in range(spec.series)]
+        for first, values in taken.segments:
+            start = spec.tick_time(first)
+            if floor != backfill.NOTHING and bridge and start - floor > spec.tick_ns:
+                # The ticks before the first live row, or a ticker moved off a dead worker.
+                gap_times, gap_columns = await self._recomputed(spec, backfill.between(spec, floor, start))
+                times += gap_times
+                for column, recomputed in zip(columns, gap_columns, strict=True):
+                    column += recomputed
+            times += spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
+            for column, data in zip(columns, values, strict=True):
+                column += floats(data)
+            floor, bridge = times[-1], True
+        return times, columns
+
+    async def _recomputed(self, spec: ChannelSpec, ticks: range) -> tuple[list[int], list[list[float]]]:
+        """The values of `ticks`; a few inline, more in a thread so the streams go on meanwhile."""
         try:
-            gap = await asyncio.to_thread(backfill.bridge, spec, floor, before)
+            if len(ticks) <= INLINE_TICKS:
+                rows = history.values(spec, ticks)
+            else:
+                rows = await asyncio.to_thread(history.values, spec, ticks)
         except HistoryError as exc:
-            log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
-            return
-        times += gap.times_ns
-        for column, values in zip(columns, gap.columns, strict=True):
-            column += values
+            log.warning("cannot recompute ticks", extra=fields(channel=spec.path, error=str(exc)))
+            return [], [[] for _ in range(spec.series)]
+        return rows.times_ns, rows.columns
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
