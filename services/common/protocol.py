@@ -20,7 +20,7 @@ third of the per-message work.
 Every message is hostile until `decode` has checked it completely: the msgpack is read
 with limits on every length, and each field is checked against its annotation down to the
 elements (`dict[str, int]` means string keys of at most MAX_TEXT characters and int64
-values), with at most MAX_ITEMS items per list or map. A message that fails is a
+values), with at most MAX_ITEMS entries per map. A message that fails is a
 ProtocolError naming the field and the reason; receivers log it and go on. Sockets refuse
 larger messages than MAX_CONTROL_BYTES / MAX_DATA_BYTES before any of this runs.
 
@@ -284,21 +284,6 @@ def _scalar(value: Any) -> str:
     return _int(value) if isinstance(value, int) else _text(value)
 
 
-def _list_of(item: Check) -> Check:
-    def check(value: Any) -> str:
-        if not isinstance(value, list):
-            return f"expected a list, got {_kind(value)}"
-        if len(value) > MAX_ITEMS:
-            return f"{len(value)} items, the limit is {MAX_ITEMS}"
-        for index, element in enumerate(value):
-            problem = item(element)
-            if problem:
-                return f"item {index}: {problem}"
-        return ""
-
-    return check
-
-
 def _map_of(item: Check) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, dict):
@@ -322,15 +307,12 @@ _CHECKS: dict[str, Check] = {
     "int": _int,
     "float": _float,
     "bool": _instance(bool),
-    "bytes": _instance(bytes),
     "Scalar": _scalar,
 }
 
 
 def _checker(annotation: str) -> Check:
-    """The check for a field annotation, built once: `list[X]`, `dict[str, X]` or a name in _CHECKS."""
-    if annotation.startswith("list[") and annotation.endswith("]"):
-        return _list_of(_checker(annotation[5:-1]))
+    """The check for a field annotation, built once: `dict[str, X]` or a name in _CHECKS."""
     if annotation.startswith("dict[str, ") and annotation.endswith("]"):
         return _map_of(_checker(annotation[10:-1]))
     return _CHECKS[annotation]
@@ -342,6 +324,7 @@ _FIELDS: dict[type[Message], tuple[tuple[str, Check, bool], ...]] = {
         for field in dataclasses.fields(cls)
     )
     for cls in _CLASSES.values()
+    if cls is not Rows  # its own binary layout (_read_rows)
 }
 _UNPACK_LIMITS = {
     "max_str_len": MAX_CONTROL_BYTES,
