@@ -377,8 +377,10 @@ class Pipeline:
         queues = self.holders.get(channel)
         if not queues:  # released a moment ago, or nobody's business
             return
-        if rows.epoch != self.epochs[channel]:
-            self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {self.epochs[channel]}")
+        placement = self.epochs[channel]
+        if rows.epoch != placement:
+            if placement:  # before the broker's reply the rows wait for nothing: the stream bridges them
+                self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {placement}")
             return
         spec = self.specs[channel]
         if len(rows.columns) != spec.series:
