@@ -110,8 +110,10 @@ class Ledger:
         return entry.promised_ns if entry else NOTHING
 
     def sent(self, key: StreamKey, time_ns: int) -> None:
-        entry = self._touch(key)
-        entry.sent_ns = max(entry.sent_ns, time_ns)
+        """A stream sent up to `time_ns` (per packet: no clock read, close() stamps the entry)."""
+        entry = self.entries[key]
+        if time_ns > entry.sent_ns:
+            entry.sent_ns = time_ns
 
     def close(self, key: StreamKey) -> None:
         entry = self._touch(key)

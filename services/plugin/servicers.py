@@ -60,6 +60,11 @@ def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
     return (context.orgId, context.dataSourceInstanceSettings.uid, path)
 
 
+def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
+    """Whether ticks are missing between what a stream sent last (`floor`) and `first_tick`."""
+    return floor != backfill.NOTHING and spec.tick_time(first_tick) - floor > spec.tick_ns
+
+
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
     def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
@@ -156,7 +161,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                 taken = await queue.take(self.settings.max_rows_per_packet, after)
                 self.metrics.dropped("already_sent", taken.repeated)
                 dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
-                times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
+                segments = taken.segments
+                if len(segments) == 1 and not _gap_before(spec, floor, segments[0][0]):  # the common case
+                    first, values = segments[0]
+                    times = spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
+                    columns = [floats(data) for data in values]
+                else:
+                    times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
         except SubscriptionRefused as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
@@ -174,10 +185,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         times: list[int] = []
         columns: list[list[float]] = [[] for _ in range(spec.series)]
         for first, values in taken.segments:
-            start = spec.tick_time(first)
-            if floor != backfill.NOTHING and bridge and start - floor > spec.tick_ns:
+            if bridge and _gap_before(spec, floor, first):
                 # The ticks before the first live row, or a ticker moved off a dead worker.
-                gap_times, gap_columns = await self._recomputed(spec, backfill.between(spec, floor, start))
+                gap = backfill.between(spec, floor, spec.tick_time(first))
+                gap_times, gap_columns = await self._recomputed(spec, gap)
                 times += gap_times
                 for column, recomputed in zip(columns, gap_columns, strict=True):
                     column += recomputed
