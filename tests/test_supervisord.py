@@ -79,7 +79,7 @@ def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised
         wait_for_workers(host, 2)
         assert sorted(supervised.worker_pids()) == ["generator_00", "generator_01"]
         stream = host.run_stream("custom-10-20-100")
-        assert len(stream.read_rows(3).times_ns) == 3
+        assert len(stream.read_rows(3).times_ns) >= 3
 
         victim = supervised.worker_pids()["generator_00"]
         os.kill(victim, signal.SIGKILL)

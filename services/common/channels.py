@@ -69,7 +69,8 @@ class ChannelSpec:
 
     def __post_init__(self) -> None:
         path = _canonical(self)
-        tick_ns = round(self.tick_ms * 1_000_000) if math.isfinite(self.tick_ms) else 0
+        scaled = self.tick_ms * 1_000_000
+        tick_ns = round(scaled) if math.isfinite(scaled) else 0  # check() refuses what has no tick
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "tick_ns", tick_ns)
         object.__setattr__(self, "phase_ns", _phase_ns(path, tick_ns))
