@@ -6,8 +6,9 @@ Each query is answered on its own (one bad query never fails the others):
 - the ticks stamped within the time range, cut at now (the stream has not sent later
   ones), then at most maxDataPoints of them by striding (services.plugin.history), so each
   value is exactly the value the live stream sent for that tick;
-- one wide time series frame (time, value / value_<i> labelled series=<i>, the same
-  fields as the stream's), status 200. Alerting queries are answered the same way.
+- one wide time series frame (time, then `value` per series, labelled series=<i> when
+  there are several, with the query's field config: the same fields as the stream's,
+  services.plugin.display), status 200. Alerting queries are answered the same way.
 
 The values are computed in a worker thread, so a large query does not stall the streams
 relayed on the event loop.
@@ -26,7 +27,7 @@ from services.common.channels import ChannelSpec, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.plugin import arrow, frames, history
+from services.plugin import arrow, display, history
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
@@ -64,14 +65,15 @@ def answer(query: pb.DataQuery, limits: Limits, now_ns: int) -> tuple[pb.DataRes
     """The response to one query and how many rows it holds; never raises on bad input."""
     try:
         spec = parse_query(query.json, limits)
+        shown = display.from_query(query.json)
         rows = history.values(spec, ticks_for(spec, query, now_ns))
     except InvalidChannel as exc:
         return pb.DataResponse(error=str(exc), status=400, errorSource="downstream"), 0
     except history.HistoryError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
-        arrow.NumberField(name, column, labels)
-        for (name, labels), column in zip(frames.value_fields(spec), rows.columns, strict=True)
+        arrow.NumberField(field.name, column, field.labels, field.config)
+        for field, column in zip(display.value_fields(spec, shown), rows.columns, strict=True)
     ]
     frame = arrow.time_series_file(rows.times_ns, value_fields, ref_id=query.refId)
     return pb.DataResponse(frames=[frame], status=200), len(rows)
