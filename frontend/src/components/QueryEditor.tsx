@@ -108,14 +108,16 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
         <InlineField label="Unit" labelWidth={8} tooltip="A Grafana unit id: celsius, percent, ms, …" invalid={Boolean(errors.unit)}>
           <Input id="zmqstream-unit" aria-label="Unit" width={16} placeholder="none" value={query.unit ?? ''} onChange={onText('unit')} onBlur={() => runIfValid()} />
         </InlineField>
-        <InlineField label="Mode" labelWidth={8}>
+      </InlineFieldRow>
+      <InlineFieldRow>
+        <InlineField label="Mode" labelWidth={18}>
           <RadioButtonGroup options={MODES} value={query.mode ?? StreamMode.Append} onChange={(mode) => choose({ mode })} />
         </InlineField>
         <InlineField label="Buffer (rows)" labelWidth={14} tooltip="Most rows the panel keeps; empty keeps its time range" invalid={Boolean(errors.bufferRows)}>
           <Input
             id="zmqstream-bufferRows"
             aria-label="Buffer (rows)"
-            width={12}
+            width={16}
             placeholder="panel range"
             value={typed.bufferRows}
             onChange={onNumber('bufferRows')}
