@@ -35,6 +35,11 @@ function request(targets: StreamQuery[], fromMs: number, toMs: number, scopedVar
   } as unknown as DataQueryRequest<StreamQuery>;
 }
 
+/** Lets the query's request go out: Grafana 13 builds it asynchronously, 12 at once. */
+function requestsSent(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 /** The panel's frame after each response so far. */
 function watch(responses: Observable<DataQueryResponse>): { frames: DataFrame[]; unsubscribe: () => void } {
   const frames: DataFrame[] = [];
@@ -64,9 +69,10 @@ beforeEach(() => {
 afterEach(() => vi.useRealTimers());
 
 describe('a panel over the last 15 minutes', () => {
-  it('is full at once from QueryData, then streams on from its last row with no gap and no duplicate', () => {
+  it('is full at once from QueryData, then streams on from its last row with no gap and no duplicate', async () => {
     const requests = useBackend(CAPTURE.query);
     const panel = watch(datasource().query(request([PANEL], CAPTURE.now - 15 * 60_000, CAPTURE.now)));
+    await requestsSent();
 
     expect(Number(requests[0].data.to)).toBe(CAPTURE.now - LIVE_MARGIN_MS); // the subscription brings the rest
     expect(live.opened).toHaveLength(1);
@@ -91,9 +97,10 @@ describe('a panel over the last 15 minutes', () => {
     ]);
   });
 
-  it('in Latest value mode keeps only the newest row, as a stat or gauge panel wants', () => {
+  it('in Latest value mode keeps only the newest row, as a stat or gauge panel wants', async () => {
     useBackend(CAPTURE.query);
     const panel = watch(datasource().query(request([{ ...PANEL, mode: StreamMode.Latest }], CAPTURE.now - 15 * 60_000, CAPTURE.now)));
+    await requestsSent();
     expect(live.opened[0].buffer).toEqual({ maxLength: 1, action: StreamingFrameAction.Replace });
     live.publish(CAPTURE.path, CAPTURE.subscribe);
     for (const packet of CAPTURE.packets) {
@@ -104,9 +111,10 @@ describe('a panel over the last 15 minutes', () => {
     expect(last(panel.frames).fields.map((f) => f.values[0])).toEqual([newest[0][0], newest[1][0]]);
   });
 
-  it('keeps the rows the query asks for', () => {
+  it('keeps the rows the query asks for', async () => {
     useBackend(CAPTURE.query);
     watch(datasource().query(request([{ ...PANEL, bufferRows: 50 }], CAPTURE.now - 60_000, CAPTURE.now)));
+    await requestsSent();
     expect(live.opened[0].buffer).toEqual({ maxLength: 50, action: StreamingFrameAction.Append });
   });
 });
@@ -123,23 +131,25 @@ describe('a range that does not reach now', () => {
 });
 
 describe('template variables', () => {
-  it('are resolved in every field before QueryData and in the stream path', () => {
+  it('are resolved in every field before QueryData and in the stream path', async () => {
     const requests = useBackend(CAPTURE.query);
     const query = { refId: 'A', lowerLimit: '$lower', upperLimit: '${upper}', tickInterval: '$tick', alias: '$room {{series}}', unit: 'celsius' };
     watch(datasource().query(request([query], CAPTURE.now - 60_000, CAPTURE.now)));
+    await requestsSent();
     expect(requests[0].data.queries[0]).toMatchObject({ lowerLimit: 0, upperLimit: 10, tickInterval: 1000, alias: 'kitchen {{series}}' });
     const [path, display] = live.opened[0].addr.path.split('/display=');
     expect(path).toBe('custom-0-10-1000');
     expect(JSON.parse(atob(display.replace(/-/g, '+').replace(/_/g, '/')))).toEqual({ alias: 'kitchen {{series}}', unit: 'celsius' });
   });
 
-  it('take a repeated panel’s scoped value first', () => {
+  it('take a repeated panel’s scoped value first', async () => {
     const requests = useBackend(CAPTURE.query);
     watch(datasource().query(request([{ ...PANEL, upperLimit: '$upper' }], CAPTURE.now - 60_000, CAPTURE.now, { upper: { text: '20', value: '20' } })));
+    await requestsSent();
     expect(requests[0].data.queries[0].upperLimit).toBe(20);
   });
 
-  it('are resolved for Explore and alert rules (interpolateVariablesInQueries)', () => {
+  it('are resolved for Explore and alert rules (interpolateVariablesInQueries)', async () => {
     const [query] = datasource().interpolateVariablesInQueries([{ refId: 'A', lowerLimit: '$lower', series: '${lower}', generator: 'sine', unit: '$room' }], {});
     expect(query).toMatchObject({ lowerLimit: 0, series: 0, generator: 'sine', unit: 'kitchen' });
   });
@@ -158,9 +168,10 @@ describe('template variables', () => {
 });
 
 describe('Explore', () => {
-  it('streams a query and closes the stream when Explore drops it', () => {
+  it('streams a query and closes the stream when Explore drops it', async () => {
     useBackend(CAPTURE.query);
     const explore = watch(datasource().query({ ...request([PANEL], CAPTURE.now - 5 * 60_000, CAPTURE.now), app: 'explore' }));
+    await requestsSent();
     live.publish(CAPTURE.path, CAPTURE.subscribe);
     live.publish(CAPTURE.path, CAPTURE.packets[0]);
     expect(last(explore.frames).length).toBeGreaterThan(0);
