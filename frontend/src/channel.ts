@@ -8,7 +8,8 @@
  * (`-?\d{1,15}(\.\d{1,9})?`, no exponent), generator names `[a-z][a-z0-9_]{0,31}`, and
  * the whole path at most 120 characters, which any query passing `validate` stays under
  * (at most 113). Everything that makes two streams differ is in the path, because
- * Grafana runs one backend stream per path.
+ * Grafana runs one backend stream per path: display options too, after the channel
+ * (`livePath`), which the backend strips to hold the one canonical channel.
  */
 import { DEFAULT_QUERY, DisplayFields, Limits, QueryFields, StreamQuery } from './types';
 

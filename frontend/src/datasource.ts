@@ -84,7 +84,8 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
     }
     const now = Date.now();
     const live = request.range.to.valueOf() >= now - LIVE_MARGIN_MS;
-    const to = live ? dateTime(Math.min(request.range.to.valueOf(), now - LIVE_MARGIN_MS)) : request.range.to;
+    const from = request.range.from.valueOf();
+    const to = live ? dateTime(Math.max(from, Math.min(request.range.to.valueOf(), now - LIVE_MARGIN_MS))) : request.range.to;
     const history = super.query({ ...request, targets: runnable, range: { ...request.range, to } });
     return history.pipe(
       switchMap((response) => {
