@@ -119,6 +119,16 @@ describe('a panel over the last 15 minutes', () => {
   });
 });
 
+describe('a live range shorter than the margin', () => {
+  it('asks QueryData for a range that ends where it starts, not before', async () => {
+    const requests = useBackend(CAPTURE.query);
+    watch(datasource().query(request([PANEL], CAPTURE.now - 500, CAPTURE.now)));
+    await requestsSent();
+    expect(Number(requests[0].data.to)).toBe(CAPTURE.now - 500);
+    expect(Number(requests[0].data.from)).toBe(CAPTURE.now - 500);
+  });
+});
+
 describe('a range that does not reach now', () => {
   it('is answered by QueryData alone and opens no stream', async () => {
     const requests = useBackend(CAPTURE.query);
