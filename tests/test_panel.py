@@ -90,6 +90,28 @@ def test_strided_history_is_followed_by_full_rate_rows_from_its_last_tick_on(hos
     assert_exact_values(panel, spec)
 
 
+def test_a_panel_joining_a_stream_already_running_carries_on_from_what_it_sent(host: PluginHost) -> None:
+    spec = ChannelSpec(0, 1, 500, "sine", 1)
+    first = host.subscribe(spec.path)
+    running = host.run_stream(spec.path)  # Grafana's one RunStream, for another panel
+    running.add_viewer(first.data)
+    running.read_rows(3, timeout_s=10)  # returns as a packet lands: the next is ~500 ms away
+    now_ms = time.time_ns() // 1_000_000
+    model = query_model(0, 1, 500, "sine", 1)
+    query = data_query("A", model, now_ms - 120_000, now_ms - MARGIN_MS, max_data_points=1000)
+    history_frame = read_frame(host.query_data([query]).responses["A"].frames[0])
+    reply = host.subscribe(spec.path, data=orjson.dumps({"after": history_frame.times_ns[-1] // 1_000_000}))
+    panel = StreamingFrame()
+    panel.push(history_frame.to_json())
+    panel.push(reply.data)
+    assert panel.times_ns[-1] == running.frame.times_ns[-1], "the bridge ends where the stream has got to"
+    running.viewers.append(panel)
+    running.read_rows(len(running.frame.times_ns) + 2, timeout_s=10)
+    running.cancel()
+    assert {b - a for a, b in itertools.pairwise(panel.times_ns)} == {spec.tick_ns}
+    assert_exact_values(panel, spec)
+
+
 def test_display_options_shape_the_frames_but_hold_the_one_canonical_channel(host: PluginHost) -> None:
     spec = ChannelSpec(0, 50, 100, "sine", 2)
     shown = spec.path + suffix(b'{"alias":"room {{series}}","unit":"celsius"}')
