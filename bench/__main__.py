@@ -8,12 +8,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cost, latency, rows, scaling, streams, ticker
+from bench import cost, latency, rows, scaling, start, streams, ticker
 from bench.measure import Result
 
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
     "rows": rows.run,
     "streams": streams.run,
+    "start": start.run,
     "latency": latency.run,
     "ticker": ticker.run,
     "scaling": scaling.run,

@@ -23,7 +23,11 @@ from services.plugin._proto import pluginv2_pb2_grpc
 
 FAST = ["--min-tick-ms", "0.001"]
 """Broker flags that admit the sub-millisecond ticks the rows/s scenario needs."""
-FAST_PLUGIN_ENV = {"ZMQSTREAM_MIN_TICK_MS": "0.001"}
+FAST_PLUGIN_ENV = {
+    "ZMQSTREAM_MIN_TICK_MS": "0.001",
+    "ZMQSTREAM_MAX_VALUES_PER_S": "1000000",
+    "ZMQSTREAM_MAX_VALUES_PER_S_PER_DATASOURCE": "1000000",
+}
 
 
 @dataclass

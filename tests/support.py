@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.hostemu.host import Datasource, PluginHost
 from services.hostemu.localpipeline import ROOT, Pipeline, stop, wait_for_workers
@@ -16,10 +19,12 @@ __all__ = [
     "ROOT",
     "Pipeline",
     "dead_broker_datasource",
+    "memory_kib",
     "plugin_of",
     "query_model",
     "running_pipeline",
     "stop",
+    "streams_refused",
     "wait_for_workers",
 ]
 
@@ -67,3 +72,21 @@ def query_model(
 def dead_broker_datasource() -> Datasource:
     """A datasource whose brokerAddress answers nothing."""
     return Datasource(uid="no-broker", json_data={"brokerAddress": "ipc:///tmp/zs-nobody-listens/control"})
+
+
+def memory_kib(pid: int, key: str = "VmRSS") -> int:
+    """A process's resident memory now, or with key="VmHWM" the most it ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise LookupError(f"no {key} for {pid}")
+
+
+def streams_refused(metrics: str) -> dict[tuple[str, str], float]:
+    """zmqstream_plugin_streams_refused_total from a CollectMetrics text, by (call, budget)."""
+    return {
+        (sample.labels["call"], sample.labels["budget"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "zmqstream_plugin_streams_refused_total"
+    }

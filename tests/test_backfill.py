@@ -111,18 +111,18 @@ def test_a_bad_path_is_still_not_found(host: PluginHost) -> None:
 def test_history_is_the_last_minute_or_1000_rows_and_at_least_one(tick_ms: float, rows: int) -> None:
     spec = ChannelSpec(0, 1, tick_ms)
     assert backfill.window(spec) == rows
-    recent = backfill.recent(spec, 10**18 + 1)
+    recent = history.values(spec, backfill.recent(spec, 10**18 + 1))
     assert len(recent) == rows
     assert recent.times_ns[-1] <= 10**18 + 1 < recent.times_ns[-1] + spec.tick_ns
 
 
 def test_the_bridge_holds_the_ticks_strictly_between_at_most_max_rows() -> None:
     at = SPEC.tick_time
-    assert backfill.bridge(SPEC, at(10), at(14)).times_ns == [at(11), at(12), at(13)]
-    assert len(backfill.bridge(SPEC, at(10), at(11))) == 0
-    long = backfill.bridge(SPEC, 0, at(10_000))
+    assert backfill.between(SPEC, at(10), at(14)) == range(11, 14)
+    assert len(backfill.between(SPEC, at(10), at(11))) == 0
+    long = backfill.between(SPEC, 0, at(10_000))
     assert len(long) == backfill.MAX_ROWS
-    assert long.times_ns[-1] == at(9_999)
+    assert long[-1] == 9_999
 
 
 class Clock:

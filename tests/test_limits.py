@@ -6,27 +6,63 @@ import grpc
 import pytest
 from support import running_pipeline
 
+from services.common.channels import ChannelSpec, Limits, parse_path
+from services.common.config import PluginSettings
 from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.quota import ChannelQuota
+from services.plugin.admission import Admission
+from services.plugin.datasource import DatasourceConfig
 
 LIMITED = Datasource(uid="limited", json_data={"maxChannels": 2, "minTickMs": 50, "maxSeries": 2})
 CHANNELS = ["custom-0-1-50", "custom-0-1-60", "custom-0-1-70"]
 
 
-def test_quota_counts_channels_not_streams() -> None:
-    quota = ChannelQuota()
-    quota.enter("ds", "a")
-    quota.enter("ds", "a")
-    assert quota.admits("ds", "b", 2)
-    quota.enter("ds", "b")
-    assert not quota.admits("ds", "c", 2)
-    assert quota.admits("ds", "a", 2)
-    assert quota.admits("other", "c", 2)
-    quota.leave("ds", "a")
-    assert not quota.admits("ds", "c", 2), "one stream of channel a is still running"
-    quota.leave("ds", "a")
-    assert quota.admits("ds", "c", 2)
+def spec(path: str) -> ChannelSpec:
+    return parse_path(path, Limits())
+
+
+def test_admission_counts_channels_not_streams() -> None:
+    admission = Admission(plugin_values_per_s=1e9)
+    a, b, c = spec("custom-0-1-10"), spec("custom-0-1-20"), spec("custom-0-1-30")
+    admission.enter("ds", a)
+    admission.enter("ds", a)
+    assert admission.refusal("ds", b, 2, 1e9) is None
+    admission.enter("ds", b)
+    refusal = admission.refusal("ds", c, 2, 1e9)
+    assert refusal is not None
+    assert refusal.budget == "channels"
+    assert admission.refusal("ds", a, 2, 1e9) is None
+    assert admission.refusal("other", c, 2, 1e9) is None
+    admission.leave("ds", a)
+    assert admission.refusal("ds", c, 2, 1e9) is not None, "one stream of channel a is still running"
+    admission.leave("ds", a)
+    assert admission.refusal("ds", c, 2, 1e9) is None
+
+
+def test_admission_charges_values_per_second_to_the_datasource_and_the_plugin() -> None:
+    admission = Admission(plugin_values_per_s=25_000)
+    fast = spec("custom-0-1-1-uniform-10")  # 10,000 values/s
+    admission.enter("ds", fast)
+    assert admission.refusal("ds", fast, 100, 10_000) is None, "a channel it streams costs nothing more"
+    refusal = admission.refusal("ds", spec("custom-0-1-1000"), 100, 10_000)
+    assert refusal is not None
+    assert refusal.budget == "datasource_rate"
+    assert "streams 10,000 values/s of its budget of 10,000" in refusal.reason
+    admission.enter("other", spec("custom-0-1-1-uniform-9"))
+    refusal = admission.refusal("third", spec("custom-0-1-1-uniform-7"), 100, 1e9)
+    assert refusal is not None
+    assert refusal.budget == "plugin_rate"
+    assert "the plugin streams 19,000 values/s of its budget of 25,000" in refusal.reason
+    admission.leave("ds", fast)
+    assert admission.refusal("third", spec("custom-0-1-1-uniform-7"), 100, 1e9) is None
+    assert admission.values_per_s == 9_000
+
+
+def test_a_datasource_may_tighten_its_rate_budget_but_not_loosen_it() -> None:
+    settings = PluginSettings.load([], env={})
+    for asked, granted in [(5_000, 5_000), (10**9, 50_000), ("lots", 50_000)]:
+        context = Datasource(uid="x", json_data={"maxValuesPerSecond": asked}).context()
+        assert DatasourceConfig.from_context(context, settings).max_values_per_s == granted
 
 
 @pytest.fixture(scope="module")

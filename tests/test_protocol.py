@@ -1,5 +1,7 @@
 """The wire format: every message round-trips, and every malformed one is a ProtocolError."""
 
+import struct
+
 import msgpack
 import pytest
 
@@ -133,23 +135,6 @@ def test_a_missing_required_field_is_named() -> None:
         ),
         (protocol.MsgType.SUBSCRIBE, {"plugin": "p", "channel": "c" * 1025}, "the limit is 1024"),
         (
-            protocol.MsgType.ROWS,
-            {"first_tick": 1, "epoch": 1, "columns": [5]},
-            "item 0: expected bytes, got int",
-        ),
-        (protocol.MsgType.ROWS, {"first_tick": 1, "epoch": 1, "columns": []}, "0 columns, expected 1 to"),
-        (protocol.MsgType.ROWS, {"first_tick": 1, "epoch": 1, "columns": [b"1234567"]}, "7 bytes"),
-        (
-            protocol.MsgType.ROWS,
-            {"first_tick": 1, "epoch": 1, "columns": [bytes(8), bytes(16)]},
-            "columns of different lengths",
-        ),
-        (
-            protocol.MsgType.ROWS,
-            {"first_tick": 1.5, "epoch": 1, "columns": [bytes(8)]},
-            "expected int, got float",
-        ),
-        (
             protocol.MsgType.STATUS_REPLY,
             {"request_id": "r", "broker": "b", "workers": [], "channels": {}, "plugins": 0},
             "StatusReply.workers: expected a map, got list",
@@ -255,3 +240,30 @@ def test_lists_beyond_max_items_are_refused_while_reading_not_after() -> None:
     assert protocol.decode([header, at_limit]) == protocol.StatusRequest("r")
     over = msgpack.packb({"request_id": "r", "extra": [None] * (protocol.MAX_ITEMS + 1)})
     assert "exceeds max_array_len" in refusal([header, over])
+
+
+ROWS_HEADER = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS))
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "0 bytes, shorter than its 22-byte head"),
+        (struct.pack("<qqHI", 1, 1, 0, 1), "0 series of 1 ticks"),
+        (struct.pack("<qqHI", 1, 1, 1, 0), "1 series of 0 ticks"),
+        (struct.pack("<qqHI", 1, 1, 1025, 1) + bytes(8 * 1025), "1025 series"),
+        (struct.pack("<qqHI", 1, 1, 1, 100_001), "100001 ticks"),
+        (struct.pack("<qqHI", 1, 1, 2, 3) + bytes(8 * 5), "40 bytes of values for 2 series of 3 ticks"),
+        (struct.pack("<qqHI", 1, 1, 1, 1) + bytes(9), "9 bytes of values for 1 series of 1 ticks"),
+        (msgpack.packb({"first_tick": 1, "epoch": 1, "columns": [5]}), "Rows:"),
+    ],
+)
+def test_a_rows_payload_is_checked_by_its_lengths(payload: bytes, reason: str) -> None:
+    assert reason in refusal([ROWS_HEADER, payload])
+
+
+def test_rows_values_are_little_endian_float64_series_after_series() -> None:
+    frames = protocol.encode(
+        protocol.Rows(7, 9, [protocol.float_bytes([1.0, 2.0]), protocol.float_bytes([3.0, 4.0])])
+    )
+    assert frames[1] == struct.pack("<qqHI4d", 7, 9, 2, 2, 1.0, 2.0, 3.0, 4.0)

@@ -1,12 +1,14 @@
 """QueryData through the real plugin: Arrow frames as Grafana reads them, equal to what the stream sent."""
 
+import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import orjson
 import pyarrow as pa
 import pytest
-from support import query_model, running_pipeline
+from support import memory_kib, query_model, running_pipeline
 
 from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel
@@ -170,3 +172,91 @@ def test_the_query_spec_is_the_stream_spec() -> None:
     spec = parse_query(orjson.dumps(query_model(10.0, 20, 100.00, "sine", 2)), LIMITS)
     assert spec.path == "custom-10-20-100-sine-2"
     assert history.values(spec, range(5)) == history.values(ChannelSpec(10, 20, 100, "sine", 2), range(5))
+
+
+def test_a_time_range_before_1677_fails_its_query_alone(host: PluginHost) -> None:
+    end = now_ms()
+    good = data_query("OK", query_model(0, 1, 100), end - 5000, end)
+    early = [data_query(ref, query_model(0, 1, 100), start, end) for ref, start in EARLY_STARTS.items()]
+    responses = host.query_data([good, *early]).responses
+    assert responses["OK"].status == 200
+    for ref in EARLY_STARTS:
+        assert (responses[ref].status, responses[ref].errorSource) == (400, "downstream"), ref
+        assert "before 1677-09-21, which Grafana cannot represent" in responses[ref].error
+
+
+EARLY_STARTS = {"MIN": -(2**63), "1600": -11_676_096_000_000}
+
+
+def test_a_thousand_day_long_queries_stay_within_the_points_budgets() -> None:
+    day_ms = 86_400_000
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    queries = [data_query(f"Q{i}", model, end - day_ms, end, max_data_points=50_000) for i in range(1000)]
+    with running_pipeline() as plugin:
+        health_s: list[float] = []
+        querying = threading.Thread(target=lambda: answers.append(plugin.query_data(queries, timeout_s=60)))
+        answers: list[pb.QueryDataResponse] = []
+        started = time.monotonic()
+        querying.start()
+        while querying.is_alive():
+            asked = time.monotonic()
+            assert plugin.check_health().status == pb.CheckHealthResponse.OK
+            health_s.append(time.monotonic() - asked)
+        elapsed = time.monotonic() - started
+        peak = memory_kib(plugin.process.pid, "VmHWM") / 1024
+    responses = answers[0].responses
+    answered = [ref for ref, r in responses.items() if r.status == 200]
+    assert len(responses) == 1000
+    assert len(answered) == 4, "2,000,000 values per request, 500,000 per query"
+    assert all(len(read_frame(responses[ref].frames[0]).times_ns) == 50_000 for ref in answered)
+    refused = [r for r in responses.values() if r.status != 200]
+    assert all((r.status, r.errorSource) == (413, "downstream") for r in refused)
+    assert "needs 500,000 values" in refused[0].error
+    assert "budget of 2,000,000" in refused[0].error
+    assert "lower maxDataPoints" in refused[0].error
+    print(
+        f"\n[figure] QueryData of 1,000 day-long queries: {elapsed:.1f} s, plugin peak RSS {peak:.0f} MiB, "
+        f"CheckHealth meanwhile at most {max(health_s) * 1000:.0f} ms"
+    )
+    assert peak < 300
+    assert max(health_s) < 1.0
+
+
+def test_queries_past_the_plugin_s_points_in_flight_get_a_429() -> None:
+    env = {"ZMQSTREAM_MAX_POINTS_IN_FLIGHT": "600000"}
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    big = [data_query(ref, model, end - 86_400_000, end, max_data_points=50_000) for ref in ("A", "B")]
+    small = data_query("C", query_model(0, 1, 100), end - 5000, end)
+    with running_pipeline(plugin_env=env) as plugin:
+        responses = plugin.query_data([*big, small]).responses
+    assert responses["A"].status == 200
+    assert (responses["B"].status, responses["B"].errorSource) == (429, "downstream")
+    assert "plugin already holds 500,000 of the 600,000" in responses["B"].error
+    assert "retry in a moment" in responses["B"].error
+    assert responses["C"].status == 200, "a query that fits is still answered"
+
+
+def test_shutdown_during_a_large_query_data_exits_within_a_second() -> None:
+    end = now_ms()
+    model = query_model(0, 1, 1, "uniform", 10)
+    queries = [data_query(f"Q{i}", model, end - 86_400_000, end, max_data_points=50_000) for i in range(1000)]
+    with running_pipeline() as plugin:
+        outcome: list[grpc.StatusCode] = []
+
+        def query() -> None:
+            try:
+                plugin.query_data(queries, timeout_s=60)
+            except grpc.RpcError as exc:
+                outcome.append(exc.code())
+
+        querying = threading.Thread(target=query)
+        querying.start()
+        time.sleep(0.5)  # the plugin is computing the first answers
+        shutdown_s = plugin.stop()
+        querying.join(5)
+    print(f"\n[figure] Shutdown during a QueryData of 1,000 large queries: exited after {shutdown_s:.2f} s")
+    assert shutdown_s < 1.0
+    assert plugin.process.returncode == 0
+    assert outcome in ([], [grpc.StatusCode.CANCELLED], [grpc.StatusCode.UNAVAILABLE])

@@ -108,3 +108,15 @@ def test_a_worker_given_a_cpu_keeps_its_ticker_there_and_its_io_thread_off_it() 
         assert affinity["ZMQbg/IO/0"] == os.sched_getaffinity(0) - {1}, affinity
     finally:
         pipeline.close()
+
+
+def test_a_new_stream_sends_its_latest_tick_at_once_not_at_the_next_one(host: PluginHost) -> None:
+    channel = "custom-0-1-60000"  # a tick a minute: waiting for the next live row would take up to 60 s
+    opened = time.time()
+    stream = host.run_stream(channel)
+    frame = stream.read_rows(1, timeout_s=5)
+    waited = stream.received_at[0] - opened
+    stream.cancel()
+    print(f"\n[figure] first packet of a 60 s channel after {waited * 1000:.0f} ms")
+    assert waited < 2.0
+    assert opened * 1e9 - 60e9 < frame.times_ns[0] <= opened * 1e9, "the latest tick due, recomputed"

@@ -56,6 +56,7 @@ export interface StreamOptions extends DataSourceJsonData {
   minTickMs?: number;
   maxSeries?: number;
   maxChannels?: number;
+  maxValuesPerSecond?: number;
 }
 
 /** What a channel may ask for; the backend's `limits` resource answers this shape. */

@@ -32,7 +32,13 @@ describe('ConfigEditor', () => {
     await user.type(screen.getByLabelText('Broker address'), 'tcp://10.0.0.5:5570');
     await user.type(screen.getByLabelText('Minimum tick (ms)'), '20');
     await user.type(screen.getByLabelText('Max channels'), '50');
-    expect(onSaved.mock.lastCall?.[0].jsonData).toEqual({ brokerAddress: 'tcp://10.0.0.5:5570', minTickMs: 20, maxChannels: 50 });
+    await user.type(screen.getByLabelText('Max values/s'), '5000');
+    expect(onSaved.mock.lastCall?.[0].jsonData).toEqual({
+      brokerAddress: 'tcp://10.0.0.5:5570',
+      minTickMs: 20,
+      maxChannels: 50,
+      maxValuesPerSecond: 5000,
+    });
   });
 
   it('says what a broker address should look like', async () => {

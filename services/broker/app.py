@@ -32,6 +32,10 @@ TICK_S = 0.05
 FRAMES_HWM = 100_000
 STALL_S = 0.5
 """A loop turn this much later than the last means the broker itself was not running."""
+STATUS_BYTES_PER_PEER = 4 * 1024 * 1024
+"""StatusReply bytes a peer has not read yet that the broker holds for it; past this it drops them."""
+STATUS_PEERS_KEPT = 1000
+"""Peers whose replies are tracked before those with nothing left unread are forgotten."""
 
 
 class FrameProxy(threading.Thread):
@@ -84,10 +88,11 @@ class Broker:
             worker_lease_s=settings.worker_lease_s,
             max_channels=settings.max_channels,
         )
+        # Per peer: a flood waits in the sender's queue, not ours (a plugin queues up to 10,000 too).
         self.control = configure(
             ctx.socket(zmq.ROUTER),
             sndhwm=100_000,
-            rcvhwm=1000,
+            rcvhwm=10_000,
             max_message_bytes=protocol.MAX_REQUEST_BYTES,
         )
         self.refused = 0
@@ -98,6 +103,9 @@ class Broker:
         host = settings.advertise_host
         self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance)
         self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance)
+        self.status_unread: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}
+        """Per peer, the StatusReplies still in our queue (not yet taken by the peer) and their sizes."""
+        self.status_dropped = 0
 
     def run(self, stop: threading.Event) -> None:
         next_expiry = 0.0
@@ -162,7 +170,7 @@ class Broker:
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
             case protocol.StatusRequest(request_id=request_id):
-                self._send(routing_id, registry.status(request_id, self.instance, now))
+                self._send_status(routing_id, request_id, now)
             case _:
                 log.warning("unexpected message", extra=fields(type=type(message).__name__))
 
@@ -176,6 +184,40 @@ class Broker:
             self.control.send_multipart([routing_id, *protocol.encode(message)], zmq.NOBLOCK)
         except zmq.Again:
             log.warning("control reply dropped: peer not reading", extra=fields(type=type(message).__name__))
+
+    def _send_status(self, routing_id: bytes, request_id: str, now: float) -> None:
+        """A StatusReply, unless the peer leaves STATUS_BYTES_PER_PEER of them unread: then none.
+
+        The high-water mark counts messages, and a reply listing many channels is large, so
+        a peer that asks and never reads would grow the broker without end (20,000 asks: a
+        GB). Each reply is sent zero-copy with a tracker that is done once libzmq has handed
+        it on, so what stays queued for a peer is known in bytes; a live asker gets every
+        reply. A dropped reply is not even built, so asking in a loop costs little CPU.
+        """
+        sent = self.status_unread.pop(routing_id, [])
+        unread = [(tracker, size) for tracker, size in sent if not tracker.done]
+        if sum(size for _, size in unread) >= STATUS_BYTES_PER_PEER:
+            self.status_unread[routing_id] = unread
+            self.status_dropped += 1
+            if self.status_dropped % 1000 == 1:  # a log line per thousand, not per ask
+                dropped = self.status_dropped
+                log.warning("status replies dropped: peer not reading", extra=fields(dropped=dropped))
+            return
+        message = self.registry.status(request_id, self.instance, now)
+        frames = [zmq.Frame(frame, copy=False, track=True) for frame in protocol.encode(message)]
+        try:
+            self.control.send_multipart([routing_id, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("control reply dropped: peer not reading", extra=fields(type="StatusReply"))
+            return
+        unread.append((frames[-1].tracker, sum(len(frame) for frame in frames)))
+        self.status_unread[routing_id] = unread
+        if len(self.status_unread) > STATUS_PEERS_KEPT:  # forget peers whose replies all went out
+            self.status_unread = {
+                peer: sent
+                for peer, sent in self.status_unread.items()
+                if any(not tracker.done for tracker, _ in sent)
+            }
 
     def close(self) -> None:
         self.control.close()

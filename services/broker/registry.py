@@ -37,8 +37,8 @@ class Channel:
 
     @property
     def load(self) -> float:
-        """Rows per second times series: what the channel costs a worker."""
-        return self.spec.series * 1000.0 / self.spec.tick_ms
+        """What the channel costs a worker."""
+        return self.spec.values_per_s
 
 
 @dataclass(slots=True)
@@ -104,7 +104,7 @@ class Registry:
         channel.holders.add(plugin)
         channel.orphan_since = None
         if channel.worker is None:
-            self._assign(path, channel)
+            self._assign(path, channel, replying_to=plugin)
         return protocol.SubscribeReply(path, epoch=channel.epoch if channel.worker else 0)
 
     def unsubscribe(self, plugin: str, path: str) -> None:
@@ -219,7 +219,7 @@ class Registry:
         worker.load += channel.load
         self._place(path, channel, epoch)
 
-    def _assign(self, path: str, channel: Channel) -> None:
+    def _assign(self, path: str, channel: Channel, replying_to: str = "") -> None:
         if not self.workers:
             return
         worker_id = min(self.workers, key=lambda w: (self.workers[w].load, len(self.workers[w].assigned), w))
@@ -229,12 +229,15 @@ class Registry:
         worker.load += channel.load
         epoch = max(channel.epoch + 1, self.epoch_clock())
         self.outbox.append((worker.routing_id, protocol.StartTicker(path, epoch)))
-        self._place(path, channel, epoch)
+        self._place(path, channel, epoch, replying_to)
 
-    def _place(self, path: str, channel: Channel, epoch: int) -> None:
-        """The channel runs under `epoch` from now on; its holders relay that epoch's rows only."""
+    def _place(self, path: str, channel: Channel, epoch: int, replying_to: str = "") -> None:
+        """The channel runs under `epoch` from now on; its holders relay that epoch's rows only.
+
+        A plugin whose Subscribe this answers learns the epoch from the SubscribeReply.
+        """
         channel.epoch = epoch
-        for plugin in channel.holders:
+        for plugin in channel.holders - {replying_to}:
             lease = self.plugins.get(plugin)
             if lease is not None and lease.routing_id:
                 self.outbox.append((lease.routing_id, protocol.Placement(path, epoch)))

@@ -74,6 +74,11 @@ class ChannelSpec:
         object.__setattr__(self, "tick_ns", tick_ns)
         object.__setattr__(self, "phase_ns", _phase_ns(path, tick_ns))
 
+    @property
+    def values_per_s(self) -> float:
+        """Rows per second times series: what the channel costs whoever carries it."""
+        return self.series * 1000.0 / self.tick_ms
+
     def tick_time(self, tick: int) -> int:
         """When tick `tick` is due and the time stamped on its row (ns since the epoch)."""
         return tick * self.tick_ns + self.phase_ns

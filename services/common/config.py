@@ -221,8 +221,20 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
     )
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
-    broker_timeout_s: float = setting(2.0, "how long CheckHealth waits for the broker")
+    max_brokers: int = setting(64, "most broker connections open at once (datasources may name others)")
+    broker_idle_s: float = setting(
+        10.0, "a broker connection other than the default one closes after this long unused"
+    )
+    broker_timeout_s: float = setting(
+        0.8, "how long CheckHealth waits for the broker (under 1 s: Grafana's health check never hangs)"
+    )
     max_channels_per_datasource: int = setting(1000, "most channels one datasource streams at once")
+    max_values_per_s: float = setting(
+        100_000.0, "most values per second (rows/s times series) all streams carry; new ones past it refused"
+    )
+    max_values_per_s_per_datasource: float = setting(
+        50_000.0, "most values per second the streams of one datasource carry; new ones past it refused"
+    )
     stream_queue_bytes: int = setting(
         4 * 1024 * 1024, "bytes of values one stream may hold for a slow Grafana before the oldest drop"
     )
@@ -230,10 +242,28 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
         250.0, "rows stamped further ahead of the plugin's clock are refused as forged"
     )
     max_rows_per_packet: int = setting(10_000, "most rows one StreamPacket carries")
+    max_points_per_request: int = setting(
+        2_000_000, "most values (ticks times series) one QueryData answers; queries past it get a 413"
+    )
+    max_points_in_flight: int = setting(
+        8_000_000, "most values all QueryData requests being answered hold at once; past it a 429"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "plugin_heartbeat_s", "broker_timeout_s", "stream_queue_bytes", "max_rows_per_packet")
+        _positive(
+            self,
+            "plugin_heartbeat_s",
+            "max_brokers",
+            "broker_idle_s",
+            "broker_timeout_s",
+            "stream_queue_bytes",
+            "max_rows_per_packet",
+            "max_points_per_request",
+            "max_points_in_flight",
+            "max_values_per_s",
+            "max_values_per_s_per_datasource",
+        )
         if self.max_clock_skew_ms < 0:
             raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-import msgpack
 import zmq
 
 from services.common import protocol
@@ -59,7 +58,6 @@ class Worker:
         self.reported: tuple[str, int] | None = None
         """(broker, scheduler version) that the last full heartbeat told; None: tell again."""
         self.beats_since_full = 0
-        self.packer = msgpack.Packer()
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
             self._publish,
@@ -69,7 +67,7 @@ class Worker:
         )
 
     def _publish(self, channel: str, first_tick: int, epoch: int, columns: list[bytes]) -> None:
-        self.outbox.append(protocol.rows_frame(channel, first_tick, epoch, columns, self.packer.pack))
+        self.outbox.append(protocol.rows_frame(channel, first_tick, epoch, columns))
         if len(self.outbox) >= OUTBOX_FRAMES:
             self.flush()
 

@@ -42,7 +42,8 @@ APP_PROTOCOL_VERSION = "2"
 CORE_PROTOCOL_VERSION = "1"
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 """As the Go SDK: Grafana sends up to MaxInt32, grpcio accepts 4 MiB by default."""
-SHUTDOWN_GRACE_S = 0.5
+SHUTDOWN_GRACE_S = 0.2
+"""What running calls get to finish after Shutdown: go-plugin kills at 2 s, we aim for 1 s in all."""
 
 
 def check_launched_by_host(env: dict[str, str] | os._Environ[str]) -> str:

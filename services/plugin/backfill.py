@@ -2,10 +2,10 @@
 
 SubscribeStream answers with the channel's recent history as its initial frame (schema
 and data, the same JSON as a stream's first packet), so a panel opened mid-stream is
-filled at once. A subscriber that already holds history (the frontend loads the panel's
-range from QueryData first) says up to when, and gets only the rows after it (`since`).
-The window is bounded: the last min(MAX_ROWS, WINDOW_NS / tick) ticks, and at least the
-last one, so a slow channel still shows its latest value at once.
+filled at once. Its size is bounded: the last min(MAX_ROWS, WINDOW_NS / tick) ticks, and at
+least the last one, so a slow channel still shows its latest value at once. A subscriber
+that already holds history (the frontend loads the panel's range from QueryData first)
+says up to when, and gets only the ticks after it (`since`).
 
 Where the history ends. The browser appends every later packet to the initial frame
 without deduplication, so history must end exactly where the live rows begin: an overlap
@@ -42,7 +42,6 @@ import orjson
 
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel
-from services.plugin.history import Rows, values
 
 MAX_ROWS = 1000
 WINDOW_NS = 60 * 1_000_000_000
@@ -59,13 +58,13 @@ def window(spec: ChannelSpec) -> int:
     return max(1, min(MAX_ROWS, WINDOW_NS // spec.tick_ns))
 
 
-def recent(spec: ChannelSpec, end_ns: int) -> Rows:
+def recent(spec: ChannelSpec, end_ns: int) -> range:
     """The last `window(spec)` ticks at or before `end_ns`."""
     last = spec.last_tick(end_ns)
-    return values(spec, range(last - window(spec) + 1, last + 1))
+    return range(last - window(spec) + 1, last + 1)
 
 
-def since(spec: ChannelSpec, after_ms: int, end_ns: int) -> Rows:
+def since(spec: ChannelSpec, after_ms: int, end_ns: int) -> range:
     """The ticks after a subscriber's own history (its last row at `after_ms`) up to `end_ns`.
 
     A panel that loaded its range from QueryData subscribes with `{"after": <its last
@@ -77,9 +76,9 @@ def since(spec: ChannelSpec, after_ms: int, end_ns: int) -> Rows:
     first = spec.first_tick((after_ms + 1) * 1_000_000)
     last = spec.last_tick(end_ns)
     if last < first:
-        return Rows([], [[] for _ in range(spec.series)])
+        return range(0)
     step = max(1, -(-(last - first + 1) // MAX_ROWS))
-    return values(spec, range(last - (last - first) // step * step, last + 1, step))
+    return range(last - (last - first) // step * step, last + 1, step)
 
 
 def after_of(data: bytes) -> int | None:
@@ -98,11 +97,11 @@ def after_of(data: bytes) -> int | None:
     return after
 
 
-def bridge(spec: ChannelSpec, after_ns: int, before_ns: int) -> Rows:
+def between(spec: ChannelSpec, after_ns: int, before_ns: int) -> range:
     """The ticks strictly between two tick times, at most the last MAX_ROWS of them."""
     first = spec.last_tick(after_ns) + 1
     stop = spec.first_tick(before_ns)
-    return values(spec, range(max(first, stop - MAX_ROWS), stop))
+    return range(max(first, stop - MAX_ROWS), stop)
 
 
 @dataclass(slots=True)
@@ -120,6 +119,7 @@ class Ledger:
         self.ttl_s = ttl_s
         self.clock = clock
         self.entries: dict[StreamKey, _Entry] = {}
+        self.swept = -ttl_s
 
     def history_end(self, key: StreamKey, spec: ChannelSpec, now_ns: int) -> int:
         """Where a new subscriber's history ends (a tick time); promises it if no stream sent yet."""
@@ -148,8 +148,10 @@ class Ledger:
         return entry.promised_ns if entry else NOTHING
 
     def sent(self, key: StreamKey, time_ns: int) -> None:
-        entry = self._touch(key)
-        entry.sent_ns = max(entry.sent_ns, time_ns)
+        """A stream sent up to `time_ns` (per packet: no clock read, close() stamps the entry)."""
+        entry = self.entries[key]
+        if time_ns > entry.sent_ns:
+            entry.sent_ns = time_ns
 
     def close(self, key: StreamKey) -> None:
         entry = self._touch(key)
@@ -163,7 +165,11 @@ class Ledger:
         return entry
 
     def _forget_stale(self) -> None:
-        """Drop entries no stream has used for ttl_s (run on subscribe and open, not per packet)."""
+        """Drop entries no stream has used for ttl_s (on subscribe and open, at most every ttl_s / 10:
+        a sweep is O(entries), and a thousand panels open at once)."""
         now = self.clock()
+        if now - self.swept < self.ttl_s / 10:
+            return
+        self.swept = now
         for key in [k for k, e in self.entries.items() if not e.streams and now - e.touched > self.ttl_s]:
             del self.entries[key]

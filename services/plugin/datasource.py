@@ -1,7 +1,8 @@
 """What one Grafana datasource instance asks of the plugin: its jsonData, read safely.
 
 Keys (set in the frontend's ConfigEditor): `brokerAddress` (the broker's control
-endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxChannels`. A datasource
+endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxChannels`,
+`maxValuesPerSecond` (what its streams carry at once, rows/s times series). A datasource
 may tighten the plugin's limits, never loosen them. Malformed jsonData is ignored key by
 key, with a warning, so a typo never takes a datasource down.
 """
@@ -30,6 +31,7 @@ class DatasourceConfig:
     limits: Limits
     uid: str
     max_channels: int
+    max_values_per_s: float
 
     @classmethod
     def from_context(cls, context: pb.PluginContext, plugin: PluginSettings) -> DatasourceConfig:
@@ -43,6 +45,7 @@ class DatasourceConfig:
         min_tick = _number(raw, "minTickMs", settings.uid)
         max_series = _number(raw, "maxSeries", settings.uid)
         max_channels = _number(raw, "maxChannels", settings.uid)
+        max_rate = _number(raw, "maxValuesPerSecond", settings.uid)
         limits = Limits(
             min_tick_ms=max(base.min_tick_ms, min_tick) if min_tick else base.min_tick_ms,
             max_tick_ms=base.max_tick_ms,
@@ -51,7 +54,10 @@ class DatasourceConfig:
         channels = plugin.max_channels_per_datasource
         if max_channels:
             channels = min(channels, int(max_channels))
-        return cls(address.strip(), limits, settings.uid, max(1, channels))
+        rate = plugin.max_values_per_s_per_datasource
+        return cls(
+            address.strip(), limits, settings.uid, max(1, channels), min(rate, max_rate) if max_rate else rate
+        )
 
 
 def _json_object(data: bytes, uid: str) -> dict[str, Any]:

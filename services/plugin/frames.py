@@ -35,13 +35,14 @@ def schema(spec: ChannelSpec, shown: Display = DEFAULT) -> dict[str, Any]:
 
 def data(times_ns: Sequence[int], columns: Sequence[Sequence[float]]) -> dict[str, Any]:
     """The `data` object for rows; columns must be as long as times_ns."""
-    times_ms = [t // 1_000_000 for t in times_ns]
-    body: dict[str, Any] = {"values": [times_ms, *columns]}
-    entities = [_entities(column) for column in columns]
-    if any(entities):
-        body["entities"] = [None, *entities]
-    if any(t % 1_000_000 for t in times_ns):
-        body["nanos"] = [[t % 1_000_000 for t in times_ns], *([None] * len(columns))]
+    nanos = [t % 1_000_000 for t in times_ns]
+    body: dict[str, Any] = {"values": [[t // 1_000_000 for t in times_ns], *columns]}
+    for column in columns:  # loops, not any(): this runs for every packet
+        if not math.isfinite(sum(column)):
+            body["entities"] = [None, *map(_entities, columns)]
+            break
+    if any(nanos):
+        body["nanos"] = [nanos, *([None] * len(columns))]
     return body
 
 

@@ -57,6 +57,10 @@ class SubscriptionRefused(PipelineError):
     """The broker refused a channel (a limit, or a path it cannot run)."""
 
 
+class TooManyBrokers(PipelineError):
+    """A new broker address past the plugin's cap on open broker connections."""
+
+
 NO_TICK = -(2**63)
 """A tick index before every tick."""
 Segment = tuple[int, list[bytes]]
@@ -112,6 +116,12 @@ class RowQueue:
                 raise SubscriptionRefused(self.error)
             self.ready.clear()
             await self.ready.wait()
+        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
+            first, columns = self.batches[0]
+            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
+                self.batches.clear()
+                self.size_bytes = 0
+                return Taken([(first, columns)], 0)
         taken = Taken([], 0)
         cursor, rows, pending = after_tick, 0, self.batches
         chunks: list[list[bytes]] = []
@@ -154,7 +164,7 @@ class Pipeline:
     def __init__(self, ctx: zmq.asyncio.Context, control_endpoint: str, settings: PluginSettings) -> None:
         self.control_endpoint = control_endpoint
         self.settings = settings
-        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=1000, rcvhwm=1000)
+        self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
         # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
         self.frames: zmq.Socket[bytes] = configure(
@@ -251,6 +261,8 @@ class Pipeline:
     async def status(self, timeout_s: float) -> protocol.StatusReply:
         if self.untrusted:
             raise UntrustedBroker(self.untrusted)
+        if self.control.closed:  # closed as idle (Pipelines) while a caller still held it
+            raise BrokerUnavailable(f"the connection to the broker at {self.control_endpoint} was closed")
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
         self.pending_status[request_id] = future
@@ -365,8 +377,10 @@ class Pipeline:
         queues = self.holders.get(channel)
         if not queues:  # released a moment ago, or nobody's business
             return
-        if rows.epoch != self.epochs[channel]:
-            self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {self.epochs[channel]}")
+        placement = self.epochs[channel]
+        if rows.epoch != placement:
+            if placement:  # before the broker's reply the rows wait for nothing: the stream bridges them
+                self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {placement}")
             return
         spec = self.specs[channel]
         if len(rows.columns) != spec.series:
@@ -402,23 +416,59 @@ def _untrusted(endpoint: str, settings: PluginSettings) -> str:
 
 
 class Pipelines:
-    """One Pipeline per broker address; datasources may name different brokers."""
+    """One Pipeline per broker address; datasources may name different brokers.
+
+    Each connection costs file descriptors, and any datasource may name any address, so
+    they are bounded: a connection other than the default one is closed once no stream
+    holds it and nothing used it for `broker_idle_s`, and a new address past `max_brokers`
+    open connections is refused (TooManyBrokers, saying so) until one closes.
+    """
 
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
         self.by_endpoint: dict[str, Pipeline] = {}
+        self.last_used: dict[str, float] = {}
         self.started = time.monotonic()
+        self._closer: asyncio.Task[None] | None = None
 
     def get(self, endpoint: str = "") -> Pipeline:
         endpoint = endpoint or self.settings.control_endpoint
         pipeline = self.by_endpoint.get(endpoint)
         if pipeline is None:
+            if len(self.by_endpoint) >= self.settings.max_brokers:
+                raise TooManyBrokers(
+                    f"the plugin already has its maximum of {self.settings.max_brokers} broker "
+                    f"connections open, so it cannot connect to {endpoint[:200]} now; one closes after "
+                    f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
+                    "or raise the plugin's max_brokers"
+                )
             pipeline = self.by_endpoint[endpoint] = Pipeline(self.ctx, endpoint, self.settings)
             pipeline.start()
+            if self._closer is None:
+                self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
+        self.last_used[endpoint] = time.monotonic()
         return pipeline
 
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.broker_idle_s / 2)
+            now = time.monotonic()
+            for endpoint, pipeline in list(self.by_endpoint.items()):
+                if endpoint == self.settings.control_endpoint:
+                    continue
+                if pipeline.holders or pipeline.pending_status:
+                    self.last_used[endpoint] = now
+                elif now - self.last_used[endpoint] >= self.settings.broker_idle_s:
+                    del self.by_endpoint[endpoint], self.last_used[endpoint]
+                    log.info("idle broker connection closed", extra=fields(endpoint=endpoint))
+                    await pipeline.close()
+
     async def close(self) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._closer
         for pipeline in self.by_endpoint.values():
             await pipeline.close()
         self.ctx.term()

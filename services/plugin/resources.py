@@ -29,7 +29,7 @@ from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines
+from services.plugin.pipeline import BrokerUnavailable, Pipelines, TooManyBrokers
 
 log = logging.getLogger("zmqstream.plugin.resources")
 Reply = tuple[int, Any]
@@ -92,10 +92,10 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
         }
 
     async def channels(self, config: DatasourceConfig) -> Reply:
-        pipeline = self.pipelines.get(config.broker_address)
         try:
+            pipeline = self.pipelines.get(config.broker_address)
             status = await pipeline.status(self.settings.broker_timeout_s)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, TooManyBrokers) as exc:
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,

@@ -8,12 +8,16 @@ that history ends and why); RunStream holds the channel in the pipeline and
 relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
 channel faster than the gRPC stream costs more rows per packet, not more packets. It never
 sends a tick twice or time backwards, and its first packet bridges the end of the
-history to the first live row.
+history to the first live row. Both calls first ask admission control
+(services.plugin.admission) whether the datasource and the plugin have room for the
+channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
+RESOURCE_EXHAUSTED, with the reason logged and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -28,23 +32,28 @@ from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, floats
-from services.plugin import backfill, display, frames
+from services.plugin import backfill, display, frames, history
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.history import HistoryError, Rows, generator_for
+from services.plugin.history import HistoryError, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import (
     NO_TICK,
     BrokerUnavailable,
     Pipelines,
     SubscriptionRefused,
+    Taken,
+    TooManyBrokers,
     UntrustedBroker,
 )
-from services.plugin.quota import ChannelQuota
 
 log = logging.getLogger("zmqstream.plugin")
+INLINE_TICKS = 100
+"""Ticks recomputed on the event loop itself (≤ 0.2 ms); more go to a thread, which costs
+a hand-off but lets the streams go on between the GIL's switches."""
 Health = pb.CheckHealthResponse.HealthStatus
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -54,13 +63,18 @@ def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
     return (context.orgId, context.dataSourceInstanceSettings.uid, path)
 
 
+def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
+    """Whether ticks are missing between what a stream sent last (`floor`) and `first_tick`."""
+    return floor != backfill.NOTHING and spec.tick_time(first_tick) - floor > spec.tick_ns
+
+
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
     def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
-        self.quota = ChannelQuota()
+        self.admission = Admission(settings.max_values_per_s)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
@@ -70,6 +84,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         generator_for(spec)
         return spec, shown, config
 
+    def _refusal(self, call: str, spec: ChannelSpec, config: DatasourceConfig) -> Refusal | None:
+        """Admission control (services.plugin.admission), each refusal counted by call and budget."""
+        refusal = self.admission.refusal(config.uid, spec, config.max_channels, config.max_values_per_s)
+        if refusal is not None:
+            self.metrics.streams_refused.labels(call, refusal.budget).inc()
+        return refusal
+
     async def SubscribeStream(
         self, request: pb.SubscribeStreamRequest, context: Context
     ) -> pb.SubscribeStreamResponse:
@@ -78,8 +99,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        if not self.quota.admits(config.uid, spec.path, config.max_channels):
-            log.warning("subscription refused", extra=fields(path=request.path, error=_over_quota(config)))
+        if refusal := self._refusal("subscribe", spec, config):
+            log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
         try:
             after_ms = backfill.after_of(request.data)
@@ -89,19 +110,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
         )
-        try:
-            if after_ms is None:
-                rows = await asyncio.to_thread(backfill.recent, spec, end_ns)
-            else:
-                rows = await asyncio.to_thread(backfill.since, spec, after_ms, end_ns)
-        except HistoryError as exc:
-            log.warning("no history for the new subscriber", extra=fields(channel=spec.path, error=str(exc)))
-            rows = Rows([], [])
-        if rows:
-            data = frames.packet(rows.times_ns, rows.columns, frames.schema(spec, shown))
+        ticks = backfill.recent(spec, end_ns) if after_ms is None else backfill.since(spec, after_ms, end_ns)
+        times, columns = await self._recomputed(spec, ticks)
+        if times:
+            data = frames.packet(times, columns, frames.schema(spec, shown))
         else:
             data = frames.schema_only(frames.schema(spec, shown))
-        self.metrics.sent("initial", len(rows), len(data))
+        self.metrics.sent("initial", len(times), len(data))
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
 
     async def PublishStream(
@@ -119,69 +134,92 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
-        if not self.quota.admits(config.uid, channel, config.max_channels):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _over_quota(config))
-        self.quota.enter(config.uid, channel)
-        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            self.metrics.streams_refused.labels("run", "brokers").inc()
+            log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if refusal := self._refusal("run", spec, config):
+            log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
+        self.admission.enter(config.uid, spec)
         queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
-        floor = self.ledger.open(key)
+        floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
-        log.info("stream started", extra=fields(path=request.path, channel=channel))
+        log.debug("stream started", extra=fields(path=request.path, channel=channel))
         frame_schema: dict[str, object] | None = frames.schema(spec, shown)
         drops_seen = 0
         try:
+            # The first packet goes out now, not when the first live row comes: the ticks due
+            # since the history's end (for a fresh stream, the latest tick) are recomputed.
+            due = spec.last_tick(time.time_ns())
+            since = spec.last_tick(floor) if floor != backfill.NOTHING else due - 1
+            times, columns = await self._recomputed(spec, range(since + 1, due + 1))
             while True:
-                if frame_schema is not None:  # nothing sent yet: a new subscriber may have been promised more
+                if times:
+                    data = frames.packet(times, columns, frame_schema)
+                    floor = times[-1]
+                    self.ledger.sent(key, floor)
+                    self.metrics.sent("stream", len(times), len(data))
+                    yield pb.StreamPacket(data=data)
+                    frame_schema = None
+                elif (
+                    frame_schema is not None
+                ):  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
                 taken = await queue.take(self.settings.max_rows_per_packet, after)
                 self.metrics.dropped("already_sent", taken.repeated)
                 dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
-                times: list[int] = []
-                columns: list[list[float]] = [[] for _ in range(spec.series)]
-                for first, values in taken.segments:
-                    start = spec.tick_time(first)
-                    if floor != backfill.NOTHING and not dropped_meanwhile and start - floor > spec.tick_ns:
-                        # A gap we did not make by dropping for a slow client: the ticks before the
-                        # first live row, or a ticker moved off a dead worker. Recompute it.
-                        await self._bridge(spec, floor, start, times, columns)
-                    count = len(values[0]) // FLOAT_BYTES
-                    times += spec.tick_times(range(first, first + count))
-                    for column, data in zip(columns, values, strict=True):
-                        column += floats(data)
-                    floor, dropped_meanwhile = times[-1], False
-                if not times:
-                    continue
-                data = frames.packet(times, columns, frame_schema)
-                self.ledger.sent(key, floor)
-                self.metrics.sent("stream", len(times), len(data))
-                yield pb.StreamPacket(data=data)
-                frame_schema = None
+                segments = taken.segments
+                if len(segments) == 1 and not _gap_before(spec, floor, segments[0][0]):  # the common case
+                    first, values = segments[0]
+                    times = spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
+                    columns = [floats(data) for data in values]
+                else:
+                    times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
         except SubscriptionRefused as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
-            self.quota.leave(config.uid, channel)
+            self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
-            log.info("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
+            log.debug("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
 
-    async def _bridge(
-        self, spec: ChannelSpec, floor: int, before: int, times: list[int], columns: list[list[float]]
-    ) -> None:
-        """Append the ticks strictly between `floor` and `before`, recomputed."""
+    async def _assembled(
+        self, spec: ChannelSpec, floor: int, taken: Taken, *, bridge: bool
+    ) -> tuple[list[int], list[list[float]]]:
+        """One packet's rows from what the queue handed over, with the gaps before its segments
+        recomputed; not the first gap after rows were dropped for a slow client (`bridge`)."""
+        times: list[int] = []
+        columns: list[list[float]] = [[] for _ in range(spec.series)]
+        for first, values in taken.segments:
+            if bridge and _gap_before(spec, floor, first):
+                # The ticks before the first live row, or a ticker moved off a dead worker.
+                gap = backfill.between(spec, floor, spec.tick_time(first))
+                gap_times, gap_columns = await self._recomputed(spec, gap)
+                times += gap_times
+                for column, recomputed in zip(columns, gap_columns, strict=True):
+                    column += recomputed
+            times += spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
+            for column, data in zip(columns, values, strict=True):
+                column += floats(data)
+            floor, bridge = times[-1], True
+        return times, columns
+
+    async def _recomputed(self, spec: ChannelSpec, ticks: range) -> tuple[list[int], list[list[float]]]:
+        """The values of `ticks`; a few inline, more in a thread so the streams go on meanwhile."""
         try:
-            gap = await asyncio.to_thread(backfill.bridge, spec, floor, before)
+            if len(ticks) <= INLINE_TICKS:
+                rows = history.values(spec, ticks)
+            else:
+                rows = await asyncio.to_thread(history.values, spec, ticks)
         except HistoryError as exc:
-            log.warning("cannot bridge to the live rows", extra=fields(channel=spec.path, error=str(exc)))
-            return
-        times += gap.times_ns
-        for column, values in zip(columns, gap.columns, strict=True):
-            column += values
-
-
-def _over_quota(config: DatasourceConfig) -> str:
-    return f"datasource {config.uid} already streams its maximum of {config.max_channels} channels"
+            log.warning("cannot recompute ticks", extra=fields(channel=spec.path, error=str(exc)))
+            return [], [[] for _ in range(spec.series)]
+        return rows.times_ns, rows.columns
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
@@ -195,13 +233,17 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        self.pipelines.get(config.broker_address)
+        with contextlib.suppress(TooManyBrokers):  # the metrics of the brokers already connected
+            self.pipelines.get(config.broker_address)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        pipeline = self.pipelines.get(config.broker_address)
+        try:
+            pipeline = self.pipelines.get(config.broker_address)
+        except TooManyBrokers as exc:
+            return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
             status = await pipeline.status(self.settings.broker_timeout_s)
         except UntrustedBroker as exc:

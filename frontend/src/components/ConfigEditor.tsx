@@ -5,12 +5,18 @@ import React, { ChangeEvent } from 'react';
 import { DEFAULT_LIMITS, StreamOptions } from '../types';
 
 type Props = DataSourcePluginOptionsEditorProps<StreamOptions>;
-type NumberSetting = 'minTickMs' | 'maxSeries' | 'maxChannels';
+type NumberSetting = 'minTickMs' | 'maxSeries' | 'maxChannels' | 'maxValuesPerSecond';
 
 const NUMBER_SETTINGS: Array<{ key: NumberSetting; label: string; placeholder: string; tooltip: string }> = [
   { key: 'minTickMs', label: 'Minimum tick (ms)', placeholder: String(DEFAULT_LIMITS.minTickMs), tooltip: 'Queries may not tick faster than this' },
   { key: 'maxSeries', label: 'Max series', placeholder: String(DEFAULT_LIMITS.maxSeries), tooltip: 'Most series one query may ask for' },
   { key: 'maxChannels', label: 'Max channels', placeholder: '1000', tooltip: 'Most streams this datasource runs at once' },
+  {
+    key: 'maxValuesPerSecond',
+    label: 'Max values/s',
+    placeholder: '100000',
+    tooltip: 'Most values per second (rows/s times series) its streams carry at once; new streams past it are refused',
+  },
 ];
 
 /** The settings the backend reads from jsonData; every field may stay empty (defaults work). */
