@@ -25,6 +25,10 @@ proto: python  ## gRPC stubs from services/plugin/protos
 frontend:  ## frontend/dist/module.js
 	cd frontend && npm ci --no-audit --no-fund && npm run build
 
+GRAFANA13 := frontend/compat/grafana13
+$(GRAFANA13)/node_modules/.package-lock.json: $(GRAFANA13)/package-lock.json  ## the Grafana 13 (React 19) set the tests also run against
+	cd $(GRAFANA13) && npm ci --no-audit --no-fund
+
 bundle: proto  ## build/plugins/<id>: what Grafana loads
 	$(PY) -m services.plugin.bundle
 
@@ -43,8 +47,8 @@ lint: python proto
 test-python: python proto
 	$(VENV)/bin/pytest
 
-test-frontend: frontend
-	cd frontend && npm run typecheck && npm test && npm run test:browser
+test-frontend: frontend $(GRAFANA13)/node_modules/.package-lock.json
+	cd frontend && npm run typecheck && npm test && npm run test:grafana13 && npm run test:browser
 
 test: setup lint bench-quick test-frontend test-python  ## what CI runs (pytest last: its summary closes the log)
 
@@ -55,4 +59,4 @@ bench-quick: python proto  ## the same benchmarks, short and small (CI runs this
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf build $(VENV) services/plugin/_proto frontend/node_modules frontend/dist
+	rm -rf build $(VENV) services/plugin/_proto frontend/node_modules frontend/dist $(GRAFANA13)/node_modules

@@ -36,10 +36,10 @@ def test_the_custom_generator_streams_from_the_workers(host: PluginHost) -> None
     stream = host.run_stream(path)
     frame = stream.read_rows(40, timeout_s=10)
     stream.cancel()
-    assert frame.names == ["time", "value_0", "value_1"]
+    assert frame.names == ["time", "value", "value"]
     for series in (0, 1):
         expected = [sawtooth(0, 20, 25_000_000, t, series) for t in frame.times_ns]
-        assert frame.column(f"value_{series}") == expected
+        assert frame.value_columns[series] == expected
     assert host.call_resource("channels").code == 200
 
 

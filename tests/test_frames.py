@@ -18,6 +18,7 @@ import pytest
 from services.common.channels import ChannelSpec
 from services.hostemu.dataframe import StreamingFrame
 from services.plugin import frames
+from services.plugin.display import Display
 
 GOLDEN = Path(__file__).parent / "golden"
 ONE = ChannelSpec(10, 20, 100)
@@ -82,23 +83,35 @@ def test_the_golden_json_decodes_back_to_the_exact_rows(name: str) -> None:
     assert frame.push(golden(name)) == len(case.times_ns)
     assert frame.fields == frames.schema(case.spec)["fields"]
     assert frame.times_ns == case.times_ns, "nanosecond times survive ms + nanos"
-    for (field_name, _), column in zip(frames.value_fields(case.spec), case.columns, strict=True):
-        assert same_values(frame.column(field_name), column)
+    for decoded, column in zip(frame.value_columns, case.columns, strict=True):
+        assert same_values(decoded, column)
 
 
 def test_the_schema_only_initial_frame_matches_its_golden() -> None:
     assert frames.schema_only(frames.schema(ONE)) == golden("frame_schema_only")
 
 
-def test_several_series_are_labelled_by_index() -> None:
+def test_several_series_are_one_name_labelled_by_index_so_grafana_shows_value_0() -> None:
     fields = frames.schema(ChannelSpec(0, 1, 100, "sine", 3))["fields"]
-    assert [f["name"] for f in fields] == ["time", "value_0", "value_1", "value_2"]
+    assert [f["name"] for f in fields] == ["time", "value", "value", "value"]
     assert [f.get("labels") for f in fields] == [None, {"series": "0"}, {"series": "1"}, {"series": "2"}]
     assert "labels" not in frames.schema(ONE)["fields"][1], "one series: no labels, as the SDK omits nil"
 
 
+def test_field_config_scales_panels_to_the_channel_and_carries_unit_and_alias() -> None:
+    assert frames.schema(ONE)["fields"][1]["config"] == {"min": 10.0, "max": 20.0}
+    shown = Display(alias="room {{series}}", unit="celsius")
+    configs = [f["config"] for f in frames.schema(ChannelSpec(-5, 5, 100, "sine", 2), shown)["fields"][1:]]
+    assert configs == [
+        {"displayNameFromDS": "room 0", "unit": "celsius", "min": -5.0, "max": 5.0},
+        {"displayNameFromDS": "room 1", "unit": "celsius", "min": -5.0, "max": 5.0},
+    ]
+
+
 def test_the_protocol_sheet_s_literal_example() -> None:
-    assert frames.packet([BASE_NS + 123_456_789], [[42.5]], frames.schema(ONE)) == golden("sdk_frame_example")
+    value = {"name": "value", "type": "number", "typeInfo": {"frame": "float64"}}
+    plain = {"fields": [frames.TIME_FIELD, value]}
+    assert frames.packet([BASE_NS + 123_456_789], [[42.5]], plain) == golden("sdk_frame_example")
 
 
 def test_entity_keys_keep_the_sdk_s_order_whatever_comes_first() -> None:

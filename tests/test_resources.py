@@ -6,8 +6,9 @@ import pytest
 from support import dead_broker_datasource, running_pipeline
 
 from services.common.config import PluginSettings
-from services.generator.waveforms import BUILTINS
+from services.generator.waveforms import BUILTINS, registry
 from services.hostemu.host import Datasource, PluginHost
+from services.plugin._proto import pluginv2_pb2 as pb
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,12 @@ def test_generators_lists_names_and_descriptions(host: PluginHost) -> None:
     generators = reply.json()["generators"]
     assert [g["name"] for g in generators][: len(BUILTINS)] == list(BUILTINS)
     assert all(isinstance(g["description"], str) and g["description"] for g in generators)
+
+
+def test_generators_leaves_out_hidden_ones_which_still_run(host: PluginHost) -> None:
+    assert "burn" in registry()  # the benchmarks' generator, installed by `make setup`
+    assert "burn" not in [g["name"] for g in host.call_resource("generators").json()["generators"]]
+    assert host.subscribe("custom-0-1-1000-burn-1").status == pb.SubscribeStreamResponse.OK
 
 
 def test_limits_are_the_datasource_effective_limits(host: PluginHost) -> None:

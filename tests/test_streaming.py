@@ -46,7 +46,7 @@ def test_two_channels_run_at_once_on_different_workers(pipeline: Pipeline, host:
     first, second = host.run_stream("custom-0-1-50"), host.run_stream("custom--5-5-70-random_walk-2")
     a, b = first.read_rows(5), second.read_rows(5)
     assert all(0 <= v <= 1 for v in a.column("value"))
-    assert all(-5 <= v <= 5 for v in b.column("value_0") + b.column("value_1"))
+    assert all(-5 <= v <= 5 for v in b.value_columns[0] + b.value_columns[1])
     owners = {i["worker"] for i in channels(pipeline).values()}
     first.cancel()
     second.cancel()

@@ -1,5 +1,6 @@
 // A page that renders the real QueryEditor with real @grafana/ui, for the browser check.
-import { createTheme } from '@grafana/data';
+import { createTheme, PluginType } from '@grafana/data';
+import { setTemplateSrv, TemplateSrv } from '@grafana/runtime';
 import { GlobalStyles, ThemeContext } from '@grafana/ui';
 import React, { useState } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -8,19 +9,43 @@ import { QueryEditor } from '../src/components/QueryEditor';
 import { DataSource } from '../src/datasource';
 import { StreamQuery } from '../src/types';
 
-/** The datasource as the editor sees it, without a Grafana server behind it. */
-const datasource = {
-  limits: { minTickMs: 1, maxTickMs: 3_600_000, maxSeries: 10 },
-  generators: async () => [
-    { name: 'uniform', description: 'a random value in [lower, upper] every tick' },
-    { name: 'random_walk', description: 'a bounded random walk' },
-    { name: 'sine', description: 'a sine between lower and upper' },
-  ],
-  effectiveLimits: async () => ({ minTickMs: 1, maxTickMs: 3_600_000, maxSeries: 10 }),
-} as unknown as DataSource;
+/** A dashboard's variables, as Grafana's template service resolves them. */
+const VARIABLES: Record<string, string> = { lower: '-5', upper: '5', tick: '250' };
+setTemplateSrv({
+  getVariables: () => [],
+  replace: (target?: string) => (target ?? '').replace(/\$\{(\w+)\}|\$(\w+)/g, (whole, a?: string, b?: string) => VARIABLES[(a ?? b)!] ?? whole),
+  containsTemplate: () => false,
+  updateTimeRange: () => {},
+} as unknown as TemplateSrv);
+
+/** The real datasource, answering the editor's resource calls without a Grafana server behind it. */
+class HarnessDataSource extends DataSource {
+  async generators() {
+    return [
+      { name: 'uniform', description: 'a random value in [lower, upper] every tick' },
+      { name: 'random_walk', description: 'a bounded random walk' },
+      { name: 'sine', description: 'a sine between lower and upper' },
+    ];
+  }
+  async effectiveLimits() {
+    return this.limits;
+  }
+}
+const datasource = new HarnessDataSource({
+  id: 1,
+  uid: 'zs-uid',
+  type: 'zmqstream-stream-datasource',
+  name: 'zmqstream',
+  access: 'proxy',
+  readOnly: false,
+  jsonData: {},
+  meta: { id: 'zmqstream-stream-datasource', name: 'zmqstream', type: PluginType.datasource, info: {} },
+} as unknown as ConstructorParameters<typeof DataSource>[0]);
 
 function Page() {
-  const [query, setQuery] = useState<StreamQuery>({ refId: 'A', lowerLimit: 10, upperLimit: 20, tickInterval: 100 });
+  // `?query=<json>` opens the editor on a saved query, as a dashboard does
+  const saved = new URLSearchParams(window.location.search).get('query');
+  const [query, setQuery] = useState<StreamQuery>(saved ? JSON.parse(saved) : { refId: 'A', lowerLimit: 10, upperLimit: 20, tickInterval: 100 });
   const [runs, setRuns] = useState(0);
   const theme = createTheme({ colors: { mode: 'dark' } });
   return (
@@ -28,6 +53,7 @@ function Page() {
       <GlobalStyles />
       <div style={{ background: theme.colors.background.primary, color: theme.colors.text.primary, padding: 16, fontFamily: theme.typography.fontFamily }}>
         <h3 style={{ marginTop: 0 }}>zmqstream query editor</h3>
+        <div style={{ fontSize: 12, opacity: 0.8, marginBottom: 8 }}>dashboard variables: $lower = -5, $upper = 5, $tick = 250</div>
         <QueryEditor query={query} onChange={setQuery} onRunQuery={() => setRuns((n) => n + 1)} datasource={datasource} />
         <pre data-testid="query" style={{ fontSize: 12, opacity: 0.8 }}>
           {JSON.stringify(query)} · runs: {runs}

@@ -1,6 +1,7 @@
 // Render the QueryEditor in headless Chromium (Debian's /usr/bin/chromium, driven by
-// playwright-core), type into it like a person, check what it shows, and save a screenshot
-// to screenshots/query-editor.png for people to look at.
+// playwright-core), type into it like a person, check what it shows, and save screenshots
+// to screenshots/query-editor*.png for people to look at: as typed, invalid, with template
+// variables, and with alias, unit and Latest value mode.
 import { build } from 'esbuild';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -34,8 +35,9 @@ const page = `<!doctype html><html><head><meta charset="utf-8"><title>zmqstream<
 <body style="margin:0"><div id="root"></div><script src="/app.js"></script></body></html>`;
 const files = Object.fromEntries(bundle.outputFiles.map((f) => [f.path.endsWith('.css') ? '/app.css' : '/app.js', f.text]));
 const server = createServer((request, response) => {
-  const body = request.url === '/' ? page : files[request.url ?? ''];
-  const type = request.url === '/' ? 'text/html' : request.url === '/app.css' ? 'text/css' : 'text/javascript';
+  const path = (request.url ?? '').split('?')[0];
+  const body = path === '/' ? page : files[path];
+  const type = path === '/' ? 'text/html' : path === '/app.css' ? 'text/css' : 'text/javascript';
   response.writeHead(body === undefined ? 404 : 200, { 'content-type': type });
   response.end(body ?? 'not found');
 });
@@ -49,27 +51,49 @@ const browser = await chromium.launch({
   // playwright starts Chromium with a fresh, empty profile of its own every launch
 });
 try {
-  const tab = await browser.newPage({ viewport: { width: 1100, height: 420 } });
+  const tab = await browser.newPage({ viewport: { width: 1100, height: 460 } });
   const errors = [];
   tab.on('pageerror', (error) => errors.push(String(error)));
   await tab.goto(url);
   await tab.getByLabel('Lower Limit').waitFor({ timeout: 15_000 });
   check((await tab.getByTestId('zmqstream-path').textContent()).includes('custom-10-20-100'), 'initial path');
 
+  const settle = async () => {
+    await tab.mouse.move(1090, 450); // off every control: no hover tooltip over the stream path
+    await tab.waitForTimeout(300);
+  };
   await tab.getByLabel('Lower Limit').fill('-5');
-  await tab.getByLabel('Series').fill('3');
+  await tab.getByLabel('Series', { exact: true }).fill('3');
   await tab.locator('input[type=radio][id^="option-random_walk"]').check({ force: true });
   check((await tab.getByTestId('zmqstream-path').textContent()).includes('custom--5-20-100-random_walk-3'), 'path follows typing');
+  await settle();
+  check(await tab.getByTestId('zmqstream-path').isVisible(), 'stream path visible');
   await tab.screenshot({ path: join(root, 'screenshots', 'query-editor.png') });
 
   await tab.getByLabel('Upper Limit').fill('-10');
   await tab.getByLabel('Tick interval (ms)').fill('0');
-  await tab.getByLabel('Series').click();
+  await tab.getByLabel('Series', { exact: true }).click();
   const alert = await tab.getByTestId('zmqstream-errors').textContent();
   check(alert.includes('Upper limit must be above the lower limit') && alert.includes('Tick interval must be between'), `errors shown: ${alert}`);
+  await settle();
   await tab.screenshot({ path: join(root, 'screenshots', 'query-editor-invalid.png') });
+
+  const open = async (query) => {
+    await tab.goto(`${url}?query=${encodeURIComponent(JSON.stringify({ refId: 'A', ...query }))}`);
+    await tab.getByLabel('Lower Limit').waitFor({ timeout: 15_000 });
+    await settle();
+  };
+  await open({ lowerLimit: '$lower', upperLimit: '${upper}', tickInterval: '$tick', generator: 'sine', series: 2 });
+  const resolved = await tab.getByTestId('zmqstream-path').textContent();
+  check(resolved.includes('custom--5-5-250-sine-2'), `variables resolved in the path: ${resolved}`);
+  await tab.screenshot({ path: join(root, 'screenshots', 'query-editor-variables.png') });
+
+  await open({ lowerLimit: 15, upperLimit: 30, tickInterval: 1000, alias: 'room {{series}}', unit: 'celsius', series: 2, generator: 'random_walk', mode: 'latest' });
+  const shown = await tab.getByTestId('zmqstream-path').textContent();
+  check(shown.includes('legend “room {{series}}”') && shown.includes('unit celsius'), `display options shown: ${shown}`);
+  await tab.screenshot({ path: join(root, 'screenshots', 'query-editor-display.png') });
   check(errors.length === 0, `page errors: ${errors.join('; ')}`);
-  console.log('browser check passed: screenshots/query-editor.png, screenshots/query-editor-invalid.png');
+  console.log('browser check passed: screenshots/query-editor{,-invalid,-variables,-display}.png');
 } finally {
   await browser.close();
   server.close();

@@ -8,14 +8,22 @@
  * (`-?\d{1,15}(\.\d{1,9})?`, no exponent), generator names `[a-z][a-z0-9_]{0,31}`, and
  * the whole path at most 120 characters, which any query passing `validate` stays under
  * (at most 113). Everything that makes two streams differ is in the path, because
- * Grafana runs one backend stream per path.
+ * Grafana runs one backend stream per path: display options too, after the channel
+ * (`livePath`), which the backend strips to hold the one canonical channel.
  */
-import { DEFAULT_QUERY, Limits, QueryFields, StreamQuery } from './types';
+import { DEFAULT_QUERY, DisplayFields, Limits, QueryFields, StreamQuery } from './types';
 
 const NUMBER = /^-?\d{1,15}(\.\d{1,9})?$/;
 const GENERATOR = /^[a-z][a-z0-9_]{0,31}$/;
+/** services/plugin/display.py's limits. */
+const MAX_ALIAS_CHARS = 64;
+const MAX_UNIT_CHARS = 40;
+/** Grafana's limit on a channel id, `ds/<uid>/<path>`. */
+const MAX_CHANNEL_CHARS = 160;
+/** Most rows a panel's buffer keeps, whatever its time range and tick. */
+export const MAX_BUFFER_ROWS = 100_000;
 
-export type QueryErrors = Partial<Record<keyof QueryFields, string>>;
+export type QueryErrors = Partial<Record<keyof QueryFields | keyof DisplayFields | 'bufferRows', string>>;
 
 /** `x` as the backend's plain decimal, or undefined when the grammar cannot express it exactly. */
 export function formatNumber(x: number): string | undefined {
@@ -29,14 +37,55 @@ export function formatNumber(x: number): string | undefined {
   return NUMBER.test(text) && Number(text) === x ? text : undefined;
 }
 
+/** The channel a query asks for; text that is not a number (an unresolved `$var`) becomes NaN. */
 export function withDefaults(query: StreamQuery): QueryFields {
   return {
-    lowerLimit: query.lowerLimit ?? DEFAULT_QUERY.lowerLimit,
-    upperLimit: query.upperLimit ?? DEFAULT_QUERY.upperLimit,
-    tickInterval: query.tickInterval ?? DEFAULT_QUERY.tickInterval,
-    generator: query.generator ?? DEFAULT_QUERY.generator,
-    series: query.series ?? DEFAULT_QUERY.series,
+    lowerLimit: toNumber(query.lowerLimit, DEFAULT_QUERY.lowerLimit),
+    upperLimit: toNumber(query.upperLimit, DEFAULT_QUERY.upperLimit),
+    tickInterval: toNumber(query.tickInterval, DEFAULT_QUERY.tickInterval),
+    generator: (query.generator ?? '').trim() || DEFAULT_QUERY.generator,
+    series: toNumber(query.series, DEFAULT_QUERY.series),
   };
+}
+
+/** A number field as typed or interpolated: empty means the default. */
+export function toNumber(value: number | string | undefined, fallback: number): number;
+export function toNumber(value: number | string | undefined, fallback: undefined): number | undefined;
+export function toNumber(value: number | string | undefined, fallback: number | undefined): number | undefined {
+  if (typeof value === 'number') {
+    return value;
+  }
+  const text = (value ?? '').trim();
+  return text === '' ? fallback : Number(text);
+}
+
+export function displayOf(query: StreamQuery): DisplayFields {
+  return { alias: (query.alias ?? '').trim(), unit: (query.unit ?? '').trim() };
+}
+
+/** Everything wrong with a (resolved) query, field by field; empty when it can run. */
+export function validateQuery(query: StreamQuery, limits: Limits, datasourceUid: string): QueryErrors {
+  const fields = withDefaults(query);
+  const errors: QueryErrors = validate(fields, limits);
+  const display = displayOf(query);
+  for (const [key, limit] of [['alias', MAX_ALIAS_CHARS], ['unit', MAX_UNIT_CHARS]] as const) {
+    if (display[key].length > limit) {
+      errors[key] = `${key === 'alias' ? 'Alias' : 'Unit'} must be at most ${limit} characters`;
+    } else if (/[\u0000-\u001f]/.test(display[key])) {
+      errors[key] = `${key === 'alias' ? 'Alias' : 'Unit'} must not contain control characters`;
+    }
+  }
+  if (Object.keys(errors).length === 0) {
+    const channel = `ds/${datasourceUid}/${livePath(fields, display)}`;
+    if (channel.length > MAX_CHANNEL_CHARS) {
+      errors.alias = `Alias and unit make the stream's channel ${channel.length} characters, over Grafana's ${MAX_CHANNEL_CHARS}: shorten them`;
+    }
+  }
+  const rows = toNumber(query.bufferRows, undefined);
+  if (rows !== undefined && !(Number.isInteger(rows) && rows >= 1 && rows <= MAX_BUFFER_ROWS)) {
+    errors.bufferRows = `Buffer must be empty (the panel's time range) or a whole number of rows from 1 to ${MAX_BUFFER_ROWS}`;
+  }
+  return errors;
 }
 
 /** What is wrong with a query, field by field; empty when it can stream. */
@@ -74,6 +123,27 @@ export function streamPath(fields: QueryFields): string {
     return head;
   }
   return `${head}-${fields.generator}-${fields.series}`;
+}
+
+/**
+ * The Live path of a valid query: its channel, then display options as base64url JSON
+ * (`/display=…`), which the backend strips to hold the canonical channel. Same options,
+ * same path, so panels that show a channel alike share one stream.
+ */
+export function livePath(fields: QueryFields, display: DisplayFields): string {
+  const options: Partial<DisplayFields> = {};
+  if (display.alias) {
+    options.alias = display.alias;
+  }
+  if (display.unit) {
+    options.unit = display.unit;
+  }
+  if (Object.keys(options).length === 0) {
+    return streamPath(fields);
+  }
+  const bytes = new TextEncoder().encode(JSON.stringify(options));
+  const base64 = btoa(String.fromCharCode(...bytes));
+  return `${streamPath(fields)}/display=${base64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
 }
 
 /** The limits a datasource's settings impose (the backend may be stricter still). */

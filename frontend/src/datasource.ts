@@ -1,19 +1,31 @@
 import {
+  DataFrame,
+  DataQueryError,
   DataQueryRequest,
   DataQueryResponse,
   DataSourceInstanceSettings,
+  dataFrameToJSON,
+  dateTime,
+  FieldType,
   LiveChannelScope,
+  ScopedVars,
   StreamingFrameAction,
   StreamingFrameOptions,
 } from '@grafana/data';
-import { DataSourceWithBackend, getGrafanaLiveSrv } from '@grafana/runtime';
-import { merge, Observable, of } from 'rxjs';
+import { DataSourceWithBackend, getGrafanaLiveSrv, getTemplateSrv } from '@grafana/runtime';
+import { map, merge, Observable, of, switchMap } from 'rxjs';
 
-import { limitsFrom, streamPath, validate, withDefaults } from './channel';
-import { BUILTIN_GENERATORS, DEFAULT_LIMITS, GeneratorInfo, Limits, QueryFields, StreamOptions, StreamQuery } from './types';
+import { displayOf, limitsFrom, livePath, MAX_BUFFER_ROWS, toNumber, validateQuery, withDefaults } from './channel';
+import { BUILTIN_GENERATORS, DEFAULT_LIMITS, GeneratorInfo, Limits, StreamMode, StreamOptions, StreamQuery } from './types';
 
-/** Most rows a panel's buffer keeps, whatever its time range and tick. */
-export const MAX_BUFFER_ROWS = 100_000;
+/**
+ * QueryData stops this far before now and the subscription brings the rest, so the
+ * history never holds a tick the running stream has yet to relay (it would show twice).
+ */
+export const LIVE_MARGIN_MS = 1000;
+
+const TEXT_FIELDS = ['generator', 'alias', 'unit'] as const;
+const NUMBER_FIELDS = ['lowerLimit', 'upperLimit', 'tickInterval', 'series', 'bufferRows'] as const;
 
 export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions> {
   readonly limits: Limits;
@@ -23,29 +35,95 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
     this.limits = limitsFrom(settings.jsonData, DEFAULT_LIMITS);
   }
 
-  /** Hidden or invalid queries open no stream. */
+  /** Template variables in every field; a number field whose value is a number becomes one. */
+  applyTemplateVariables(query: StreamQuery, scopedVars: ScopedVars): StreamQuery {
+    const templates = getTemplateSrv();
+    const out: StreamQuery = { ...query };
+    for (const key of TEXT_FIELDS) {
+      const value = query[key];
+      if (typeof value === 'string') {
+        out[key] = templates.replace(value, scopedVars);
+      }
+    }
+    for (const key of NUMBER_FIELDS) {
+      const value = query[key];
+      if (typeof value === 'string') {
+        const text = templates.replace(value, scopedVars).trim();
+        out[key] = text !== '' && Number.isFinite(Number(text)) ? Number(text) : text;
+      }
+    }
+    return out;
+  }
+
+  /** Hidden queries run nothing; the rest are checked once their variables are resolved. */
   filterQuery(query: StreamQuery): boolean {
-    return !query.hide && Object.keys(validate(withDefaults(query), this.limits)).length === 0;
+    return !query.hide;
   }
 
-  /** One Live stream per query, merged: Grafana runs the backend's RunStream per path. */
+  /**
+   * The panel's range from QueryData (strided to maxDataPoints, the values the stream
+   * sent), then, if the range reaches now, one Live stream per query that carries on
+   * from the history's last row: the subscription says `{"after": <ms>}` and the backend
+   * answers the rows between that and the live stream. Grafana's own `meta.channel`
+   * subscription cannot say so, and would repeat the backend's last minute on top.
+   */
   query(request: DataQueryRequest<StreamQuery>): Observable<DataQueryResponse> {
-    const live = getGrafanaLiveSrv();
-    const streams = request.targets
-      .filter((target) => this.filterQuery(target))
-      .map((target) => {
-        const fields = withDefaults(target);
-        return live.getDataStream({
-          key: `${request.requestId}-${target.refId}`,
-          // `stream` is Grafana 12's name for what older versions read as `namespace`: set both.
-          addr: { scope: LiveChannelScope.DataSource, stream: this.uid, namespace: this.uid, path: streamPath(fields) },
-          buffer: bufferOptions(request, fields),
+    const errors: DataQueryError[] = [];
+    const runnable: StreamQuery[] = [];
+    for (const target of request.targets.filter((t) => this.filterQuery(t))) {
+      const query = this.applyTemplateVariables(target, request.scopedVars);
+      const problems = Object.values(validateQuery(query, this.limits, this.uid));
+      if (problems.length > 0) {
+        errors.push({ refId: target.refId, message: `${target.refId}: ${problems.join('; ')}` });
+      } else {
+        runnable.push(query);
+      }
+    }
+    if (runnable.length === 0) {
+      return of({ data: [], errors, error: errors[0] });
+    }
+    const now = Date.now();
+    const live = request.range.to.valueOf() >= now - LIVE_MARGIN_MS;
+    const from = request.range.from.valueOf();
+    const to = live ? dateTime(Math.max(from, Math.min(request.range.to.valueOf(), now - LIVE_MARGIN_MS))) : request.range.to;
+    const history = super.query({ ...request, targets: runnable, range: { ...request.range, to } });
+    return history.pipe(
+      switchMap((response) => {
+        const answered = { ...response, errors: [...errors, ...(response.errors ?? [])] };
+        if (!live) {
+          return of(answered);
+        }
+        const streams = runnable.flatMap((query) => {
+          const frame = (response.data as DataFrame[]).find((f) => f.refId === query.refId);
+          return frame ? [this.stream(request, query, frame)] : [];
         });
-      });
-    return streams.length > 0 ? merge(...streams) : of({ data: [] });
+        const failed = answered.errors.length > 0 ? [of({ data: [], errors: answered.errors, error: answered.errors[0] })] : [];
+        return streams.length + failed.length > 0 ? merge(...failed, ...streams) : of(answered);
+      })
+    );
   }
 
-  /** Generators the backend runs (custom ones included), or the built-ins if it cannot say. */
+  /** The Live stream of one query, starting from its history frame. */
+  private stream(request: DataQueryRequest<StreamQuery>, query: StreamQuery, history: DataFrame): Observable<DataQueryResponse> {
+    const times = history.fields.find((f) => f.type === FieldType.time)?.values ?? [];
+    const last = times.length > 0 ? Number(times[times.length - 1]) : undefined;
+    const stream = getGrafanaLiveSrv().getDataStream({
+      key: `${request.requestId}-${query.refId}`,
+      // `stream` is Grafana 12's name for what older versions read as `namespace`: set both.
+      addr: {
+        scope: LiveChannelScope.DataSource,
+        stream: this.uid,
+        namespace: this.uid,
+        path: livePath(withDefaults(query), displayOf(query)),
+        data: last === undefined ? undefined : { after: last },
+      },
+      frame: dataFrameToJSON(history),
+      buffer: bufferOptions(request, query),
+    });
+    return query.mode === StreamMode.Latest ? stream.pipe(map(latestOnly)) : stream;
+  }
+
+  /** Generators the backend offers (custom ones included), or the built-ins if it cannot say. */
   async generators(): Promise<GeneratorInfo[]> {
     try {
       const answer = await this.getResource<{ generators: GeneratorInfo[] }>('generators');
@@ -66,13 +144,33 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
   }
 }
 
-/** Keep the panel's whole time range: a panel over the last minute keeps the last minute. */
-export function bufferOptions(request: DataQueryRequest<StreamQuery>, fields: QueryFields): Partial<StreamingFrameOptions> {
+/**
+ * The panel's buffer: its whole time range (a panel over the last minute keeps the last
+ * minute), or the query's own row count; Latest value keeps the newest row only.
+ */
+export function bufferOptions(request: DataQueryRequest<StreamQuery>, query: StreamQuery): Partial<StreamingFrameOptions> {
+  if (query.mode === StreamMode.Latest) {
+    return { maxLength: 1, action: StreamingFrameAction.Replace };
+  }
+  const rowsAsked = toNumber(query.bufferRows, undefined);
+  if (rowsAsked !== undefined) {
+    return { maxLength: rowsAsked, action: StreamingFrameAction.Append };
+  }
   const spanMs = Math.max(1, request.range.to.valueOf() - request.range.from.valueOf());
-  const rows = Math.ceil(spanMs / fields.tickInterval) + 1;
+  const rows = Math.ceil(spanMs / withDefaults(query).tickInterval) + 1;
   return {
     maxDelta: spanMs,
     maxLength: Math.min(MAX_BUFFER_ROWS, Math.max(rows, request.maxDataPoints ?? 0, 100)),
     action: StreamingFrameAction.Append,
   };
+}
+
+/** Each frame cut to its newest row: Grafana's Replace action keeps a whole packet, which may hold several. */
+function latestOnly(response: DataQueryResponse): DataQueryResponse {
+  const data = (response.data as DataFrame[]).map((frame) => ({
+    ...frame,
+    length: Math.min(1, frame.length),
+    fields: frame.fields.map((field) => ({ ...field, values: field.values.slice(-1) })),
+  }));
+  return { ...response, data };
 }

@@ -1,16 +1,46 @@
 import { DataSourceJsonData } from '@grafana/data';
 import { DataQuery } from '@grafana/schema';
 
-/** A panel query: the tutorial's three numbers, plus what the backend offers beyond them. */
-export interface StreamQuery extends DataQuery {
-  lowerLimit?: number;
-  upperLimit?: number;
-  tickInterval?: number;
-  generator?: string;
-  series?: number;
+/** How a query fills its panel: a time series, or only the latest value (stat, gauge). */
+export enum StreamMode {
+  Append = 'append',
+  Latest = 'latest',
 }
 
-export type QueryFields = Required<Pick<StreamQuery, 'lowerLimit' | 'upperLimit' | 'tickInterval' | 'generator' | 'series'>>;
+/**
+ * A panel query: the tutorial's three numbers, plus what the backend offers beyond them.
+ * Number fields hold a number, or text with template variables (`$lower`, `${tick}`)
+ * until applyTemplateVariables resolves them.
+ */
+export interface StreamQuery extends DataQuery {
+  lowerLimit?: number | string;
+  upperLimit?: number | string;
+  tickInterval?: number | string;
+  generator?: string;
+  series?: number | string;
+  /** Legend name; `{{series}}` becomes the series number (services/plugin/display.py). */
+  alias?: string;
+  /** A Grafana unit id (`celsius`, `percent`, `ms`). */
+  unit?: string;
+  mode?: StreamMode;
+  /** Most rows the panel keeps; empty: the panel's time range. */
+  bufferRows?: number | string;
+}
+
+/** A query's channel, variables resolved. */
+export interface QueryFields {
+  lowerLimit: number;
+  upperLimit: number;
+  tickInterval: number;
+  generator: string;
+  series: number;
+}
+
+/** What changes the frames but not the channel's values. */
+export interface DisplayFields {
+  alias: string;
+  unit: string;
+}
 
 export const DEFAULT_QUERY: QueryFields = {
   lowerLimit: 0,

@@ -1,11 +1,11 @@
-import { render, screen, waitFor } from '@testing-library/react';
+import { cleanup, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import React from 'react';
 
 import { QueryEditor } from '../src/components/QueryEditor';
 import { DataSource } from '../src/datasource';
 import { StreamQuery } from '../src/types';
-import { datasource } from './fakes';
+import { datasource, useVariables } from './fakes';
 
 function setup(query: StreamQuery, ds: DataSource = datasource()) {
   vi.spyOn(ds, 'getResource').mockRejectedValue(new Error('no backend in this test'));
@@ -16,6 +16,8 @@ function setup(query: StreamQuery, ds: DataSource = datasource()) {
 }
 
 const TUTORIAL: StreamQuery = { refId: 'A', lowerLimit: 10, upperLimit: 20, tickInterval: 100 };
+
+beforeEach(() => useVariables({ lower: '-5', tick: '250', bad: 'abc' }));
 
 describe('QueryEditor', () => {
   it('shows the three tutorial inputs, the generators and the stream path', async () => {
@@ -71,5 +73,48 @@ describe('QueryEditor', () => {
     await user.click(screen.getByText('sine'));
     expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, generator: 'sine' });
     expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('takes template variables, checks them with their values and shows the path they resolve to', async () => {
+    const user = userEvent.setup();
+    const { onChange, onRunQuery, view } = setup(TUTORIAL);
+    const lower = screen.getByLabelText('Lower Limit');
+    await user.clear(lower);
+    await user.type(lower, '$lower');
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, lowerLimit: '$lower' });
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('custom--5-20-100');
+    await user.tab();
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+    view.unmount();
+    setup({ ...TUTORIAL, tickInterval: '${tick}' });
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('custom-10-20-250');
+  });
+
+  it('shows a variable with a bad value as it shows a bad number typed in', () => {
+    setup({ ...TUTORIAL, lowerLimit: '$bad' });
+    const fromVariable = screen.getByTestId('zmqstream-errors').textContent;
+    cleanup();
+    setup({ ...TUTORIAL, lowerLimit: 'abc' });
+    expect(screen.getByTestId('zmqstream-errors').textContent).toBe(fromVariable);
+    expect(fromVariable).toMatch(/Lower limit must be a plain number/);
+  });
+
+  it('sets alias, unit and mode, and shows them with the path', async () => {
+    const user = userEvent.setup();
+    const { onChange, onRunQuery, view } = setup(TUTORIAL);
+    await user.type(screen.getByLabelText('Unit'), 'c');
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, unit: 'c' });
+    await user.click(screen.getByText('Latest value'));
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, mode: 'latest' });
+    expect(onRunQuery).toHaveBeenCalledTimes(2); // on leaving Unit, and on choosing the mode
+    view.rerender(<QueryEditor query={{ ...TUTORIAL, alias: 'room {{series}}', unit: 'celsius' }} onChange={onChange} onRunQuery={onRunQuery} datasource={datasource()} />);
+    expect(screen.getByTestId('zmqstream-path').textContent).toBe('Stream path: custom-10-20-100 · legend “room {{series}}” · unit celsius');
+  });
+
+  it('refuses an alias longer than the backend takes, and a buffer that is not a row count', () => {
+    setup({ ...TUTORIAL, alias: 'x'.repeat(65), bufferRows: '1.5' });
+    const errors = screen.getByTestId('zmqstream-errors').textContent;
+    expect(errors).toMatch(/Alias must be at most 64 characters/);
+    expect(errors).toMatch(/Buffer must be empty/);
   });
 });

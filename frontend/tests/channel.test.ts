@@ -1,4 +1,4 @@
-import { formatNumber, limitsFrom, streamPath, validate, withDefaults } from '../src/channel';
+import { formatNumber, limitsFrom, livePath, streamPath, validate, validateQuery, withDefaults } from '../src/channel';
 import { DEFAULT_LIMITS, DEFAULT_QUERY } from '../src/types';
 
 describe('formatNumber', () => {
@@ -46,5 +46,29 @@ describe('limitsFrom', () => {
   it('lets datasource settings tighten, never loosen, the limits', () => {
     expect(limitsFrom({ minTickMs: 50, maxSeries: 20 }, DEFAULT_LIMITS)).toEqual({ ...DEFAULT_LIMITS, minTickMs: 50 });
     expect(limitsFrom({ minTickMs: -1, maxSeries: 2 }, DEFAULT_LIMITS)).toEqual({ ...DEFAULT_LIMITS, maxSeries: 2 });
+  });
+});
+
+describe('livePath', () => {
+  const fields = { ...DEFAULT_QUERY, lowerLimit: 10, upperLimit: 20, tickInterval: 100 };
+  it('is the channel path alone without display options', () => expect(livePath(fields, { alias: '', unit: '' })).toBe('custom-10-20-100'));
+  it('carries alias and unit as base64url JSON after the channel, as services/plugin/display.py reads them', () => {
+    const path = livePath(fields, { alias: 'Température {{series}}', unit: 'celsius' });
+    const [channel, encoded] = path.split('/display=');
+    expect(channel).toBe('custom-10-20-100');
+    expect(encoded).toMatch(/^[A-Za-z0-9_-]+$/);
+    const bytes = Uint8Array.from(atob(encoded.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    expect(JSON.parse(new TextDecoder().decode(bytes))).toEqual({ alias: 'Température {{series}}', unit: 'celsius' });
+  });
+});
+
+describe('validateQuery', () => {
+  it("keeps the channel id within Grafana's 160 characters", () => {
+    const query = { refId: 'A', lowerLimit: -123456789012345.12, upperLimit: 123456789012345.12, alias: 'a'.repeat(60) };
+    expect(validateQuery(query, DEFAULT_LIMITS, 'uid').alias).toMatch(/over Grafana's 160: shorten them/);
+  });
+  it('reads numbers typed as text, and an empty field as its default', () => {
+    expect(withDefaults({ refId: 'A', lowerLimit: ' 5 ', upperLimit: '' })).toMatchObject({ lowerLimit: 5, upperLimit: 100 });
+    expect(validateQuery({ refId: 'A', series: '$n' }, DEFAULT_LIMITS, 'uid').series).toBeDefined();
   });
 });

@@ -1,6 +1,6 @@
 // Frames our real plugin sent (tests/golden/stream_packets.jsonl, captured by
 // tests/capture_stream.py) read by Grafana's own StreamingDataFrame and dataFrameFromJSON.
-import { DataFrameJSON, dataFrameFromJSON, FieldType, StreamingDataFrame } from '@grafana/data';
+import { DataFrameJSON, dataFrameFromJSON, FieldType, getFieldDisplayName, StreamingDataFrame } from '@grafana/data';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -44,5 +44,23 @@ describe('frames from our plugin in Grafana', () => {
     const frame = dataFrameFromJSON(packets[1]);
     expect(frame.fields[0].type).toBe(FieldType.time);
     expect(frame.fields[1].values).toEqual((packets[1].data!.values as number[][])[1]);
+  });
+});
+
+describe('legends of our frames in Grafana', () => {
+  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden');
+  const multi: DataFrameJSON = JSON.parse(readFileSync(join(GOLDEN, 'frame_multi_series.json'), 'utf8'));
+
+  it('read value 0, value 1, … for several series (tests/golden/frame_multi_series.json, our plugin’s bytes)', () => {
+    const frame = dataFrameFromJSON(multi);
+    expect(frame.fields.slice(1).map((f) => getFieldDisplayName(f, frame, [frame]))).toEqual(['value 0', 'value 1', 'value 2']);
+    expect(frame.fields[1].config).toEqual({ min: 0, max: 1 });
+  });
+
+  it('read the alias the backend put in displayNameFromDS', () => {
+    const aliased = structuredClone(multi);
+    aliased.schema!.fields.slice(1).forEach((f, i) => (f.config = { ...f.config, displayNameFromDS: `room ${i}` }));
+    const frame = dataFrameFromJSON(aliased);
+    expect(frame.fields.slice(1).map((f) => getFieldDisplayName(f, frame, [frame]))).toEqual(['room 0', 'room 1', 'room 2']);
   });
 });

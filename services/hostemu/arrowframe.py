@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from services.hostemu.dataframe import FrameError
+from services.plugin.frames import data as frame_data
 
 TSTYPES = ("time", "number", "string", "boolean", "enum", "other")
 
@@ -48,6 +49,24 @@ class ArrowFrame:
 
     def field(self, name: str) -> ArrowField:
         return self.fields[self.names.index(name)]
+
+    @property
+    def value_fields(self) -> list[ArrowField]:
+        """Every field but time, in order (a channel's series share the name `value`)."""
+        return [f for f in self.fields if not f.arrow_type.startswith("timestamp")]
+
+    def to_json(self) -> dict[str, Any]:
+        """The frame as Grafana's /api/ds/query hands it to the browser (DataFrameJSON)."""
+        fields: list[dict[str, Any]] = []
+        for f in self.fields:
+            entry: dict[str, Any] = {"name": f.name, "type": f.tstype}
+            if f.labels is not None:
+                entry["labels"] = f.labels
+            if f.config is not None:
+                entry["config"] = f.config
+            fields.append(entry)
+        schema = {"name": self.name, "refId": self.ref_id, "fields": fields}
+        return {"schema": schema, "data": frame_data(self.times_ns, [f.values for f in self.value_fields])}
 
     @property
     def times_ns(self) -> list[int]:

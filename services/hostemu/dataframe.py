@@ -37,6 +37,12 @@ class StreamingFrame:
     def column(self, name: str) -> list[Any]:
         return self.values[self.names.index(name)]
 
+    @property
+    def value_columns(self) -> list[list[Any]]:
+        """Every column but time, in order (a channel's series share the name `value`)."""
+        time_index = self._time_index()
+        return [column for i, column in enumerate(self.values) if i != time_index]
+
     def push(self, message: bytes | dict[str, Any]) -> int:
         """Apply one message; return how many rows it added."""
         body = orjson.loads(message) if isinstance(message, bytes | bytearray) else message

@@ -179,9 +179,12 @@ class PluginHost:
         return response
 
     def subscribe(
-        self, path: str, ds: Datasource | None = None, timeout_s: float = 10
+        self, path: str, ds: Datasource | None = None, timeout_s: float = 10, data: bytes = b""
     ) -> pb.SubscribeStreamResponse:
-        request = pb.SubscribeStreamRequest(pluginContext=(ds or Datasource()).context(), path=path)
+        """A Live subscription; `data` is the browser's subscribe payload (LiveChannelAddress.data)."""
+        request = pb.SubscribeStreamRequest(
+            pluginContext=(ds or Datasource()).context(), path=path, data=data
+        )
         response: pb.SubscribeStreamResponse = self.stream.SubscribeStream(request, timeout=timeout_s)
         return response
 

@@ -5,7 +5,7 @@ What Grafana's reader expects (shared/docs/grafana-plugin-protocol.md §4):
 - schema metadata `name` and `refId`, always (possibly empty), `meta` (FrameMeta JSON) only
   when the frame has meta;
 - per field: the Arrow field name is the frame field name; metadata `tstype` (the
-  frontend type) always, `labels` (JSON object) only when the field has labels;
+  frontend type) always, `labels` and `config` (JSON objects) only when the field has them;
 - the time field `timestamp[ns]` without a timezone: the Go reader takes every int64 as
   nanoseconds whatever the unit says, so any other unit silently shifts the times;
 - non-nullable fields, as the SDK writes `time.Time` and `float64`: the nullable flag
@@ -31,6 +31,7 @@ class NumberField:
     name: str
     values: Sequence[float]
     labels: Mapping[str, str] | None = None
+    config: Mapping[str, Any] | None = None
 
 
 def time_series_file(
@@ -55,6 +56,8 @@ def time_series_file(
         field_meta = {"tstype": "number"}
         if field.labels is not None:
             field_meta["labels"] = _json(field.labels)
+        if field.config is not None:
+            field_meta["config"] = _json(field.config)
         arrow_fields.append(pa.field(field.name, pa.float64(), nullable=False, metadata=field_meta))
     schema = pa.schema(arrow_fields, metadata=schema_meta)
     arrays = [pa.array(times_ns, type=pa.timestamp("ns"))]

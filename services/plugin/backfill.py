@@ -3,7 +3,9 @@
 SubscribeStream answers with the channel's recent history as its initial frame (schema
 and data, the same JSON as a stream's first packet), so a panel opened mid-stream is
 filled at once. Its size is bounded: the last min(MAX_ROWS, WINDOW_NS / tick) ticks, and at
-least the last one, so a slow channel still shows its latest value at once.
+least the last one, so a slow channel still shows its latest value at once. A subscriber
+that already holds history (the frontend loads the panel's range from QueryData first)
+says up to when, and gets only the ticks after it (`since`).
 
 Where the history ends. The browser appends every later packet to the initial frame
 without deduplication, so history must end exactly where the live rows begin: an overlap
@@ -36,7 +38,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from services.common.channels import ChannelSpec
+from services.common.errors import InvalidChannel
 
 MAX_ROWS = 1000
 WINDOW_NS = 60 * 1_000_000_000
@@ -57,6 +62,39 @@ def recent(spec: ChannelSpec, end_ns: int) -> range:
     """The last `window(spec)` ticks at or before `end_ns`."""
     last = spec.last_tick(end_ns)
     return range(last - window(spec) + 1, last + 1)
+
+
+def since(spec: ChannelSpec, after_ms: int, end_ns: int) -> range:
+    """The ticks after a subscriber's own history (its last row at `after_ms`) up to `end_ns`.
+
+    A panel that loaded its range from QueryData subscribes with `{"after": <its last
+    time, ms>}` and gets only the rows between that and the live stream, instead of the
+    window, which would repeat what it holds. Ticks are at least 1 ms apart, so the tick
+    after a row stamped within millisecond `after_ms` is stamped after it. More than
+    MAX_ROWS are strided (ending exactly at `end_ns`'s tick), as QueryData strides.
+    """
+    first = spec.first_tick((after_ms + 1) * 1_000_000)
+    last = spec.last_tick(end_ns)
+    if last < first:
+        return range(0)
+    step = max(1, -(-(last - first + 1) // MAX_ROWS))
+    return range(last - (last - first) // step * step, last + 1, step)
+
+
+def after_of(data: bytes) -> int | None:
+    """The `after` (epoch ms) of a subscription payload, None without one; InvalidChannel if malformed."""
+    if not data:
+        return None
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidChannel(f"the subscription payload is not JSON: {exc}") from None
+    after = payload.get("after") if isinstance(payload, dict) else None
+    if after is None:
+        return None
+    if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**53:
+        raise InvalidChannel(f"after must be a time in epoch milliseconds, got {str(after)[:40]!r}")
+    return after
 
 
 def between(spec: ChannelSpec, after_ns: int, before_ns: int) -> range:

@@ -16,27 +16,19 @@ from typing import Any
 import orjson
 
 from services.common.channels import ChannelSpec
+from services.plugin.display import DEFAULT, Display, value_fields
 
 TIME_FIELD: dict[str, Any] = {"name": "time", "type": "time", "typeInfo": {"frame": "time.Time"}}
 
 
-def value_fields(spec: ChannelSpec) -> list[tuple[str, dict[str, str] | None]]:
-    """(name, labels) of each value field: `value`, or `value_<i>` labelled `series=<i>`.
-
-    Streams and QueryData frames both name their fields from here, so they match.
-    """
-    if spec.series == 1:
-        return [("value", None)]
-    return [(f"value_{i}", {"series": str(i)}) for i in range(spec.series)]
-
-
-def schema(spec: ChannelSpec) -> dict[str, Any]:
-    """The frame schema of a channel: time, then one float64 field per series."""
+def schema(spec: ChannelSpec, shown: Display = DEFAULT) -> dict[str, Any]:
+    """The frame schema of a channel: time, then one float64 field per series (services.plugin.display)."""
     values = []
-    for name, labels in value_fields(spec):
-        field: dict[str, Any] = {"name": name, "type": "number", "typeInfo": {"frame": "float64"}}
-        if labels is not None:
-            field["labels"] = labels
+    for value in value_fields(spec, shown):
+        field: dict[str, Any] = {"name": value.name, "type": "number", "typeInfo": {"frame": "float64"}}
+        if value.labels is not None:
+            field["labels"] = value.labels
+        field["config"] = value.config
         values.append(field)
     return {"fields": [TIME_FIELD, *values]}
 

@@ -6,7 +6,8 @@ as datasource, intervalMs and maxDataPoints, which are ignored here):
     {"refId": "A", "lowerLimit": 0, "upperLimit": 100, "tickInterval": 1000,
      "generator": "uniform", "series": 1}
 
-Absent keys take those defaults. Numbers may arrive as JSON numbers or numeric strings
+Absent keys take those defaults. `alias` and `unit` shape the frame, not the channel
+(services.plugin.display). Numbers may arrive as JSON numbers or numeric strings
 (form inputs). The spec is then checked by ChannelSpec.check and round-tripped through its
 canonical path, so a query is accepted exactly when the same stream would be, with the
 same limits and messages, and its values are seeded by the same path.

@@ -10,8 +10,9 @@ Each query is answered on its own (one bad query never fails the others):
 - its values (ticks times series) must fit the request's budget and the plugin's budget of
   values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
   and how to narrow the query: memory stays bounded whatever a viewer sends;
-- one wide time series frame (time, value / value_<i> labelled series=<i>, the same
-  fields as the stream's), status 200. Alerting queries are answered the same way.
+- one wide time series frame (time, then `value` per series, labelled series=<i> when
+  there are several, with the query's field config: the same fields as the stream's,
+  services.plugin.display), status 200. Alerting queries are answered the same way.
 
 The values are computed in a worker thread, one query at a time, so a large query does
 not stall the streams relayed on the event loop, and a request's peak is its answers so
@@ -32,7 +33,7 @@ from services.common.channels import ChannelSpec, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.plugin import arrow, frames, history
+from services.plugin import arrow, display, history
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
@@ -74,6 +75,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
             for query in request.queries:
                 try:
                     spec, ticks = plan(query, config.limits, now_ns)
+                    shown = display.from_query(query.json)
                     points = len(ticks) * spec.series
                     self._check_budget(points, held)
                 except InvalidChannel as exc:
@@ -84,7 +86,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
                     held += points
                     self.points_in_flight += points
                     # One query at a time, so the request's peak is its answers plus one being built.
-                    response, rows = await asyncio.to_thread(answer, spec, ticks, query.refId)
+                    response, rows = await asyncio.to_thread(answer, spec, ticks, query.refId, shown)
                 responses[query.refId] = response
                 self._count(query, response, rows)
         finally:
@@ -127,15 +129,17 @@ def plan(query: pb.DataQuery, limits: Limits, now_ns: int) -> tuple[ChannelSpec,
     return spec, ticks_for(spec, query, now_ns)
 
 
-def answer(spec: ChannelSpec, ticks: range, ref_id: str) -> tuple[pb.DataResponse, int]:
+def answer(
+    spec: ChannelSpec, ticks: range, ref_id: str, shown: display.Display = display.DEFAULT
+) -> tuple[pb.DataResponse, int]:
     """The response holding `ticks` of `spec` and how many rows it holds; never raises on bad input."""
     try:
         times, columns = packed_values(spec, ticks)
     except history.HistoryError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
-        arrow.NumberField(name, column, labels)
-        for (name, labels), column in zip(frames.value_fields(spec), columns, strict=True)
+        arrow.NumberField(field.name, column, field.labels, field.config)
+        for field, column in zip(display.value_fields(spec, shown), columns, strict=True)
     ]
     frame = arrow.time_series_file(times, value_fields, ref_id=ref_id)
     return pb.DataResponse(frames=[frame], status=200), len(times)

@@ -1,6 +1,7 @@
 """CallResource: a small JSON API under /api/datasources/uid/<uid>/resources/ for the frontend.
 
     GET generators → {"generators": [{"name": "uniform", "description": "…"}, …]}
+                     (without those marked `hidden = True`, such as the benchmarks' `burn`)
     GET limits     → {"minTickMs": …, "maxTickMs": …, "maxSeries": …}  (this datasource's)
     GET channels   → the broker's view: {"broker", "endpoint", "plugins",
                      "channels": [{"path", "worker", "subscribers"}, …],
@@ -78,6 +79,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
         found = [
             {"name": name, "description": str(getattr(generator, "description", ""))}
             for name, generator in registry().items()
+            if getattr(generator, "hidden", False) is not True
         ]
         return 200, {"generators": found}
 

@@ -1,8 +1,10 @@
 """The gRPC services Grafana calls: pluginv2 Stream and Diagnostics, go-plugin's controller.
 
 A stream's life: SubscribeStream checks the path (NOT_FOUND with the reason logged if it
-is bad) and answers the schema with the channel's recent history (services.plugin.backfill
-says where that history ends and why); RunStream holds the channel in the pipeline and
+is bad; display options after the channel, services.plugin.display, shape the frames, but
+the channel held is the canonical one) and answers the schema with the channel's recent
+history, or with the rows after the subscriber's own (services.plugin.backfill says where
+that history ends and why); RunStream holds the channel in the pipeline and
 relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
 channel faster than the gRPC stream costs more rows per packet, not more packets. It never
 sends a tick twice or time backwards, and its first packet bridges the end of the
@@ -30,11 +32,12 @@ from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, floats
-from services.plugin import backfill, frames, history
+from services.plugin import backfill, display, frames, history
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
+from services.plugin.display import Display
 from services.plugin.history import HistoryError, generator_for
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import (
@@ -73,11 +76,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
 
-    def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, DatasourceConfig]:
+    def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, Display, DatasourceConfig]:
+        """The canonical channel a Live path streams, the frames' display options, the datasource."""
         config = DatasourceConfig.from_context(context, self.settings)
-        spec = parse_path(path, config.limits)
+        channel_path, shown = display.split_path(path)
+        spec = parse_path(channel_path, config.limits)
         generator_for(spec)
-        return spec, config
+        return spec, shown, config
 
     def _refusal(self, call: str, spec: ChannelSpec, config: DatasourceConfig) -> Refusal | None:
         """Admission control (services.plugin.admission), each refusal counted by call and budget."""
@@ -90,21 +95,27 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self, request: pb.SubscribeStreamRequest, context: Context
     ) -> pb.SubscribeStreamResponse:
         try:
-            spec, config = self._spec(request.pluginContext, request.path)
+            spec, shown, config = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
         if refusal := self._refusal("subscribe", spec, config):
             log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
+        try:
+            after_ms = backfill.after_of(request.data)
+        except InvalidChannel as exc:
+            log.warning("subscription refused", extra=fields(path=request.path, error=str(exc)))
+            return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
         end_ns = self.ledger.history_end(
             stream_key(request.pluginContext, request.path), spec, time.time_ns()
         )
-        times, columns = await self._recomputed(spec, backfill.recent(spec, end_ns))
+        ticks = backfill.recent(spec, end_ns) if after_ms is None else backfill.since(spec, after_ms, end_ns)
+        times, columns = await self._recomputed(spec, ticks)
         if times:
-            data = frames.packet(times, columns, frames.schema(spec))
+            data = frames.packet(times, columns, frames.schema(spec, shown))
         else:
-            data = frames.schema_only(frames.schema(spec))
+            data = frames.schema_only(frames.schema(spec, shown))
         self.metrics.sent("initial", len(times), len(data))
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
 
@@ -118,7 +129,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self, request: pb.RunStreamRequest, context: Context
     ) -> AsyncIterator[pb.StreamPacket]:
         try:
-            spec, config = self._spec(request.pluginContext, request.path)
+            spec, shown, config = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
@@ -137,7 +148,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
         log.debug("stream started", extra=fields(path=request.path, channel=channel))
-        frame_schema: dict[str, object] | None = frames.schema(spec)
+        frame_schema: dict[str, object] | None = frames.schema(spec, shown)
         drops_seen = 0
         try:
             # The first packet goes out now, not when the first live row comes: the ticks due

@@ -1,33 +1,41 @@
 import { QueryEditorProps } from '@grafana/data';
 import { Alert, InlineField, InlineFieldRow, Input, RadioButtonGroup } from '@grafana/ui';
-import React, { ChangeEvent, useEffect, useMemo, useState } from 'react';
+import React, { ChangeEvent, useEffect, useState } from 'react';
 
-import { QueryErrors, streamPath, validate, withDefaults } from '../channel';
+import { displayOf, QueryErrors, streamPath, validateQuery, withDefaults } from '../channel';
 import { DataSource } from '../datasource';
-import { BUILTIN_GENERATORS, GeneratorInfo, Limits, QueryFields, StreamOptions, StreamQuery } from '../types';
+import { BUILTIN_GENERATORS, GeneratorInfo, Limits, StreamMode, StreamOptions, StreamQuery } from '../types';
 
 type Props = QueryEditorProps<DataSource, StreamQuery, StreamOptions>;
-type NumberField = 'lowerLimit' | 'upperLimit' | 'tickInterval' | 'series';
+type NumberField = 'lowerLimit' | 'upperLimit' | 'tickInterval' | 'series' | 'bufferRows';
+type TextField = 'alias' | 'unit';
 
-const NUMBER_FIELDS: Array<{ field: NumberField; label: string; tooltip: string }> = [
-  { field: 'lowerLimit', label: 'Lower Limit', tooltip: 'Smallest value the generator produces' },
-  { field: 'upperLimit', label: 'Upper Limit', tooltip: 'Largest value the generator produces' },
-  { field: 'tickInterval', label: 'Tick interval (ms)', tooltip: 'Time between two values' },
-  { field: 'series', label: 'Series', tooltip: 'Values per tick, one field each' },
+const CHANNEL_FIELDS: Array<{ field: NumberField; label: string; tooltip: string; placeholder: string }> = [
+  { field: 'lowerLimit', label: 'Lower Limit', tooltip: 'Smallest value the generator produces', placeholder: '0' },
+  { field: 'upperLimit', label: 'Upper Limit', tooltip: 'Largest value the generator produces', placeholder: '100' },
+  { field: 'tickInterval', label: 'Tick interval (ms)', tooltip: 'Time between two values', placeholder: '1000' },
+  { field: 'series', label: 'Series', tooltip: 'Values per tick, one field each', placeholder: '1' },
+];
+
+const MODES = [
+  { label: 'Time series', value: StreamMode.Append, description: 'Every value over the panel range, then live' },
+  { label: 'Latest value', value: StreamMode.Latest, description: 'Only the newest value, for stat and gauge panels' },
 ];
 
 /**
- * The tutorial's three inputs plus generator and series. Each keystroke updates the query
- * (numbers are kept as typed so "-" or "1." can be finished); a valid query runs on blur;
+ * The tutorial's three inputs plus generator and series, and how the panel shows them
+ * (alias, unit, mode, buffer). Number fields take numbers or template variables; what
+ * the query would run is checked with its variables resolved, so a variable with a bad
+ * value shows the same message as a bad number typed in. A valid query runs on blur;
  * an invalid one shows why and runs nothing.
  */
 export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) {
-  const fields = withDefaults(query);
   const [typed, setTyped] = useState<Record<NumberField, string>>(() => ({
-    lowerLimit: String(fields.lowerLimit),
-    upperLimit: String(fields.upperLimit),
-    tickInterval: String(fields.tickInterval),
-    series: String(fields.series),
+    lowerLimit: text(query.lowerLimit),
+    upperLimit: text(query.upperLimit),
+    tickInterval: text(query.tickInterval),
+    series: text(query.series),
+    bufferRows: text(query.bufferRows),
   }));
   const [generators, setGenerators] = useState<GeneratorInfo[]>(BUILTIN_GENERATORS);
   const [limits, setLimits] = useState<Limits>(datasource.limits);
@@ -41,55 +49,87 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
     };
   }, [datasource]);
 
-  const parsed: QueryFields = { ...fields, ...parseTyped(typed) };
-  const errors: QueryErrors = useMemo(() => validate(parsed, limits), [parsed, limits]);
+  const current: StreamQuery = { ...query, ...asQuery(typed) }; // numbers as typed, "-" or "1." not finished yet
+  const resolved = datasource.applyTemplateVariables(current, {});
+  const errors: QueryErrors = validateQuery(resolved, limits, datasource.uid);
+  const shown = displayOf(resolved);
   const valid = Object.keys(errors).length === 0;
+  const generator = withDefaults(query).generator;
 
   const onNumber = (field: NumberField) => (event: ChangeEvent<HTMLInputElement>) => {
-    const text = event.currentTarget.value;
-    setTyped({ ...typed, [field]: text });
-    onChange({ ...query, [field]: text.trim() === '' ? Number.NaN : Number(text) });
+    const value = event.currentTarget.value;
+    setTyped({ ...typed, [field]: value });
+    onChange({ ...query, ...asQuery({ [field]: value }) });
   };
-  const runIfValid = () => {
-    if (valid) {
+  const onText = (field: TextField) => (event: ChangeEvent<HTMLInputElement>) => {
+    onChange({ ...query, [field]: event.currentTarget.value });
+  };
+  const runIfValid = (next: StreamQuery = current) => {
+    const nextErrors = validateQuery(datasource.applyTemplateVariables(next, {}), limits, datasource.uid);
+    if (Object.keys(nextErrors).length === 0) {
       onRunQuery();
     }
+  };
+  const choose = (change: Partial<StreamQuery>) => {
+    onChange({ ...query, ...change });
+    runIfValid({ ...current, ...change });
   };
 
   return (
     <div>
       <InlineFieldRow>
-        {NUMBER_FIELDS.map(({ field, label, tooltip }) => (
+        {CHANNEL_FIELDS.map(({ field, label, tooltip, placeholder }) => (
           <InlineField key={field} label={label} tooltip={tooltip} labelWidth={18} invalid={Boolean(errors[field])}>
             <Input
               id={`zmqstream-${field}`}
               aria-label={label}
-              type="number"
               width={14}
+              placeholder={placeholder}
               value={typed[field]}
               onChange={onNumber(field)}
-              onBlur={runIfValid}
+              onBlur={() => runIfValid()}
             />
           </InlineField>
         ))}
       </InlineFieldRow>
       <InlineFieldRow>
-        <InlineField label="Generator" labelWidth={18} tooltip={generators.find((g) => g.name === fields.generator)?.description}>
+        <InlineField label="Generator" labelWidth={18} invalid={Boolean(errors.generator)}>
           <RadioButtonGroup
             options={generators.map((g) => ({ label: g.name, value: g.name, description: g.description }))}
-            value={fields.generator}
-            onChange={(generator) => {
-              onChange({ ...query, generator });
-              if (Object.keys(validate({ ...parsed, generator }, limits)).length === 0) {
-                onRunQuery();
-              }
-            }}
+            value={generator}
+            onChange={(name) => choose({ generator: name })}
+          />
+        </InlineField>
+      </InlineFieldRow>
+      <InlineFieldRow>
+        <InlineField label="Alias" labelWidth={18} tooltip="Legend name; {{series}} becomes the series number" invalid={Boolean(errors.alias)}>
+          <Input id="zmqstream-alias" aria-label="Alias" width={26} placeholder="value {{series}}" value={query.alias ?? ''} onChange={onText('alias')} onBlur={() => runIfValid()} />
+        </InlineField>
+        <InlineField label="Unit" labelWidth={8} tooltip="A Grafana unit id: celsius, percent, ms, …" invalid={Boolean(errors.unit)}>
+          <Input id="zmqstream-unit" aria-label="Unit" width={16} placeholder="none" value={query.unit ?? ''} onChange={onText('unit')} onBlur={() => runIfValid()} />
+        </InlineField>
+      </InlineFieldRow>
+      <InlineFieldRow>
+        <InlineField label="Mode" labelWidth={18}>
+          <RadioButtonGroup options={MODES} value={query.mode ?? StreamMode.Append} onChange={(mode) => choose({ mode })} />
+        </InlineField>
+        <InlineField label="Buffer (rows)" labelWidth={14} tooltip="Most rows the panel keeps; empty keeps its time range" invalid={Boolean(errors.bufferRows)}>
+          <Input
+            id="zmqstream-bufferRows"
+            aria-label="Buffer (rows)"
+            width={16}
+            placeholder="panel range"
+            value={typed.bufferRows}
+            onChange={onNumber('bufferRows')}
+            onBlur={() => runIfValid()}
           />
         </InlineField>
       </InlineFieldRow>
       {valid ? (
         <div data-testid="zmqstream-path" style={{ opacity: 0.7, fontSize: 12, padding: '4px 0' }}>
-          Stream path: <code>{streamPath(parsed)}</code>
+          Stream path: <code>{streamPath(withDefaults(resolved))}</code>
+          {shown.alias && <> · legend “{shown.alias}”</>}
+          {shown.unit && <> · unit {shown.unit}</>}
         </div>
       ) : (
         <Alert severity="error" title="This query cannot stream" data-testid="zmqstream-errors">
@@ -104,10 +144,16 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   );
 }
 
-function parseTyped(typed: Record<NumberField, string>): Partial<QueryFields> {
-  const out: Partial<QueryFields> = {};
-  for (const [field, text] of Object.entries(typed) as Array<[NumberField, string]>) {
-    out[field] = text.trim() === '' ? Number.NaN : Number(text);
+/** Typed number fields as the query holds them: numbers, or text such as `$lower`. */
+function asQuery(typed: Partial<Record<NumberField, string>>): Partial<StreamQuery> {
+  const out: Partial<Record<NumberField, number | string>> = {};
+  for (const [field, value] of Object.entries(typed) as Array<[NumberField, string]>) {
+    const number = Number(value);
+    out[field] = value.trim() !== '' && Number.isFinite(number) ? number : value;
   }
   return out;
+}
+
+function text(value: number | string | undefined): string {
+  return value === undefined ? '' : String(value);
 }

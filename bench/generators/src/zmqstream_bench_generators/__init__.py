@@ -10,6 +10,8 @@ ROUNDS = 2000
 
 class Burn:
     description = "values in [lower, upper] that cost ~100 µs of CPU each (benchmarks only)"
+    hidden = True
+    """Runs when asked for, but the query editor does not offer it (services/plugin/resources.py)."""
 
     def generate(self, spec: Any, seed: int, ticks: range) -> list[list[float]]:
         span = spec.upper - spec.lower
