@@ -40,6 +40,7 @@ from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.history import HistoryError, generator_for
 from services.plugin.metrics import PluginMetrics
+from services.plugin.pacing import LoopLag
 from services.plugin.pipeline import (
     NO_TICK,
     BrokerUnavailable,
@@ -75,6 +76,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.metrics = metrics
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
+        self.lag = LoopLag()
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
@@ -164,6 +166,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                     self.metrics.sent("stream", len(times), len(data))
                     yield pb.StreamPacket(data=data)
                     frame_schema = None
+                    if (
+                        pause := self.lag.pause_s()
+                    ):  # overloaded: fewer, fuller packets (services.plugin.pacing)
+                        await asyncio.sleep(pause)
                 elif (
                     frame_schema is not None
                 ):  # nothing sent yet: a new subscriber may have been promised more
