@@ -146,6 +146,7 @@ def run(quick: bool) -> list[Result]:
             "≤ 1.3",
             our_us <= 1.3 * bare_us,
         ),
+        Result("streams", "plugin CPU per row carried", 1e6 * our_cpu / max(ours.rows, 1), "µs"),
         Result("streams", "packets/s, zmqstream over loopback TCP", over_tcp.packets / seconds, "packets/s"),
         Result("streams", "plugin CPU per packet over loopback TCP", tcp_us, "µs"),
         Result("streams", "Unix socket / TCP, packets/s", ours.packets / max(over_tcp.packets, 1), "x"),
