@@ -65,7 +65,10 @@ def measure(channels: int, seconds: float, own_cpu: bool) -> tuple[float, float,
 
 def late_ticks(plugin: RawPlugin) -> int:
     """The one worker's count of ticks published over its lateness budget."""
-    return int(next(iter(plugin.status().workers.values()))["ticks_late"] or 0)
+    workers = plugin.status().workers
+    if not workers:
+        raise RuntimeError("the broker presumed the worker dead: is the machine busy with something else?")
+    return int(next(iter(workers.values()))["ticks_late"] or 0)
 
 
 def run(quick: bool) -> list[Result]:
