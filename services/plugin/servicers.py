@@ -69,6 +69,11 @@ def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
     return floor != backfill.NOTHING and spec.tick_time(first_tick) - floor > spec.tick_ns
 
 
+def _segment_rows(spec: ChannelSpec, first: int, values: list[bytes]) -> tuple[list[int], list[list[float]]]:
+    """A segment of the queue (consecutive ticks from `first`) as times and float columns."""
+    return spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES)), [floats(v) for v in values]
+
+
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
     def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.pipelines = pipelines
@@ -166,13 +171,11 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                     self.metrics.sent("stream", len(times), len(data))
                     yield pb.StreamPacket(data=data)
                     frame_schema = None
-                    if (
-                        pause := self.lag.pause_s()
-                    ):  # overloaded: fewer, fuller packets (services.plugin.pacing)
+                    # Overloaded: a pause, so the next packets are fewer and fuller (pacing).
+                    if pause := self.lag.pause_s():
                         await asyncio.sleep(pause)
-                elif (
-                    frame_schema is not None
-                ):  # nothing sent yet: a new subscriber may have been promised more
+                elif frame_schema is not None:
+                    # Nothing sent yet: a new subscriber may have been promised more.
                     floor = max(floor, self.ledger.promised(key))
                 after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
                 taken = await queue.take(self.settings.max_rows_per_packet, after)
@@ -180,9 +183,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                 dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
                 segments = taken.segments
                 if len(segments) == 1 and not _gap_before(spec, floor, segments[0][0]):  # the common case
-                    first, values = segments[0]
-                    times = spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
-                    columns = [floats(data) for data in values]
+                    times, columns = _segment_rows(spec, *segments[0])
                 else:
                     times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
         except SubscriptionRefused as exc:
@@ -209,9 +210,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                 times += gap_times
                 for column, recomputed in zip(columns, gap_columns, strict=True):
                     column += recomputed
-            times += spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES))
-            for column, data in zip(columns, values, strict=True):
-                column += floats(data)
+            segment_times, segment_columns = _segment_rows(spec, first, values)
+            times += segment_times
+            for column, live in zip(columns, segment_columns, strict=True):
+                column += live
             floor, bridge = times[-1], True
         return times, columns
 
