@@ -13,7 +13,7 @@ import zmq
 from support import ROOT, Pipeline, wait_for_workers
 
 from services.common.security import create_keys
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 TIMEOUT_S = 1.0
 Run = tuple[subprocess.CompletedProcess[str], float]

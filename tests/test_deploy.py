@@ -12,7 +12,7 @@ import yaml
 
 from services.common.channels import ChannelSpec, Limits
 from services.generator.waveforms import registry
-from services.plugin.bundle import PLUGIN_JSON
+from services.packaging.bundle import PLUGIN_JSON
 from services.plugin.identity import EXECUTABLE, PLUGIN_ID, launcher_name
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -22,7 +22,7 @@ from support import ROOT, wait_for_workers
 
 from services.common.security import create_keys
 from services.hostemu.host import PluginHost
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 CONTROL, FRAMES_IN, FRAMES_OUT = 5570, 5571, 5572
 

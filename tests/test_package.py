@@ -9,9 +9,9 @@ import pytest
 from support import running_pipeline
 
 from services.hostemu.host import HandshakeError, PluginHost
+from services.packaging.package import package
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.identity import PLUGIN_ID, PYTHON_PATH_FILE, launcher_name
-from services.plugin.package import package
 
 
 @pytest.fixture(scope="module")

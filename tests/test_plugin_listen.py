@@ -15,9 +15,9 @@ from support import ROOT
 from users import User
 
 from services.hostemu.host import GRAFANA_ENV, PluginHost, parse_handshake
+from services.packaging.bundle import write_launchers
 from services.plugin import orphan
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import write_launchers
 
 CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')"
 

@@ -20,8 +20,8 @@ from users import User
 from services.cli.status import fetch
 from services.common import protocol
 from services.hostemu.host import PluginHost
+from services.packaging.bundle import write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import write_launchers
 
 FAKE_BROKER = "fake-broker"
 

@@ -15,7 +15,7 @@ from support import ROOT, wait_for_workers
 
 from services.cli.status import fetch
 from services.hostemu.host import PluginHost
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 SUPERVISORD = Path(ROOT) / ".venv" / "bin" / "supervisord"
 STOPPED = re.compile(r" INFO stopped: (\S+) \(")

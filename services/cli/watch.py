@@ -22,8 +22,7 @@ import grpc
 
 from services.hostemu.host import HandshakeError, LiveStream, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import ROOT
-from services.plugin.identity import PLUGIN_ID, launcher_name
+from services.plugin.identity import CHECKOUT_PLUGIN_DIR, launcher_name
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -154,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("watch", help="draw a channel's live values in the terminal")
     parser.add_argument("path", help="channel path, e.g. custom-10-20-100")
-    default_plugin = ROOT / "build" / "plugins" / PLUGIN_ID / launcher_name("linux_amd64")
+    default_plugin = CHECKOUT_PLUGIN_DIR / launcher_name("linux_amd64")
     parser.add_argument(
         "--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)"
     )

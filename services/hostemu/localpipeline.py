@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from services.hostemu.host import PluginHost
+from services.packaging.bundle import ROOT, write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import ROOT, write_launchers
 
 READY_TIMEOUT_S = 20.0
 

@@ -27,8 +27,7 @@ from services.common.errors import ConfigError
 from services.common.logs import fields, setup_logging
 from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
-from services.plugin.bundle import ROOT
-from services.plugin.identity import PLUGIN_ID
+from services.plugin.identity import CHECKOUT_PLUGIN_DIR, PLUGIN_ID
 from services.plugin.listen import SERVER_OPTIONS, Listener, listen
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
@@ -143,9 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     modes.add_argument("--plugin-dir", type=Path, help="the plugin folder Grafana loads (standalone mode)")
     known, rest = modes.parse_known_args(argv)
-    plugin_dir = known.plugin_dir or Path(
-        os.environ.get(standalone.PLUGIN_DIR_ENV) or ROOT / "build" / "plugins" / PLUGIN_ID
-    )
+    plugin_dir = known.plugin_dir or Path(os.environ.get(standalone.PLUGIN_DIR_ENV) or CHECKOUT_PLUGIN_DIR)
     if not known.standalone:
         problem = check_launched_by_host(os.environ)
         if problem:

@@ -1,12 +1,12 @@
 """Assemble the plugin folder Grafana loads: plugin.json, the frontend, the gpx_ launchers.
 
-    python -m services.plugin.bundle [--out build/plugins] [--backend-only]
+    python -m services.packaging.bundle [--out build/plugins] [--backend-only]
 
 Grafana execs `<executable>_<os>_<arch>` from the plugin folder with its own working
 directory and maybe without PATH or PYTHONPATH. So the launcher is a small shell script
 that prints nothing, reads the interpreter's absolute path from `python.path` beside it
 and `exec`s it (exec, so the host's kill reaches Python and no orphan keeps the pipes
-open). The same launcher ships in the installable zip (services/plugin/package.py),
+open). The same launcher ships in the installable zip (services/packaging/package.py),
 whose set-up script writes `python.path` on the target host.
 """
 
