@@ -147,10 +147,10 @@ def test_remote_generators_stream_over_curve_and_survive_a_host_cut_off(
     control = f"tcp://{hub_address['root']}:{CONTROL}"
     plugin = PluginHost(
         write_launchers(tmp)[0],
-        env={
-            "ZMQSTREAM_CONTROL_ENDPOINT": control,
-            "ZMQSTREAM_CURVE_CLIENT_SECRET": str(keys / "plugin.key_secret"),
-            "ZMQSTREAM_CURVE_SERVER_PUBLIC": str(keys / "broker.key"),
+        {
+            "control_endpoint": control,
+            "curve_client_secret": str(keys / "plugin.key_secret"),
+            "curve_server_public": str(keys / "broker.key"),
         },
     )
     try:

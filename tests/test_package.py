@@ -50,7 +50,7 @@ def test_once_set_up_the_packaged_launcher_serves_grafana(installed: Path) -> No
     try:
         with running_pipeline(1) as reference:
             run_dir = str(Path(reference.executable).parent)
-            host = PluginHost(installed / launcher_name("linux_amd64"), env={"ZMQSTREAM_RUN_DIR": run_dir})
+            host = PluginHost(installed / launcher_name("linux_amd64"), {"run_dir": run_dir})
             try:
                 health = host.check_health()
                 assert health.status == pb.CheckHealthResponse.OK, health.message

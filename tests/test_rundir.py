@@ -133,7 +133,7 @@ def test_another_users_folder_is_refused_by_broker_worker_cli_and_plugin(
         assert status.returncode == 1
         assert expected in status.stderr
 
-        host = PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(folder_name)})
+        host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
         try:
             health = host.check_health()
             assert health.status == pb.CheckHealthResponse.ERROR
@@ -209,7 +209,7 @@ def test_socket_group_lets_its_members_in_and_no_one_else(
 def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
     stranger: User, folder_name: Path, tmp_path: Path
 ) -> None:
-    host = PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(folder_name)})
+    host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
     try:
         assert "no connection to the broker" in host.check_health().message  # nothing there yet
         made_by(stranger, folder_name, "777")

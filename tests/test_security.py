@@ -26,12 +26,14 @@ def test_only_authorized_keys_can_control_publish_or_subscribe(tmp_path: Path) -
         "--curve-authorized-dir",
         str(allowed),
     ]
-    client_env = {"ZMQSTREAM_CURVE_SERVER_PUBLIC": str(keys / "broker.key")}
     worker_args = ["--curve-client-secret", str(keys / "w1.key_secret")]
-    plugin_env = {**client_env, "ZMQSTREAM_CURVE_CLIENT_SECRET": str(keys / "plugin.key_secret")}
+    plugin_settings = {
+        "curve_server_public": str(keys / "broker.key"),
+        "curve_client_secret": str(keys / "plugin.key_secret"),
+    }
 
     with running_pipeline(
-        1, plugin_env, broker_args, [*worker_args, "--curve-server-public", str(keys / "broker.key")]
+        1, plugin_settings, broker_args, [*worker_args, "--curve-server-public", str(keys / "broker.key")]
     ) as host:
         endpoints = Path(host.executable).parent  # the shim lives in the run dir, beside the sockets
         health = host.check_health()

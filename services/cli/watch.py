@@ -123,9 +123,10 @@ def fail(reason: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        host = PluginHost(
+        host = PluginHost(  # as if forwarded: ZMQSTREAM_RUN_DIR and the rest of this shell apply
             args.plugin,
-            env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint} if args.control_endpoint else None,
+            {"control_endpoint": args.control_endpoint} if args.control_endpoint else None,
+            forward_host_env=True,
         )
     except (OSError, HandshakeError) as exc:
         return fail(f"cannot start the plugin {args.plugin}: {exc} (build it with make bundle)")

@@ -48,9 +48,10 @@ class Pipeline:
         stop(self.broker)
         self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
 
-    def plugin(self, env: Mapping[str, str] | None = None) -> PluginHost:
+    def plugin(self, settings: Mapping[str, str] | None = None) -> PluginHost:
+        """The plugin as Grafana 12.4+ launches it, told the run folder by its grafana.ini section."""
         shim = write_launchers(self.run_dir)[0]
-        return PluginHost(shim, env={"ZMQSTREAM_RUN_DIR": str(self.run_dir), **(env or {})})
+        return PluginHost(shim, {"run_dir": str(self.run_dir), **(settings or {})})
 
     def close(self) -> None:
         for process in [*self.workers, self.broker]:

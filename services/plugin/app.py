@@ -135,7 +135,6 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging(os.environ.get("ZMQSTREAM_LOG_LEVEL", "INFO"))
     modes = argparse.ArgumentParser(add_help=False)
     modes.add_argument(
         "--standalone", action="store_true", help="serve for Grafana to attach to (debug mode)"
@@ -149,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
             return 1
     settings = PluginSettings.load(rest)
+    setup_logging(settings.log_level.upper())
     host_pid = 0 if known.standalone else orphan.die_with_parent()
 
     async def run() -> None:
