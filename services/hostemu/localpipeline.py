@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from services.hostemu.host import PluginHost
+from services.hostemu.host import Datasource, PluginHost
 from services.packaging.bundle import ROOT, write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
 
@@ -69,11 +69,11 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 5) -> None:
         process.wait()
 
 
-def wait_for_workers(host: PluginHost, workers: int) -> None:
+def wait_for_workers(host: PluginHost, workers: int, ds: Datasource | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     message = ""
     while time.monotonic() < deadline:
-        health = host.check_health()
+        health = host.check_health(ds)
         message = health.message
         if health.status == pb.CheckHealthResponse.OK and f"{workers} worker" in message:
             return
