@@ -45,7 +45,13 @@ class Pipeline:
 
     def restart_broker(self) -> None:
         """SIGTERM the broker, wait for it, start a new one on the same endpoints."""
+        self.stop_broker()
+        self.start_broker()
+
+    def stop_broker(self) -> None:
         stop(self.broker)
+
+    def start_broker(self) -> None:
         self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
 
     def plugin(self, settings: Mapping[str, str] | None = None) -> PluginHost:

@@ -21,6 +21,10 @@ CURVE_HINT = (
     "one whose public key is in the broker's --curve-authorized-dir, and the broker's public key "
     "must be the broker's"
 )
+ADDRESS_HINT = (
+    "Is the broker running, and at this address? The plugin takes it from the datasource's "
+    "Broker address, else grafana.ini [plugin.zmqstream-stream-datasource] control_endpoint or run_dir"
+)
 EVENTS = probe.EVENTS | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -49,8 +53,8 @@ class Link:
             if self.handshaken:
                 self.seen = f"lost the connection to the broker at {self.endpoint}: is it still running?"
             self.handshaken = False
-        else:
-            self.seen = probe.event_problem(event, self.endpoint, self.handshaken, CURVE_HINT) or self.seen
+        elif problem := probe.event_problem(event, self.endpoint, self.handshaken, CURVE_HINT):
+            self.seen = problem if event & probe.CURVE_FAILED else f"{problem}. {ADDRESS_HINT}"
 
     def problem(self) -> str:
         """'' unless something is known to be wrong with the connection; else why, and what to do."""

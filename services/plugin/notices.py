@@ -24,6 +24,7 @@ from typing import Any
 
 from services.common.channels import ChannelSpec
 from services.plugin import frames
+from services.plugin.link import ADDRESS_HINT
 from services.plugin.pipeline import BrokerUnavailable, Pipeline
 
 STALL_CHECK_S = 2.0
@@ -90,7 +91,7 @@ async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float) -
     try:
         status = await pipeline.status(timeout_s)
     except BrokerUnavailable as exc:
-        return f"no rows for {idle_s:.0f} s: {exc}. Is the broker running there?"
+        return f"no rows for {idle_s:.0f} s: {exc}. {ADDRESS_HINT}"
     if not status.workers:
         return (
             f"no rows for {idle_s:.0f} s: the broker at {pipeline.control_endpoint} has no live "

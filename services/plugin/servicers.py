@@ -40,6 +40,7 @@ from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.history import HistoryError, generator_for
+from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import (
     NO_TICK,
@@ -305,11 +306,7 @@ def _unreachable(pipeline: Pipeline, error: BrokerUnavailable) -> str:
     problem = pipeline.problem()
     if problem:
         return f"Broker unreachable: {problem}"
-    return (
-        f"Broker unreachable: {error}. Is the broker running there? The address is the datasource's "
-        "Broker address, else grafana.ini [plugin.zmqstream-stream-datasource] control_endpoint "
-        "(or run_dir)"
-    )
+    return f"Broker unreachable: {error}. {ADDRESS_HINT}"
 
 
 def _health(status: int, message: str, details: dict[str, object]) -> pb.CheckHealthResponse:
