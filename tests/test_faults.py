@@ -163,6 +163,8 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipel
             rss.append(memory_kib(host.process.pid))
         healthy.close()
         metrics = host.collect_metrics()
+        (notice,) = stalled.read_notices()
+        assert "rows dropped: Grafana reads this stream slower than it ticks" in notice["text"]
         stalled.cancel()
     dropped = sum(
         sample.value

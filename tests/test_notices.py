@@ -20,8 +20,8 @@ WAIT_S = 8.0
 
 def notice_text(stream: LiveStream) -> str:
     """Read until the panel shows a notice; its text."""
-    with contextlib.suppress(TimeoutError, grpc.RpcError):
-        stream._read_until(lambda: bool(stream.frame.notices), "a notice", WAIT_S)
+    with contextlib.suppress(TimeoutError, grpc.RpcError):  # a refused stream ends after its notice
+        stream.read_notices(WAIT_S)
     assert stream.frame.notices, f"no notice after {stream.packets} packets"
     (notice,) = stream.frame.notices
     return str(notice["text"])

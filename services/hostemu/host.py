@@ -372,6 +372,11 @@ class LiveStream:
         self._read_until(lambda: len(self.frame.times_ns) >= rows, f"{rows} rows", timeout_s)
         return self.frame
 
+    def read_notices(self, timeout_s: float = 10) -> list[dict[str, Any]]:
+        """Read until the panel would show a notice (meta.notices); TimeoutError if none comes."""
+        self._read_until(lambda: bool(self.frame.notices), "a notice", timeout_s)
+        return self.frame.notices
+
     def read_packets(self, packets: int, timeout_s: float = 10) -> list[bytes]:
         """Read until `packets` packets have come (TimeoutError if they do not); return them all."""
         self._read_until(lambda: self.packets >= packets, f"{packets} packets", timeout_s)
