@@ -103,3 +103,14 @@ def test_a_stream_refused_by_a_budget_says_which_in_the_panel_before_the_refusal
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         pipeline.close()
+
+
+def test_a_channel_the_broker_refuses_says_why_in_the_panel() -> None:
+    pipeline = Pipeline(1, broker_args=["--max-series", "2"])  # tighter than the plugin's 10
+    try:
+        with plugin_of(pipeline) as host:
+            stream = host.run_stream("custom-0-1-100-uniform-5")
+            text = notice_text(stream)
+            assert "series 5 is outside [1, 2]" in text, text
+    finally:
+        pipeline.close()
