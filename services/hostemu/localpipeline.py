@@ -54,10 +54,15 @@ class Pipeline:
     def start_broker(self) -> None:
         self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
 
-    def plugin(self, settings: Mapping[str, str] | None = None) -> PluginHost:
-        """The plugin as Grafana 12.4+ launches it, told the run folder by its grafana.ini section."""
+    def plugin(
+        self, settings: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+    ) -> PluginHost:
+        """The plugin as Grafana 12.4+ launches it, told the run folder by its grafana.ini section.
+
+        `env`: variables of the host's that Grafana passes on (PLUGIN_UNIX_SOCKET_DIR, TMPDIR).
+        """
         shim = write_launchers(self.run_dir)[0]
-        return PluginHost(shim, {"run_dir": str(self.run_dir), **(settings or {})})
+        return PluginHost(shim, {"run_dir": str(self.run_dir), **(settings or {})}, env=env)
 
     def close(self) -> None:
         for process in [*self.workers, self.broker]:
