@@ -161,6 +161,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         drops_seen = dropped = 0
         notice = notices.PanelNotice(spec, stream_schema)
         try:
+            if queue.error:  # refused at once (a broker folder we do not trust): nothing goes out
+                raise SubscriptionRefused(queue.error)
             # The first packet goes out now, not when the first live row comes: the ticks due
             # since the history's end (for a fresh stream, the latest tick) are recomputed.
             due = spec.last_tick(time.time_ns())
