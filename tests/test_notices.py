@@ -5,6 +5,7 @@ the browser's StreamingDataFrame keeps it.
 """
 
 import contextlib
+import itertools
 import socket
 
 import grpc
@@ -55,6 +56,8 @@ def test_a_broker_that_goes_away_is_named_in_the_panel_and_the_notice_clears_whe
             assert stream.frame.notices == [], "the notice must clear once rows come again"
             assert stream.frame.meta == {"typeVersion": [0, 0]}
             assert len(stream.frame.times_ns) >= rows + 3, "the rows shown before stay"
+            times = stream.frame.times_ns
+            assert all(a < b for a, b in itertools.pairwise(times)), "a tick sent twice or time going back"
             stream.cancel()
     finally:
         pipeline.close()

@@ -184,6 +184,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                 try:
                     taken = await queue.take(self.settings.max_rows_per_packet, after, notices.STALL_CHECK_S)
                 except TimeoutError:
+                    times = []  # sent already
                     if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
                         yield pb.StreamPacket(data=told)
                     continue
