@@ -16,7 +16,7 @@ from services.hostemu.host import Datasource, LiveStream
 from services.plugin._proto import pluginv2_pb2 as pb
 
 WAIT_S = 8.0
-"""The stall check runs every 2 s; the broker status asked then waits up to 0.8 s."""
+"""The stall check runs at each of the plugin's heartbeats (1 s); a broker status asked then waits 0.8 s."""
 
 
 def notice_text(stream: LiveStream) -> str:

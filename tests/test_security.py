@@ -136,7 +136,7 @@ def test_a_datasource_reaches_a_curve_broker_with_the_keys_in_its_secure_setting
             assert health.status == pb.CheckHealthResponse.ERROR
             assert f"CURVE refused by the broker at {pipeline.control_endpoint}" in health.message
             refused = host.run_stream("custom-0-1-20", intruder)
-            (notice,) = refused.read_notices(timeout_s=8)  # the stall check runs every 2 s
+            (notice,) = refused.read_notices(timeout_s=8)  # the stall check runs every heartbeat (1 s)
             assert "CURVE refused by the broker" in notice["text"]
             refused.cancel()
 

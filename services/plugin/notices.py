@@ -7,8 +7,9 @@ are the same. So a notice goes out as a schema-only packet whose meta carries it
 cleared by the next packet whose schema has a meta without it; the rows stay.
 
 A stream says why when:
-- no row came for STALL_CHECK_S and the broker is known to be out of reach (no socket,
-  permission denied, connection refused or lost, CURVE refused: services.plugin.link);
+- no row came between two of the pipeline's heartbeats (1 s) and the broker is known to
+  be out of reach (no socket, permission denied, connection refused or lost, CURVE
+  refused: services.plugin.link);
 - no row came for longer than three ticks and the broker does not answer, or has no live
   generator worker;
 - the plugin dropped rows because Grafana read slower than the channel ticked (the
@@ -27,8 +28,6 @@ from services.plugin import frames
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.pipeline import BrokerUnavailable, Pipeline
 
-STALL_CHECK_S = 2.0
-"""How long a stream waits for rows before it checks why none came (and again after)."""
 DROPS_CLEAR_S = 5.0
 """A dropped-rows notice is cleared after this long without a drop."""
 ERROR, WARNING = "error", "warning"

@@ -182,8 +182,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                     floor = max(floor, self.ledger.promised(key))
                 after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
                 try:
-                    taken = await queue.take(self.settings.max_rows_per_packet, after, notices.STALL_CHECK_S)
-                except TimeoutError:
+                    taken = await queue.take(self.settings.max_rows_per_packet, after)
+                except TimeoutError:  # no row for a heartbeat: the panel may be told why
                     times = []  # sent already
                     if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
                         yield pb.StreamPacket(data=told)
