@@ -20,7 +20,9 @@ A stream says why when:
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from typing import Any
 
 from services.common.channels import ChannelSpec
@@ -28,9 +30,12 @@ from services.plugin import frames
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.pipeline import BrokerUnavailable, Pipeline
 
+STATUS_REUSE_S = 1.0
+"""A broker status asked for stalled streams serves every other one for this long."""
 DROPS_CLEAR_S = 5.0
 """A dropped-rows notice is cleared after this long without a drop."""
 ERROR, WARNING = "error", "warning"
+_asked: weakref.WeakKeyDictionary[Pipeline, tuple[float, asyncio.Future[str]]] = weakref.WeakKeyDictionary()
 
 
 def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> bytes:
@@ -87,13 +92,24 @@ class PanelNotice:
 
 
 async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float) -> str:
+    """The broker's answer, asked once for every stalled stream of `pipeline` (a status names
+    every channel: hundreds of streams stalled at once must not each ask for one)."""
+    now = time.monotonic()
+    asked = _asked.get(pipeline)
+    if asked is None or now - asked[0] > STATUS_REUSE_S:
+        asked = _asked[pipeline] = (now, asyncio.ensure_future(_ask(pipeline, timeout_s)))
+    problem = await asyncio.shield(asked[1])
+    return f"no rows for {idle_s:.0f} s: {problem}" if problem else ""
+
+
+async def _ask(pipeline: Pipeline, timeout_s: float) -> str:
     try:
         status = await pipeline.status(timeout_s)
     except BrokerUnavailable as exc:
-        return f"no rows for {idle_s:.0f} s: {exc}. {ADDRESS_HINT}"
+        return f"{exc}. {ADDRESS_HINT}"
     if not status.workers:
         return (
-            f"no rows for {idle_s:.0f} s: the broker at {pipeline.control_endpoint} has no live "
-            "generator worker. Start the workers (supervisord starts them with the broker)"
+            f"the broker at {pipeline.control_endpoint} has no live generator worker. "
+            "Start the workers (supervisord starts them with the broker)"
         )
     return ""
