@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyprojec
 	$(PY) -m pip install --quiet -e bench/generators  # `burn`, the scaling benchmark's CPU-bound generator
 	touch $@
 
-proto: python  ## gRPC stubs from services/plugin/protos
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m services.plugin.codegen
+proto: python  ## gRPC stubs from services/packaging/protos
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m services.packaging.codegen
 
 frontend:  ## frontend/dist/module.js
 	cd frontend && npm ci --no-audit --no-fund && npm run build
@@ -30,10 +30,10 @@ $(GRAFANA13)/node_modules/.package-lock.json: $(GRAFANA13)/package-lock.json  ##
 	cd $(GRAFANA13) && npm ci --no-audit --no-fund
 
 bundle: proto  ## build/plugins/<id>: what Grafana loads
-	$(PY) -m services.plugin.bundle
+	$(PY) -m services.packaging.bundle
 
 package: proto frontend  ## build/<id>-<version>.zip for `grafana cli --pluginUrl … plugins install`
-	$(PY) -m services.plugin.package
+	$(PY) -m services.packaging.package
 
 run: setup  ## the broker and the workers under supervisord, logs on stdout
 	$(PY) -m services.common.rundir  # create it private, or refuse one another user planted

@@ -23,10 +23,10 @@ from services.plugin._proto import pluginv2_pb2_grpc
 
 FAST = ["--min-tick-ms", "0.001"]
 """Broker flags that admit the sub-millisecond ticks the rows/s scenario needs."""
-FAST_PLUGIN_ENV = {
-    "ZMQSTREAM_MIN_TICK_MS": "0.001",
-    "ZMQSTREAM_MAX_VALUES_PER_S": "1000000",
-    "ZMQSTREAM_MAX_VALUES_PER_S_PER_DATASOURCE": "1000000",
+FAST_PLUGIN_SETTINGS = {
+    "min_tick_ms": "0.001",
+    "max_values_per_s": "1000000",
+    "max_values_per_s_per_datasource": "1000000",
 }
 
 

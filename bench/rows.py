@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.harness import FAST, FAST_PLUGIN_ENV, read_streams
+from bench.harness import FAST, FAST_PLUGIN_SETTINGS, read_streams
 from bench.measure import Result, percentile
 from services.hostemu.localpipeline import Pipeline, wait_for_workers
 
@@ -15,7 +15,7 @@ def run(quick: bool) -> list[Result]:
     channels = 5  # 250,000 rows/s offered: above the target, so the figure shows real capacity
     offered = channels * 1000 / TICK_MS
     pipeline = Pipeline(2, broker_args=FAST)
-    host = pipeline.plugin(FAST_PLUGIN_ENV)
+    host = pipeline.plugin(FAST_PLUGIN_SETTINGS)
     try:
         wait_for_workers(host, 2)
         paths = [f"custom-{i}-{i + 1}-{TICK_MS}" for i in range(channels)]

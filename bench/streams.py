@@ -83,7 +83,7 @@ async def _read_with_cpu(
 def _plugin_run(paths: list[str], seconds: float, env: dict[str, str]) -> tuple[StreamStats, float]:
     """The plugin on a pipeline of two workers, read as the bare server was."""
     pipeline = Pipeline(2)
-    host = pipeline.plugin(env)
+    host = pipeline.plugin(env=env)
     try:
         wait_for_workers(host, 2)
         return asyncio.run(_read_with_cpu(host.address, paths, 2.0, seconds, host.process.pid))

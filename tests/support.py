@@ -30,9 +30,9 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def plugin_of(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Iterator[PluginHost]:
-    """A plugin process on `pipeline`, once it sees every worker; stopped as Grafana stops it."""
-    host = pipeline.plugin(env)
+def plugin_of(pipeline: Pipeline, settings: Mapping[str, str] | None = None) -> Iterator[PluginHost]:
+    """A plugin process on `pipeline` (`settings`: its grafana.ini keys), once it sees every worker."""
+    host = pipeline.plugin(settings)
     try:
         wait_for_workers(host, len(pipeline.workers))
         yield host
@@ -43,14 +43,14 @@ def plugin_of(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Itera
 @contextlib.contextmanager
 def running_pipeline(
     workers: int = 1,
-    plugin_env: Mapping[str, str] | None = None,
+    plugin_settings: Mapping[str, str] | None = None,
     broker_args: Sequence[str] = (),
     worker_args: Sequence[str] = (),
 ) -> Iterator[PluginHost]:
     """A broker, `workers` workers (w1, w2, …) and the plugin launched as Grafana does; torn down after."""
     pipeline = Pipeline(workers, broker_args, worker_args)
     try:
-        with plugin_of(pipeline, plugin_env) as host:
+        with plugin_of(pipeline, plugin_settings) as host:
             yield host
     finally:
         pipeline.close()

@@ -13,7 +13,7 @@ import zmq
 from support import ROOT, Pipeline, wait_for_workers
 
 from services.common.security import create_keys
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 TIMEOUT_S = 1.0
 Run = tuple[subprocess.CompletedProcess[str], float]
@@ -117,7 +117,8 @@ def test_watch_says_why_there_is_nothing_to_watch(tmp_path: Path) -> None:
         "watch", "custom-1-2-100", "--plugin", str(shim), "--control-endpoint", no_broker
     )
     assert result.returncode == 1
-    assert f"zmqstream watch: Broker unreachable: no connection to the broker at {no_broker}" in result.stderr
+    assert f"zmqstream watch: Broker unreachable: no broker at {no_broker}: " in result.stderr
+    assert "does not exist. Is it running?" in result.stderr
     assert elapsed < 15
 
     missing, _ = zmqstream("watch", "custom-1-2-100", "--plugin", str(tmp_path / "gpx_nothing"))

@@ -41,9 +41,32 @@ def test_the_environment_overrides_defaults_and_flags_override_both() -> None:
 def test_each_field_is_a_flag_and_a_variable_of_the_same_name() -> None:
     assert env_name("worker_lease_s") == "ZMQSTREAM_WORKER_LEASE_S"
     for cls in ALL_SETTINGS:
-        for flag, env, _, help_text in cls.describe():
-            assert env == "ZMQSTREAM_" + flag.removeprefix("--").replace("-", "_").upper()
+        for flag, _, envs, _, help_text in cls.describe():
+            assert envs[-1] == "ZMQSTREAM_" + flag.removeprefix("--").replace("-", "_").upper()
             assert help_text
+
+
+def test_the_plugin_reads_grafana_ini_keys_before_its_own_variables() -> None:
+    """Grafana 12.4+ passes `[plugin.<id>]` keys as GF_PLUGIN_<KEY> and nothing of its host's env."""
+    env = {"GF_PLUGIN_MAX_BROKERS": "5", "ZMQSTREAM_MAX_BROKERS": "9", "ZMQSTREAM_BROKER_IDLE_S": "2"}
+    settings = PluginSettings.load([], env)
+    assert (settings.max_brokers, settings.broker_idle_s) == (5, 2.0)
+    assert PluginSettings.load(["--max-brokers", "3"], env).max_brokers == 3
+    for _, ini, envs, _, _ in PluginSettings.describe():
+        assert envs == [f"GF_PLUGIN_{ini.upper()}", f"ZMQSTREAM_{ini.upper()}"]
+
+
+def test_the_plugin_finds_its_broker_in_its_run_folder_unless_told_the_endpoint() -> None:
+    settings = PluginSettings.load([], {"GF_PLUGIN_RUN_DIR": "/run/zs", "GF_PLUGIN_LOG_LEVEL": "debug"})
+    assert (settings.control_endpoint, settings.log_level) == ("ipc:///run/zs/control", "debug")
+    told = {"GF_PLUGIN_RUN_DIR": "/run/zs", "GF_PLUGIN_CONTROL_ENDPOINT": "tcp://broker:5570"}
+    assert PluginSettings.load([], told).control_endpoint == "tcp://broker:5570"
+
+
+def test_a_bad_log_level_says_which_ones_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        PluginSettings.load([], {"GF_PLUGIN_LOG_LEVEL": "loud"})
+    assert "log_level must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'" in capsys.readouterr().err
 
 
 def test_endpoint_defaults_live_in_the_run_dir(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,15 +129,19 @@ def test_help_names_every_variable_and_default(capsys: pytest.CaptureFixture[str
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for field in dataclasses.fields(PluginSettings):
-        assert env_name(field.name) in text
-    assert "default ipc://$ZMQSTREAM_RUN_DIR/control" in text
+        assert f"GF_PLUGIN_{field.name.upper()} or {env_name(field.name)}" in text
+    assert "default ipc://<run_dir>/control" in text
 
 
 def test_the_readme_table_has_a_row_per_setting() -> None:
     table = markdown_table().splitlines()
     rows = sum(len(dataclasses.fields(cls)) for cls in ALL_SETTINGS)
     assert len(table) == 2 + rows
-    assert "| broker | `--plugin-lease-s` | `ZMQSTREAM_PLUGIN_LEASE_S` | 3.0 |" in markdown_table()
+    assert "| broker | `--plugin-lease-s` |  | `ZMQSTREAM_PLUGIN_LEASE_S` | 3.0 |" in markdown_table()
+    assert (
+        "| plugin | `--max-brokers` | `max_brokers` | `GF_PLUGIN_MAX_BROKERS`, `ZMQSTREAM_MAX_BROKERS` |"
+        in (markdown_table())
+    )
 
 
 def test_an_unknown_socket_group_is_refused_with_what_to_do() -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from services.common.channels import ChannelSpec, Limits
 from services.generator.waveforms import registry
-from services.plugin.bundle import PLUGIN_JSON
+from services.packaging.bundle import PLUGIN_JSON
 from services.plugin.identity import EXECUTABLE, PLUGIN_ID, launcher_name
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -37,10 +37,31 @@ def test_compose_allows_exactly_our_unsigned_plugin_and_publishes_only_grafana()
     compose = load("docker-compose.yaml")
     grafana = compose["services"]["grafana"]
     assert grafana["environment"]["GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS"] == PLUGIN["id"]
-    assert grafana["ports"] == ["3000:3000"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"], "Grafana on this machine only"
     assert "ports" not in compose["services"]["pipeline"]
-    run_dirs = {s["environment"]["ZMQSTREAM_RUN_DIR"] for s in compose["services"].values()}
-    assert run_dirs == {"/run/zmqstream"}, "plugin and broker must share the ipc folder"
+
+
+def test_compose_gives_anonymous_users_no_more_than_viewing() -> None:
+    grafana = load("docker-compose.yaml")["services"]["grafana"]["environment"]
+    assert grafana.get("GF_AUTH_ANONYMOUS_ENABLED") in (None, "false") or (
+        grafana.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer"
+    )
+
+
+def test_the_plugin_gets_its_run_folder_from_its_grafana_ini_section() -> None:
+    """Grafana 12.4+ hands the plugin only `[plugin.<id>]` keys: the broker's folder must be one."""
+    compose = load("docker-compose.yaml")
+    section = "GF_PLUGIN_" + PLUGIN_ID.upper().replace("-", "_")  # Grafana's env name for [plugin.<id>]
+    grafana = compose["services"]["grafana"]["environment"]
+    assert not [name for name in grafana if name.startswith("ZMQSTREAM_")], "they never reach the plugin"
+    assert (
+        grafana[f"{section}_RUN_DIR"] == compose["services"]["pipeline"]["environment"]["ZMQSTREAM_RUN_DIR"]
+    )
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    # an environment override applies only to a key the ini lists: the image lists each one set here
+    for name in grafana:
+        if name.startswith(section + "_"):
+            assert f"\\n{name.removeprefix(section + '_').lower()} = " in dockerfile, name
 
 
 def test_provisioned_datasource_is_ours() -> None:

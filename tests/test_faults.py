@@ -146,13 +146,13 @@ def test_a_killed_plugin_s_subscriptions_are_released_after_the_lease(pipeline: 
 
 
 def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipeline: Pipeline) -> None:
-    env = {
-        "ZMQSTREAM_STREAM_QUEUE_BYTES": "1600000",
-        "ZMQSTREAM_MIN_TICK_MS": "0.01",
-        "ZMQSTREAM_MAX_VALUES_PER_S_PER_DATASOURCE": "1000000",
-        "ZMQSTREAM_MAX_VALUES_PER_S": "1000000",
+    settings = {
+        "stream_queue_bytes": "1600000",
+        "min_tick_ms": "0.01",
+        "max_values_per_s_per_datasource": "1000000",
+        "max_values_per_s": "1000000",
     }
-    with plugin_of(pipeline, env) as host:
+    with plugin_of(pipeline, settings) as host:
         stalled = host.run_stream("custom-0-1-0.02-uniform-10")  # 50,000 rows/s, 10 series, never read
         stalled_first = next(stalled.packets_iter())
         assert stalled_first
@@ -163,6 +163,8 @@ def test_a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one(pipel
             rss.append(memory_kib(host.process.pid))
         healthy.close()
         metrics = host.collect_metrics()
+        (notice,) = stalled.read_notices()
+        assert "rows dropped: Grafana reads this stream slower than it ticks" in notice["text"]
         stalled.cancel()
     dropped = sum(
         sample.value

@@ -69,8 +69,7 @@ def open_fds(pid: int) -> int:
 
 
 def test_broker_connections_are_capped_and_closed_when_idle(pipeline: Pipeline) -> None:
-    env = {"ZMQSTREAM_MAX_BROKERS": "4", "ZMQSTREAM_BROKER_IDLE_S": "1"}
-    with plugin_of(pipeline, env) as host:
+    with plugin_of(pipeline, {"max_brokers": "4", "broker_idle_s": "1"}) as host:
         baseline = open_fds(host.process.pid)
         held = host.run_stream("custom-0-1-100", elsewhere(0))  # holds its connection however long
         answers = [host.check_health(elsewhere(i)).message for i in range(1, 40)]

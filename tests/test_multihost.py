@@ -22,7 +22,7 @@ from support import ROOT, wait_for_workers
 
 from services.common.security import create_keys
 from services.hostemu.host import PluginHost
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 CONTROL, FRAMES_IN, FRAMES_OUT = 5570, 5571, 5572
 
@@ -147,10 +147,10 @@ def test_remote_generators_stream_over_curve_and_survive_a_host_cut_off(
     control = f"tcp://{hub_address['root']}:{CONTROL}"
     plugin = PluginHost(
         write_launchers(tmp)[0],
-        env={
-            "ZMQSTREAM_CONTROL_ENDPOINT": control,
-            "ZMQSTREAM_CURVE_CLIENT_SECRET": str(keys / "plugin.key_secret"),
-            "ZMQSTREAM_CURVE_SERVER_PUBLIC": str(keys / "broker.key"),
+        {
+            "control_endpoint": control,
+            "curve_client_secret": str(keys / "plugin.key_secret"),
+            "curve_server_public": str(keys / "broker.key"),
         },
     )
     try:

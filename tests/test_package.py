@@ -9,9 +9,9 @@ import pytest
 from support import running_pipeline
 
 from services.hostemu.host import HandshakeError, PluginHost
+from services.packaging.package import package
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.identity import PLUGIN_ID, PYTHON_PATH_FILE, launcher_name
-from services.plugin.package import package
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_once_set_up_the_packaged_launcher_serves_grafana(installed: Path) -> No
     try:
         with running_pipeline(1) as reference:
             run_dir = str(Path(reference.executable).parent)
-            host = PluginHost(installed / launcher_name("linux_amd64"), env={"ZMQSTREAM_RUN_DIR": run_dir})
+            host = PluginHost(installed / launcher_name("linux_amd64"), {"run_dir": run_dir})
             try:
                 health = host.check_health()
                 assert health.status == pb.CheckHealthResponse.OK, health.message

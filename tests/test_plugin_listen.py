@@ -14,17 +14,17 @@ import pytest
 from support import ROOT
 from users import User
 
-from services.hostemu.host import GRAFANA_ENV, PluginHost, parse_handshake
+from services.hostemu.host import PluginHost, grafana_env, parse_handshake
+from services.packaging.bundle import write_launchers
 from services.plugin import orphan
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import write_launchers
 
 CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')"
 
 
 def launch(tmp_path: Path, **env: str) -> PluginHost:
     """The plugin as Grafana launches it, with no broker: the transport is what is tested."""
-    return PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(tmp_path), **env})
+    return PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(tmp_path)}, env=env)
 
 
 def socket_of(host: PluginHost) -> Path:
@@ -73,7 +73,7 @@ def test_the_socket_lands_in_plugin_unix_socket_dir(tmp_path: Path) -> None:
 
 def test_an_unusable_socket_dir_is_said_in_words(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    env = {**os.environ, **GRAFANA_ENV, "PLUGIN_UNIX_SOCKET_DIR": str(missing)}
+    env = {**grafana_env(), "PLUGIN_UNIX_SOCKET_DIR": str(missing)}
     result = subprocess.run(
         [str(write_launchers(tmp_path)[0])], env=env, capture_output=True, text=True, timeout=30
     )
@@ -135,7 +135,7 @@ def test_it_exits_when_its_host_is_killed(tmp_path: Path) -> None:
         "print(plugin.pid, flush=True)\n"
         "plugin.wait()\n"
     )
-    env = {**os.environ, **GRAFANA_ENV, "ZMQSTREAM_RUN_DIR": str(tmp_path)}
+    env = grafana_env({"run_dir": str(tmp_path)})
     host = subprocess.Popen(
         [sys.executable, "-c", grafana, str(write_launchers(tmp_path)[0])],
         cwd=ROOT,

@@ -224,12 +224,12 @@ def test_a_thousand_day_long_queries_stay_within_the_points_budgets() -> None:
 
 
 def test_queries_past_the_plugin_s_points_in_flight_get_a_429() -> None:
-    env = {"ZMQSTREAM_MAX_POINTS_IN_FLIGHT": "600000"}
+    settings = {"max_points_in_flight": "600000"}
     end = now_ms()
     model = query_model(0, 1, 1, "uniform", 10)
     big = [data_query(ref, model, end - 86_400_000, end, max_data_points=50_000) for ref in ("A", "B")]
     small = data_query("C", query_model(0, 1, 100), end - 5000, end)
-    with running_pipeline(plugin_env=env) as plugin:
+    with running_pipeline(plugin_settings=settings) as plugin:
         responses = plugin.query_data([*big, small]).responses
     assert responses["A"].status == 200
     assert (responses["B"].status, responses["B"].errorSource) == (429, "downstream")

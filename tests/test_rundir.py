@@ -20,8 +20,8 @@ from users import User
 from services.cli.status import fetch
 from services.common import protocol
 from services.hostemu.host import PluginHost
+from services.packaging.bundle import write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import write_launchers
 
 FAKE_BROKER = "fake-broker"
 
@@ -133,7 +133,7 @@ def test_another_users_folder_is_refused_by_broker_worker_cli_and_plugin(
         assert status.returncode == 1
         assert expected in status.stderr
 
-        host = PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(folder_name)})
+        host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
         try:
             health = host.check_health()
             assert health.status == pb.CheckHealthResponse.ERROR
@@ -209,9 +209,9 @@ def test_socket_group_lets_its_members_in_and_no_one_else(
 def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
     stranger: User, folder_name: Path, tmp_path: Path
 ) -> None:
-    host = PluginHost(write_launchers(tmp_path)[0], env={"ZMQSTREAM_RUN_DIR": str(folder_name)})
+    host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
     try:
-        assert "no connection to the broker" in host.check_health().message  # nothing there yet
+        assert "does not exist. Is it running?" in host.check_health().message  # nothing there yet
         made_by(stranger, folder_name, "777")
         with fake_broker(folder_name):
             assert answers(folder_name)

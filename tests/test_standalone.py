@@ -38,7 +38,7 @@ def test_the_launched_plugin_attaches_to_a_standalone_one_and_lets_go_when_it_en
             assert int((plugin_dir / PID_FILE).read_text()) == developer.pid
             normal.process.wait(5)  # the copy Grafana had launched was evicted
 
-            attached = PluginHost(normal.executable, env={"ZMQSTREAM_RUN_DIR": str(plugin_dir)})
+            attached = PluginHost(normal.executable, {"run_dir": str(plugin_dir)})
             try:
                 assert attached.address == address
                 health = attached.check_health()

@@ -15,7 +15,7 @@ from support import ROOT, wait_for_workers
 
 from services.cli.status import fetch
 from services.hostemu.host import PluginHost
-from services.plugin.bundle import write_launchers
+from services.packaging.bundle import write_launchers
 
 SUPERVISORD = Path(ROOT) / ".venv" / "bin" / "supervisord"
 STOPPED = re.compile(r" INFO stopped: (\S+) \(")
@@ -72,9 +72,7 @@ def supervised() -> Iterator[Supervised]:
 
 
 def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised) -> None:
-    host = PluginHost(
-        write_launchers(supervised.run_dir)[0], env={"ZMQSTREAM_RUN_DIR": str(supervised.run_dir)}
-    )
+    host = PluginHost(write_launchers(supervised.run_dir)[0], {"run_dir": str(supervised.run_dir)})
     try:
         wait_for_workers(host, 2)
         assert sorted(supervised.worker_pids()) == ["generator_00", "generator_01"]

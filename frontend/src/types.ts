@@ -59,6 +59,14 @@ export interface StreamOptions extends DataSourceJsonData {
   maxValuesPerSecond?: number;
 }
 
+/** Secret settings: Grafana stores them encrypted and hands them to the backend decrypted only. */
+export interface StreamSecureOptions {
+  /** The plugin's CURVE secret key (Z85, or the whole .key_secret file `zmqstream keys` wrote). */
+  curveSecretKey?: string;
+  /** The broker's CURVE public key (Z85, or the whole broker.key file). */
+  brokerPublicKey?: string;
+}
+
 /** What a channel may ask for; the backend's `limits` resource answers this shape. */
 export interface Limits {
   minTickMs: number;

@@ -4,15 +4,17 @@ import userEvent from '@testing-library/user-event';
 import React, { useState } from 'react';
 
 import { ConfigEditor } from '../src/components/ConfigEditor';
-import { StreamOptions } from '../src/types';
+import { StreamOptions, StreamSecureOptions } from '../src/types';
 import { instanceSettings } from './fakes';
 
-function Harness({ onSaved }: { onSaved: (options: DataSourceSettings<StreamOptions>) => void }) {
+type Settings = DataSourceSettings<StreamOptions, StreamSecureOptions>;
+
+function Harness({ onSaved, configured = {} }: { onSaved: (options: Settings) => void; configured?: Record<string, boolean> }) {
   const [options, setOptions] = useState({
     ...instanceSettings(),
     jsonData: {},
-    secureJsonFields: {},
-  } as unknown as DataSourceSettings<StreamOptions>);
+    secureJsonFields: configured,
+  } as unknown as Settings);
   return (
     <ConfigEditor
       options={options}
@@ -51,6 +53,29 @@ describe('ConfigEditor', () => {
   it('works out of the box with every field empty', () => {
     render(<Harness onSaved={vi.fn()} />);
     expect(screen.getByLabelText('Broker address')).toHaveProperty('value', '');
-    expect(screen.getByPlaceholderText('plugin default (ipc under ZMQSTREAM_RUN_DIR)')).toBeTruthy();
+    expect(screen.getByPlaceholderText('plugin default (grafana.ini control_endpoint)')).toBeTruthy();
+  });
+
+  it('keeps the CURVE keys as secrets, in secureJsonData', async () => {
+    const user = userEvent.setup();
+    const onSaved = vi.fn();
+    render(<Harness onSaved={onSaved} />);
+    await user.type(screen.getByLabelText('CURVE secret key'), 'secret-z85');
+    await user.type(screen.getByLabelText('Broker public key'), 'public-z85');
+    const saved = onSaved.mock.lastCall?.[0];
+    expect(saved.secureJsonData).toEqual({ curveSecretKey: 'secret-z85', brokerPublicKey: 'public-z85' });
+    expect(saved.jsonData).toEqual({});
+    expect(screen.getByLabelText('CURVE secret key')).toHaveProperty('type', 'password');
+  });
+
+  it('shows a stored key as configured, and its reset button clears it', async () => {
+    const user = userEvent.setup();
+    const onSaved = vi.fn();
+    render(<Harness onSaved={onSaved} configured={{ curveSecretKey: true }} />);
+    expect(screen.getAllByDisplayValue('configured')).toHaveLength(1);
+    await user.click(screen.getByRole('button', { name: 'Reset' }));
+    const saved = onSaved.mock.lastCall?.[0];
+    expect(saved.secureJsonFields).toEqual({ curveSecretKey: false });
+    expect(saved.secureJsonData).toEqual({ curveSecretKey: '' });
   });
 });

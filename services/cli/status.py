@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from services.cli.probe import Access, ask
 from services.common import protocol
 from services.common.config import default_endpoint, env_name
 from services.common.errors import PipelineError
+from services.common.probe import Access, ask
 
 
 def fetch(access: Access | str, timeout_s: float) -> protocol.StatusReply:

@@ -22,8 +22,7 @@ import grpc
 
 from services.hostemu.host import HandshakeError, LiveStream, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import ROOT
-from services.plugin.identity import PLUGIN_ID, launcher_name
+from services.plugin.identity import CHECKOUT_PLUGIN_DIR, launcher_name
 
 BARS = "▁▂▃▄▅▆▇█"
 
@@ -124,9 +123,10 @@ def fail(reason: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        host = PluginHost(
+        host = PluginHost(  # as if forwarded: ZMQSTREAM_RUN_DIR and the rest of this shell apply
             args.plugin,
-            env={"ZMQSTREAM_CONTROL_ENDPOINT": args.control_endpoint} if args.control_endpoint else None,
+            {"control_endpoint": args.control_endpoint} if args.control_endpoint else None,
+            forward_host_env=True,
         )
     except (OSError, HandshakeError) as exc:
         return fail(f"cannot start the plugin {args.plugin}: {exc} (build it with make bundle)")
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("watch", help="draw a channel's live values in the terminal")
     parser.add_argument("path", help="channel path, e.g. custom-10-20-100")
-    default_plugin = ROOT / "build" / "plugins" / PLUGIN_ID / launcher_name("linux_amd64")
+    default_plugin = CHECKOUT_PLUGIN_DIR / launcher_name("linux_amd64")
     parser.add_argument(
         "--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)"
     )

@@ -2,6 +2,13 @@
 
 Each field `foo_bar` is the flag `--foo-bar` and the variable `ZMQSTREAM_FOO_BAR`; its
 help text is the field's metadata, so `--help` and the README table say the same thing.
+
+The plugin is launched by Grafana, which (12.4 and later) passes it none of the host's
+environment unless an admin lists it in `[plugins] forward_host_env_vars`. What reaches it
+is grafana.ini's `[plugin.zmqstream-stream-datasource]` section, one `GF_PLUGIN_<KEY>`
+variable per key. So the plugin reads `GF_PLUGIN_FOO_BAR` (grafana.ini `foo_bar`) first
+and `ZMQSTREAM_FOO_BAR` after it; a datasource's jsonData and secureJsonData override both
+(services.plugin.datasource).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from services.common import rundir
 from services.common.channels import Limits
@@ -20,21 +27,19 @@ from services.common.errors import ConfigError
 from services.common.rundir import default_run_dir
 
 ENV_PREFIX = "ZMQSTREAM_"
+GRAFANA_INI_PREFIX = "GF_PLUGIN_"
+"""Grafana's prefix for the keys of grafana.ini's `[plugin.<id>]` section, key upper-cased."""
 
 
 def setting(default: Any, help: str, shown: str = "") -> Any:
     """A settings field with its help text.
 
     The default may be a zero-argument callable, computed per process; `shown` then says
-    in words what it is, for --help and the README.
+    in words what it is, for --help and the README (or what an empty default stands for).
     """
     if callable(default):
         return dataclasses.field(default_factory=default, metadata={"help": help, "shown": shown})
-    return dataclasses.field(default=default, metadata={"help": help, "shown": f"{default!r}"})
-
-
-RUN_DIR_TEXT = "ipc://$ZMQSTREAM_RUN_DIR"
-"""How the endpoint defaults read in docs; ZMQSTREAM_RUN_DIR defaults to /tmp/zmqstream-<uid>."""
+    return dataclasses.field(default=default, metadata={"help": help, "shown": shown or f"{default!r}"})
 
 
 def default_endpoint(name: str) -> str:
@@ -44,6 +49,9 @@ def default_endpoint(name: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base: how a settings class is read from argv and the environment."""
+
+    ENV_PREFIXES: ClassVar[tuple[str, ...]] = (ENV_PREFIX,)
+    """Where a field's variable is looked for, first match wins."""
 
     def __post_init__(self) -> None:
         """Subclasses check their fields here and call super()."""
@@ -59,15 +67,17 @@ class Settings:
                 dest=field.name,
                 default=None,
                 help=f"{field.metadata['help']} "
-                f"[env {env_name(field.name)}, default {field.metadata['shown']}]",
+                f"[env {' or '.join(cls.env_names(field.name))}, default {field.metadata['shown']}]",
             )
         parsed = vars(parser.parse_args(argv))
         values: dict[str, Any] = {}
         try:
             for field in dataclasses.fields(cls):
                 raw = parsed[field.name]
-                if raw is None:
-                    raw = env.get(env_name(field.name))
+                for name in cls.env_names(field.name) if raw is None else ():
+                    raw = env.get(name)
+                    if raw is not None:
+                        break
                 if raw is not None:
                     values[field.name] = _convert(field.name, raw, str(field.type))
             return cls(**values)
@@ -75,10 +85,22 @@ class Settings:
             parser.error(str(exc))  # exits 2 with the usage line and the message
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str, str]]:
-        """(flag, env var, default, help) per field, for documentation."""
+    def env_names(cls, field_name: str) -> list[str]:
+        """The variables a field is read from, in order of precedence."""
+        return [prefix + field_name.upper() for prefix in cls.ENV_PREFIXES]
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, list[str], str, str]]:
+        """(flag, grafana.ini key or '', env vars, default, help) per field, for documentation."""
+        ini = GRAFANA_INI_PREFIX in cls.ENV_PREFIXES
         return [
-            ("--" + f.name.replace("_", "-"), env_name(f.name), f.metadata["shown"], f.metadata["help"])
+            (
+                "--" + f.name.replace("_", "-"),
+                f.name if ini else "",
+                cls.env_names(f.name),
+                f.metadata["shown"],
+                f.metadata["help"],
+            )
             for f in dataclasses.fields(cls)
         ]
 
@@ -210,15 +232,24 @@ class WorkerSettings(CurveClientSettings, RunDirSettings):
             raise ConfigError(f"ticker_cpu must be -1 or one of {sorted(usable)}, got {self.ticker_cpu}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 @dataclasses.dataclass(frozen=True)
 class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
     """The gRPC plugin process Grafana launches."""
 
-    control_endpoint: str = setting(
-        lambda: default_endpoint("control"),
-        "the broker's ROUTER, unless the datasource's brokerAddress names another",
-        RUN_DIR_TEXT + "/control",
+    ENV_PREFIXES = (GRAFANA_INI_PREFIX, ENV_PREFIX)
+
+    run_dir: str = setting(
+        default_run_dir, "the folder of the broker's ipc sockets (as the broker's)", "/tmp/zmqstream-<uid>"
     )
+    control_endpoint: str = setting(
+        "",
+        "the broker's ROUTER, unless the datasource's brokerAddress names another",
+        "ipc://<run_dir>/control",
+    )
+    log_level: str = setting("INFO", "the plugin's log level: " + ", ".join(LOG_LEVELS))
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
     max_brokers: int = setting(64, "most broker connections open at once (datasources may name others)")
@@ -266,6 +297,10 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
         )
         if self.max_clock_skew_ms < 0:
             raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if not self.control_endpoint:  # frozen, but this is still its construction
+            object.__setattr__(self, "control_endpoint", f"ipc://{self.run_dir}/control")
 
 
 ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, PluginSettings)
@@ -273,13 +308,16 @@ ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, Plug
 
 def markdown_table() -> str:
     """Every setting of every process, one row each: the README's configuration table."""
-    rows = ["| process | flag | environment variable | default | meaning |", "|---|---|---|---|---|"]
+    rows = [
+        "| process | flag | grafana.ini key | environment variables (first wins) | default | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
     for cls in ALL_SETTINGS:
         process = cls.__name__.removesuffix("Settings").lower()
-        rows += [
-            f"| {process} | `{flag}` | `{env}` | {default} | {text} |"
-            for flag, env, default, text in cls.describe()
-        ]
+        for flag, ini, envs, default, text in cls.describe():
+            key = f"`{ini}`" if ini else ""
+            names = ", ".join(f"`{name}`" for name in envs)
+            rows.append(f"| {process} | `{flag}` | {key} | {names} | {default} | {text} |")
     return "\n".join(rows)
 
 

@@ -1,4 +1,4 @@
-"""CURVE encryption and authentication for every broker socket, with keys from files.
+"""CURVE encryption and authentication for every broker socket, with keys from files or text.
 
 Off by default: every endpoint is ipc or loopback. For multi-host pipelines:
 
@@ -11,12 +11,16 @@ certificate format. Then:
   `--curve-authorized-dir` a folder holding the *public* `.key` files of every worker and
   plugin allowed in; a peer whose key is not there cannot send, subscribe or publish;
 - each worker and plugin gets its own `--curve-client-secret keys/<name>.key_secret` and
-  `--curve-server-public keys/broker.key`.
+  `--curve-server-public keys/broker.key`; or, for the plugin, a datasource carries the
+  key material itself in its secureJsonData (`ClientKeys.from_text`: the Z85 keys, or the
+  files' whole text pasted), so each datasource may reach its broker with its own keys.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +51,49 @@ def secure_server(sock: zmq.Socket[Any], secret_file: str) -> None:
     sock.curve_server = True
 
 
-def secure_client(sock: zmq.Socket[Any], secret_file: str, server_public_file: str) -> None:
-    """Make `sock` a CURVE client that only talks to the broker holding `server_public_file`."""
-    public, secret = _load(secret_file, secret=True)
-    server_public, _ = _load(server_public_file, secret=False)
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_serverkey = server_public
+Z85_KEY = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+"""A 32-byte CURVE key in Z85, as ZeroMQ certificates write it."""
+
+
+@dataclass(frozen=True)
+class ClientKeys:
+    """A CURVE client's keys (Z85, 40 bytes each): its own pair and the broker's public key."""
+
+    secret: bytes
+    public: bytes
+    server_public: bytes
+
+    @classmethod
+    def from_files(cls, secret_file: str, server_public_file: str) -> ClientKeys:
+        public, secret = _load(secret_file, secret=True)
+        server_public, _ = _load(server_public_file, secret=False)
+        return cls(secret, public, server_public)
+
+    @classmethod
+    def from_text(cls, secret: str, server_public: str) -> ClientKeys:
+        """Keys typed or pasted into a datasource: each a Z85 key or a certificate file's text."""
+        secret_key = _z85(secret, "secret-key", "the plugin's CURVE secret key")
+        server_key = _z85(server_public, "public-key", "the broker's CURVE public key")
+        return cls(secret_key, zmq.curve_public(secret_key), server_key)
+
+
+def _z85(text: str, name: str, what: str) -> bytes:
+    """The Z85 key in `text`: a bare key, or the `name = "…"` line of a certificate."""
+    found = re.search(rf'{name}\s*=\s*"([^"]*)"', text)
+    key = (found.group(1) if found else text).strip()
+    if not Z85_KEY.fullmatch(key):
+        raise ConfigError(
+            f"{what} is not a CURVE key: paste the 40-character key (or the whole file) that "
+            "`zmqstream keys` wrote"
+        )
+    return key.encode()
+
+
+def secure_client(sock: zmq.Socket[Any], keys: ClientKeys) -> None:
+    """Make `sock` a CURVE client that only talks to the broker holding `keys.server_public`."""
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_serverkey = keys.server_public
 
 
 def start_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], authorized_dir: str) -> ThreadAuthenticator:

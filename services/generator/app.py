@@ -24,7 +24,7 @@ from services.common.config import WorkerSettings
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
-from services.common.security import secure_client
+from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
 from services.generator.ticker import Scheduler
 from services.generator.waveforms import registry
@@ -48,8 +48,9 @@ class Worker:
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a broker that is not there
         self.frames = configure(ctx.socket(zmq.PUB), sndhwm=settings.send_hwm)
         if settings.curve_client_secret:
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
             for sock in (self.control, self.frames):
-                secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
+                secure_client(sock, keys)
         self.control.connect(settings.control_endpoint)
         self.frames_endpoint = ""
         self.outbox: list[bytes] = []

@@ -1,10 +1,11 @@
 """Grafana data-frame JSON, read back the way the browser's StreamingDataFrame reads it.
 
-`push` takes one message (`{"schema"?, "data"?}`): a schema replaces the field layout,
-data appends rows and must have one column per field ("push message mismatch"
-otherwise). Times are rebuilt as ns from ms plus `nanos`; cells named in `entities`
-become NaN/±Inf again. Strict on purpose: whatever it accepts, Grafana accepts.
-"""
+`push` takes one message (`{"schema"?, "data"?}`): a schema replaces the field layout
+(and the meta if it has one: a schema without meta leaves the old meta, as the browser
+does, so a stream clears a notice with a meta that lacks it); data appends rows and must
+have one column per field ("push message mismatch" otherwise). Times are rebuilt as ns
+from ms plus `nanos`; cells named in `entities` become NaN/±Inf again. Strict on
+purpose: whatever it accepts, Grafana accepts."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class FrameError(ValueError):
 class StreamingFrame:
     fields: list[dict[str, Any]] = field(default_factory=list)
     values: list[list[Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def notices(self) -> list[dict[str, Any]]:
+        """What the panel shows above the data: `meta.notices` (severity, text)."""
+        return list(self.meta.get("notices") or [])
 
     @property
     def names(self) -> list[str]:
@@ -64,6 +71,13 @@ class StreamingFrame:
         for f in fields:
             if f.get("type") not in ("time", "number", "string", "boolean", "enum", "other"):
                 raise FrameError(f"unknown field type {f.get('type')!r}")
+        if "meta" in schema:
+            if not isinstance(schema["meta"], dict):
+                raise FrameError("schema.meta must be an object")
+            for notice in schema["meta"].get("notices") or []:
+                if notice.get("severity") not in ("info", "warning", "error") or not notice.get("text"):
+                    raise FrameError(f"a notice needs a severity (info, warning, error) and a text: {notice}")
+            self.meta = dict(schema["meta"])
         if [(f.get("name"), f.get("type")) for f in fields] != [
             (f.get("name"), f.get("type")) for f in self.fields
         ]:

@@ -1,7 +1,11 @@
 """Launch and drive a backend plugin exactly as Grafana does (go-plugin client side).
 
-- the executable runs with Grafana's environment on top of ours, in another working
-  directory, with the magic cookie and PLUGIN_* variables;
+- the executable runs in another working directory with exactly the environment
+  Grafana 12.4+ gives it (`grafana_env`): Grafana's own variables, the plugin's
+  grafana.ini section as GF_PLUGIN_<KEY>, go-plugin's magic cookie and PLUGIN_*, and of
+  the host's environment only the proxy variables, TMPDIR and PLUGIN_UNIX_SOCKET_DIR;
+  or, as for a plugin an admin lists in `[plugins] forward_host_env_vars` (and as Grafana
+  before 12.4 did), the whole host environment too;
 - the first stdout line must be the handshake, within 60 s (we default to less);
 - stderr lines are parsed as hclog JSON and kept, as Grafana's plugin logger would;
 - streams are cancelled by cancelling the RunStream call, as Grafana's stream manager
@@ -34,12 +38,36 @@ GRAFANA_ENV = {
     "PLUGIN_PROTOCOL_VERSIONS": "2",
     "PLUGIN_MIN_PORT": "10000",
     "PLUGIN_MAX_PORT": "25000",
-    "GF_VERSION": "12.3.0",
+    "GF_VERSION": "12.4.0",
     "GF_EDITION": "Open Source",
     "GF_ENTERPRISE_LICENSE_PATH": "",
     "GF_ENTERPRISE_APP_URL": "http://localhost:3000/",
 }
+PERMITTED_HOST_ENV = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "TMPDIR",
+    "PLUGIN_UNIX_SOCKET_DIR",
+)
+"""What Grafana 12.4+ passes on from its host's environment (grafana pkg/plugins/envvars)."""
 KILL_WAIT_S = 2.0
+
+
+def grafana_env(
+    settings: Mapping[str, str] | None = None,
+    host_env: Mapping[str, str] | None = None,
+    *,
+    forward_host_env: bool = False,
+) -> dict[str, str]:
+    """The plugin's environment: `settings` are its grafana.ini `[plugin.<id>]` keys."""
+    host = os.environ if host_env is None else host_env
+    passed = dict(host) if forward_host_env else {k: v for k, v in host.items() if k in PERMITTED_HOST_ENV}
+    ini = {f"GF_PLUGIN_{key.upper()}": value for key, value in (settings or {}).items()}
+    return {**ini, **GRAFANA_ENV, **passed}
 
 
 class HandshakeError(RuntimeError):
@@ -50,6 +78,8 @@ class HandshakeError(RuntimeError):
 class Datasource:
     uid: str = "zmqstream-test"
     json_data: Mapping[str, Any] = field(default_factory=dict)
+    secure_json_data: Mapping[str, str] = field(default_factory=dict)
+    """What the ConfigEditor's secret fields hold; Grafana sends them decrypted."""
     plugin_id: str = "zmqstream-stream-datasource"
     updated_ms: int = 1
 
@@ -63,10 +93,11 @@ class Datasource:
                 name="zmqstream",
                 uid=self.uid,
                 jsonData=orjson.dumps(dict(self.json_data)),
+                decryptedSecureJsonData=dict(self.secure_json_data),
                 lastUpdatedMS=self.updated_ms,
             ),
             pluginVersion="0.1.0",
-            userAgent="Grafana/12.3.0 (linux; amd64)",
+            userAgent="Grafana/12.4.0 (linux; amd64)",
         )
 
 
@@ -94,12 +125,16 @@ class PluginHost:
     def __init__(
         self,
         executable: str | Path,
+        settings: Mapping[str, str] | None = None,
+        *,
         env: Mapping[str, str] | None = None,
+        forward_host_env: bool = False,
         handshake_timeout_s: float = 20.0,
         cwd: str | Path = "/",
     ) -> None:
+        """Launch `executable` with its grafana.ini `settings`; `env` adds variables on top."""
         self.executable = str(Path(executable).resolve())
-        full_env = {**os.environ, **GRAFANA_ENV, **(env or {})}
+        full_env = {**grafana_env(settings, forward_host_env=forward_host_env), **(env or {})}
         self.process = subprocess.Popen(
             [self.executable],
             env=full_env,
@@ -336,6 +371,11 @@ class LiveStream:
         """Read packets until the frame holds `rows` rows (TimeoutError if they do not come)."""
         self._read_until(lambda: len(self.frame.times_ns) >= rows, f"{rows} rows", timeout_s)
         return self.frame
+
+    def read_notices(self, timeout_s: float = 10) -> list[dict[str, Any]]:
+        """Read until the panel would show a notice (meta.notices); TimeoutError if none comes."""
+        self._read_until(lambda: bool(self.frame.notices), "a notice", timeout_s)
+        return self.frame.notices
 
     def read_packets(self, packets: int, timeout_s: float = 10) -> list[bytes]:
         """Read until `packets` packets have come (TimeoutError if they do not); return them all."""

@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from services.hostemu.host import PluginHost
+from services.hostemu.host import Datasource, PluginHost
+from services.packaging.bundle import ROOT, write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.bundle import ROOT, write_launchers
 
 READY_TIMEOUT_S = 20.0
 
@@ -45,12 +45,24 @@ class Pipeline:
 
     def restart_broker(self) -> None:
         """SIGTERM the broker, wait for it, start a new one on the same endpoints."""
+        self.stop_broker()
+        self.start_broker()
+
+    def stop_broker(self) -> None:
         stop(self.broker)
+
+    def start_broker(self) -> None:
         self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
 
-    def plugin(self, env: Mapping[str, str] | None = None) -> PluginHost:
+    def plugin(
+        self, settings: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+    ) -> PluginHost:
+        """The plugin as Grafana 12.4+ launches it, told the run folder by its grafana.ini section.
+
+        `env`: variables of the host's that Grafana passes on (PLUGIN_UNIX_SOCKET_DIR, TMPDIR).
+        """
         shim = write_launchers(self.run_dir)[0]
-        return PluginHost(shim, env={"ZMQSTREAM_RUN_DIR": str(self.run_dir), **(env or {})})
+        return PluginHost(shim, {"run_dir": str(self.run_dir), **(settings or {})}, env=env)
 
     def close(self) -> None:
         for process in [*self.workers, self.broker]:
@@ -68,11 +80,11 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 5) -> None:
         process.wait()
 
 
-def wait_for_workers(host: PluginHost, workers: int) -> None:
+def wait_for_workers(host: PluginHost, workers: int, ds: Datasource | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     message = ""
     while time.monotonic() < deadline:
-        health = host.check_health()
+        health = host.check_health(ds)
         message = health.message
         if health.status == pb.CheckHealthResponse.OK and f"{workers} worker" in message:
             return

@@ -27,8 +27,7 @@ from services.common.errors import ConfigError
 from services.common.logs import fields, setup_logging
 from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
-from services.plugin.bundle import ROOT
-from services.plugin.identity import PLUGIN_ID
+from services.plugin.identity import CHECKOUT_PLUGIN_DIR, PLUGIN_ID
 from services.plugin.listen import SERVER_OPTIONS, Listener, listen
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipelines
@@ -136,22 +135,20 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging(os.environ.get("ZMQSTREAM_LOG_LEVEL", "INFO"))
     modes = argparse.ArgumentParser(add_help=False)
     modes.add_argument(
         "--standalone", action="store_true", help="serve for Grafana to attach to (debug mode)"
     )
     modes.add_argument("--plugin-dir", type=Path, help="the plugin folder Grafana loads (standalone mode)")
     known, rest = modes.parse_known_args(argv)
-    plugin_dir = known.plugin_dir or Path(
-        os.environ.get(standalone.PLUGIN_DIR_ENV) or ROOT / "build" / "plugins" / PLUGIN_ID
-    )
+    plugin_dir = known.plugin_dir or Path(os.environ.get(standalone.PLUGIN_DIR_ENV) or CHECKOUT_PLUGIN_DIR)
     if not known.standalone:
         problem = check_launched_by_host(os.environ)
         if problem:
             print(problem, file=sys.stderr)
             return 1
     settings = PluginSettings.load(rest)
+    setup_logging(settings.log_level.upper())
     host_pid = 0 if known.standalone else orphan.die_with_parent()
 
     async def run() -> None:

@@ -5,6 +5,11 @@ endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxC
 `maxValuesPerSecond` (what its streams carry at once, rows/s times series). A datasource
 may tighten the plugin's limits, never loosen them. Malformed jsonData is ignored key by
 key, with a warning, so a typo never takes a datasource down.
+
+secureJsonData (the ConfigEditor's secret fields; Grafana stores them encrypted and hands
+them over decrypted): `curveSecretKey` (the plugin's CURVE secret key) and
+`brokerPublicKey` (the broker's). With both, this datasource reaches its broker over
+CURVE with these keys, whatever the plugin's own settings say.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ log = logging.getLogger("zmqstream.plugin.datasource")
 BROKER_SCHEMES = ("tcp://", "ipc://")
 
 
+CURVE_SECRET_KEY = "curveSecretKey"
+BROKER_PUBLIC_KEY = "brokerPublicKey"
+NO_CURVE = ("", "")
+
+
 @dataclass(frozen=True, slots=True)
 class DatasourceConfig:
     broker_address: str
@@ -32,6 +42,13 @@ class DatasourceConfig:
     uid: str
     max_channels: int
     max_values_per_s: float
+    curve: tuple[str, str] = NO_CURVE
+    """(plugin's secret key, broker's public key) as entered, or NO_CURVE: the plugin's own."""
+
+    @property
+    def broker(self) -> tuple[str, tuple[str, str]]:
+        """What Pipelines.get needs to reach this datasource's broker."""
+        return self.broker_address, self.curve
 
     @classmethod
     def from_context(cls, context: pb.PluginContext, plugin: PluginSettings) -> DatasourceConfig:
@@ -55,8 +72,15 @@ class DatasourceConfig:
         if max_channels:
             channels = min(channels, int(max_channels))
         rate = plugin.max_values_per_s_per_datasource
+        secure = settings.decryptedSecureJsonData
+        curve = (secure.get(CURVE_SECRET_KEY, "").strip(), secure.get(BROKER_PUBLIC_KEY, "").strip())
         return cls(
-            address.strip(), limits, settings.uid, max(1, channels), min(rate, max_rate) if max_rate else rate
+            address.strip(),
+            limits,
+            settings.uid,
+            max(1, channels),
+            min(rate, max_rate) if max_rate else rate,
+            curve,
         )
 
 

@@ -156,7 +156,8 @@ class _PipelineCollector:
             "wrong series count (shape), ticks ahead of the clock (future)",
             labels=["broker", "reason"],
         )
-        for endpoint, pipeline in list(self.pipelines.by_endpoint.items()):
+        for pipeline in list(self.pipelines.by_endpoint.values()):
+            endpoint = pipeline.control_endpoint
             held.add_metric([endpoint], len(pipeline.holders))
             received.add_metric([endpoint], pipeline.rows_received)
             for reason, count in pipeline.frames_refused.items():

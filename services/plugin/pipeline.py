@@ -34,8 +34,9 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
-from services.common.security import secure_client
+from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
+from services.plugin.link import Link
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
 FRAMES_PER_TURN = 1000
@@ -88,8 +89,13 @@ class RowQueue:
     dropped_rows: int = 0
     error: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    puts: int = 0
+    puts_checked: int = 0
+    stalled: bool = False
+    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
 
     def put(self, first_tick: int, columns: list[bytes]) -> None:
+        self.puts += 1
         self.batches.append((first_tick, columns))
         self.size_bytes += len(columns[0]) * len(columns)
         while self.size_bytes > self.max_bytes and len(self.batches) > 1:
@@ -104,8 +110,21 @@ class RowQueue:
         self.error = error
         self.ready.set()
 
+    def check_stall(self) -> None:
+        """Wake a waiting take with TimeoutError if no row came since the last check.
+
+        Once per heartbeat for every queue, instead of a timer per wait, which would cost
+        each stream's every packet (~10 µs).
+        """
+        if self.puts == self.puts_checked and not self.batches:
+            self.stalled = True
+            self.ready.set()
+        self.puts_checked = self.puts
+
     async def take(self, max_rows: int, after_tick: int) -> Taken:
         """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
+
+        TimeoutError instead when a heartbeat found no new row (check_stall): the stream may say why.
 
         Batches may arrive in any order (a ticker moved, a stale worker woke up): each tick
         is kept only if it is later than every tick kept before it, so what a stream sends
@@ -114,6 +133,9 @@ class RowQueue:
         while not self.batches:
             if self.error:
                 raise SubscriptionRefused(self.error)
+            if self.stalled:
+                self.stalled = False
+                raise TimeoutError
             self.ready.clear()
             await self.ready.wait()
         if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
@@ -161,7 +183,14 @@ def _joined(chunks: list[list[bytes]]) -> list[bytes]:
 
 
 class Pipeline:
-    def __init__(self, ctx: zmq.asyncio.Context, control_endpoint: str, settings: PluginSettings) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        control_endpoint: str,
+        settings: PluginSettings,
+        keys: ClientKeys | None = None,
+    ) -> None:
+        """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
@@ -170,9 +199,12 @@ class Pipeline:
         self.frames: zmq.Socket[bytes] = configure(
             zmq.Socket(ctx, zmq.SUB), rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES
         )
-        if settings.curve_client_secret:
+        if keys is None and settings.curve_client_secret:
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
+        if keys is not None:
             for sock in (self.control, self.frames):
-                secure_client(sock, settings.curve_client_secret, settings.curve_server_public)
+                secure_client(sock, keys)
+        self.link = Link(control_endpoint, settings.socket_group)
         self.connected = False
         self.untrusted = ""
         """Why this broker is not used ('' when it is): its folder is not one we trust."""
@@ -213,6 +245,7 @@ class Pipeline:
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._read_control(), name="control"),
+            asyncio.create_task(self.link.watch(self.control), name="link"),
         ]
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.frames.FD, self._drain_frames)
@@ -258,6 +291,10 @@ class Pipeline:
 
     # -- status --------------------------------------------------------------------
 
+    def problem(self) -> str:
+        """'' unless this broker is known to be out of reach; else why, and what to do (see link)."""
+        return self.untrusted or self.link.problem()
+
     async def status(self, timeout_s: float) -> protocol.StatusReply:
         if self.untrusted:
             raise UntrustedBroker(self.untrusted)
@@ -299,6 +336,9 @@ class Pipeline:
                 self._connect()
             held = {channel: epoch for channel, epoch in self.epochs.items() if channel not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
+            for queues in self.holders.values():
+                for queue in queues:
+                    queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
     async def _read_control(self) -> None:
@@ -415,8 +455,13 @@ def _untrusted(endpoint: str, settings: PluginSettings) -> str:
     return ""
 
 
+Curve = tuple[str, str]
+"""A datasource's (plugin secret key, broker public key) as entered; ("", "") for the plugin's own."""
+BrokerKey = tuple[str, Curve]
+
+
 class Pipelines:
-    """One Pipeline per broker address; datasources may name different brokers.
+    """One Pipeline per broker address and keys; datasources may name different brokers.
 
     Each connection costs file descriptors, and any datasource may name any address, so
     they are bounded: a connection other than the default one is closed once no stream
@@ -427,14 +472,19 @@ class Pipelines:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
-        self.by_endpoint: dict[str, Pipeline] = {}
-        self.last_used: dict[str, float] = {}
+        self.by_endpoint: dict[BrokerKey, Pipeline] = {}
+        self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
         self._closer: asyncio.Task[None] | None = None
 
-    def get(self, endpoint: str = "") -> Pipeline:
+    def get(self, endpoint: str = "", curve: Curve = ("", "")) -> Pipeline:
+        """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
+
+        ConfigError if the keys are unusable (TooManyBrokers is one too), saying what to do.
+        """
         endpoint = endpoint or self.settings.control_endpoint
-        pipeline = self.by_endpoint.get(endpoint)
+        key = (endpoint, curve)
+        pipeline = self.by_endpoint.get(key)
         if pipeline is None:
             if len(self.by_endpoint) >= self.settings.max_brokers:
                 raise TooManyBrokers(
@@ -443,25 +493,27 @@ class Pipelines:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            pipeline = self.by_endpoint[endpoint] = Pipeline(self.ctx, endpoint, self.settings)
+            pipeline = self.by_endpoint[key] = Pipeline(self.ctx, endpoint, self.settings, _keys(curve))
             pipeline.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
-        self.last_used[endpoint] = time.monotonic()
+        self.last_used[key] = time.monotonic()
         return pipeline
 
     async def _close_idle(self) -> None:
         while True:
             await asyncio.sleep(self.settings.broker_idle_s / 2)
             now = time.monotonic()
-            for endpoint, pipeline in list(self.by_endpoint.items()):
-                if endpoint == self.settings.control_endpoint:
+            for key, pipeline in list(self.by_endpoint.items()):
+                if key == (self.settings.control_endpoint, ("", "")):
                     continue
                 if pipeline.holders or pipeline.pending_status:
-                    self.last_used[endpoint] = now
-                elif now - self.last_used[endpoint] >= self.settings.broker_idle_s:
-                    del self.by_endpoint[endpoint], self.last_used[endpoint]
-                    log.info("idle broker connection closed", extra=fields(endpoint=endpoint))
+                    self.last_used[key] = now
+                elif now - self.last_used[key] >= self.settings.broker_idle_s:
+                    del self.by_endpoint[key], self.last_used[key]
+                    log.info(
+                        "idle broker connection closed", extra=fields(endpoint=pipeline.control_endpoint)
+                    )
                     await pipeline.close()
 
     async def close(self) -> None:
@@ -472,3 +524,15 @@ class Pipelines:
         for pipeline in self.by_endpoint.values():
             await pipeline.close()
         self.ctx.term()
+
+
+def _keys(curve: Curve) -> ClientKeys | None:
+    """A datasource's CURVE keys, checked; None when it has none (the plugin's settings apply)."""
+    if curve == ("", ""):
+        return None
+    if not all(curve):
+        raise ConfigError(
+            "the datasource has only one of its two CURVE keys: in its settings, set both the plugin's "
+            "secret key and the broker's public key, or reset both"
+        )
+    return ClientKeys.from_text(*curve)

@@ -23,6 +23,7 @@ import grpc
 import orjson
 
 from services.common.config import PluginSettings
+from services.common.errors import ConfigError
 from services.common.logs import fields
 from services.generator.waveforms import registry
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -93,9 +94,9 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def channels(self, config: DatasourceConfig) -> Reply:
         try:
-            pipeline = self.pipelines.get(config.broker_address)
+            pipeline = self.pipelines.get(*config.broker)
             status = await pipeline.status(self.settings.broker_timeout_s)
-        except (BrokerUnavailable, TooManyBrokers) as exc:
+        except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: the CURVE keys
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,

@@ -11,7 +11,8 @@ sends a tick twice or time backwards, and its first packet bridges the end of th
 history to the first live row. Both calls first ask admission control
 (services.plugin.admission) whether the datasource and the plugin have room for the
 channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
-RESOURCE_EXHAUSTED, with the reason logged and counted.
+RESOURCE_EXHAUSTED, with the reason logged and counted. Whatever keeps a stream from
+starting or moving is also told in its panel, as a frame notice (services.plugin.notices).
 """
 
 from __future__ import annotations
@@ -29,21 +30,23 @@ import orjson
 
 from services.common.channels import ChannelSpec, parse_path
 from services.common.config import PluginSettings
-from services.common.errors import InvalidChannel
+from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
-from services.common.protocol import FLOAT_BYTES, floats
-from services.plugin import backfill, display, frames, history
+from services.common.protocol import FLOAT_BYTES, StatusReply, floats
+from services.plugin import backfill, display, frames, history, notices
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.history import HistoryError, generator_for
+from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pacing import LoopLag
 from services.plugin.pipeline import (
     NO_TICK,
     BrokerUnavailable,
+    Pipeline,
     Pipelines,
     SubscriptionRefused,
     Taken,
@@ -56,6 +59,8 @@ INLINE_TICKS = 100
 """Ticks recomputed on the event loop itself (≤ 0.2 ms); more go to a thread, which costs
 a hand-off but lets the streams go on between the GIL's switches."""
 Health = pb.CheckHealthResponse.HealthStatus
+RECONNECT_POLL_S = 0.05
+"""How often CheckHealth asks again while a new broker connection comes up."""
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -141,23 +146,30 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
+        stream_schema = frames.schema(spec, shown)
         try:
-            pipeline = self.pipelines.get(config.broker_address)
-        except TooManyBrokers as exc:
-            self.metrics.streams_refused.labels("run", "brokers").inc()
+            pipeline = self.pipelines.get(*config.broker)
+        except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
+            budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
+            self.metrics.streams_refused.labels("run", budget).inc()
             log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
+            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if refusal := self._refusal("run", spec, config):
             log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
+            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec)
         queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
         log.debug("stream started", extra=fields(path=request.path, channel=channel))
-        frame_schema: dict[str, object] | None = frames.schema(spec, shown)
-        drops_seen = 0
+        frame_schema: dict[str, object] | None = stream_schema
+        drops_seen = dropped = 0
+        notice = notices.PanelNotice(spec, stream_schema)
         try:
+            if queue.error:  # refused at once (a broker folder we do not trust): nothing goes out
+                raise SubscriptionRefused(queue.error)
             # The first packet goes out now, not when the first live row comes: the ticks due
             # since the history's end (for a fresh stream, the latest tick) are recomputed.
             due = spec.last_tick(time.time_ns())
@@ -165,7 +177,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             times, columns = await self._recomputed(spec, range(since + 1, due + 1))
             while True:
                 if times:
-                    data = frames.packet(times, columns, frame_schema)
+                    data = frames.packet(times, columns, notice.rows(dropped) or frame_schema)
                     floor = times[-1]
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(times), len(data))
@@ -178,15 +190,23 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                     # Nothing sent yet: a new subscriber may have been promised more.
                     floor = max(floor, self.ledger.promised(key))
                 after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
-                taken = await queue.take(self.settings.max_rows_per_packet, after)
+                try:
+                    taken = await queue.take(self.settings.max_rows_per_packet, after)
+                except TimeoutError:  # no row for a heartbeat: the panel may be told why
+                    times = []  # sent already
+                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                        yield pb.StreamPacket(data=told)
+                    continue
                 self.metrics.dropped("already_sent", taken.repeated)
-                dropped_meanwhile, drops_seen = queue.dropped_rows != drops_seen, queue.dropped_rows
+                dropped = queue.dropped_rows - drops_seen
+                drops_seen = queue.dropped_rows
                 segments = taken.segments
                 if len(segments) == 1 and not _gap_before(spec, floor, segments[0][0]):  # the common case
                     times, columns = _segment_rows(spec, *segments[0])
                 else:
-                    times, columns = await self._assembled(spec, floor, taken, bridge=not dropped_meanwhile)
+                    times, columns = await self._assembled(spec, floor, taken, bridge=not dropped)
         except SubscriptionRefused as exc:
+            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             pipeline.release(channel, queue)
@@ -241,23 +261,23 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
-        with contextlib.suppress(TooManyBrokers):  # the metrics of the brokers already connected
-            self.pipelines.get(config.broker_address)
+        with contextlib.suppress(TooManyBrokers, ConfigError):  # the metrics of the brokers connected
+            self.pipelines.get(*config.broker)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         try:
-            pipeline = self.pipelines.get(config.broker_address)
-        except TooManyBrokers as exc:
+            pipeline = self.pipelines.get(*config.broker)
+        except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
-            status = await pipeline.status(self.settings.broker_timeout_s)
+            status = await _status(pipeline, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
             return _health(Health.ERROR, str(exc), {"endpoint": pipeline.control_endpoint})
         except BrokerUnavailable as exc:
-            return _health(Health.ERROR, f"Broker unreachable: {exc}. Is supervisord running?", {})
+            return _health(Health.ERROR, _unreachable(pipeline, exc), {"endpoint": pipeline.control_endpoint})
         workers = len(status.workers)
         details = {
             "broker": status.broker,
@@ -274,6 +294,30 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running"
         )
         return _health(Health.OK, message, details)
+
+
+async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply:
+    """The broker's status within `timeout_s`, retried while a connection is still being made.
+
+    A new connection (a datasource's first check) is not up at once, and the reason it
+    never comes up (refused, CURVE) is known only a moment later: ask again until either.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await pipeline.status(max(0.01, deadline - time.monotonic()))
+        except BrokerUnavailable:
+            if pipeline.problem() or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(RECONNECT_POLL_S)
+
+
+def _unreachable(pipeline: Pipeline, error: BrokerUnavailable) -> str:
+    """The real cause when it is known (services.plugin.link), else where the address came from."""
+    problem = pipeline.problem()
+    if problem:
+        return f"Broker unreachable: {problem}"
+    return f"Broker unreachable: {error}. {ADDRESS_HINT}"
 
 
 def _health(status: int, message: str, details: dict[str, object]) -> pb.CheckHealthResponse:

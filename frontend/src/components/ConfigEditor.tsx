@@ -1,10 +1,11 @@
 import { DataSourcePluginOptionsEditorProps } from '@grafana/data';
-import { InlineField, Input } from '@grafana/ui';
+import { InlineField, Input, SecretInput } from '@grafana/ui';
 import React, { ChangeEvent } from 'react';
 
-import { DEFAULT_LIMITS, StreamOptions } from '../types';
+import { DEFAULT_LIMITS, StreamOptions, StreamSecureOptions } from '../types';
 
-type Props = DataSourcePluginOptionsEditorProps<StreamOptions>;
+type Props = DataSourcePluginOptionsEditorProps<StreamOptions, StreamSecureOptions>;
+type SecretSetting = keyof StreamSecureOptions;
 type NumberSetting = 'minTickMs' | 'maxSeries' | 'maxChannels' | 'maxValuesPerSecond';
 
 const NUMBER_SETTINGS: Array<{ key: NumberSetting; label: string; placeholder: string; tooltip: string }> = [
@@ -19,11 +20,35 @@ const NUMBER_SETTINGS: Array<{ key: NumberSetting; label: string; placeholder: s
   },
 ];
 
-/** The settings the backend reads from jsonData; every field may stay empty (defaults work). */
+const SECRET_SETTINGS: Array<{ key: SecretSetting; label: string; tooltip: string }> = [
+  {
+    key: 'curveSecretKey',
+    label: 'CURVE secret key',
+    tooltip:
+      "This datasource's CURVE secret key: paste the key or the whole .key_secret file `zmqstream keys` wrote. " +
+      "Its public key must be in the broker's --curve-authorized-dir. Empty: the plugin's own keys, if any.",
+  },
+  {
+    key: 'brokerPublicKey',
+    label: 'Broker public key',
+    tooltip: "The broker's CURVE public key: paste the key or the whole broker.key file. Set both or neither.",
+  },
+];
+
+/** The settings the backend reads from jsonData and secureJsonData; every field may stay empty. */
 export function ConfigEditor({ options, onOptionsChange }: Props) {
   const jsonData = options.jsonData;
   const update = (changes: Partial<StreamOptions>) =>
     onOptionsChange({ ...options, jsonData: { ...jsonData, ...changes } });
+  const secrets = options.secureJsonData ?? {};
+  const setSecret = (key: SecretSetting, value: string) =>
+    onOptionsChange({ ...options, secureJsonData: { ...secrets, [key]: value } });
+  const resetSecret = (key: SecretSetting) =>
+    onOptionsChange({
+      ...options,
+      secureJsonFields: { ...options.secureJsonFields, [key]: false },
+      secureJsonData: { ...secrets, [key]: '' },
+    });
   const address = jsonData.brokerAddress ?? '';
   const addressError = address && !/^(tcp|ipc):\/\/\S+$/.test(address) ? 'Use tcp://host:port or ipc:///path' : '';
 
@@ -32,7 +57,7 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
       <InlineField
         label="Broker address"
         labelWidth={22}
-        tooltip="The broker's control endpoint. Empty: the plugin's default (ipc socket under ZMQSTREAM_RUN_DIR)."
+        tooltip="The broker's control endpoint. Empty: the plugin's default, grafana.ini [plugin.zmqstream-stream-datasource] control_endpoint (else the ipc socket in its run_dir)."
         invalid={Boolean(addressError)}
         error={addressError}
       >
@@ -40,7 +65,7 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
           aria-label="Broker address"
           width={48}
           value={address}
-          placeholder="plugin default (ipc under ZMQSTREAM_RUN_DIR)"
+          placeholder="plugin default (grafana.ini control_endpoint)"
           onChange={(event: ChangeEvent<HTMLInputElement>) => update({ brokerAddress: event.currentTarget.value.trim() })}
         />
       </InlineField>
@@ -57,6 +82,19 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
               const text = event.currentTarget.value;
               update({ [key]: text === '' ? undefined : Number(text) });
             }}
+          />
+        </InlineField>
+      ))}
+      {SECRET_SETTINGS.map(({ key, label, tooltip }) => (
+        <InlineField key={key} label={label} labelWidth={22} tooltip={tooltip}>
+          <SecretInput
+            aria-label={label}
+            width={48}
+            isConfigured={Boolean(options.secureJsonFields?.[key])}
+            value={secrets[key] ?? ''}
+            placeholder="off (the plugin's own keys)"
+            onReset={() => resetSecret(key)}
+            onChange={(event: ChangeEvent<HTMLInputElement>) => setSecret(key, event.currentTarget.value.trim())}
           />
         </InlineField>
       ))}

@@ -1,12 +1,12 @@
 """Assemble the plugin folder Grafana loads: plugin.json, the frontend, the gpx_ launchers.
 
-    python -m services.plugin.bundle [--out build/plugins] [--backend-only]
+    python -m services.packaging.bundle [--out build/plugins] [--backend-only]
 
 Grafana execs `<executable>_<os>_<arch>` from the plugin folder with its own working
-directory and maybe without PATH or PYTHONPATH. So the launcher is a small shell script
+directory and (12.4 and later) without PATH, HOME or PYTHONPATH. So the launcher is a small shell script
 that prints nothing, reads the interpreter's absolute path from `python.path` beside it
 and `exec`s it (exec, so the host's kill reaches Python and no orphan keeps the pipes
-open). The same launcher ships in the installable zip (services/plugin/package.py),
+open). The same launcher ships in the installable zip (services/packaging/package.py),
 whose set-up script writes `python.path` on the target host.
 """
 
@@ -25,7 +25,9 @@ PLUGIN_JSON = ROOT / "deploy" / "plugin" / "plugin.json"
 FRONTEND_DIST = ROOT / "frontend" / "dist"
 LAUNCHER = f"""#!/bin/sh
 # zmqstream's backend; Grafana execs this file. It must print nothing itself.
-ZMQSTREAM_PLUGIN_DIR=$(cd -P -- "$(dirname -- "$0")" >/dev/null && pwd)
+# Builtins only: Grafana 12.4+ gives it no PATH.
+case $0 in */*) here=${{0%/*}} ;; *) here=. ;; esac
+ZMQSTREAM_PLUGIN_DIR=$(cd -P -- "$here" >/dev/null && pwd)
 export ZMQSTREAM_PLUGIN_DIR
 if ! read -r python < "$ZMQSTREAM_PLUGIN_DIR/{PYTHON_PATH_FILE}"; then
   echo "[ERROR] zmqstream: $ZMQSTREAM_PLUGIN_DIR/{PYTHON_PATH_FILE} is missing; run setup-python.sh" >&2

@@ -20,7 +20,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from services.common import protocol, rundir
 from services.common.errors import PipelineError
-from services.common.security import secure_client
+from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
 
 RETRIED = zmq.EVENT_CONNECT_RETRIED
@@ -80,7 +80,7 @@ def ask(
     deadline = time.monotonic() + timeout_s
     with zmq.Context() as ctx, configure(ctx.socket(zmq.DEALER)) as sock:
         if access.curve_client_secret:
-            secure_client(sock, access.curve_client_secret, access.curve_server_public)
+            secure_client(sock, ClientKeys.from_files(access.curve_client_secret, access.curve_server_public))
         monitor = sock.get_monitor_socket(EVENTS)
         connected = False
         try:
@@ -105,12 +105,22 @@ def ask(
             monitor.close(linger=0)
 
 
-def _raise_for(event: int, endpoint: str, connected: bool) -> None:
-    """Unreachable if `event` says why; a retry after a connection is a handshake failing."""
+CLI_CURVE_HINT = (
+    "check --curve-client-secret is a key the broker authorizes and --curve-server-public is the broker's"
+)
+
+
+def event_problem(event: int, endpoint: str, connected: bool, curve_hint: str = CLI_CURVE_HINT) -> str:
+    """What monitor `event` says is wrong ('': nothing); a retry after a connection is a failed handshake."""
     if event & CURVE_FAILED:
-        raise Unreachable(
-            f"CURVE refused by the broker at {endpoint}: check --curve-client-secret is a key "
-            "the broker authorizes and --curve-server-public is the broker's"
-        )
+        return f"CURVE refused by the broker at {endpoint}: {curve_hint}"
     if event == RETRIED and not connected:
-        raise Unreachable(f"no broker at {endpoint}: connection refused")
+        return f"no broker at {endpoint}: connection refused"
+    return ""
+
+
+def _raise_for(event: int, endpoint: str, connected: bool) -> None:
+    """Unreachable if `event` says why."""
+    problem = event_problem(event, endpoint, connected)
+    if problem:
+        raise Unreachable(problem)

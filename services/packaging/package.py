@@ -1,6 +1,6 @@
 """The installable plugin zip: `grafana cli --pluginUrl <zip> plugins install <id>`.
 
-    python -m services.plugin.package [--out build]   →  build/<id>-<version>.zip
+    python -m services.packaging.package [--out build]   →  build/<id>-<version>.zip
 
 The zip holds one folder, `<id>/`: plugin.json, the frontend (module.js, img/), the gpx_
 launchers, `python/` with the zmqstream wheel, and `setup-python.sh`. The target host
@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.plugin.bundle import PLUGIN_JSON, ROOT, copy_plugin_files, write_launchers
+from services.packaging.bundle import PLUGIN_JSON, ROOT, copy_plugin_files, write_launchers
 from services.plugin.identity import PLUGIN_ID, PYTHON_PATH_FILE
 
 SETUP_SCRIPT = f"""#!/bin/sh

@@ -1,0 +1,1 @@
+"""Build-time tools: gRPC stub generation, the plugin folder Grafana loads, the installable zip."""

@@ -1,0 +1,115 @@
+"""Why a panel's stream is not moving, told in the panel: a data-frame notice on the stream.
+
+Grafana shows a frame's `meta.notices` (severity and text, as the SDK's FrameMeta writes
+them) on the panel. The browser's StreamingDataFrame takes a packet's schema meta when
+the schema has one and keeps its old meta otherwise, and keeps its rows when the fields
+are the same. So a notice goes out as a schema-only packet whose meta carries it, and is
+cleared by the next packet whose schema has a meta without it; the rows stay.
+
+A stream says why when:
+- no row came between two of the pipeline's heartbeats (1 s) and the broker is known to
+  be out of reach (no socket, permission denied, connection refused or lost, CURVE
+  refused: services.plugin.link);
+- no row came for longer than three ticks and the broker does not answer, or has no live
+  generator worker;
+- the plugin dropped rows because Grafana read slower than the channel ticked (the
+  notice stays until DROPS_CLEAR_S pass without a drop);
+- the stream was refused (a budget, the broker's limits, the datasource's settings): the
+  notice goes out just before the refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import Any
+
+from services.common.channels import ChannelSpec
+from services.plugin import frames
+from services.plugin.link import ADDRESS_HINT
+from services.plugin.pipeline import BrokerUnavailable, Pipeline
+
+STATUS_REUSE_S = 1.0
+"""A broker status asked for stalled streams serves every other one for this long."""
+DROPS_CLEAR_S = 5.0
+"""A dropped-rows notice is cleared after this long without a drop."""
+ERROR, WARNING = "error", "warning"
+_asked: weakref.WeakKeyDictionary[Pipeline, tuple[float, asyncio.Future[str]]] = weakref.WeakKeyDictionary()
+
+
+def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> bytes:
+    """A schema-only packet putting `text` on the panel (the stream's own schema: fields keep config)."""
+    return frames.schema_only(_with_meta(frame_schema, [{"severity": severity, "text": text}]))
+
+
+def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"typeVersion": [0, 0]}
+    if notices:
+        meta["notices"] = notices
+    return {"meta": meta, **frame_schema}  # the SDK's key order: meta before fields
+
+
+class PanelNotice:
+    """The notice one stream's panel shows now, and when it changes."""
+
+    def __init__(self, spec: ChannelSpec, frame_schema: dict[str, Any]) -> None:
+        self.spec = spec
+        self.frame_schema = frame_schema
+        self.shown = ""
+        self.last_row = time.monotonic()
+        self.last_drop = 0.0
+
+    async def stalled(self, pipeline: Pipeline, timeout_s: float) -> bytes | None:
+        """After a wait without rows: the packet that tells why (None if nothing new to say)."""
+        text = pipeline.problem()
+        idle_s = time.monotonic() - self.last_row
+        if not text and idle_s > 3 * self.spec.tick_ns / 1e9:
+            text = await _broker_problem(pipeline, timeout_s, idle_s)
+        if not text or text == self.shown:
+            return None
+        self.shown = text
+        return notice_packet(self.frame_schema, ERROR, text)
+
+    def rows(self, dropped: int) -> dict[str, Any] | None:
+        """Rows are going out: the schema to send with them if the notice changes, else None."""
+        now = time.monotonic()
+        self.last_row = now
+        text = self.shown
+        if dropped:
+            self.last_drop = now
+            text = (
+                f"{dropped:,} rows dropped: Grafana reads this stream slower than it ticks, so the panel "
+                "shows the newest rows only. Slow the tick, lower the series or show fewer panels"
+            )
+        elif self.shown and now - self.last_drop >= DROPS_CLEAR_S:
+            text = ""
+        if text == self.shown:
+            return None
+        self.shown = text
+        notices = [{"severity": WARNING, "text": text}] if text else []
+        return _with_meta(self.frame_schema, notices)
+
+
+async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float) -> str:
+    """The broker's answer, asked once for every stalled stream of `pipeline` (a status names
+    every channel: hundreds of streams stalled at once must not each ask for one)."""
+    now = time.monotonic()
+    asked = _asked.get(pipeline)
+    if asked is None or now - asked[0] > STATUS_REUSE_S:
+        asked = _asked[pipeline] = (now, asyncio.ensure_future(_ask(pipeline, timeout_s)))
+    problem = await asyncio.shield(asked[1])
+    return f"no rows for {idle_s:.0f} s: {problem}" if problem else ""
+
+
+async def _ask(pipeline: Pipeline, timeout_s: float) -> str:
+    try:
+        status = await pipeline.status(timeout_s)
+    except BrokerUnavailable as exc:
+        return f"{exc}. {ADDRESS_HINT}"
+    if not status.workers:
+        return (
+            f"the broker at {pipeline.control_endpoint} has no live generator worker. "
+            "Start the workers (supervisord starts them with the broker)"
+        )
+    return ""
