@@ -25,8 +25,13 @@ from services.common.sockets import configure
 
 RETRIED = zmq.EVENT_CONNECT_RETRIED
 """libzmq retries a connect the peer refused (the only sign it gives), and one it lost."""
-CURVE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-"""A key the broker refuses (AUTH), or CURVE at one end only (PROTOCOL: mechanism mismatch)."""
+CURVE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+"""A key the broker refuses (AUTH), or CURVE at one end only: then mostly NO_DETAIL (the broker
+just closes), now and then PROTOCOL (mechanism mismatch)."""
 EVENTS = RETRIED | CURVE_FAILED | zmq.EVENT_CONNECTED
 
 
