@@ -15,7 +15,7 @@ def test_an_idle_loop_adds_no_pause_and_a_busy_one_spaces_packets_out() -> None:
 
         async def hog() -> None:  # what a thousand busy streams do to the loop: long turns
             for _ in range(30):
-                time.sleep(0.03)
+                time.sleep(0.03)  # noqa: ASYNC251  # blocking on purpose: a long turn of the loop
                 await asyncio.sleep(0)
 
         await hog()
