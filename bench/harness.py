@@ -137,17 +137,20 @@ class RawPlugin:
         self.frames.connect(f"ipc://{run_dir}/frames-out")
         self.frames.subscribe(b"")
         self.plugin_id = uuid.uuid4().hex[:12]
-        self.channels: list[str] = []
+        self.epochs: dict[str, int] = {}
+        """The channels held, with the epoch the broker last told (as a plugin tells it back)."""
 
     def hold(self, channels: list[str]) -> None:
-        self.channels = channels
-        held = dict.fromkeys(channels, 0)
-        self.control.send_multipart(protocol.encode(protocol.PluginHeartbeat(self.plugin_id, held)))
+        self.epochs = {channel: self.epochs.get(channel, 0) for channel in channels}
+        self.control.send_multipart(protocol.encode(protocol.PluginHeartbeat(self.plugin_id, self.epochs)))
 
     def renew(self) -> None:
-        self.hold(self.channels)
+        """Renew the lease, and learn the epochs the broker tells (or it tells them every time)."""
+        self.hold(list(self.epochs))
         while self.control.poll(0):
-            self.control.recv_multipart()
+            message = protocol.decode(self.control.recv_multipart())
+            if isinstance(message, protocol.Placement | protocol.SubscribeReply) and message.epoch:
+                self.epochs[message.channel] = message.epoch
 
     def status(self) -> protocol.StatusReply:
         request = uuid.uuid4().hex

@@ -51,7 +51,7 @@ def measure(channels: int, seconds: float, own_cpu: bool) -> tuple[float, float,
         plugin.wait_running(channels)
         pinned = [os.getpid(), pipeline.broker.pid] if own_cpu else []
         with _kept_on_cpu0(pinned):
-            plugin.count_rows(1.0)  # settle
+            plugin.count_rows(3.0)  # settle: a worker starts 10,000 tickers over ~2 s, 20 ms of them a turn
             before = late_ticks(plugin)
             started = time.monotonic()
             rows, skipped, arrivals_ms = plugin.count_rows(seconds, tick_ns=TICK_MS * 1_000_000)

@@ -48,8 +48,8 @@ def subscribe(reg: Registry, plugin: str, path: str, now: float) -> str:
 def hold(reg: Registry, plugin: str, paths: list[str], now: float) -> dict[str, str]:
     """A plugin heartbeat holding `paths`, knowing their current epochs; {path: refusal}."""
     known = {path: reg.channels[path].epoch if path in reg.channels else 0 for path in paths}
-    refusals = reg.plugin_heartbeat(plugin, known, now, plugin.encode())
-    return {reply.channel: reply.error for reply in refusals}
+    replies = reg.plugin_heartbeat(plugin, known, now, plugin.encode())
+    return {reply.channel: reply.error for reply in replies if reply.error}
 
 
 def sent(reg: Registry) -> list[tuple[bytes, protocol.Message]]:
@@ -244,13 +244,14 @@ def test_the_channel_limit_refuses_new_channels_but_not_new_subscribers() -> Non
     assert subscribe(reg, "p1", HEAVY, 0) == ""
 
 
-def test_a_plugin_heartbeat_reports_only_its_refusals() -> None:
+def test_a_plugin_heartbeat_answers_the_channels_it_adds_with_their_epoch_or_refusal() -> None:
     reg = registry()
     beat(reg, "w1", 0)
-    errors = hold(reg, "p1", [TUTORIAL, "custom-1-0-100"], 0)
-    assert list(errors) == ["custom-1-0-100"]
-    assert "below upper" in errors["custom-1-0-100"]
+    replies = reg.plugin_heartbeat("p1", {TUTORIAL: 0, "custom-1-0-100": 0}, 0, b"p1")
+    assert replies[0] == protocol.SubscribeReply(TUTORIAL, epoch=1), "a restarted broker's plugin learns it"
+    assert "below upper" in replies[1].error
     assert reg.plugins["p1"].channels == {TUTORIAL}
+    assert reg.plugin_heartbeat("p1", {TUTORIAL: 1}, 0.5, b"p1") == [], "nothing new, nothing said"
 
 
 def test_status_is_the_registry_s_view() -> None:
@@ -403,3 +404,14 @@ def test_time_the_broker_itself_was_stalled_counts_against_no_one() -> None:
     reg.expire(PLUGIN_LEASE_S * 2)
     assert set(reg.workers) == {"w1"}
     assert reg.plugins["p1"].channels == {TUTORIAL}
+
+
+def test_a_worker_still_starting_its_channels_is_not_asked_again_at_every_heartbeat() -> None:
+    reg = registry()
+    beat(reg, "w1", 0)
+    hold(reg, "p1", [f"custom-{i}-{i + 1}-100" for i in range(100)], 0)
+    assert len(sent(reg)) == 100
+    beat(reg, "w1", 0.2, [f"custom-{i}-{i + 1}-100" for i in range(10)])  # 10 started so far
+    assert sent(reg) == [], "the other 90 StartTickers are still queued at the worker"
+    beat(reg, "w1", WORKER_LEASE_S + 0.1, [f"custom-{i}-{i + 1}-100" for i in range(90)])
+    assert len(sent(reg)) == 10, "a lease later, what it still does not run is asked again"

@@ -157,8 +157,8 @@ class Broker:
             case protocol.PluginHeartbeat(plugin=plugin, channels=channels):
                 if plugin not in registry.plugins:
                     log.info("plugin joined", extra=fields(plugin=plugin, channels=len(channels)))
-                for refusal in registry.plugin_heartbeat(plugin, channels, now, routing_id):
-                    self._send(routing_id, refusal)
+                for reply in registry.plugin_heartbeat(plugin, channels, now, routing_id):
+                    self._send(routing_id, reply)
                 self._send(routing_id, self.plugin_welcome)
             case protocol.Subscribe(plugin=plugin, channel=path):
                 reply = registry.subscribe(plugin, path, now, routing_id)

@@ -32,6 +32,10 @@ class Channel:
     worker: str | None = None
     epoch: int = 0
     """The current placement's fencing token; 0 before the first."""
+    asked_at: float = -1e18
+    """When its worker was last sent StartTicker: one not yet reported is asked again only a
+    worker lease later (10,000 StartTickers queue for seconds; asking at every heartbeat
+    would bury the worker in repeats)."""
     orphan_since: float | None = None
     """When the channel lost (or never had) a holder; it stops a lease later."""
 
@@ -104,7 +108,7 @@ class Registry:
         channel.holders.add(plugin)
         channel.orphan_since = None
         if channel.worker is None:
-            self._assign(path, channel, replying_to=plugin)
+            self._assign(path, channel, now, replying_to=plugin)
         return protocol.SubscribeReply(path, epoch=channel.epoch if channel.worker else 0)
 
     def unsubscribe(self, plugin: str, path: str) -> None:
@@ -116,7 +120,7 @@ class Registry:
     def plugin_heartbeat(
         self, plugin: str, held: dict[str, int], now: float, routing_id: bytes = b""
     ) -> list[protocol.SubscribeReply]:
-        """Make the plugin's holdings exactly `held`; return the refusals.
+        """Make the plugin's holdings exactly `held`; return the replies to the channels it adds.
 
         A held channel whose epoch the plugin does not know (a Placement was lost, or the
         broker restarted) is told again.
@@ -125,17 +129,17 @@ class Registry:
         for path in lease.channels - held.keys():
             lease.channels.discard(path)
             self._release(plugin, path)
-        refusals = []
+        replies = []
         for path, known in held.items():
             if path not in lease.channels:
                 reply = self.subscribe(plugin, path, now, routing_id)
-                if reply.error:
-                    refusals.append(reply)
+                if reply.error or reply.epoch != known:
+                    replies.append(reply)
                 continue
             channel = self.channels[path]
             if channel.worker is not None and channel.epoch != known:
                 self.outbox.append((lease.routing_id, protocol.Placement(path, channel.epoch)))
-        return refusals
+        return replies
 
     def _lease(self, plugin: str, now: float, routing_id: bytes) -> PluginLease:
         lease = self.plugins.get(plugin)
@@ -174,6 +178,7 @@ class Registry:
             if message.unchanged:
                 return
             worker = self.workers[message.worker] = Worker(routing_id, Liveness(now))
+        reconnected = worker.routing_id != routing_id  # restarted: what we asked of it is lost
         worker.routing_id = routing_id
         worker.liveness.beat(now)
         worker.pid = message.pid
@@ -183,10 +188,13 @@ class Registry:
         for path, epoch in message.channels.items():
             self._reconcile_running(message.worker, worker, path, epoch, now)
         for path in worker.assigned - message.channels.keys():
-            self.outbox.append((routing_id, protocol.StartTicker(path, self.channels[path].epoch)))
+            channel = self.channels[path]
+            if reconnected or now - channel.asked_at > self.worker_lease_s:  # not one still on its way
+                channel.asked_at = now
+                self.outbox.append((routing_id, protocol.StartTicker(path, channel.epoch)))
         for path, channel in self.channels.items():
             if channel.worker is None:
-                self._assign(path, channel)
+                self._assign(path, channel, now)
 
     def _reconcile_running(self, worker_id: str, worker: Worker, path: str, epoch: int, now: float) -> None:
         """A worker runs `path` under `epoch`: adopt it, correct its epoch, or stop it if superseded."""
@@ -219,7 +227,7 @@ class Registry:
         worker.load += channel.load
         self._place(path, channel, epoch)
 
-    def _assign(self, path: str, channel: Channel, replying_to: str = "") -> None:
+    def _assign(self, path: str, channel: Channel, now: float, replying_to: str = "") -> None:
         if not self.workers:
             return
         worker_id = min(self.workers, key=lambda w: (self.workers[w].load, len(self.workers[w].assigned), w))
@@ -228,6 +236,7 @@ class Registry:
         worker.assigned.add(path)
         worker.load += channel.load
         epoch = max(channel.epoch + 1, self.epoch_clock())
+        channel.asked_at = now
         self.outbox.append((worker.routing_id, protocol.StartTicker(path, epoch)))
         self._place(path, channel, epoch, replying_to)
 
@@ -279,7 +288,7 @@ class Registry:
             for path in list(worker.assigned):
                 channel = self.channels[path]
                 self._unassign(worker, path, channel)
-                self._assign(path, channel)
+                self._assign(path, channel, now)
         return presumed_dead
 
     def status(self, request_id: str, broker: str, now: float) -> protocol.StatusReply:

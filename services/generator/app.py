@@ -37,6 +37,8 @@ STOP_CHECK_NS = 100_000_000
 PR_SET_TIMERSLACK = 29
 OUTBOX_FRAMES = 64
 """Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
+CONTROL_BUDGET_NS = 20_000_000
+"""A loop turn serves control messages for at most this long, as the scheduler's pass does."""
 FULL_HEARTBEAT_EVERY = 5
 """Every 5th heartbeat lists the channels even if none changed (1 s at the default 0.2 s)."""
 
@@ -110,7 +112,15 @@ class Worker:
             self.beats_since_full += 1
 
     def handle_control(self) -> None:
+        """Serve queued control messages for at most CONTROL_BUDGET_NS; the rest wait for the next turn.
+
+        10,000 StartTickers at once cost over a second, and a worker that long without a
+        heartbeat is taken for dead.
+        """
+        give_up_at = time.monotonic_ns() + CONTROL_BUDGET_NS
         while cast(int, self.control.get(zmq.EVENTS)) & zmq.POLLIN:  # poll(0) builds a Poller per call
+            if time.monotonic_ns() > give_up_at:
+                return
             frames = self.control.recv_multipart()
             try:
                 self._dispatch(protocol.decode(frames))
