@@ -1,11 +1,12 @@
 """CURVE on every broker socket: authorized peers stream, unknown ones can do nothing."""
 
+import contextlib
 import time
 from pathlib import Path
 
 import zmq
 import zmq.auth
-from support import Pipeline, running_pipeline, wait_for_workers
+from support import Pipeline, plugin_of, running_pipeline, wait_for_workers
 
 from services.common import protocol
 from services.common.security import ClientKeys, create_keys, secure_client
@@ -16,27 +17,12 @@ FAKE_VALUE = 666.0
 
 
 def test_only_authorized_keys_can_control_publish_or_subscribe(tmp_path: Path) -> None:
-    keys = tmp_path / "keys"
-    create_keys(keys, ["broker", "w1", "plugin", "intruder"])
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    for name in ("w1", "plugin"):
-        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
-    broker_args = [
-        "--curve-server-secret",
-        str(keys / "broker.key_secret"),
-        "--curve-authorized-dir",
-        str(allowed),
-    ]
-    worker_args = ["--curve-client-secret", str(keys / "w1.key_secret")]
+    pipeline, keys = curve_pipeline(tmp_path)
     plugin_settings = {
         "curve_server_public": str(keys / "broker.key"),
         "curve_client_secret": str(keys / "plugin.key_secret"),
     }
-
-    with running_pipeline(
-        1, plugin_settings, broker_args, [*worker_args, "--curve-server-public", str(keys / "broker.key")]
-    ) as host:
+    with contextlib.closing(pipeline), plugin_of(pipeline, plugin_settings) as host:
         endpoints = Path(host.executable).parent  # the shim lives in the run dir, beside the sockets
         health = host.check_health()
         assert health.status == pb.CheckHealthResponse.OK, health.message
