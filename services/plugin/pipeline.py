@@ -178,6 +178,16 @@ class RowQueue:
         return taken
 
 
+@dataclass(slots=True)
+class Held:
+    """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
+
+    spec: ChannelSpec
+    queues: list[RowQueue] = field(default_factory=list)
+    epoch: int = 0
+    """The placement whose rows are relayed (0: none told yet)."""
+
+
 def _joined(chunks: list[list[bytes]]) -> list[bytes]:
     return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
 
@@ -211,10 +221,7 @@ class Pipeline:
         self._connect()
         self.frames_endpoint = ""
         self.broker = ""
-        self.holders: dict[str, list[RowQueue]] = {}
-        self.specs: dict[str, ChannelSpec] = {}
-        self.epochs: dict[str, int] = {}
-        """Per held channel, the placement whose rows are relayed (0: none told yet)."""
+        self.holders: dict[str, Held] = {}
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
         self.rows_received = 0
@@ -269,22 +276,23 @@ class Pipeline:
         if self.untrusted:
             queue.fail(self.untrusted)
             return queue
-        queues = self.holders.setdefault(channel, [])
-        queues.append(queue)
-        if len(queues) == 1:
-            self.specs[channel], self.epochs[channel] = spec, 0
+        held = self.holders.get(channel)
+        if held is None:
+            held = self.holders[channel] = Held(spec)
             self.refusals.pop(channel, None)
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
+        held.queues.append(queue)
         return queue
 
     def release(self, channel: str, queue: RowQueue) -> None:
-        queues = self.holders.get(channel, [])
-        if queue in queues:
-            queues.remove(queue)
-        if not queues and channel in self.holders:
-            del self.holders[channel], self.specs[channel], self.epochs[channel]
+        held = self.holders.get(channel)
+        if held is None or queue not in held.queues:
+            return
+        held.queues.remove(queue)
+        if not held.queues:
+            del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
@@ -334,10 +342,10 @@ class Pipeline:
         while True:
             if not self.connected:
                 self._connect()
-            held = {channel: epoch for channel, epoch in self.epochs.items() if channel not in self.refusals}
-            self._send(protocol.PluginHeartbeat(self.settings.plugin_id, held))
-            for queues in self.holders.values():
-                for queue in queues:
+            known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
+            self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
+            for held in self.holders.values():
+                for queue in held.queues:
                     queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
@@ -371,13 +379,14 @@ class Pipeline:
             case protocol.SubscribeReply(channel=channel, error=error) if error:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
-                for queue in self.holders.get(channel, []):
-                    queue.fail(error)
+                if held := self.holders.get(channel):
+                    for queue in held.queues:
+                        queue.fail(error)
             case (
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
                 | protocol.Placement(channel=channel, epoch=epoch)
-            ) if epoch and channel in self.epochs:
-                self.epochs[channel] = epoch
+            ) if epoch and channel in self.holders:
+                self.holders[channel].epoch = epoch
             case protocol.StatusReply(request_id=request_id):
                 future = self.pending_status.get(request_id)
                 if future is not None and not future.done():
@@ -414,15 +423,14 @@ class Pipeline:
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
-        queues = self.holders.get(channel)
-        if not queues:  # released a moment ago, or nobody's business
+        held = self.holders.get(channel)
+        if held is None:  # released a moment ago, or nobody's business
             return
-        placement = self.epochs[channel]
-        if rows.epoch != placement:
-            if placement:  # before the broker's reply the rows wait for nothing: the stream bridges them
-                self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {placement}")
+        if rows.epoch != held.epoch:
+            if held.epoch:  # before the broker's reply the rows wait for nothing: the stream bridges them
+                self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {held.epoch}")
             return
-        spec = self.specs[channel]
+        spec = held.spec
         if len(rows.columns) != spec.series:
             self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
             return
@@ -432,7 +440,7 @@ class Pipeline:
             self._refuse("future", f"{channel}: a tick {ahead_ns / 1e9:.3f} s ahead of this clock")
             return
         self.rows_received += count
-        for queue in queues:
+        for queue in held.queues:
             queue.put(rows.first_tick, rows.columns)
 
     def _refuse(self, reason: str, detail: str) -> None:
