@@ -43,17 +43,11 @@ class Ticker:
     id: int
     """Unique among running tickers; a channel started again gets a new one."""
     epoch: int
-    # What the hot loop reads on every tick, computed once.
-    path: str = field(init=False)
     seed: int = field(init=False)
-    tick_ns: int = field(init=False)
-    phase_ns: int = field(init=False)
+    """The generator's seed, hashed once (the spec holds its path, tick and phase already)."""
 
     def __post_init__(self) -> None:
-        self.path = self.spec.path
-        self.seed = channel_seed(self.path)
-        self.tick_ns = self.spec.tick_ns
-        self.phase_ns = self.spec.phase_ns
+        self.seed = channel_seed(self.spec.path)
 
 
 @dataclass(slots=True)
@@ -181,18 +175,17 @@ class Scheduler:
 
     def _emit(self, ticker: Ticker, now_ns: int) -> int | None:
         """Publish the ticker's due ticks; return when it is next due, None if its generator failed."""
-        tick_ns, phase_ns = ticker.tick_ns, ticker.phase_ns
+        spec = ticker.spec
+        tick_ns, phase_ns = spec.tick_ns, spec.phase_ns
         first = ticker.next_tick
         last = min((now_ns - phase_ns) // tick_ns, first + self._max_rows - 1)
         ticks = range(first, last + 1)
         try:  # a user's generator may raise or return garbage: stop its channel, not the worker
-            columns = ticker.generator.generate(ticker.spec, ticker.seed, ticks)
-            self._publish(
-                ticker.path, first, ticker.epoch, _column_bytes(columns, ticker.spec.series, len(ticks))
-            )
+            columns = ticker.generator.generate(spec, ticker.seed, ticks)
+            self._publish(spec.path, first, ticker.epoch, _column_bytes(columns, spec.series, len(ticks)))
         except Exception as exc:
-            self.stop(ticker.path)
-            self._failed(ticker.path, exc)
+            self.stop(spec.path)
+            self._failed(spec.path, exc)
             return None
         ticker.next_tick = last + 1
         wake = ticker.next_tick * tick_ns + phase_ns
