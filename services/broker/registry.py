@@ -212,10 +212,8 @@ class Registry:
             elif epoch > channel.epoch:
                 self._place(path, channel, epoch)
             return
-        if epoch <= channel.epoch and channel.worker is not None:  # superseded
-            self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
-            return
-        if epoch < channel.epoch:  # an old placement, and the channel waits for a worker: start it anew
+        if epoch < channel.epoch or (epoch == channel.epoch and channel.worker is not None):
+            # Superseded (or an old placement of a channel waiting for a worker: it starts anew).
             self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
             return
         previous = self.workers.get(channel.worker or "")
