@@ -266,16 +266,8 @@ def _int(value: Any) -> str:
     return "" if -(2**63) <= value < 2**63 else f"{value} is outside int64"
 
 
-def _float(value: Any) -> str:
-    return (
-        ""
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else f"expected float, got {_kind(value)}"
-    )
-
-
-def _instance(kind: type) -> Check:
-    return lambda value: "" if isinstance(value, kind) else f"expected {kind.__name__}, got {_kind(value)}"
+def _bool(value: Any) -> str:
+    return "" if isinstance(value, bool) else f"expected bool, got {_kind(value)}"
 
 
 def _scalar(value: Any) -> str:
@@ -305,8 +297,7 @@ def _map_of(item: Check) -> Check:
 _CHECKS: dict[str, Check] = {
     "str": _text,
     "int": _int,
-    "float": _float,
-    "bool": _instance(bool),
+    "bool": _bool,
     "Scalar": _scalar,
 }
 
