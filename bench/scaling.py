@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.harness import RawPlugin
 from bench.measure import Result
-from services.generator.waveforms import registry
+from services.common.waveforms import registry
 from services.hostemu.localpipeline import Pipeline
 
 CHANNELS = 200

@@ -8,7 +8,7 @@ import pytest
 from support import query_model, running_pipeline
 
 from services.common.channels import ChannelSpec
-from services.generator.waveforms import ENTRY_POINT_GROUP
+from services.common.waveforms import ENTRY_POINT_GROUP
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.host import PluginHost, data_query
 

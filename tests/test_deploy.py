@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from services.common.channels import ChannelSpec, Limits
-from services.generator.waveforms import registry
+from services.common.waveforms import registry
 from services.packaging.bundle import PLUGIN_JSON
 from services.plugin.identity import EXECUTABLE, PLUGIN_ID, launcher_name
 

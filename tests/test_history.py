@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel
 from services.common.protocol import floats
+from services.common.waveforms import BUILTINS, registry
 from services.generator.ticker import Scheduler
-from services.generator.waveforms import BUILTINS, registry
 from services.plugin import history
 
 

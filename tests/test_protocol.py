@@ -7,6 +7,7 @@ import pytest
 
 from services.common import protocol
 from services.common.errors import ProtocolError
+from services.common.fields import Column
 
 SAMPLES: list[protocol.Message] = [
     protocol.Rows(
@@ -29,6 +30,13 @@ SAMPLES: list[protocol.Message] = [
         {"custom-10-20-100": {"worker": "w1", "subscribers": 2, "epoch": 6}},
         plugins=2,
     ),
+    protocol.Events(
+        6, [1, 2], [Column("temp", "float64", [21.5, None]), Column("door", "string", ["open", "shut"])]
+    ),
+    protocol.Publish(3, "pub-room", [5], [Column("ok", "bool", [True]), Column("n", "int64", [-(2**63)])]),
+    protocol.PublishReply(3, 0, "field 'n' is int64, the channel's schema has it as string"),
+    protocol.HistoryRequest("h1", "pub-room", 0, 10, 1000),
+    protocol.HistoryReply("h1", "pub-room", [5], [Column("n", "int64", [1])], truncated=True),
 ]
 
 
@@ -65,7 +73,7 @@ def test_another_protocol_version_is_refused_not_guessed() -> None:
     assert refusal(frames) == f"protocol version {other}, this process speaks {protocol.PROTOCOL_VERSION}"
 
 
-@pytest.mark.parametrize("message_type", [0, 13, 255])
+@pytest.mark.parametrize("message_type", [0, len(protocol.MsgType) + 1, 255])
 def test_an_unknown_message_type_is_refused(message_type: int) -> None:
     assert refusal(frames_of(message_type, {})) == f"unknown message type {message_type}"
 

@@ -6,7 +6,7 @@ import pytest
 from support import dead_broker_datasource, running_pipeline
 
 from services.common.config import PluginSettings
-from services.generator.waveforms import BUILTINS, registry
+from services.common.waveforms import BUILTINS, registry
 from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
 

@@ -9,8 +9,8 @@ import pytest
 
 from services.common.channels import UNCHECKED, ChannelSpec, parse_path
 from services.common.protocol import floats
+from services.common.waveforms import BUILTINS, Generator, channel_seed
 from services.generator.ticker import Scheduler
-from services.generator.waveforms import BUILTINS, Generator, channel_seed
 
 MS = 1_000_000
 UNIFORM = BUILTINS["uniform"]

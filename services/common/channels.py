@@ -1,10 +1,19 @@
-"""Channel paths: the one place that turns a Grafana Live path into a generator spec.
+"""Channel paths: the one place that turns a Grafana Live path into what a channel carries.
 
 Grafana runs one RunStream per channel path and shares it with every subscriber, so
-everything that makes two streams differ is in the path:
+everything that makes two streams differ is in the path. Two families of channels:
+
+Pure channels (ChannelSpec), whose values are a function of (path, tick), so any worker
+can take one over and history is recomputed:
 
     custom-<lower>-<upper>-<tick ms>                     the tutorial's form (uniform, 1 series)
     custom-<lower>-<upper>-<tick ms>-<generator>-<series>
+
+Event channels (EventChannel), whose rows carry their own times and typed fields and
+cannot be recomputed, so the recorder keeps their history:
+
+    source-<source>-<tick ms>      a stateful source a worker runs (host metrics, a device)
+    pub-<name>                     rows an external program publishes (`zmqstream publish`)
 
 Numbers are plain decimals (`-?\\d{1,15}(\\.\\d{1,9})?`); negatives simply follow the
 separator (`custom--5-5-100`). Two paths that mean the same spec (`custom-10-20-100`,
@@ -34,6 +43,10 @@ _PATH_RE = re.compile(
     re.ASCII,  # \d would also match other scripts' digits, which float() accepts
 )
 GENERATOR_NAME_RE = re.compile(_GENERATOR_NAME)
+_SOURCE_RE = re.compile(rf"source-(?P<source>{_GENERATOR_NAME})-(?P<tick>{_NUMBER})", re.ASCII)
+_PUBLISHED_RE = re.compile(r"pub-(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})", re.ASCII)
+SOURCE = "source"
+PUBLISHED = "pub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,56 @@ class ChannelSpec:
         if not GENERATOR_NAME_RE.fullmatch(self.generator):
             raise InvalidChannel(f"generator name {self.generator!r} is not [a-z][a-z0-9_]*")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class EventChannel:
+    """A channel of events: rows with their own times and typed fields, not recomputable.
+
+    `kind` SOURCE: the source `name` runs on a worker, polled every `tick_ms`. `kind`
+    PUBLISHED: external programs publish rows into `name` (tick_ms 0: no schedule).
+    """
+
+    kind: str
+    name: str
+    tick_ms: float = 0.0
+    path: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path = f"pub-{self.name}" if self.kind == PUBLISHED else f"source-{self.name}-{_plain(self.tick_ms)}"
+        object.__setattr__(self, "path", path)
+
+    @property
+    def tick_ns(self) -> int:
+        return round(self.tick_ms * 1_000_000)
+
+    def check(self, limits: Limits) -> EventChannel:
+        """Raise InvalidChannel unless a source's interval is within `limits`; return self."""
+        if self.kind == SOURCE and not limits.min_tick_ms <= self.tick_ms <= limits.max_tick_ms:
+            raise InvalidChannel(
+                f"tick interval {_plain(self.tick_ms)} ms is outside "
+                f"[{_plain(limits.min_tick_ms)}, {_plain(limits.max_tick_ms)}] ms"
+            )
+        return self
+
+
+Channel = ChannelSpec | EventChannel
+
+
+def parse_channel(path: str, limits: Limits) -> Channel:
+    """Parse and check any channel path, pure or event; InvalidChannel says what is wrong."""
+    if path.startswith("custom-"):
+        return parse_path(path, limits)
+    if len(path) > MAX_PATH_CHARS:
+        raise InvalidChannel(f"path is {len(path)} characters, the limit is {MAX_PATH_CHARS}")
+    if match := _SOURCE_RE.fullmatch(path):
+        return EventChannel(SOURCE, match["source"], float(match["tick"])).check(limits)
+    if match := _PUBLISHED_RE.fullmatch(path):
+        return EventChannel(PUBLISHED, match["name"])
+    raise InvalidChannel(
+        f"path {path[:MAX_PATH_CHARS]!r} is not custom-<lower>-<upper>-<tick ms>[-<generator>-<series>], "
+        "source-<source>-<tick ms> or pub-<name> (lower-case letters, digits, '_', '.', '-')"
+    )
 
 
 def parse_path(path: str, limits: Limits) -> ChannelSpec:

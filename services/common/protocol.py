@@ -1,7 +1,7 @@
 """Every ZeroMQ message zmqstream sends, how it travels, and what a receiver accepts.
 
 On the control plane a message is the multipart `[header, payload]`. On the data plane
-(Rows) it is one frame, `topic + header + payload`: SUB filtering matches a prefix of the
+(Rows, Events) it is one frame, `topic + header + payload`: SUB filtering matches a prefix of the
 first frame, and one frame instead of three costs each hop (worker, proxy, plugin) a
 third of the per-message work.
 
@@ -13,7 +13,9 @@ third of the per-message work.
   and its hot path, has a fixed binary layout instead: `first_tick` and `epoch` (int64),
   the series count (uint16) and the tick count (uint32), all little-endian, then the
   float64 values series after series. It is checked by its lengths alone, with no
-  per-value work.
+  per-value work. Events, the data plane's other message, carries event channels' rows
+  (their own times, typed columns: services.common.fields) as a msgpack map, checked to
+  every value.
 - `topic` is the canonical channel path followed by NUL: SUB filtering is a byte-prefix
   match, and the terminator keeps `custom-1-2-10` from also matching `custom-1-2-100`.
 
@@ -34,10 +36,13 @@ Sockets:
 
     worker  DEALER ──control──▶ ROUTER broker ◀──control── DEALER plugin
     worker  PUB ──frames_in──▶ XSUB broker XPUB ──frames_out──▶ SUB plugin
+    recorder (a worker of role "recorder": published channels, history of event channels)
+    publisher DEALER ──publish──▶ ROUTER recorder ◀──history── DEALER plugin
 
 | message          | from → to        | meaning                                                   |
 |------------------|------------------|-----------------------------------------------------------|
 | Rows             | worker → plugin  | consecutive ticks of one channel under one epoch          |
+| Events           | worker, recorder → plugin, recorder | rows of an event channel, with their times |
 | WorkerHeartbeat  | worker → broker  | alive; the channels it runs and their epochs (or unchanged)|
 | PluginHeartbeat  | plugin → broker  | alive; the channels it holds and the epochs it knows      |
 | Welcome          | broker → either  | reply to a heartbeat: where to send or read frames        |
@@ -49,6 +54,10 @@ Sockets:
 | StopTicker       | broker → worker  | stop this channel (if it runs under this epoch or older)  |
 | StatusRequest    | anyone → broker  | ask for the broker's view                                 |
 | StatusReply      | broker → asker   | workers, channels, subscribers                            |
+| Publish          | publisher → recorder | rows for a published channel                          |
+| PublishReply     | recorder → publisher | how many were accepted, or why none                   |
+| HistoryRequest   | plugin → recorder | an event channel's recorded rows in a time range         |
+| HistoryReply     | recorder → plugin | those rows, or why not                                   |
 
 Heartbeats carry full state, so a restarted broker rebuilds its view from them (a worker
 sends its full list at once when a Welcome names a broker it did not know).
@@ -66,11 +75,13 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
+from services.common import fields
 from services.common.errors import ProtocolError
+from services.common.fields import Batch, Column
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """3: Rows carry a first tick index, an epoch and float64 columns in a fixed binary layout;
-placements are fenced."""
+placements are fenced. 4: event channels (Events, Publish, History), worker roles."""
 TOPIC_END = b"\x00"
 MAX_TEXT = 1024
 """Characters in any string field or map key (ids, endpoints, paths, errors)."""
@@ -104,6 +115,16 @@ class MsgType(enum.IntEnum):
     STATUS_REQUEST = 10
     STATUS_REPLY = 11
     PLACEMENT = 12
+    EVENTS = 13
+    PUBLISH = 14
+    PUBLISH_REPLY = 15
+    HISTORY_REQUEST = 16
+    HISTORY_REPLY = 17
+
+
+GENERATOR = "generator"
+RECORDER = "recorder"
+ROLES = (GENERATOR, RECORDER)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,6 +163,9 @@ class WorkerHeartbeat(Message):
     unchanged: bool = False
     """`channels` is left empty: the same as in the last full heartbeat to this broker.
     Listing 10,000 channels five times a second costs the worker ~2 ms/s of stalls."""
+    role: str = GENERATOR
+    """GENERATOR: takes placements of pure and source channels. RECORDER: takes none; its
+    `channels` are the published channels it carries, each under the epoch it chose."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -228,6 +252,64 @@ class StatusReply(Message):
     plugins: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Events(Message):
+    """Rows of an event channel (services.common.fields), from the placement `epoch`."""
+
+    TYPE = MsgType.EVENTS
+    epoch: int
+    times: list[int]
+    columns: list[Column]
+
+    @property
+    def batch(self) -> Batch:
+        return Batch(self.times, self.columns)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publish(Message):
+    """Rows for the published channel `channel` (pub-<name>); answered by a PublishReply."""
+
+    TYPE = MsgType.PUBLISH
+    request_id: int
+    channel: str
+    times: list[int]
+    columns: list[Column]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishReply(Message):
+    TYPE = MsgType.PUBLISH_REPLY
+    request_id: int
+    accepted: int
+    """Rows accepted: all of the Publish, or none (then `error` says why)."""
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HistoryRequest(Message):
+    """An event channel's recorded rows with from_ns <= time <= to_ns, the last `max_rows` of them."""
+
+    TYPE = MsgType.HISTORY_REQUEST
+    request_id: str
+    channel: str
+    from_ns: int
+    to_ns: int
+    max_rows: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HistoryReply(Message):
+    TYPE = MsgType.HISTORY_REPLY
+    request_id: str
+    channel: str
+    times: list[int]
+    columns: list[Column]
+    error: str = ""
+    truncated: bool = False
+    """More rows were recorded in the range than `max_rows`: these are the last ones."""
+
+
 _CLASSES: dict[int, type[Message]] = {
     int(cls.TYPE): cls
     for cls in (
@@ -243,6 +325,11 @@ _CLASSES: dict[int, type[Message]] = {
         StopTicker,
         StatusRequest,
         StatusReply,
+        Events,
+        Publish,
+        PublishReply,
+        HistoryRequest,
+        HistoryReply,
     )
 }
 M = TypeVar("M", bound=Message)
@@ -294,11 +381,18 @@ def _map_of(item: Check) -> Check:
     return check
 
 
+def _list(value: Any) -> str:
+    """Times and columns: checked together, with the whole message (_build, fields.problem)."""
+    return "" if isinstance(value, list) else f"expected a list, got {_kind(value)}"
+
+
 _CHECKS: dict[str, Check] = {
     "str": _text,
     "int": _int,
     "bool": _bool,
     "Scalar": _scalar,
+    "list[int]": _list,
+    "list[Column]": _list,
 }
 
 
@@ -335,8 +429,15 @@ def encode(message: Message) -> list[bytes]:
     """The `[header, payload]` frames of a message."""
     if isinstance(message, Rows):
         return [_header(message.TYPE), _rows_payload(message.first_tick, message.epoch, message.columns)]
+    return [_header(message.TYPE), _payload(message)]
+
+
+def _payload(message: Message) -> bytes:
     payload = {name: getattr(message, name) for name, _, _ in _FIELDS[type(message)]}
-    return [_header(message.TYPE), msgpack.packb(payload)]
+    if "columns" in payload:
+        payload["columns"] = [[c.name, c.kind, c.values] for c in payload["columns"]]
+    packed: bytes = msgpack.packb(payload)
+    return packed
 
 
 def decode(frames: list[bytes]) -> Message:
@@ -446,6 +547,33 @@ def floats(data: bytes) -> list[float]:
     return column.tolist()
 
 
+def events_frame(channel: str, epoch: int, batch: Batch) -> bytes:
+    """An Events message as the data plane carries it."""
+    return topic(channel) + _EVENTS_HEADER + _payload(Events(epoch, batch.times, batch.columns))
+
+
+_EVENTS_HEADER = _header(MsgType.EVENTS)
+
+
+def decode_data(frame: bytes) -> tuple[str, Rows | Events]:
+    """The channel and message of any data frame; ProtocolError says why one is refused."""
+    end = frame.find(TOPIC_END)
+    if end >= 0 and frame[end + 1 : end + 3] == _ROWS_HEADER:
+        return decode_rows(frame)
+    channel, header, payload = split_data_frame(frame)
+    return channel, expect([header, payload], Events)
+
+
+def _columns(raw: list[Any]) -> list[Column] | str:
+    """`[name, kind, values]` triples as Columns, or why they are not (checked further by fields.problem)."""
+    columns = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            return "a column must be [name, kind, values]"
+        columns.append(Column(*item))
+    return columns
+
+
 def _build(cls: type[M], body: dict[Any, Any]) -> M:
     """Keep known keys, check each against its annotation, let defaults fill the rest."""
     values: dict[str, Any] = {}
@@ -459,4 +587,10 @@ def _build(cls: type[M], body: dict[Any, Any]) -> M:
         if problem:
             raise ProtocolError(f"{cls.__name__}.{name}: {problem}")
         values[name] = value
+    if "columns" in values:  # every message with columns has times: check them as one batch
+        columns = _columns(values["columns"])
+        why = columns if isinstance(columns, str) else fields.problem(values["times"], columns, MAX_ROWS)
+        if why:
+            raise ProtocolError(f"{cls.__name__}: {why}")
+        values["columns"] = columns
     return cls(**values)

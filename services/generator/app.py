@@ -26,8 +26,8 @@ from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
+from services.common.waveforms import registry
 from services.generator.ticker import Scheduler
-from services.generator.waveforms import registry
 
 log = logging.getLogger("zmqstream.generator")
 PRECISE_SLEEP_NS = 2_000_000

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from services.common.channels import ChannelSpec
 from services.common.protocol import FLOAT_BYTES, float_bytes
-from services.generator.waveforms import Generator, channel_seed
+from services.common.waveforms import Generator, channel_seed
 
 Publish = Callable[[str, int, int, list[bytes]], None]
 """publish(channel, first_tick, epoch, columns as float64 bytes)"""

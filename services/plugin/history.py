@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel, PipelineError
-from services.generator.waveforms import Generator, channel_seed, registry
+from services.common.waveforms import Generator, channel_seed, registry
 
 
 class HistoryError(PipelineError):

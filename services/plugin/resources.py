@@ -25,7 +25,7 @@ import orjson
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError
 from services.common.logs import fields
-from services.generator.waveforms import registry
+from services.common.waveforms import registry
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
