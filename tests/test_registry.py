@@ -265,8 +265,22 @@ def test_status_is_the_registry_s_view() -> None:
         "r1",
         "b1",
         {
-            "w1": {"pid": 101, "channels": 1, "load": 10.0, "ticks_late": 0, "seen_s_ago": 0.5},
-            "w2": {"pid": 102, "channels": 0, "load": 0.0, "ticks_late": 0, "seen_s_ago": 0.25},
+            "w1": {
+                "pid": 101,
+                "channels": 1,
+                "load": 10.0,
+                "ticks_late": 0,
+                "seen_s_ago": 0.5,
+                "role": "generator",
+            },
+            "w2": {
+                "pid": 102,
+                "channels": 0,
+                "load": 0.0,
+                "ticks_late": 0,
+                "seen_s_ago": 0.25,
+                "role": "generator",
+            },
         },
         {TUTORIAL: {"worker": "w1", "subscribers": 2, "epoch": 1}},
         plugins=2,
@@ -415,3 +429,91 @@ def test_a_worker_still_starting_its_channels_is_not_asked_again_at_every_heartb
     assert sent(reg) == [], "the other 90 StartTickers are still queued at the worker"
     beat(reg, "w1", WORKER_LEASE_S + 0.1, [f"custom-{i}-{i + 1}-100" for i in range(90)])
     assert len(sent(reg)) == 10, "a lease later, what it still does not run is asked again"
+
+
+PUBLISHED = "pub-room.temp"
+SOURCE = "source-host-1000"
+
+
+def recorder_beat(reg: Registry, now: float, offered: dict[str, int], recorder: str = "r1") -> None:
+    message = protocol.WorkerHeartbeat(recorder, offered, pid=7, role=protocol.RECORDER)
+    reg.worker_heartbeat(message, recorder.encode(), now)
+
+
+def test_a_published_channel_is_placed_on_the_recorder_that_offers_it_under_its_epoch() -> None:
+    reg = registry()
+    beat(reg, "w1", 0.0)
+    recorder_beat(reg, 0.0, {PUBLISHED: 555})
+    reply = reg.subscribe("p1", PUBLISHED, 0.1, b"p1")
+    assert (reply.error, reply.epoch) == ("", 555)
+    assert reg.channels[PUBLISHED].worker == "r1"
+    assert sent(reg) == []  # nothing asked of anyone: the recorder runs it already
+
+
+def test_a_published_channel_waits_for_a_recorder_and_is_never_given_to_a_generator() -> None:
+    reg = registry()
+    beat(reg, "w1", 0.0)
+    assert reg.subscribe("p1", PUBLISHED, 0.0, b"p1").epoch == 0
+    beat(reg, "w1", 0.2)
+    assert reg.channels[PUBLISHED].worker is None
+    assert sent(reg) == []
+    recorder_beat(reg, 0.3, {PUBLISHED: 9})
+    commands, reg.outbox = reg.outbox, []
+    assert commands == [(b"p1", protocol.Placement(PUBLISHED, 9))]
+
+
+def test_a_generator_claiming_a_published_channel_is_told_to_stop() -> None:
+    reg = registry()
+    subscribe(reg, "p1", PUBLISHED, 0.0)
+    beat(reg, "w1", 0.0, {PUBLISHED: 3})
+    assert sent(reg) == [(b"w1", protocol.StopTicker(PUBLISHED, 3))]
+    assert reg.channels[PUBLISHED].worker is None
+
+
+def test_the_recorder_is_never_told_to_stop_and_never_given_generator_work() -> None:
+    reg = registry()
+    recorder_beat(reg, 0.0, {PUBLISHED: 5})
+    subscribe(reg, "p1", PUBLISHED, 0.0)
+    subscribe(reg, "p1", TUTORIAL, 0.0)
+    assert reg.channels[TUTORIAL].worker is None  # no generator yet
+    reg.unsubscribe("p1", PUBLISHED)
+    assert sent(reg) == []
+    beat(reg, "w1", 0.1)
+    assert reg.channels[TUTORIAL].worker == "w1"
+
+
+def test_a_restarted_recorder_moves_its_channels_to_its_new_epoch_and_a_dead_one_leaves_them_waiting() -> (
+    None
+):
+    reg = registry()
+    recorder_beat(reg, 0.0, {PUBLISHED: 5})
+    subscribe(reg, "p1", PUBLISHED, 0.0)
+    recorder_beat(reg, 0.2, {PUBLISHED: 8})
+    assert reg.channels[PUBLISHED].epoch == 8
+    hold(reg, "p1", [PUBLISHED], 2.0)  # the plugin stays alive, the recorder falls silent
+    reg.expire(2.0)
+    assert reg.channels[PUBLISHED].worker is None
+    assert "r1" not in reg.workers
+
+
+def test_a_source_channel_is_placed_on_a_generator_and_moves_when_it_dies() -> None:
+    reg = registry()
+    recorder_beat(reg, 0.0, {})
+    beat(reg, "w1", 0.0)
+    beat(reg, "w2", 0.0)
+    subscribe(reg, "p1", SOURCE, 0.0)
+    first = reg.channels[SOURCE].worker
+    assert first in ("w1", "w2")
+    survivor = "w2" if first == "w1" else "w1"
+    for now in (0.4, 0.8, 1.2, 1.6, 2.0):
+        beat(reg, survivor, now, [SOURCE] if reg.channels[SOURCE].worker == survivor else [])
+        hold(reg, "p1", [SOURCE], now)
+        recorder_beat(reg, now, {})
+        reg.expire(now)
+    assert reg.channels[SOURCE].worker == survivor
+
+
+def test_an_unknown_role_is_ignored() -> None:
+    reg = registry()
+    reg.worker_heartbeat(protocol.WorkerHeartbeat("x1", {}, role="king"), b"x1", 0.0)
+    assert reg.workers == {}

@@ -6,6 +6,12 @@ the StartTicker/StopTicker commands that make the workers run exactly the channe
 someone holds: start at the first holder, stop after the last, move when a worker dies,
 adopt what workers already run after a broker restart.
 
+Workers have roles. Generators take placements of pure channels and of sources. The
+recorder (services.recorder) takes none: it carries the published channels (`pub-*`)
+under epochs of its own choosing and lists them in its heartbeats, so a published
+channel is placed on the recorder that offers it, waits while none does, and is never
+stopped there (publishers publish whether or not anyone watches).
+
 Every placement of a channel on a worker gets an epoch, larger than any before it
 (the wall clock in ns, or the last epoch + 1), and the channel's holders are told
 (Placement). When two workers claim one channel, the larger epoch wins and the other is
@@ -21,13 +27,16 @@ from dataclasses import dataclass, field
 
 from services.broker.liveness import Liveness
 from services.common import protocol
-from services.common.channels import ChannelSpec, Limits, parse_path
+from services.common.channels import PUBLISHED, ChannelSpec, EventChannel, Limits, parse_channel
 from services.common.errors import InvalidChannel
+
+EVENT_FIELDS_GUESS = 10
+"""Values per row an event channel is assumed to carry, for placing it (its fields are its source's)."""
 
 
 @dataclass(slots=True)
 class Channel:
-    spec: ChannelSpec
+    spec: ChannelSpec | EventChannel
     holders: set[str] = field(default_factory=set)
     worker: str | None = None
     epoch: int = 0
@@ -42,7 +51,14 @@ class Channel:
     @property
     def load(self) -> float:
         """What the channel costs a worker."""
-        return self.spec.values_per_s
+        spec = self.spec
+        if isinstance(spec, ChannelSpec):
+            return spec.values_per_s
+        return EVENT_FIELDS_GUESS * 1000.0 / spec.tick_ms if spec.tick_ms else 0.0
+
+    @property
+    def published(self) -> bool:
+        return isinstance(self.spec, EventChannel) and self.spec.kind == PUBLISHED
 
 
 @dataclass(slots=True)
@@ -53,6 +69,9 @@ class Worker:
     ticks_late: int = 0
     assigned: set[str] = field(default_factory=set)
     load: float = 0.0
+    role: str = protocol.GENERATOR
+    offered: dict[str, int] = field(default_factory=dict)
+    """A recorder's published channels and their epochs, held by anyone or not."""
 
 
 @dataclass(slots=True)
@@ -94,7 +113,7 @@ class Registry:
             return protocol.SubscribeReply(path, epoch=channel.epoch)
         if channel is None:
             try:
-                spec = parse_path(path, self.limits)
+                spec = parse_channel(path, self.limits)
             except InvalidChannel as exc:
                 return protocol.SubscribeReply(path, str(exc))
             if spec.path != path:
@@ -163,7 +182,8 @@ class Registry:
         worker = self.workers.get(channel.worker or "")
         if worker is not None:
             self._unassign(worker, path, channel)
-            self.outbox.append((worker.routing_id, protocol.StopTicker(path, channel.epoch)))
+            if worker.role == protocol.GENERATOR:  # a recorder carries its channels regardless
+                self.outbox.append((worker.routing_id, protocol.StopTicker(path, channel.epoch)))
 
     # -- workers -------------------------------------------------------------------
 
@@ -173,17 +193,25 @@ class Registry:
         An `unchanged` one from a worker we do not know (we restarted) is ignored: our
         Welcome carries a new broker id, and the worker answers it with a full heartbeat.
         """
+        if message.role not in protocol.ROLES:
+            return
         worker = self.workers.get(message.worker)
         if worker is None:
             if message.unchanged:
                 return
-            worker = self.workers[message.worker] = Worker(routing_id, Liveness(now))
+            worker = self.workers[message.worker] = Worker(routing_id, Liveness(now), role=message.role)
+        if worker.role != message.role:  # the same id restarted as another role: start its books anew
+            self._forget_worker(message.worker, worker, now)
+            worker = self.workers[message.worker] = Worker(routing_id, Liveness(now), role=message.role)
         reconnected = worker.routing_id != routing_id  # restarted: what we asked of it is lost
         worker.routing_id = routing_id
         worker.liveness.beat(now)
         worker.pid = message.pid
         worker.ticks_late = message.ticks_late
         if message.unchanged:
+            return
+        if worker.role == protocol.RECORDER:
+            self._recorder_offers(message.worker, worker, message.channels)
             return
         for path, epoch in message.channels.items():
             self._reconcile_running(message.worker, worker, path, epoch, now)
@@ -196,16 +224,45 @@ class Registry:
             if channel.worker is None:
                 self._assign(path, channel, now)
 
+    def _recorder_offers(self, worker_id: str, worker: Worker, offered: dict[str, int]) -> None:
+        """A recorder's full list of published channels: place the held ones on it, under its epochs.
+
+        Anything else it lists is ignored (not stopped): it is only a recorder's claim.
+        """
+        worker.offered = {path: epoch for path, epoch in offered.items() if path.startswith("pub-")}
+        for path in worker.assigned - worker.offered.keys():
+            self._unassign(worker, path, self.channels[path])
+        for path, epoch in worker.offered.items():
+            channel = self.channels.get(path)
+            if channel is None or not channel.published:
+                continue
+            if channel.worker == worker_id:
+                if epoch != channel.epoch:  # the recorder restarted: its rows carry its new epoch
+                    self._place(path, channel, epoch)
+                continue
+            if channel.worker is None or epoch > channel.epoch:
+                previous = self.workers.get(channel.worker or "")
+                if previous is not None:
+                    self._unassign(previous, path, channel)
+                channel.worker = worker_id
+                worker.assigned.add(path)
+                self._place(path, channel, epoch)
+
     def _reconcile_running(self, worker_id: str, worker: Worker, path: str, epoch: int, now: float) -> None:
         """A worker runs `path` under `epoch`: adopt it, correct its epoch, or stop it if superseded."""
         channel = self.channels.get(path)
         if channel is None:  # running before this broker started: adopt it for a lease
             try:
-                spec = parse_path(path, self.limits)
+                spec = parse_channel(path, self.limits)
             except InvalidChannel:
+                spec = None
+            if spec is None or (isinstance(spec, EventChannel) and spec.kind == PUBLISHED):
                 self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
                 return
             channel = self.channels[path] = Channel(spec, orphan_since=now)
+        elif channel.published:  # not a generator's to run
+            self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
+            return
         if channel.worker == worker_id:
             if epoch < channel.epoch:  # it missed our StartTicker: tell it the current epoch
                 self.outbox.append((worker.routing_id, protocol.StartTicker(path, channel.epoch)))
@@ -226,9 +283,13 @@ class Registry:
         self._place(path, channel, epoch)
 
     def _assign(self, path: str, channel: Channel, now: float, replying_to: str = "") -> None:
-        if not self.workers:
+        if channel.published:
+            self._assign_published(path, channel, replying_to)
             return
-        worker_id = min(self.workers, key=lambda w: (self.workers[w].load, len(self.workers[w].assigned), w))
+        generators = [w for w, worker in self.workers.items() if worker.role == protocol.GENERATOR]
+        if not generators:
+            return
+        worker_id = min(generators, key=lambda w: (self.workers[w].load, len(self.workers[w].assigned), w))
         worker = self.workers[worker_id]
         channel.worker = worker_id
         worker.assigned.add(path)
@@ -236,6 +297,16 @@ class Registry:
         epoch = max(channel.epoch + 1, self.epoch_clock())
         channel.asked_at = now
         self.outbox.append((worker.routing_id, protocol.StartTicker(path, epoch)))
+        self._place(path, channel, epoch, replying_to)
+
+    def _assign_published(self, path: str, channel: Channel, replying_to: str) -> None:
+        """On the recorder that offers it under the newest epoch; else it waits for one."""
+        offers = [(w.offered[path], worker_id) for worker_id, w in self.workers.items() if path in w.offered]
+        if not offers:
+            return
+        epoch, worker_id = max(offers)
+        channel.worker = worker_id
+        self.workers[worker_id].assigned.add(path)
         self._place(path, channel, epoch, replying_to)
 
     def _place(self, path: str, channel: Channel, epoch: int, replying_to: str = "") -> None:
@@ -281,13 +352,18 @@ class Registry:
                 self._drop(path, channel)
         dead = [w for w, worker in self.workers.items() if worker.liveness.dead(now, self.worker_lease_s)]
         for worker_id in dead:
-            worker = self.workers.pop(worker_id)
-            presumed_dead.append((f"worker {worker_id}", now - worker.liveness.last_seen))
-            for path in list(worker.assigned):
-                channel = self.channels[path]
-                self._unassign(worker, path, channel)
-                self._assign(path, channel, now)
+            worker = self.workers[worker_id]
+            presumed_dead.append((f"{worker.role} {worker_id}", now - worker.liveness.last_seen))
+            self._forget_worker(worker_id, worker, now)
         return presumed_dead
+
+    def _forget_worker(self, worker_id: str, worker: Worker, now: float) -> None:
+        """A worker is gone: its channels move to the others (published ones wait for a recorder)."""
+        del self.workers[worker_id]
+        for path in list(worker.assigned):
+            channel = self.channels[path]
+            self._unassign(worker, path, channel)
+            self._assign(path, channel, now)
 
     def status(self, request_id: str, broker: str, now: float) -> protocol.StatusReply:
         workers: dict[str, dict[str, protocol.Scalar]] = {
@@ -297,6 +373,7 @@ class Registry:
                 "load": round(w.load, 3),
                 "ticks_late": w.ticks_late,
                 "seen_s_ago": round(now - w.liveness.last_seen, 3),
+                "role": w.role,
             }
             for worker_id, w in self.workers.items()
         }
