@@ -1,0 +1,338 @@
+"""Sources (services.sources): the hand-off's bounds, then real workers running real sources.
+
+The misbehaving sources come from tests/sources_for_tests, found by the workers through
+their PYTHONPATH as installed entry points would be. Events are read as a plugin reads
+them: a bare DEALER heartbeating the channels it holds and a SUB on frames_out
+(tests/eventclient.py).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from eventclient import EventsClient
+from support import Pipeline
+
+from services.cli.status import fetch
+from services.common.channels import UNCHECKED, EventChannel, parse_channel, parse_path
+from services.common.fields import FLOAT64, STRING, InvalidRows
+from services.sources import registry
+from services.sources.handoff import Handoff, Waker
+from services.sources.host import HostSource
+from services.sources.runner import prepare
+
+TEST_SOURCES = Path(__file__).parent / "sources_for_tests"
+
+
+# -- the hand-off ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def waker() -> Iterator[Waker]:
+    waker = Waker()
+    yield waker
+    waker.close()
+
+
+def readable(waker: Waker) -> bool:
+    return bool(select.select([waker.fd], [], [], 0)[0])
+
+
+def test_the_handoff_keeps_the_newest_items_within_its_bytes(waker: Waker) -> None:
+    handoff: Handoff[int] = Handoff(1000, waker)
+    for item in range(10):
+        assert handoff.put(item, 300)
+        assert handoff.bytes <= 1000
+    assert handoff.take() == [7, 8, 9], "the oldest went first"
+    assert handoff.dropped == 7
+    assert handoff.bytes == 0
+    assert handoff.take() == []
+
+
+def test_an_item_larger_than_the_bound_is_refused_and_counted(waker: Waker) -> None:
+    handoff: Handoff[str] = Handoff(100, waker)
+    handoff.put("kept", 60)
+    assert not handoff.put("huge", 101)
+    assert handoff.dropped == 1
+    assert handoff.take() == ["kept"], "what was queued stays"
+
+
+def test_a_put_wakes_the_consumer_until_it_clears(waker: Waker) -> None:
+    handoff: Handoff[int] = Handoff(100, waker)
+    assert not readable(waker)
+    handoff.put(1, 10)
+    handoff.put(2, 10)
+    assert readable(waker)
+    waker.clear()
+    assert not readable(waker)
+    waker.clear()  # clearing twice must not block or raise
+
+
+def test_producers_in_threads_never_exceed_the_bound_and_nothing_is_lost_uncounted(waker: Waker) -> None:
+    handoff: Handoff[int] = Handoff(10_000, waker)
+    taken: list[int] = []
+    highest = 0
+    done = threading.Event()
+
+    def produce(base: int) -> None:
+        for i in range(5000):
+            handoff.put(base + i, 1 + i % 700)
+
+    producers = [threading.Thread(target=produce, args=(n * 10_000,)) for n in range(4)]
+    for thread in producers:
+        thread.start()
+
+    def consume() -> None:
+        nonlocal highest
+        while not done.is_set() or handoff.bytes:
+            highest = max(highest, handoff.bytes)
+            taken.extend(handoff.take())
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for thread in producers:
+        thread.join()
+    done.set()
+    consumer.join()
+    assert highest <= 10_000
+    assert len(taken) + handoff.dropped == 4 * 5000
+    for n in range(4):  # each producer's items stay in order
+        mine = [item for item in taken if n * 10_000 <= item < (n + 1) * 10_000]
+        assert mine == sorted(mine)
+
+
+def test_prepare_stamps_orders_and_sizes_a_poll() -> None:
+    polled, size = prepare(
+        [{"a": 1.0}, {"time": 1000, "a": 2.0}, {"time": 999, "a": 3.0}, {"time": 1001, "b": "xyz"}],
+        5_000_000_000,
+        10,
+    )
+    times = [r["time"] for r in polled.records]
+    assert times == [5000.0], "records after the stamped one must be later than it"
+    assert polled.dropped == 3
+    polled, size = prepare([{"time": 1, "a": 1.0}, {"time": 2, "s": "xyz"}], 0, 10)
+    assert polled.dropped == 0
+    assert len(polled.records) == 2
+    assert size > len("xyz")
+    assert prepare(None, 0, 10)[0].records == []
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ({"a": 1}, "must return a list of records"),
+        ("text", "must return a list of records"),
+        (5, "must return a list of records"),
+        ([1, 2], "record 1: expected a map"),
+        ([{"a": [1, 2]}], "is not a number, bool, string or null"),
+        ([{"time": "yesterday"}], "record 1: time 'yesterday' is not RFC 3339"),
+        ([{5: 1.0}], "field names must be strings"),
+        (iter(lambda: {"a": 1.0}, None), "more than 3 records"),
+    ],
+)
+def test_prepare_refuses_what_a_source_should_not_return(result: object, reason: str) -> None:
+    with pytest.raises(InvalidRows, match=reason):
+        prepare(result, 0, 3)
+
+
+def test_the_registry_takes_entry_points_and_refuses_bad_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TEST_SOURCES))
+    registry.cache_clear()
+    try:
+        found = registry()
+    finally:
+        registry.cache_clear()
+    assert {"sleepy", "shifty", "broken", "flaky"} <= found.keys()
+    assert "Bad-Name" not in found
+    assert found["host"] is HostSource, "an entry point cannot take a built-in's name"
+
+
+def test_the_host_source_reads_this_machine() -> None:
+    channel = parse_channel("source-host-1000", UNCHECKED)
+    assert isinstance(channel, EventChannel)
+    source = HostSource(channel)
+    time.sleep(0.2)
+    (record,) = source.poll()
+    check_host_record(record)
+
+
+def check_host_record(record: dict[str, object]) -> None:
+    cores = psutil.cpu_count()
+    expected = ["cpu", *(f"cpu{i}" for i in range(cores)), "memory_used", "net_rx", "net_tx", "disk_read"]
+    assert list(record)[: len(expected)] == expected
+    assert list(record)[len(expected) :] == ["disk_write"]
+    for name in ["cpu", *(f"cpu{i}" for i in range(cores))]:
+        value = record[name]
+        assert isinstance(value, float), name
+        assert 0.0 <= value <= 100.0, (name, value)
+    memory = record["memory_used"]
+    assert isinstance(memory, float)
+    assert 0.0 < memory <= 100.0
+    for name in ("net_rx", "net_tx", "disk_read", "disk_write"):
+        value = record[name]
+        assert value is None or (isinstance(value, float) and 0.0 <= value < 1e12), (name, value)
+
+
+# -- real workers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single() -> Iterator[Pipeline]:
+    """A broker and one worker (so every channel shares it), with the test sources on its path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(TEST_SOURCES))
+        pipeline = Pipeline(1, broker_args=["--plugin-lease-s", "1"])
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()
+
+
+Client = Callable[..., EventsClient]
+
+
+@pytest.fixture
+def client(single: Pipeline) -> Iterator[Client]:
+    """Clients holding the channels they are made with; closed after the test."""
+    clients: list[EventsClient] = []
+
+    def make(*channels: str) -> EventsClient:
+        clients.append(EventsClient(single.control_endpoint, list(channels)))
+        return clients[-1]
+
+    yield make
+    for each in clients:
+        each.close()
+
+
+def log_lines(pipeline: Pipeline, name: str, message: str) -> list[dict[str, object]]:
+    lines = []
+    for line in (pipeline.run_dir / f"{name}.log").read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and message in str(entry.get("@message", "")):
+            lines.append(entry)
+    return lines
+
+
+def test_a_blocking_source_does_not_delay_the_ticks_of_its_worker(single: Pipeline, client: Client) -> None:
+    fast = "custom-0-1-20"
+    events = client("source-sleepy-100", fast)
+    events.collect(lambda: len(events.of("source-sleepy-100")) >= 2, timeout_s=20)
+    spec = parse_path(fast, UNCHECKED)
+    started = events.received[0].at_ns
+    late_ms = []
+    ticks: list[int] = []
+    for channel, rows, at_ns in events.rows:
+        assert channel == fast
+        last = rows.first_tick + rows.count - 1
+        ticks.extend(range(rows.first_tick, last + 1))
+        if at_ns >= started:
+            late_ms.append((at_ns - spec.tick_time(last)) / 1e6)
+    assert len(late_ms) > 100, "3 s of a 20 ms channel while the source blocked"
+    late_ms.sort()
+    print(
+        "[figure] a 20 ms channel beside a source blocking 3 s per poll: "
+        f"median {late_ms[len(late_ms) // 2]:.2f} ms late, worst {late_ms[-1]:.2f} ms"
+    )
+    assert late_ms[-1] < 500, "a tick waited for the blocking source"
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), "every tick once, in order"
+    polls = [e.columns[0].values for e in events.of("source-sleepy-100")]
+    assert polls[:2] == [[1], [2]]
+
+
+def test_a_source_that_changes_a_fields_kind_keeps_its_schema_and_says_why(
+    single: Pipeline, client: Client
+) -> None:
+    path = "source-shifty-50"
+    events = client(path)
+    events.collect(lambda: sum(len(e.times) for e in events.of(path)) >= 8, timeout_s=20)
+    labels = []
+    for batch in events.of(path):
+        assert [(c.name, c.kind) for c in batch.columns] == [("value", FLOAT64), ("label", STRING)]
+        labels.extend(batch.columns[1].values)
+    numbers = [int(str(label).split()[1]) for label in labels]
+    assert numbers == sorted(numbers)
+    assert not [n for n in numbers if n % 3 == 0], "the string batches never reach a stream"
+    assert len(numbers) >= 8, "the source went on after its first bad batch"
+    refused = log_lines(single, "w1", "source rows refused")
+    assert len(refused) == 1, "logged at most every 10 s"
+    assert "field 'value' is string, the channel's schema has it as float64" in json.dumps(refused[0])
+
+
+def test_a_source_that_cannot_be_made_is_refused_and_one_that_raises_is_retried(
+    single: Pipeline, client: Client
+) -> None:
+    events = client("source-broken-100", "source-flaky-50")
+    events.collect(lambda: len(events.of("source-flaky-50")) >= 3, timeout_s=20)
+    assert not events.of("source-broken-100")
+    refused = log_lines(single, "w1", "source failed to start")
+    assert refused
+    assert "no such device" in json.dumps(refused[0])
+    failed = log_lines(single, "w1", "source poll failed")
+    assert len(failed) == 1
+    assert "device busy" in json.dumps(failed[0])
+    assert single.workers[0].poll() is None, "the worker lives on"
+
+
+def test_a_source_is_closed_after_its_last_subscriber(single: Pipeline, client: Client) -> None:
+    path = "source-flaky-100"
+    events = client(path)
+    events.collect(lambda: bool(events.of(path)), timeout_s=20)
+    events.close()  # no more heartbeats: the broker releases it after its 1 s lease
+    deadline = time.monotonic() + 10
+    while not any(e.get("channel") == path for e in log_lines(single, "w1", "source stopped")):
+        assert time.monotonic() < deadline, "the source was never stopped"
+        time.sleep(0.2)
+
+
+def test_host_fields_decode_with_sensible_values(single: Pipeline, client: Client) -> None:
+    path = "source-host-200"
+    events = client(path)
+    events.collect(lambda: sum(len(e.times) for e in events.of(path)) >= 3, timeout_s=20)
+    times = [t for e in events.of(path) for t in e.times]
+    assert times == sorted(set(times))
+    assert abs(times[-1] - time.time_ns()) < 5e9
+    for batch in events.of(path):
+        assert all(c.kind == FLOAT64 for c in batch.columns)
+        for row in range(len(batch.times)):
+            check_host_record({c.name: c.values[row] for c in batch.columns})
+
+
+def test_a_source_on_a_killed_worker_resumes_on_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = "source-host-100"
+    pipeline = Pipeline(2)
+    events = EventsClient(pipeline.control_endpoint, [path])
+    try:
+        events.collect(lambda: len(events.of(path)) >= 5, timeout_s=30)
+        first_epoch = events.of(path)[0].epoch
+        worker = fetch(pipeline.control_endpoint, 5).channels[path]["worker"]
+        victim = pipeline.workers[int(str(worker)[1:]) - 1]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.time_ns()
+
+        def resumed() -> list[int]:
+            return [r.at_ns for r in events.received if r.events.epoch != first_epoch]
+
+        events.collect(lambda: len(resumed()) >= 5, timeout_s=20)
+        print(f"[figure] source resumed {(resumed()[0] - killed_at) / 1e9:.2f} s after kill -9 of its worker")
+        epochs = [e.epoch for e in events.of(path)]
+        assert epochs == sorted(epochs)
+        assert epochs[-1] > first_epoch
+        assert len(set(epochs)) == 2
+        times = [t for e in events.of(path) for t in e.times]
+        assert times == sorted(set(times)), "no time repeated or stepping back"
+        assert fetch(pipeline.control_endpoint, 5).channels[path]["worker"] != worker
+    finally:
+        events.close()
+        pipeline.close()
