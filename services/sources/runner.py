@@ -61,6 +61,10 @@ class Throttle:
         self._last = now
         return True
 
+    def log(self, level: int, message: str, **values: Any) -> None:
+        if self.ready():
+            log.log(level, message, extra=fields(**values))
+
 
 @dataclass(frozen=True, slots=True)
 class Polled:
@@ -159,13 +163,13 @@ class SourceThread(threading.Thread):
                 polled, size = prepare(source.poll(), polled_at, self.max_rows)
             except Exception as exc:
                 self.poll_errors += 1
-                if self._throttle.ready():
-                    log.error(
-                        "source poll failed; trying again next tick",
-                        extra=fields(
-                            channel=self.channel.path, error=repr(exc)[:300], failures=self.poll_errors
-                        ),
-                    )
+                self._throttle.log(
+                    logging.ERROR,
+                    "source poll failed; trying again next tick",
+                    channel=self.channel.path,
+                    error=repr(exc)[:300],
+                    failures=self.poll_errors,
+                )
             else:
                 if polled.records or polled.dropped:
                     self.handoff.put(polled, size)
@@ -186,7 +190,7 @@ class Running:
     """Rows whose time was not after the last, or too far ahead."""
     batches_refused: int = 0
     """Batches that did not fit the channel's schema."""
-    handoff_dropped_seen: int = 0
+    drops_logged: int = 0
     refused_log: Throttle = field(default_factory=Throttle)
     dropped_log: Throttle = field(default_factory=Throttle)
 
@@ -280,32 +284,28 @@ class SourceChannels:
             batch = typed.from_records(polled.records, running.schema, self.max_rows)
         except InvalidRows as exc:
             running.batches_refused += 1
-            if running.refused_log.ready():
-                log.error(
-                    "source rows refused: they do not fit the channel's schema",
-                    extra=fields(
-                        channel=path,
-                        error=str(exc)[:300],
-                        schema=running.schema.describe() if running.schema else "",
-                        batches_refused=running.batches_refused,
-                    ),
-                )
+            running.refused_log.log(
+                logging.ERROR,
+                "source rows refused: they do not fit the channel's schema",
+                channel=path,
+                error=str(exc)[:300],
+                schema=running.schema.describe() if running.schema else "",
+                batches_refused=running.batches_refused,
+            )
             return
         if running.schema is None and batch.columns:
             running.schema = batch.schema
         fresh = _before(batch.after(running.last_ns), time.time_ns() + MAX_AHEAD_NS)
         running.rows_dropped += len(batch) - len(fresh)
-        lost = running.handoff.dropped - running.handoff_dropped_seen
-        if (lost or len(fresh) < len(batch)) and running.dropped_log.ready():
+        drops = running.rows_dropped + running.handoff.dropped
+        if drops > running.drops_logged and running.dropped_log.ready():
+            running.drops_logged = drops
             log.warning(
-                "source rows dropped",
+                "source rows dropped: times not after the last or too far ahead, or over the queue's bytes",
                 extra=fields(
-                    channel=path,
-                    not_after_last_or_ahead=running.rows_dropped,
-                    batches_over_queue_bytes=running.handoff.dropped,
+                    channel=path, rows=running.rows_dropped, batches_over_queue_bytes=running.handoff.dropped
                 ),
             )
-            running.handoff_dropped_seen = running.handoff.dropped
         if not fresh.times:
             return
         running.last_ns = fresh.times[-1]

@@ -1,9 +1,9 @@
 """A custom zmqstream source: follows a text file of `key=value` lines, like `tail -F`.
 
 Each complete line appended to the file is one row: `door=open temp=21.5 alarm=false`
-gives a string field `door`, a number `temp` and a bool `alarm` (`true`/`false`); `null`
-is a null; an optional `time=2026-11-29T12:00:00Z` (RFC 3339, or epoch milliseconds) is
-the row's time, else the time it was read. Numbers are always floats, so `temp=21` and
+gives a string field `door`, a number `temp` and a bool `alarm` (`true`/`false`, in any
+case); `null` is a null; an optional `time=2026-11-29T12:00:00Z` (RFC 3339, or epoch
+milliseconds) is the row's time, else the time it was read. Numbers are always floats, so `temp=21` and
 `temp=21.5` are the same field. A field's kind is fixed by the first row it appears in:
 write `door=5` after `door=open` and that batch is refused with the field named.
 
@@ -36,8 +36,8 @@ def default_file() -> Path:
 
 
 def parse_value(text: str) -> Any:
-    if text in WORDS:
-        return WORDS[text]
+    if text.lower() in WORDS:
+        return WORDS[text.lower()]
     try:
         number = float(text)
     except ValueError:
