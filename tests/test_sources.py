@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import psutil
 import pytest
@@ -22,12 +23,13 @@ from eventclient import EventsClient
 from support import Pipeline
 
 from services.cli.status import fetch
-from services.common.channels import UNCHECKED, EventChannel, parse_channel, parse_path
+from services.common import protocol
+from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel, parse_path
 from services.common.fields import FLOAT64, STRING, InvalidRows
 from services.sources import registry
 from services.sources.handoff import Handoff, Waker
 from services.sources.host import HostSource
-from services.sources.runner import prepare
+from services.sources.runner import SourceChannels, prepare
 
 TEST_SOURCES = Path(__file__).parent / "sources_for_tests"
 
@@ -179,6 +181,85 @@ def check_host_record(record: dict[str, object]) -> None:
     for name in ("net_rx", "net_tx", "disk_read", "disk_write"):
         value = record[name]
         assert value is None or (isinstance(value, float) and 0.0 <= value < 1e12), (name, value)
+
+
+# -- the main thread's side, in this process -----------------------------------------------
+
+NOW_MS = time.time_ns() // 1_000_000
+
+
+class Script:
+    """Returns SCRIPT's batches, one per poll, then nothing."""
+
+    SCRIPT: ClassVar[list[list[dict[str, Any]]]] = []
+
+    def __init__(self, channel: EventChannel) -> None:
+        self.polls = iter(self.SCRIPT)
+
+    def poll(self) -> list[dict[str, Any]]:
+        return next(self.polls, [])
+
+
+def run_script(script: list[list[dict[str, Any]]], queue_bytes: int = 1 << 20) -> list[protocol.Events]:
+    """Run `Script` as a worker would, until its batches are published; the Events it sent."""
+    Script.SCRIPT = script
+    frames: list[bytes] = []
+    sources = SourceChannels(
+        lambda: {"script": Script}, frames.append, max_rows=1000, queue_bytes=queue_bytes
+    )
+    channel = EventChannel(SOURCE, "script", 5)
+    assert sources.start(channel, epoch=7)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sources.channels:
+        select.select([sources.waker.fd], [], [], 0.05)
+        sources.drain(lambda path, why: pytest.fail(why))
+        thread = sources._running[channel.path].thread
+        if thread.polls_done > len(script) + 2 and not thread.handoff.bytes:
+            break
+    assert sources.stop(channel.path, 7)
+    sources.close()
+    decoded = [protocol.decode_data(frame) for frame in frames]
+    assert all(path == channel.path for path, _ in decoded)
+    events = [message for _, message in decoded]
+    assert all(isinstance(e, protocol.Events) and e.epoch == 7 for e in events)
+    return events  # type: ignore[return-value]
+
+
+def test_times_only_go_forward_and_rows_far_ahead_are_dropped() -> None:
+    events = run_script(
+        [
+            [{"time": NOW_MS - 5000, "v": 1.0}, {"time": NOW_MS - 4000, "v": 2.0}],
+            [{"time": NOW_MS - 4500, "v": 3.0}, {"time": NOW_MS - 3000, "v": 4.0}],  # the first steps back
+            [{"time": NOW_MS + 600_000, "v": 5.0}],  # ten minutes ahead
+            [{"time": NOW_MS - 2000, "v": 6}],  # an int in a float64 field
+        ]
+    )
+    times = [t for e in events for t in e.times]
+    assert times == [(NOW_MS + d) * 1_000_000 for d in (-5000, -4000, -3000, -2000)]
+    assert [v for e in events for v in e.columns[0].values] == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_a_batch_larger_than_a_data_frame_leaves_in_several() -> None:
+    text = "x" * 1000
+    rows = [{"time": NOW_MS - 10_000 + i, **{f"f{n}": text for n in range(10)}} for i in range(1000)]
+    events = run_script([rows], queue_bytes=64 << 20)
+    assert len(events) > 1
+    assert [t for e in events for t in e.times] == [(NOW_MS - 10_000 + i) * 1_000_000 for i in range(1000)]
+    for e in events:
+        assert len(protocol.events_frame("source-script-5", 7, e.batch)) <= protocol.MAX_DATA_BYTES
+
+
+def test_stop_is_fenced_by_epoch() -> None:
+    sources = SourceChannels(lambda: {"script": Script}, lambda frame: None, max_rows=10)
+    channel = EventChannel(SOURCE, "script", 1000)
+    Script.SCRIPT = []
+    assert sources.start(channel, epoch=5)
+    assert sources.start(channel, epoch=9), "a running channel takes the newer epoch"
+    assert sources.channels == {channel.path: 9}
+    assert not sources.stop(channel.path, 8), "an older placement's StopTicker leaves it running"
+    assert sources.stop(channel.path, 9)
+    assert not sources.start(EventChannel(SOURCE, "nosuch", 1000), epoch=1)
+    sources.close()
 
 
 # -- real workers ---------------------------------------------------------------------------

@@ -191,7 +191,11 @@ class Worker:
 
     def _start_source(self, channel: EventChannel, epoch: int) -> None:
         """A source channel, on a thread of its own (a published one is the recorder's, not ours)."""
-        if channel.kind != SOURCE or not self.sources.start(channel, epoch):
+        if channel.kind != SOURCE:
+            self.refused.add(channel.path)
+            log.error("published channels are the recorder's, not ours", extra=fields(channel=channel.path))
+            return
+        if not self.sources.start(channel, epoch):
             self.refused.add(channel.path)
             log.error("unknown source", extra=fields(channel=channel.path))
             return
