@@ -417,3 +417,25 @@ def test_a_source_on_a_killed_worker_resumes_on_the_other(monkeypatch: pytest.Mo
     finally:
         events.close()
         pipeline.close()
+
+
+def test_a_restarted_broker_adopts_a_running_source_from_the_heartbeat() -> None:
+    path = "source-host-100"
+    pipeline = Pipeline(1)
+    events = EventsClient(pipeline.control_endpoint, [path])
+    try:
+        events.collect(lambda: len(events.of(path)) >= 3, timeout_s=30)
+        pipeline.restart_broker()
+        before = len(events.of(path))
+        events.collect(lambda: len(events.of(path)) >= before + 5, timeout_s=30)
+        times = [t for e in events.of(path) for t in e.times]
+        assert times == sorted(set(times))
+        started = [e for e in log_lines(pipeline, "w1", "source started") if e.get("channel") == path]
+        assert len(started) == 1, "the source ran on, it was not started again"
+        deadline = time.monotonic() + 5
+        while fetch(pipeline.control_endpoint, 5).channels[path]["worker"] != "w1":
+            assert time.monotonic() < deadline, fetch(pipeline.control_endpoint, 5)
+            time.sleep(0.1)
+    finally:
+        events.close()
+        pipeline.close()

@@ -342,7 +342,8 @@ class SourceChannels:
         give_up_at = time.monotonic() + wait_s
         for thread in threads:
             thread.join(max(0.0, give_up_at - time.monotonic()))
-        self.waker.close()
+        if not any(thread.is_alive() for thread in threads):  # else a late wake() could hit a reused fd
+            self.waker.close()
 
 
 def _rows(batch: Batch, start: int, stop: int) -> Batch:
