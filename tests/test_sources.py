@@ -145,7 +145,9 @@ def test_prepare_refuses_what_a_source_should_not_return(result: object, reason:
         prepare(result, 0, 3)
 
 
-def test_the_registry_takes_entry_points_and_refuses_bad_names(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_registry_takes_entry_points_and_leaves_out_bad_ones(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.syspath_prepend(str(TEST_SOURCES))
     registry.cache_clear()
     try:
@@ -153,8 +155,12 @@ def test_the_registry_takes_entry_points_and_refuses_bad_names(monkeypatch: pyte
     finally:
         registry.cache_clear()
     assert {"sleepy", "shifty", "broken", "flaky"} <= found.keys()
-    assert "Bad-Name" not in found
+    assert not {"Bad-Name", "missing", "notaclass"} & found.keys(), "logged and left out"
     assert found["host"] is HostSource, "an entry point cannot take a built-in's name"
+    logged = [(r.getMessage(), r.__dict__["fields"]["source"]) for r in caplog.records]
+    assert ("source name refused", "Bad-Name") in logged
+    assert ("source failed to load", "missing") in logged
+    assert ("source is not a class with poll()", "notaclass") in logged
 
 
 def test_the_host_source_reads_this_machine() -> None:
@@ -419,12 +425,15 @@ def test_a_source_on_a_killed_worker_resumes_on_the_other(monkeypatch: pytest.Mo
         pipeline.close()
 
 
-def test_a_restarted_broker_adopts_a_running_source_from_the_heartbeat() -> None:
+def test_rows_leave_at_once_and_a_restarted_broker_adopts_the_running_source() -> None:
     path = "source-host-100"
     pipeline = Pipeline(1)
     events = EventsClient(pipeline.control_endpoint, [path])
     try:
-        events.collect(lambda: len(events.of(path)) >= 3, timeout_s=30)
+        events.collect(lambda: len(events.of(path)) >= 6, timeout_s=30)
+        # Alone on its worker, no ticker wakes the main thread: the hand-off must, at once.
+        late_ms = sorted((r.at_ns - r.events.times[-1]) / 1e6 for r in events.received)
+        assert late_ms[len(late_ms) // 2] < 25, late_ms
         pipeline.restart_broker()
         before = len(events.of(path))
         events.collect(lambda: len(events.of(path)) >= before + 5, timeout_s=30)
