@@ -9,6 +9,7 @@ them: a bare DEALER heartbeating the channels it holds and a SUB on frames_out
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import threading
@@ -448,3 +449,36 @@ def test_rows_leave_at_once_and_a_restarted_broker_adopts_the_running_source() -
     finally:
         events.close()
         pipeline.close()
+
+
+def test_with_a_pinned_ticker_sources_run_on_the_other_cpus() -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("needs two CPUs")
+    path = "source-host-100"
+    pipeline = Pipeline(1, worker_args=["--ticker-cpu", str(usable[0])])
+    events = EventsClient(pipeline.control_endpoint, [path])
+    try:
+        events.collect(lambda: bool(events.of(path)), timeout_s=30)
+        pid = pipeline.workers[0].pid
+        cpus_of: dict[int, set[int]] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines())
+            if not status["Name"].strip().startswith("ZMQbg"):  # libzmq's threads are pinned by libzmq
+                cpus_of[int(task.name)] = cpu_list(status["Cpus_allowed_list"])
+        assert cpus_of.pop(pid) == {usable[0]}, "the ticker thread"
+        assert cpus_of, "the source's thread"
+        for tid, cpus in cpus_of.items():
+            assert usable[0] not in cpus, (tid, cpus)
+    finally:
+        events.close()
+        pipeline.close()
+
+
+def cpu_list(text: str) -> set[int]:
+    """/proc's `0-2,5` as {0, 1, 2, 5}."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus

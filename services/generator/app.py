@@ -48,7 +48,13 @@ FULL_HEARTBEAT_EVERY = 5
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        source_cpus: frozenset[int] = frozenset(),
+    ) -> None:
+        """`source_cpus`: where the sources' threads run (empty: where this thread may)."""
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER))
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a broker that is not there
@@ -73,7 +79,7 @@ class Worker:
             max_rows=settings.max_rows_per_message,
         )
         self.sources = SourceChannels(
-            source_registry, self._send_frame, max_rows=settings.max_rows_per_message
+            source_registry, self._send_frame, max_rows=settings.max_rows_per_message, cpus=source_cpus
         )
         self.poller = zmq.Poller()
         """The control socket and the sources' waker: either ends a sleep."""
@@ -240,17 +246,20 @@ def tighten_timer_slack() -> None:
         prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def pin_ticker_thread(ctx: zmq.Context[zmq.Socket[bytes]], cpu: int) -> None:
-    """Give the ticker thread `cpu` and keep libzmq's I/O thread on the other CPUs.
+def pin_ticker_thread(ctx: zmq.Context[zmq.Socket[bytes]], cpu: int) -> frozenset[int]:
+    """Give the ticker thread `cpu` and keep libzmq's I/O thread on the other CPUs; return those.
 
     The ticker is late whenever another thread holds its CPU; on a busy machine that is
     most of its lateness (see BENCHMARKS.md). Must run before the first socket exists,
-    since libzmq starts its I/O thread then.
+    since libzmq starts its I/O thread then. Threads started later by this one (the
+    sources') would inherit its one CPU: they are given the others.
     """
-    for other in sorted(os.sched_getaffinity(0) - {cpu}):
+    others = frozenset(os.sched_getaffinity(0) - {cpu})
+    for other in sorted(others):
         ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, other)
     os.sched_setaffinity(0, {cpu})  # on Linux: this thread only
     log.info("ticker thread pinned", extra=fields(cpu=cpu))
+    return others
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,9 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     stop = install_stop_handlers()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    source_cpus: frozenset[int] = frozenset()
     if settings.ticker_cpu != -1:
-        pin_ticker_thread(ctx, settings.ticker_cpu)
-    worker = Worker(settings, ctx)
+        source_cpus = pin_ticker_thread(ctx, settings.ticker_cpu)
+    worker = Worker(settings, ctx, source_cpus)
     log.info("worker ready", extra=fields(worker=settings.worker_id, control=settings.control_endpoint))
     try:
         worker.run(stop)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -123,9 +124,16 @@ class SourceThread(threading.Thread):
     """Makes the source, polls it every tick until stopped, then closes it."""
 
     def __init__(
-        self, channel: EventChannel, make: SourceClass, handoff: Handoff[Batch], waker: Waker, max_rows: int
+        self,
+        channel: EventChannel,
+        make: SourceClass,
+        handoff: Handoff[Batch],
+        waker: Waker,
+        max_rows: int,
+        cpus: frozenset[int] = frozenset(),
     ) -> None:
         super().__init__(name=f"source {channel.path}", daemon=True)
+        self.cpus = cpus
         self.channel = channel
         self.make = make
         self.handoff = handoff
@@ -145,6 +153,8 @@ class SourceThread(threading.Thread):
         self._refused_log = Throttle()
 
     def run(self) -> None:
+        if self.cpus:  # off a pinned ticker's CPU, which this thread inherited
+            os.sched_setaffinity(0, self.cpus)
         try:
             source = self.make(self.channel)
         except Exception as exc:
@@ -231,8 +241,10 @@ class SourceChannels:
         *,
         max_rows: int,
         queue_bytes: int = QUEUE_BYTES,
+        cpus: frozenset[int] = frozenset(),
     ) -> None:
         self._sources = sources
+        self.cpus = cpus
         self._send = send
         self.max_rows = max_rows
         self.queue_bytes = queue_bytes
@@ -256,7 +268,7 @@ class SourceChannels:
         if make is None:
             return False
         handoff: Handoff[Batch] = Handoff(self.queue_bytes, self.waker)
-        thread = SourceThread(channel, make, handoff, self.waker, self.max_rows)
+        thread = SourceThread(channel, make, handoff, self.waker, self.max_rows, self.cpus)
         self._running[channel.path] = Running(channel, epoch, thread, handoff)
         self.version += 1
         thread.start()
