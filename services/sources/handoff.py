@@ -20,15 +20,22 @@ T = TypeVar("T")
 
 
 class Waker:
-    """An eventfd: readable once woken, until cleared. Safe to wake from any thread."""
+    """An eventfd: readable once woken, until cleared. Safe to wake from any thread.
+
+    `pending` says the same without a system call, for a consumer that looks on every
+    turn of its loop whether or not it slept (set before the fd, cleared before it).
+    """
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.pending = False
 
     def wake(self) -> None:
+        self.pending = True
         os.eventfd_write(self.fd, 1)
 
     def clear(self) -> None:
+        self.pending = False
         with contextlib.suppress(BlockingIOError):  # not woken since the last clear
             os.eventfd_read(self.fd)
 

@@ -177,7 +177,11 @@ class SourceThread(threading.Thread):
         tick_ns = max(1, self.channel.tick_ns)
         due = (time.time_ns() // tick_ns + 1) * tick_ns
         while not self.stopping.wait(max(0.0, (due - time.time_ns()) / 1e9)):
-            self._poll(source)
+            try:
+                self._poll(source)
+            except Exception:  # a bug of ours on some input: this source's loop must go on
+                if self._errors_log.ready():
+                    log.exception("source rows failed", extra=fields(channel=self.channel.path))
             self.polls_done += 1
             # The next slot of the grid after now: a poll that overran skips the slots it missed.
             due = max(due + tick_ns, (time.time_ns() // tick_ns + 1) * tick_ns)
@@ -300,7 +304,10 @@ class SourceChannels:
         """Publish what the sources handed over; True if time ran out with some left.
 
         `refuse(path, why)` is told of a source that could not be made; its channel stops.
+        Costs nothing (no system call) while no source has handed anything over.
         """
+        if not self.waker.pending:
+            return False
         self.waker.clear()
         give_up_at = time.monotonic_ns() + DRAIN_BUDGET_NS
         for path, running in list(self._running.items()):
