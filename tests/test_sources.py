@@ -277,10 +277,17 @@ def test_stop_is_fenced_by_epoch() -> None:
 
 
 @pytest.fixture(scope="module")
-def single() -> Iterator[Pipeline]:
+def closed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the `flaky` source leaves a file when it is closed."""
+    return tmp_path_factory.mktemp("closed")
+
+
+@pytest.fixture(scope="module")
+def single(closed_dir: Path) -> Iterator[Pipeline]:
     """A broker and one worker (so every channel shares it), with the test sources on its path."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", str(TEST_SOURCES))
+        patch.setenv("ZMQSTREAM_TEST_CLOSED_DIR", str(closed_dir))
         pipeline = Pipeline(1, broker_args=["--plugin-lease-s", "1"])
     try:
         yield pipeline
@@ -377,15 +384,18 @@ def test_a_source_that_cannot_be_made_is_refused_and_one_that_raises_is_retried(
     assert single.workers[0].poll() is None, "the worker lives on"
 
 
-def test_a_source_is_closed_after_its_last_subscriber(single: Pipeline, client: Client) -> None:
+def test_a_source_is_closed_after_its_last_subscriber(
+    single: Pipeline, client: Client, closed_dir: Path
+) -> None:
     path = "source-flaky-100"
     events = client(path)
     events.collect(lambda: bool(events.of(path)), timeout_s=20)
     events.close()  # no more heartbeats: the broker releases it after its 1 s lease
     deadline = time.monotonic() + 10
-    while not any(e.get("channel") == path for e in log_lines(single, "w1", "source stopped")):
-        assert time.monotonic() < deadline, "the source was never stopped"
+    while not (closed_dir / path).exists():
+        assert time.monotonic() < deadline, "the source was never closed"
         time.sleep(0.2)
+    assert any(e.get("channel") == path for e in log_lines(single, "w1", "source stopped"))
 
 
 def test_host_fields_decode_with_sensible_values(single: Pipeline, client: Client) -> None:

@@ -4,7 +4,9 @@ nothing installed."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 BLOCK_S = 3.0
@@ -43,13 +45,20 @@ class Broken:
 
 
 class Flaky:
-    """Raises on every other poll; rows on the others."""
+    """Raises on every other poll; rows on the others. Closed, it leaves a file named after
+    its channel in $ZMQSTREAM_TEST_CLOSED_DIR, for the test to see."""
 
     def __init__(self, channel: Any) -> None:
         self.polls = 0
+        self.path = channel.path
 
     def poll(self) -> list[dict[str, Any]]:
         self.polls += 1
         if self.polls % 2:
             raise OSError("device busy")
         return [{"ok": True}]
+
+    def close(self) -> None:
+        folder = os.environ.get("ZMQSTREAM_TEST_CLOSED_DIR")
+        if folder:
+            (Path(folder) / self.path).touch()
