@@ -37,9 +37,17 @@ def render(reply: protocol.StatusReply) -> str:
         "",
     ]
     lines += _table(
-        ["worker", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
+        ["worker", "role", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
         [
-            [w, i["pid"], i["channels"], i["load"], i["ticks_late"], i["seen_s_ago"]]
+            [
+                w,
+                i.get("role", "generator"),
+                i["pid"],
+                i["channels"],
+                i["load"],
+                i["ticks_late"],
+                i["seen_s_ago"],
+            ]
             for w, i in sorted(reply.workers.items())
         ],
     )
