@@ -109,9 +109,11 @@ class Segment:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close()  # writes the end-of-stream marker
             self.writer = None
         if self.file is not None:
+            self.file.flush()
+            self.size = self.file.tell()
             self.file.close()
             self.file = None
 
