@@ -12,7 +12,6 @@ reached, else 0.
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from services.common.config import env_name
+from services.cli.flags import add_access_flags
 from services.common.errors import PipelineError
 from services.common.rundir import default_run_dir
 from services.common.security import ClientKeys
@@ -158,11 +157,5 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the recorder")
     parser.add_argument("--batch-rows", type=int, default=500, help="most lines sent in one publish")
     parser.add_argument("--batch-ms", type=float, default=50.0, help="how long a batch waits for more lines")
-    for flag, help in (
-        ("curve-client-secret", "your CURVE .key_secret file, if the recorder uses CURVE"),
-        ("curve-server-public", "the recorder's public CURVE .key file (the broker's)"),
-        ("socket-group", "the group the run folder may belong to besides you and root"),
-    ):
-        env = env_name(flag.replace("-", "_"))
-        parser.add_argument(f"--{flag}", default=os.environ.get(env, ""), help=f"{help} [env {env}]")
+    add_access_flags(parser, "the recorder", "the recorder's (the broker's)")
     parser.set_defaults(run=run)

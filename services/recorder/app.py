@@ -25,11 +25,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from services.common import protocol, rundir
 from services.common.channels import PUBLISHED
@@ -39,7 +38,7 @@ from services.common.fields import Batch, InvalidRows
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
-from services.common.sockets import advertised, configure, host_of
+from services.common.sockets import advertised, configure, host_of, reconnect
 from services.recorder.intake import Budget, event_channel, is_source, publish_problem
 from services.recorder.ring import Rings
 from services.recorder.segments import Store
@@ -61,15 +60,25 @@ REPLY_MARGIN = 64 * 1024
 """Room left under MAX_CONTROL_BYTES for a HistoryReply's envelope."""
 LOG_EVERY = 1000
 """Refusals are logged first and then once per this many, not one line each."""
+Answer = Callable[[list[bytes], bool], protocol.Message | None]
+"""A request's frames, and whether its peer is past its share of the turn → the reply, if any."""
 
 
 class Recorder:
-    def __init__(self, settings: RecorderSettings, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    def __init__(
+        self,
+        settings: RecorderSettings,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        teardown: contextlib.ExitStack,
+    ) -> None:
+        """Load the disk's history, make the sockets; `teardown` closes what exists if a later step fails."""
         self.settings = settings
         self.epoch = time.time_ns()
         """One epoch per run: every published channel's placement while this process lives."""
         self.rings = Rings(settings.ring_rows, settings.ring_bytes, settings.ring_total_bytes)
         self.store: Store | None = None
+        self.sockets: list[zmq.Socket[bytes]] = []
+        teardown.callback(self.close)
         if settings.record_dir:
             self.store = Store(
                 Path(settings.record_dir),
@@ -90,25 +99,24 @@ class Recorder:
         keys = None
         if settings.curve_client_secret:
             keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
-        self.control = configure(ctx.socket(zmq.DEALER))
+
+        def socket(kind: int, **options: int) -> zmq.Socket[bytes]:
+            sock = configure(ctx.socket(kind), **options)
+            self.sockets.append(sock)
+            return sock
+
+        self.control = socket(zmq.DEALER)
         self.control.setsockopt(zmq.IMMEDIATE, 1)
-        self.frames = configure(ctx.socket(zmq.PUB), sndhwm=10_000)
-        self.sources = configure(
-            ctx.socket(zmq.SUB), rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES
-        )
+        self.frames = socket(zmq.PUB, sndhwm=10_000)
+        self.sources = socket(zmq.SUB, rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES)
         for sock in (self.control, self.frames, self.sources) if keys else ():
             secure_client(sock, keys)  # type: ignore[arg-type]
-        self.publish = configure(
-            ctx.socket(zmq.ROUTER),
-            sndhwm=REPLY_HWM * 64,
-            rcvhwm=REQUEST_HWM,
-            max_message_bytes=protocol.MAX_DATA_BYTES,
+        # A PublishReply is small: many may wait; a HistoryReply is up to 8 MiB: few may.
+        self.publish = socket(
+            zmq.ROUTER, sndhwm=256, rcvhwm=REQUEST_HWM, max_message_bytes=protocol.MAX_DATA_BYTES
         )
-        self.history = configure(
-            ctx.socket(zmq.ROUTER),
-            sndhwm=REPLY_HWM,
-            rcvhwm=REQUEST_HWM,
-            max_message_bytes=protocol.MAX_REQUEST_BYTES,
+        self.history = socket(
+            zmq.ROUTER, sndhwm=REPLY_HWM, rcvhwm=REQUEST_HWM, max_message_bytes=protocol.MAX_REQUEST_BYTES
         )
         if settings.curve_server_secret:
             for sock, domain in ((self.publish, b"publish"), (self.history, b"history")):
@@ -144,43 +152,29 @@ class Recorder:
             except ProtocolError as exc:
                 log.warning("control message refused", extra=fields(error=str(exc)[:300]))
                 continue
-            if isinstance(message, protocol.Welcome):
-                self._publish_to(advertised(message.frames_endpoint, host_of(self.settings.control_endpoint)))
-
-    def _publish_to(self, endpoint: str) -> None:
-        """(Re)connect the PUB to the broker's frames_in, as its Welcome names it."""
-        if endpoint == self.frames_endpoint:
-            return
-        if self.frames_endpoint:
-            self.frames.disconnect(self.frames_endpoint)
-        self.frames.connect(endpoint)
-        self.frames_endpoint = endpoint
-        log.info("publishing frames", extra=fields(endpoint=endpoint))
+            if not isinstance(message, protocol.Welcome):
+                continue
+            endpoint = advertised(message.frames_endpoint, host_of(self.settings.control_endpoint))
+            if endpoint != self.frames_endpoint:  # the frames_in its Welcome names, once per broker
+                self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)
+                log.info("publishing frames", extra=fields(endpoint=endpoint))
 
     # -- publishers ------------------------------------------------------------------
 
-    def handle_publishes(self) -> None:
-        served: dict[bytes, int] = {}
-        for _ in range(MESSAGES_PER_TURN):
-            try:
-                routing_id, *frames = self.publish.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            served[routing_id] = served.get(routing_id, 0) + 1
-            try:
-                if served[routing_id] > PER_PEER_PER_TURN:
-                    request_id = _request_id(frames)
-                    reply = protocol.PublishReply(
-                        request_id, 0, "too many publishes at once: wait for each reply before the next"
-                    )
-                else:
-                    reply = self._publish(frames)
-            except Exception:  # a bug of ours on some input: that message fails, the recorder goes on
-                log.exception("publish failed")
-                reply = protocol.PublishReply(0, 0, "the recorder failed on this publish (see its log)")
-            if reply.error:
-                self._refusal("publish refused", reply.error)
-            self._reply(self.publish, routing_id, reply)
+    def _answer_publish(self, frames: list[bytes], over_share: bool) -> protocol.PublishReply:
+        try:
+            if over_share:
+                reply = protocol.PublishReply(
+                    _request_id(frames), 0, "too many publishes at once: wait for each reply before the next"
+                )
+            else:
+                reply = self._publish(frames)
+        except Exception:  # a bug of ours on some input: that message fails, the recorder goes on
+            log.exception("publish failed")
+            reply = protocol.PublishReply(0, 0, "the recorder failed on this publish (see its log)")
+        if reply.error:
+            self._refusal("publish refused", reply.error)
+        return reply
 
     def _publish(self, frames: list[bytes]) -> protocol.PublishReply:
         size = sum(len(frame) for frame in frames)
@@ -263,22 +257,14 @@ class Recorder:
 
     # -- history ---------------------------------------------------------------------
 
-    def handle_history(self) -> None:
-        served: dict[bytes, int] = {}
-        for _ in range(MESSAGES_PER_TURN):
-            try:
-                routing_id, *frames = self.history.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            served[routing_id] = served.get(routing_id, 0) + 1
-            if served[routing_id] > PER_PEER_PER_TURN:
-                continue  # a peer asking this fast is not waiting for answers
-            try:
-                reply = self._history(frames)
-            except Exception:
-                log.exception("history request failed")
-                reply = _history_error("", "", "the recorder failed on this request (see its log)")
-            self._reply(self.history, routing_id, reply)
+    def _answer_history(self, frames: list[bytes], over_share: bool) -> protocol.HistoryReply | None:
+        if over_share:
+            return None  # a peer asking this fast is not waiting for answers
+        try:
+            return self._history(frames)
+        except Exception:
+            log.exception("history request failed")
+            return _history_error("", "", "the recorder failed on this request (see its log)")
 
     def _history(self, frames: list[bytes]) -> protocol.HistoryReply:
         try:
@@ -312,6 +298,23 @@ class Recorder:
 
     # -- common ----------------------------------------------------------------------
 
+    def serve(self, sock: zmq.Socket[bytes], answer: Answer) -> None:
+        """Answer what is queued on a ROUTER, at most PER_PEER_PER_TURN messages of each peer in full.
+
+        libzmq reads the peers round-robin, so a flooding peer gets its share of a turn and
+        no more; past PER_PEER_PER_TURN its messages are not even checked.
+        """
+        served: dict[bytes, int] = {}
+        for _ in range(MESSAGES_PER_TURN):
+            try:
+                routing_id, *frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            served[routing_id] = served.get(routing_id, 0) + 1
+            reply = answer(frames, served[routing_id] > PER_PEER_PER_TURN)
+            if reply is not None:
+                self._reply(sock, routing_id, reply)
+
     def _reply(self, sock: zmq.Socket[bytes], routing_id: bytes, message: protocol.Message) -> None:
         with contextlib.suppress(zmq.Again):  # a peer that does not read loses its replies
             sock.send_multipart([routing_id, *protocol.encode(message)], zmq.NOBLOCK)
@@ -341,15 +344,18 @@ class Recorder:
             if self.sources in ready:
                 self.handle_sources()
             if self.publish in ready:
-                self.handle_publishes()
+                self.serve(self.publish, self._answer_publish)
             if self.history in ready:
-                self.handle_history()
+                self.serve(self.history, self._answer_history)
 
     def close(self) -> None:
+        """Write what is pending to the segments, close every socket (then ctx.term returns)."""
         if self.store is not None:
             self.store.close()
-        for sock in (self.control, self.frames, self.sources, self.publish, self.history):
+            self.store = None
+        for sock in self.sockets:
             sock.close()
+        self.sockets.clear()
 
 
 def _request_id(frames: list[bytes]) -> int:
@@ -368,38 +374,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = RecorderSettings.load(argv)
     setup_logging()
     stop = install_stop_handlers()
-    bound = (settings.publish_endpoint, settings.history_endpoint)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    auth: ThreadAuthenticator | None = None
-    recorder: Recorder | None = None
-    try:
-        for folder in {f for f in map(rundir.ipc_folder, bound) if f is not None}:
-            rundir.prepare(folder, settings.socket_group)
-        if settings.curve_server_secret:
-            auth = start_authenticator(ctx, settings.curve_authorized_dir, domain="history")
-            authorize(auth, "publish", settings.publish_authorized_dir)
-        recorder = Recorder(settings, ctx)
-        rundir.share_sockets(bound, settings.socket_group)
-    except (zmq.ZMQError, PipelineError, OSError) as exc:
-        log.error("cannot start", extra=fields(error=str(exc)))
-        if recorder is not None:
-            recorder.close()
-        if auth is not None:
-            auth.stop()
-        ctx.term()
-        return 1
-    log.info(
-        "recorder ready",
-        extra=fields(
-            publish=settings.publish_endpoint, history=settings.history_endpoint, epoch=recorder.epoch
-        ),
-    )
-    try:
+    with contextlib.ExitStack() as teardown:  # in reverse: the recorder, the authenticator, the context
+        teardown.callback(ctx.term)
+        try:
+            recorder = start(settings, ctx, teardown)
+        except (zmq.ZMQError, PipelineError, OSError) as exc:
+            log.error("cannot start", extra=fields(error=str(exc)))
+            return 1
+        log.info(
+            "recorder ready",
+            extra=fields(
+                publish=settings.publish_endpoint, history=settings.history_endpoint, epoch=recorder.epoch
+            ),
+        )
         recorder.run(stop)
-    finally:
-        recorder.close()
-        if auth is not None:
-            auth.stop()
-        ctx.term()
-        log.info("recorder stopped")
+    log.info("recorder stopped")
     return 0
+
+
+def start(
+    settings: RecorderSettings, ctx: zmq.Context[zmq.Socket[bytes]], teardown: contextlib.ExitStack
+) -> Recorder:
+    """Prepare the run folder, authentication and sockets; what to undo goes on `teardown`."""
+    bound = (settings.publish_endpoint, settings.history_endpoint)
+    for folder in {f for f in map(rundir.ipc_folder, bound) if f is not None}:
+        rundir.prepare(folder, settings.socket_group)
+    if settings.curve_server_secret:
+        auth = start_authenticator(ctx, settings.curve_authorized_dir, domain="history")
+        teardown.callback(auth.stop)
+        authorize(auth, "publish", settings.publish_authorized_dir)
+    recorder = Recorder(settings, ctx, teardown)
+    rundir.share_sockets(bound, settings.socket_group)
+    return recorder
