@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import zmq
-from support import Pipeline
+from support import ROOT, Pipeline
 
 from services.cli.status import fetch
 from services.common import protocol
@@ -117,6 +120,20 @@ def recorded(reply: protocol.HistoryReply | None) -> tuple[list[int], list[Colum
     assert reply is not None, "no HistoryReply"
     assert not reply.error, reply.error
     return reply.times, reply.columns
+
+
+def publish_cli(
+    run_dir: Path | str, channel: str, lines: list[str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`zmqstream publish` as a user runs it, `lines` on its stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "publish", channel, "--run-dir", str(run_dir), *extra],
+        cwd=ROOT,
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def now_ms() -> float:

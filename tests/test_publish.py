@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 import zmq
-from recording import Spy, history, now_ms, recorded, recording_pipeline
+from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline
 from support import ROOT, Pipeline
 
 from services.common import fields
@@ -23,21 +23,6 @@ from services.publish import Publisher, Unreachable
 def pipeline() -> Iterator[Pipeline]:
     with recording_pipeline() as pipeline:
         yield pipeline
-
-
-def publish(
-    run_dir: Path | str, channel: str, lines: list[str], *extra: str
-) -> subprocess.CompletedProcess[str]:
-    """`zmqstream publish` as a user runs it, lines on its stdin."""
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "publish", channel, "--run-dir", str(run_dir), *extra],
-        cwd=ROOT,
-        env=os.environ,
-        input="".join(line + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def line(time_ms: float, **values: object) -> str:
@@ -53,7 +38,7 @@ def test_published_lines_reach_frames_out_and_history_with_their_own_times(pipel
     ]
     spy = Spy(pipeline, b"pub-cli\0")
     try:
-        result = publish(pipeline.run_dir, "pub-cli", lines)
+        result = publish_cli(pipeline.run_dir, "pub-cli", lines)
         received = spy.events(count=3)
     finally:
         spy.close()
@@ -77,7 +62,7 @@ def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: 
         line(now_ms() + 86_400_000, temp=3.0, door=True),  # a day ahead
         line(start + 3, temp=4.0, door=True),
     ]
-    result = publish(pipeline.run_dir, "pub-lines", lines)
+    result = publish_cli(pipeline.run_dir, "pub-lines", lines)
     assert result.returncode == 1
     assert "line 2 refused:" in result.stderr
     assert "field 'temp' is string" in result.stderr
@@ -92,7 +77,7 @@ def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: 
 
 def test_lines_arrive_in_batches(pipeline: Pipeline) -> None:
     start = now_ms() - 30_000
-    result = publish(pipeline.run_dir, "pub-many", [line(start + i, v=i) for i in range(900)])
+    result = publish_cli(pipeline.run_dir, "pub-many", [line(start + i, v=i) for i in range(900)])
     assert result.returncode == 0, result.stderr
     times, _ = recorded(history(pipeline.history_endpoint, "pub-many", max_rows=2000))
     assert len(times) == 900
@@ -101,7 +86,7 @@ def test_lines_arrive_in_batches(pipeline: Pipeline) -> None:
 def test_no_recorder_is_said_at_once(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o700)
     started = time.monotonic()
-    result = publish(tmp_path, "pub-x", [line(now_ms(), v=1)])
+    result = publish_cli(tmp_path, "pub-x", [line(now_ms(), v=1)])
     assert result.returncode == 1
     assert f"no recorder at ipc://{tmp_path}/publish" in result.stderr
     assert time.monotonic() - started < 10

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
+import orjson
 import pytest
 import zmq
-from recording import Spy, history, now_ms, recorded, recording_pipeline, wait_for_recorder
+from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline, wait_for_recorder
 from support import Pipeline
 
 from services.cli.status import fetch
@@ -119,6 +121,67 @@ def test_a_publisher_flooding_over_the_rate_is_refused_and_others_still_publish(
         began = time.monotonic()
         assert calm.publish("pub-calm", rows(start, 1)) == 1
         assert time.monotonic() - began < 1
+
+
+def test_a_publisher_that_floods_without_reading_costs_only_itself(pipeline: Pipeline) -> None:
+    stop = threading.Event()
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        base = time.time_ns() - 600 * 1_000_000_000
+        with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+            sock.linger = 0
+            sock.connect(pipeline.publish_endpoint)
+            while not stop.is_set():
+                frames = protocol.encode(
+                    protocol.Publish(sent, "pub-flooder", [base + sent], [Column("v", fields.INT64, [sent])])
+                )
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                    sent += 1
+                except zmq.Again:
+                    time.sleep(0.0005)
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        time.sleep(0.5)
+        waits = []
+        start = now_ms() - 30_000
+        with Publisher(pipeline.publish_endpoint) as calm:
+            for i in range(10):
+                began = time.monotonic()
+                assert calm.publish("pub-calm-beside-flood", rows(start + i * 100, 1)) == 1
+                waits.append(time.monotonic() - began)
+    finally:
+        stop.set()
+        flooder.join()
+    print(
+        f"\n[figure] beside a flood of {sent} publishes: a publish answered within {max(waits) * 1000:.1f} ms"
+    )
+    assert sent > 1000
+    assert max(waits) < 0.5
+    assert pipeline.recorder is not None
+    assert pipeline.recorder.poll() is None
+
+
+def test_a_history_reply_stays_under_what_a_client_accepts() -> None:
+    with recording_pipeline(["--max-rows-per-s", "100000", "--max-publish-bytes", "2000000"]) as pipeline:
+        start = now_ms() - 60_000
+        text = "x" * 1000
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            for k in range(5):
+                batch = [{"time": start + k * 2000 + i, "s": text} for i in range(1900)]
+                assert publisher.publish("pub-big", batch) == 1900
+        reply = history(pipeline.history_endpoint, "pub-big", max_rows=100_000)
+        assert reply is not None
+        assert reply.truncated
+        size = sum(map(len, protocol.encode(reply)))
+        print(f"\n[figure] history of 9,500 rows of 1 kB: {len(reply.times)} rows in {size} bytes")
+        assert size < protocol.MAX_CONTROL_BYTES
+        assert reply.times[-1] == round((start + 4 * 2000 + 1899) * 1e6)
+        assert len(reply.times) > 4000
 
 
 def test_garbage_on_both_routers_does_not_kill_the_recorder(pipeline: Pipeline) -> None:
@@ -312,6 +375,16 @@ def test_with_curve_only_authorized_publishers_get_in_and_a_refused_one_leaves_n
                 intruder.publish("pub-secure", rows(now_ms() - 1000, 1))
             with Publisher(pipeline.publish_endpoint, timeout_s=1) as plain, pytest.raises(Unreachable):
                 plain.publish("pub-secure", rows(now_ms() - 1000, 1))
+            intruder_keys = ["--curve-client-secret", str(keys / "intruder.key_secret")]
+            cli = publish_cli(
+                pipeline.run_dir,
+                "pub-secure",
+                [orjson.dumps({"time": now_ms() - 1000, "v": 1}).decode()],
+                *intruder_keys,
+                *["--curve-server-public", str(keys / "broker.key"), "--timeout", "2"],
+            )
+            assert cli.returncode == 1
+            assert "CURVE refused by the recorder" in cli.stderr
             assert spy.events(wait_s=0.5) == [], "a refused publisher's rows reached frames_out"
             assert history(pipeline.history_endpoint, "pub-secure", keys=key("plugin")).error  # type: ignore[union-attr]
 
