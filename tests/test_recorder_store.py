@@ -12,7 +12,14 @@ import pytest
 from services.common import fields
 from services.common.fields import Batch, Column
 from services.common.rundir import UntrustedRunDir
-from services.recorder.intake import SCHEMA_MARK, Budget, publish_problem, schema_of_refusal, stamp
+from services.recorder.intake import (
+    SCHEMA_MARK,
+    Budget,
+    publish_problem,
+    schema_of_refusal,
+    size_problem,
+    stamp,
+)
 from services.recorder.ring import Rings, batch_bytes
 from services.recorder.segments import SUFFIX, Store
 
@@ -80,7 +87,7 @@ def test_a_query_returns_the_last_rows_of_its_range() -> None:
 
 def test_publish_checks_say_what_is_wrong() -> None:
     rows = batch(10 * SECOND, 3)
-    check = {"size": 100, "max_bytes": 1000, "schema": rows.schema, "now_ns": 100 * SECOND, "skew_ns": SECOND}
+    check = {"schema": rows.schema, "now_ns": 100 * SECOND, "skew_ns": SECOND}
     assert publish_problem("pub-a", rows, last_time=9 * SECOND, **check) == ""  # type: ignore[arg-type]
     assert "not after the channel's last row (1970-01-01T00:00:10Z)" in publish_problem(
         "pub-a",
@@ -93,6 +100,8 @@ def test_publish_checks_say_what_is_wrong() -> None:
     assert SCHEMA_MARK in problem
     assert schema_of_refusal(problem) == rows.schema
     assert schema_of_refusal("no schema here") is None
+    assert size_problem(1000, 1000) == ""
+    assert "the message is 1001 bytes, the limit is 1000" in size_problem(1001, 1000)
     assert stamp(1_500_000_000) == "1970-01-01T00:00:01.5Z"
     budget = Budget(100.0, 100.0, 0.0)
     assert budget.allows(100, 0.0)

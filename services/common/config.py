@@ -233,6 +233,10 @@ class WorkerSettings(CurveClientSettings, RunDirSettings):
             raise ConfigError(f"ticker_cpu must be -1 or one of {sorted(usable)}, got {self.ticker_cpu}")
 
 
+MAX_RECORDED_CHANNELS = 10_000
+"""A recorder heartbeat listing this many published channels is ~0.8 MiB, under the broker's 1 MiB."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RecorderSettings(CurveClientSettings, RunDirSettings):
     """The recorder: published channels, and the recent history of every event channel."""
@@ -291,6 +295,10 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
             "segment_s",
             "segment_bytes",
         )
+        if self.max_channels > MAX_RECORDED_CHANNELS:  # its heartbeat lists them: under the broker's 1 MiB
+            raise ConfigError(
+                f"max_channels must be at most {MAX_RECORDED_CHANNELS}, got {self.max_channels}"
+            )
         if self.max_publish_bytes > MAX_DATA_BYTES // 2:
             raise ConfigError(
                 f"max_publish_bytes must be at most {MAX_DATA_BYTES // 2} (frames stay under 4 MiB)"

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import msgpack
 import zmq
 
 from services.common import protocol, rundir
@@ -39,7 +40,7 @@ from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
 from services.common.sockets import advertised, configure, host_of, reconnect
-from services.recorder.intake import Budget, event_channel, is_source, publish_problem
+from services.recorder.intake import Budget, event_channel, is_source, publish_problem, size_problem
 from services.recorder.ring import Rings
 from services.recorder.segments import Store
 
@@ -49,7 +50,8 @@ TURN_MS = 50
 MESSAGES_PER_TURN = 256
 """Messages read from one socket per turn, so no socket starves the others."""
 PER_PEER_PER_TURN = 16
-"""Publishes or history requests served per peer per turn; more are refused unread-through."""
+"""Publishes or history requests checked per peer per turn; its others in that turn are refused
+unchecked (a publish) or dropped (a history request: a peer asking this fast is not waiting)."""
 FLUSH_S = 1.0
 """How often accepted rows are written to the segments (what a crash may lose)."""
 REQUEST_HWM = 16
@@ -177,7 +179,9 @@ class Recorder:
         return reply
 
     def _publish(self, frames: list[bytes]) -> protocol.PublishReply:
-        size = sum(len(frame) for frame in frames)
+        too_big = size_problem(sum(len(frame) for frame in frames), self.settings.max_publish_bytes)
+        if too_big:
+            return protocol.PublishReply(_request_id(frames), 0, too_big)
         try:
             message = protocol.expect(frames, protocol.Publish)
         except ProtocolError as exc:
@@ -189,8 +193,6 @@ class Recorder:
         problem = publish_problem(
             channel,
             batch,
-            size=size,
-            max_bytes=self.settings.max_publish_bytes,
             schema=ring.schema if ring else None,
             last_time=ring.last_time if ring else None,
             now_ns=now_ns,
@@ -359,11 +361,19 @@ class Recorder:
 
 
 def _request_id(frames: list[bytes]) -> int:
-    """The request id of a Publish we will not read through, if it is one; else 0."""
-    try:
-        return protocol.expect(frames, protocol.Publish).request_id
-    except ProtocolError:
+    """The request id of a Publish we will not check (too large, or past its peer's share); else 0.
+
+    Only the msgpack is read (C code, bounded by the socket's message limit), none of the
+    per-value checks that make a Publish costly.
+    """
+    if len(frames) != 2 or frames[0] != bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.PUBLISH)):
         return 0
+    try:
+        body = msgpack.unpackb(frames[1])
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return 0
+    request_id = body.get("request_id") if isinstance(body, dict) else None
+    return request_id if type(request_id) is int and -(2**63) <= request_id < 2**63 else 0
 
 
 def _history_error(request_id: str, channel: str, error: str) -> protocol.HistoryReply:

@@ -65,8 +65,6 @@ def publish_problem(
     channel: str,
     batch: Batch,
     *,
-    size: int,
-    max_bytes: int,
     schema: Schema | None,
     last_time: int | None,
     now_ns: int,
@@ -78,8 +76,6 @@ def publish_problem(
             f"{channel[:120]!r} is not a channel you can publish to: name it pub-<name>, the name of "
             "lower-case letters, digits, '_', '.' and '-' (at most 64)"
         )
-    if size > max_bytes:
-        return f"the message is {size} bytes, the limit is {max_bytes}: publish fewer rows at a time"
     if not batch.times:
         return "no rows: a publish carries at least one row"
     if schema is not None:
@@ -98,6 +94,13 @@ def publish_problem(
             f"time {stamp(batch.times[-1])} is {ahead_ns / 1e9:.1f} s ahead of the recorder's clock "
             f"(at most {skew_ns / 1e6:g} ms is allowed): check the publisher's clock and its times' time zone"
         )
+    return ""
+
+
+def size_problem(size: int, max_bytes: int) -> str:
+    """'' if a Publish of `size` bytes may be read at all, else what to do (checked before decoding it)."""
+    if size > max_bytes:
+        return f"the message is {size} bytes, the limit is {max_bytes}: publish fewer rows at a time"
     return ""
 
 
