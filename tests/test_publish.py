@@ -61,6 +61,7 @@ def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: 
         "not json",
         line(now_ms() + 86_400_000, temp=3.0, door=True),  # a day ahead
         line(start + 3, temp=4.0, door=True),
+        line(start + 4, temp=5.0, door=True, note="x" * 200_000),  # longer than a line may be
     ]
     result = publish_cli(pipeline.run_dir, "pub-lines", lines)
     assert result.returncode == 1
@@ -69,7 +70,8 @@ def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: 
     assert "line 3 refused: not JSON" in result.stderr
     assert "line 4 refused: time" in result.stderr
     assert "ahead of the recorder's clock" in result.stderr
-    assert "2 rows published to pub-lines, 3 lines refused" in result.stderr
+    assert "line 6 refused: the line is longer than 131072 characters" in result.stderr
+    assert "2 rows published to pub-lines, 4 lines refused" in result.stderr
     times, columns = recorded(history(pipeline.history_endpoint, "pub-lines"))
     assert times == [round(start * 1e6), round((start + 3) * 1e6)]
     assert columns[1].values == [True, True]

@@ -29,7 +29,10 @@ from services.publish import Publisher, Refused, Unreachable
 
 BATCH_BYTES = 256 * 1024
 """A batch is sent once its lines reach this many bytes, well under the recorder's message limit."""
-MAX_LINE_BYTES = 1024 * 1024
+MAX_LINE_BYTES = 128 * 1024
+"""A row has at most 64 fields of 1,024-character strings: a longer line is refused unread."""
+QUEUED_LINES = 1000
+"""Lines read ahead of the publishing: at most 128 MiB, mostly far less."""
 END = None
 
 
@@ -39,23 +42,30 @@ class Lines(threading.Thread):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(name="stdin", daemon=True)
         self.stream = stream
-        self.queue: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=10_000)
+        self.queue: queue.Queue[tuple[int, str | None] | None] = queue.Queue(maxsize=QUEUED_LINES)
+        """(line number, its text or None if it is too long), then END."""
 
     def run(self) -> None:
-        for number, line in enumerate(self.stream, 1):
-            if line.strip():
+        number = 0
+        while line := self.stream.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
+                while (rest := self.stream.readline(MAX_LINE_BYTES)) and not rest.endswith("\n"):
+                    pass  # the rest of a line too long to keep
+                self.queue.put((number, None))
+            elif line.strip():
                 self.queue.put((number, line))
         self.queue.put(END)
 
 
-def batches(lines: Lines, rows: int, wait_s: float) -> Iterator[list[tuple[int, str]]]:
+def batches(lines: Lines, rows: int, wait_s: float) -> Iterator[list[tuple[int, str | None]]]:
     """Up to `rows` lines (or BATCH_BYTES), whatever came within `wait_s` of the batch's first line."""
     done = False
     while not done:
         first = lines.queue.get()
         if first is END:
             return
-        batch, size = [first], len(first[1])
+        batch, size = [first], len(first[1] or "")
         deadline = time.monotonic() + wait_s
         while len(batch) < rows and size < BATCH_BYTES:
             try:
@@ -66,7 +76,7 @@ def batches(lines: Lines, rows: int, wait_s: float) -> Iterator[list[tuple[int, 
                 done = True
                 break
             batch.append(item)
-            size += len(item[1])
+            size += len(item[1] or "")
         yield batch
 
 
@@ -81,12 +91,12 @@ class Run:
         self.refused += 1
         print(f"zmqstream publish: line {number} refused: {reason}", file=sys.stderr)
 
-    def send(self, lines: list[tuple[int, str]]) -> None:
+    def send(self, lines: list[tuple[int, str | None]]) -> None:
         """Publish the lines as one batch; if refused, line by line (Unreachable goes up)."""
         records: list[tuple[int, Any]] = []
         for number, line in lines:
-            if len(line) > MAX_LINE_BYTES:
-                self.refuse(number, f"the line is {len(line)} bytes, the limit is {MAX_LINE_BYTES}")
+            if line is None:
+                self.refuse(number, f"the line is longer than {MAX_LINE_BYTES} characters")
                 continue
             try:
                 records.append((number, orjson.loads(line)))
