@@ -153,6 +153,23 @@ def test_segments_rotate_and_are_pruned_by_age_and_bytes(tmp_path: Path) -> None
     writer.close()
 
 
+def test_a_segment_older_than_segment_s_is_closed_and_the_next_rows_begin_another(tmp_path: Path) -> None:
+    now = time.time_ns()
+    writer = store(tmp_path / "record", segment_s=0.05)
+    writer.write("pub-a", batch(now - 10 * SECOND, 2))
+    writer.flush()
+    time.sleep(0.1)
+    writer.flush()  # closes the old one, even with nothing to write
+    writer.write("pub-a", batch(now - 5 * SECOND, 2))
+    writer.close()
+    assert len(list((tmp_path / "record" / "pub-a").iterdir())) == 2
+    loaded = store(tmp_path / "record").load(max_rows=10**6)
+    assert (
+        fields.concat(loaded["pub-a"]).times
+        == batch(now - 10 * SECOND, 2).times + batch(now - 5 * SECOND, 2).times
+    )
+
+
 def test_a_truncated_segment_loads_up_to_its_damage(tmp_path: Path) -> None:
     folder = tmp_path / "record"
     now = time.time_ns()
