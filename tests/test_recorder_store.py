@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common import fields
 from services.common.fields import Batch, Column
@@ -198,3 +200,36 @@ def test_a_record_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     loose.chmod(0o777)
     with pytest.raises(UntrustedRunDir, match="writable by others"):
         store(loose)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(
+        st.tuples(st.sampled_from(["pub-a", "pub-b", "source-s-100"]), st.integers(1, 300)), max_size=30
+    ),
+    ring_rows=st.integers(1, 500),
+    ring_kib=st.integers(1, 200),
+    total_kib=st.integers(1, 300),
+)
+def test_rings_stay_within_every_bound_and_keep_each_channels_newest_rows(
+    sizes: list[tuple[str, int]], ring_rows: int, ring_kib: int, total_kib: int
+) -> None:
+    rings = Rings(ring_rows, ring_kib * 1024, total_kib * 1024)
+    added: dict[str, list[int]] = {}
+    clock = 0
+    for channel, count in sizes:
+        rows = batch(clock, count, step=1)
+        clock += count
+        rings.add(channel, rows)
+        added.setdefault(channel, []).extend(rows.times)
+        assert rings.bytes <= rings.total_bytes
+        assert rings.bytes == sum(r.bytes for r in rings.channels.values())
+        for name, ring in rings.channels.items():
+            assert ring.rows <= ring_rows
+            assert ring.bytes <= ring_kib * 1024
+            assert ring.last_time == added[name][-1]
+            found = rings.query(name, 0, 2**62, 10**6)
+            assert found is not None
+            kept = found[0].times
+            assert len(kept) == ring.rows
+            assert kept == added[name][len(added[name]) - len(kept) :], "not the newest rows, in order"
