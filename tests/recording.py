@@ -19,6 +19,7 @@ from services.common.errors import PipelineError
 from services.common.fields import Column
 from services.common.probe import Access
 from services.common.security import ClientKeys, secure_client
+from services.publish import Publisher, Refused
 
 READY_S = 20.0
 
@@ -57,10 +58,25 @@ def recording_pipeline(
         pipeline.close()
 
 
-class Spy:
-    """A SUB on the broker's frames_out: what any plugin would receive of some channels."""
+WARMUP = "pub-spy-warmup"
 
-    def __init__(self, pipeline: Pipeline, prefix: bytes, keys: ClientKeys | None = None) -> None:
+
+class Spy:
+    """A SUB on the broker's frames_out: what any plugin would receive of some channels.
+
+    A subscription reaches the recorder's PUB a while after it is made (through the
+    broker's XPUB and XSUB); rows published before then are not sent. So the spy also
+    subscribes to WARMUP and publishes there until its own rows come back: its other
+    subscription, sent before, is in place by then.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        prefix: bytes,
+        keys: ClientKeys | None = None,
+        publisher_keys: ClientKeys | None = None,
+    ) -> None:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.linger = 0
@@ -68,17 +84,31 @@ class Spy:
             secure_client(self.sock, keys)
         self.sock.connect(f"ipc://{pipeline.run_dir}/frames-out")
         self.sock.subscribe(prefix)
-        time.sleep(0.3)  # the subscription travels up to the recorder's PUB
+        self.sock.subscribe(protocol.topic(WARMUP))
+        deadline = time.monotonic() + READY_S
+        with Publisher(pipeline.publish_endpoint, publisher_keys) as publisher:
+            while not self._warm():
+                assert time.monotonic() < deadline, "the spy's subscription never reached the recorder"
+                with contextlib.suppress(Refused):  # the same millisecond as the last: not after it
+                    publisher.publish(WARMUP, [{"time": now_ms() - 100, "v": 1}])
+
+    def _warm(self) -> bool:
+        warm = False
+        while self.sock.poll(50):
+            channel, _ = protocol.decode_data(self.sock.recv())
+            warm = warm or channel == WARMUP
+        return warm
 
     def events(self, wait_s: float = 2.0, count: int = 1) -> list[tuple[str, protocol.Events]]:
-        """What arrives within `wait_s` (returning early once `count` messages came)."""
+        """What arrives within `wait_s` (returning early once `count` messages came), WARMUP aside."""
         found: list[tuple[str, protocol.Events]] = []
         deadline = time.monotonic() + wait_s
         while len(found) < count and (left := deadline - time.monotonic()) > 0:
             if self.sock.poll(max(1, int(left * 1000))):
                 channel, message = protocol.decode_data(self.sock.recv())
                 assert isinstance(message, protocol.Events)
-                found.append((channel, message))
+                if channel != WARMUP:
+                    found.append((channel, message))
         return found
 
     def close(self) -> None:

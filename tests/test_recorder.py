@@ -366,7 +366,7 @@ def test_with_curve_only_authorized_publishers_get_in_and_a_refused_one_leaves_n
         client("w1"),
         (str(keys / "plugin.key_secret"), str(keys / "broker.key")),
     ) as pipeline:
-        spy = Spy(pipeline, b"pub-", key("plugin"))
+        spy = Spy(pipeline, b"pub-", key("plugin"), key("publisher"))
         try:
             with (
                 Publisher(pipeline.publish_endpoint, key("intruder"), timeout_s=2) as intruder,
