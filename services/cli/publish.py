@@ -25,7 +25,7 @@ from services.cli.flags import add_access_flags
 from services.common.errors import PipelineError
 from services.common.rundir import default_run_dir
 from services.common.security import ClientKeys
-from services.publish import Publisher, Refused, Unreachable
+from services.publish import Publisher, Refused
 
 BATCH_BYTES = 256 * 1024
 """A batch is sent once its lines reach this many bytes, well under the recorder's message limit."""
@@ -134,11 +134,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for batch in batches(lines, args.batch_rows, args.batch_ms / 1000):
             job.send(batch)
-    except Unreachable as exc:
-        print(f"zmqstream publish: {exc}", file=sys.stderr)
-        return 1
-    except PipelineError as exc:  # an untrusted run folder, and the like
-        print(f"zmqstream publish: {exc}", file=sys.stderr)
+    except PipelineError as exc:  # Unreachable, an untrusted run folder: nothing more can go
+        print(f"zmqstream publish: {exc}; {job.published} rows were published before", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
