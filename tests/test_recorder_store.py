@@ -148,10 +148,23 @@ def test_segments_rotate_and_are_pruned_by_age_and_bytes(tmp_path: Path) -> None
         writer.flush(now)
     names = sorted(p.name for p in (folder / "pub-a").iterdir())
     assert len(names) == 2, "segments whose rows are all older than keep_s stay"
-    sizes = sum(p.stat().st_size for p in (folder / "pub-a").iterdir())
+    assert store(folder, keep_s=1.0).load(max_rows=10**6) == {}
+    assert not (folder / "pub-a").exists(), "a channel all of whose rows expired stays on disk"
+    writer.close()
+
+
+def test_the_oldest_segments_go_past_max_bytes(tmp_path: Path) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder, segment_bytes=1)
+    for k, channel in enumerate(["pub-a", "pub-b", "pub-a"]):
+        writer.write(channel, batch(now - (100 - k * 20) * SECOND, 5))
+        writer.flush(now)
+    sizes = sum(p.stat().st_size for p in folder.glob("*/*"))
     writer.max_bytes = sizes - 1
     writer.prune(now)
-    assert len(list((folder / "pub-a").iterdir())) == 1
+    assert sorted(p.parent.name for p in folder.glob("*/*")) == ["pub-a", "pub-b"]
+    assert min(int(p.stem) for p in folder.glob("pub-a/*")) == now - 60 * SECOND
     writer.close()
 
 

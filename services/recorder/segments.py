@@ -160,6 +160,10 @@ class Store:
             batches = self._load_channel(entry, files, horizon, max_rows)
             if batches:
                 loaded[channel] = batches
+            if not files.segments:  # all expired: the channel is forgotten, its folder too
+                del self.channels[channel]
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
         self.prune(now_ns)
         return loaded
 
@@ -220,7 +224,7 @@ class Store:
             if files.pending:
                 try:
                     self._append(channel, files)
-                except OSError as exc:  # a full disk must not stop the recorder: memory still serves
+                except (OSError, pa.ArrowException) as exc:  # a full disk must not stop the recorder
                     log.error("segment write failed", extra=log_fields(channel=channel, error=str(exc)))
                 files.pending.clear()
             current = files.segments[-1] if files.segments else None
