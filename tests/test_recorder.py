@@ -290,6 +290,8 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
             assert time.monotonic() < deadline, "the recorder never saw the source's rows"
             worker.send(protocol.events_frame(channel, 10, batch(1, 2)))
             time.sleep(0.1)
+        worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
+        worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
         worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
         worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # 2 again: only 3 is new
         worker.send(
