@@ -242,18 +242,18 @@ class Recorder:
 
     def _source_rows(self, frame: bytes) -> None:
         channel, message = protocol.decode_data(frame)
-        if not isinstance(message, protocol.Events) or not is_source(channel):
+        if not isinstance(message, protocol.Events) or not message.times or not is_source(channel):
             return
+        ring = self.rings.channels.get(channel)
+        if ring is None and len(self.rings.channels) >= self.settings.max_channels:
+            raise InvalidRows(f"{channel}: the recorder keeps at most {self.settings.max_channels} channels")
         if message.epoch < self.source_epochs.get(channel, 0):  # a worker its channel moved away from
             return
-        self.source_epochs[channel] = message.epoch
+        self.source_epochs[channel] = message.epoch  # kept for recorded channels only: bounded
         batch = message.batch
-        ring = self.rings.channels.get(channel)
         if ring is not None:
             batch = batch.after(ring.last_time)
             ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
-        elif len(self.rings.channels) >= self.settings.max_channels:
-            raise InvalidRows(f"{channel}: the recorder keeps at most {self.settings.max_channels} channels")
         if len(batch):
             self._record(channel, batch)
 
