@@ -402,3 +402,20 @@ def test_with_curve_only_authorized_publishers_get_in_and_a_refused_one_leaves_n
         assert len(reply.times) == 2
         assert history(pipeline.history_endpoint, "pub-secure", keys=key("publisher"), timeout_s=1) is None
         assert history(pipeline.history_endpoint, "pub-secure", timeout_s=1) is None
+
+
+def test_a_restarted_broker_learns_the_published_channels_from_the_recorder() -> None:
+    with recording_pipeline() as pipeline:
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            publisher.publish("pub-survivor", rows(now_ms() - 1000, 1))
+        pipeline.restart_broker()
+        wait_for_recorder(pipeline)
+        with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as plugin:
+            plugin.linger = 0
+            plugin.connect(pipeline.control_endpoint)
+            plugin.send_multipart(protocol.encode(protocol.Subscribe("p-after", "pub-survivor")))
+            assert plugin.poll(2000)
+            reply = protocol.expect(plugin.recv_multipart(), protocol.SubscribeReply)
+        assert reply.error == ""
+        assert reply.epoch != 0, "the new broker did not place the channel the recorder offers"
+        assert fetch(pipeline.control_endpoint, 2).channels["pub-survivor"]["worker"] == "recorder"
