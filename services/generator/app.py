@@ -27,7 +27,7 @@ from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, secure_client
-from services.common.sockets import advertised, configure, host_of
+from services.common.sockets import advertised, configure, host_of, reconnect
 from services.common.waveforms import registry
 from services.generator.ticker import Scheduler
 from services.sources import registry as source_registry
@@ -170,13 +170,9 @@ class Worker:
 
     def _publish_to(self, endpoint: str) -> None:
         """(Re)connect the PUB socket to the broker's frames_in, as the Welcome names it."""
-        if endpoint == self.frames_endpoint:
-            return
-        if self.frames_endpoint:
-            self.frames.disconnect(self.frames_endpoint)
-        self.frames.connect(endpoint)
-        self.frames_endpoint = endpoint
-        log.info("publishing frames", extra=fields(endpoint=endpoint))
+        if endpoint != self.frames_endpoint:
+            self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)
+            log.info("publishing frames", extra=fields(endpoint=endpoint))
 
     def _start(self, channel: str, epoch: int) -> None:
         if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
