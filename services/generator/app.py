@@ -267,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.ticker_cpu != -1:
         source_cpus = pin_ticker_thread(ctx, settings.ticker_cpu)
     worker = Worker(settings, ctx, source_cpus)
+    # Installed generators and sources are found now, not at the first StartTicker: scanning
+    # the entry points takes ~0.1 s, which would stall every ticker in a burst of starts.
+    registry()
+    source_registry()
     log.info("worker ready", extra=fields(worker=settings.worker_id, control=settings.control_endpoint))
     try:
         worker.run(stop)
