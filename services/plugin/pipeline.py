@@ -29,14 +29,16 @@ import zmq
 import zmq.asyncio
 
 from services.common import protocol, rundir
-from services.common.channels import ChannelSpec
+from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
+from services.plugin.events import EventQueue
 from services.plugin.link import Link
+from services.plugin.recorder import Recorder
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
 FRAMES_PER_TURN = 1000
@@ -182,8 +184,14 @@ class RowQueue:
 class Held:
     """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
 
-    spec: ChannelSpec
+    spec: ChannelSpec | EventChannel
     queues: list[RowQueue] = field(default_factory=list)
+    event_queues: list[EventQueue] = field(default_factory=list)
+    """An event channel's streams (its `queues` stay empty)."""
+
+    def all_queues(self) -> list[RowQueue | EventQueue]:
+        return [*self.queues, *self.event_queues]
+
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
 
@@ -271,11 +279,23 @@ class Pipeline:
     # -- streams -------------------------------------------------------------------
 
     def hold(self, spec: ChannelSpec, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
-        channel = spec.path
         queue = RowQueue(self.settings.stream_queue_bytes, on_drop)
+        self._hold(spec, queue)
+        return queue
+
+    def hold_events(
+        self, channel: EventChannel, on_drop: Callable[[int], None] = lambda rows: None
+    ) -> EventQueue:
+        """As `hold`, for an event channel: its Events go to an EventQueue."""
+        queue = EventQueue(self.settings.stream_queue_bytes, on_drop)
+        self._hold(channel, queue)
+        return queue
+
+    def _hold(self, spec: ChannelSpec | EventChannel, queue: RowQueue | EventQueue) -> None:
+        channel = spec.path
         if self.untrusted:
             queue.fail(self.untrusted)
-            return queue
+            return
         held = self.holders.get(channel)
         if held is None:
             held = self.holders[channel] = Held(spec)
@@ -283,15 +303,24 @@ class Pipeline:
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
-        held.queues.append(queue)
-        return queue
+        if isinstance(queue, EventQueue):
+            held.event_queues.append(queue)
+        else:
+            held.queues.append(queue)
 
-    def release(self, channel: str, queue: RowQueue) -> None:
+    def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
-        if held is None or queue not in held.queues:
+        if held is None:
             return
-        held.queues.remove(queue)
-        if not held.queues:
+        if isinstance(queue, EventQueue):
+            if queue not in held.event_queues:
+                return
+            held.event_queues.remove(queue)
+        elif queue in held.queues:
+            held.queues.remove(queue)
+        else:
+            return
+        if not held.queues and not held.event_queues:
             del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
@@ -345,7 +374,7 @@ class Pipeline:
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
             for held in self.holders.values():
-                for queue in held.queues:
+                for queue in held.all_queues():
                     queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
@@ -380,7 +409,7 @@ class Pipeline:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
                 if held := self.holders.get(channel):
-                    for queue in held.queues:
+                    for queue in held.all_queues():
                         queue.fail(error)
             case (
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
@@ -419,7 +448,7 @@ class Pipeline:
 
     def _on_rows(self, frame: bytes) -> None:
         try:
-            channel, rows = protocol.decode_rows(frame)
+            channel, rows = protocol.decode_data(frame)
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
@@ -431,6 +460,9 @@ class Pipeline:
                 self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {held.epoch}")
             return
         spec = held.spec
+        if isinstance(rows, protocol.Events) or isinstance(spec, EventChannel):
+            self._on_events(channel, held, rows)
+            return
         if len(rows.columns) != spec.series:
             self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
             return
@@ -442,6 +474,24 @@ class Pipeline:
         self.rows_received += count
         for queue in held.queues:
             queue.put(rows.first_tick, rows.columns)
+
+    def _on_events(self, channel: str, held: Held, message: protocol.Rows | protocol.Events) -> None:
+        """Events of an event channel (checked to every value by decode_data) into its queues."""
+        if type(message) is not protocol.Events or type(held.spec) is not EventChannel:
+            self._refuse(
+                "shape", f"{channel}: {type(message).__name__} for a channel that does not carry them"
+            )
+            return
+        batch = message.batch
+        if not batch.times:
+            return
+        ahead_ns = batch.times[-1] - time.time_ns()
+        if ahead_ns > self._skew_ns:
+            self._refuse("future", f"{channel}: an event {ahead_ns / 1e9:.3f} s ahead of this clock")
+            return
+        self.rows_received += len(batch)
+        for queue in held.event_queues:
+            queue.put(batch)
 
     def _refuse(self, reason: str, detail: str) -> None:
         self.frames_refused[reason] += 1
@@ -480,6 +530,8 @@ class Pipelines:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
+        self.recorder = Recorder(self.ctx, settings)
+        """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
         self.by_endpoint: dict[BrokerKey, Pipeline] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
@@ -531,6 +583,7 @@ class Pipelines:
                 await self._closer
         for pipeline in self.by_endpoint.values():
             await pipeline.close()
+        await self.recorder.close()
         self.ctx.term()
 
 
