@@ -11,9 +11,10 @@ as above; `source` streams the source named `source` every `tickInterval` ms
 (`source-<source>-<tick>`), `published` the published channel `channel` (`pub-<channel>`);
 either is checked as its path is (services.common.channels.parse_channel). `alias` and
 `unit` shape the frame, not the channel (services.plugin.display). Numbers may arrive as
-JSON numbers or numeric strings (form inputs). The spec is then checked by ChannelSpec.check and round-tripped through its
-canonical path, so a query is accepted exactly when the same stream would be, with the
-same limits and messages, and its values are seeded by the same path.
+JSON numbers or numeric strings (form inputs). The spec is then checked by
+ChannelSpec.check and round-tripped through its canonical path, so a query is accepted
+exactly when the same stream would be, with the same limits and messages, and its values
+are seeded by the same path.
 """
 
 from __future__ import annotations
