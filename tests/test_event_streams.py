@@ -15,8 +15,10 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import capture_events
 import orjson
 import pyarrow as pa
 import pytest
@@ -404,3 +406,8 @@ async def _queue_checks() -> None:
     assert first.batch.schema == rows(0, 1).schema
     assert second.batch is not None
     assert [c.name for c in second.batch.columns] == ["level"]
+
+
+def test_the_frontend_golden_event_packets_are_what_the_plugin_writes_today() -> None:
+    golden = (Path(__file__).parent / "golden" / "event_stream_packets.jsonl").read_bytes().splitlines()
+    assert golden == capture_events.packets()
