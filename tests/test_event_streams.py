@@ -242,10 +242,9 @@ def test_checkhealth_counts_generators_and_says_whether_a_recorder_is_alive(
     assert (details["workers"], details["recorders"]) == (1, 1)
 
 
-# -- without a recorder: said, not silent --------------------------------------------------
+# -- without a recorder: said, not silent (before any test starts one) ---------------------
 
 
-@pytest.mark.skipif(HAS_RECORDER, reason="a recorder answers history on this branch")
 def test_without_a_recorder_the_panel_and_querydata_say_so(host: PluginHost, pipeline: Pipeline) -> None:
     answer = host.subscribe("pub-nobody")
     assert answer.status == pb.SubscribeStreamResponse.OK
@@ -261,6 +260,13 @@ def test_without_a_recorder_the_panel_and_querydata_say_so(host: PluginHost, pip
     assert frame.names == ["time"]
     assert frame.meta is not None
     assert "no history for pub-nobody" in frame.meta["notices"][0]["text"]
+    stream = host.run_stream("pub-nobody")
+    try:
+        told = stream.read_notices()
+    finally:
+        stream.cancel()
+    assert told[0]["severity"] == "error"
+    assert "no history for pub-nobody" in told[0]["text"]
 
 
 # -- PublishStream ---------------------------------------------------------------------------
@@ -292,7 +298,6 @@ def test_publish_is_refused_to_viewers_to_datasources_not_opted_in_and_to_other_
     assert messages.count("publish refused") >= 9
 
 
-@pytest.mark.skipif(HAS_RECORDER, reason="a recorder answers publishes on this branch")
 def test_publish_without_a_recorder_is_not_found(host: PluginHost) -> None:
     status = publish(host, CHANNEL, {"temp": 21.5}, PUBLISHER_DS)
     assert status == pb.PublishStreamResponse.NOT_FOUND
@@ -348,6 +353,12 @@ def test_a_late_panel_gets_the_recorded_history_then_the_live_rows_without_dupli
     table = pa.ipc.open_file(pa.py_buffer(response.frames[0])).read_all()
     assert table.column("temp").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0]
     assert table.column("door").to_pylist()[-1] == "open"
+    # A panel that holds it all already gets no rows, and keeps its fields (not a bare time frame).
+    caught_up = StreamingFrame()
+    caught_up.push(host.subscribe(channel, data=orjson.dumps({"after": start_ms + 10})).data)
+    assert caught_up.names == ["time", "temp", "door"]
+    assert caught_up.times_ns == []
+    assert not caught_up.notices
 
 
 # -- the pieces, without processes -----------------------------------------------------------

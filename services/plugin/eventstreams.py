@@ -38,7 +38,7 @@ import orjson
 from services.common.channels import PUBLISHED, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, events, notices
+from services.plugin import backfill, events, frames, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
@@ -88,13 +88,28 @@ class EventStreams:
         batch, problem = await self._history(channel, from_ns, to_ns)
         if sent == backfill.NOTHING and batch.times:
             self.ledger.promise(key, batch.times[-1])
-        severity, text = (notices.ERROR, problem) if problem else (notices.INFO, _nothing_yet(channel))
         if batch.times:
             data = events.packet(batch, events.schema(batch.schema, shown))
+        elif problem:
+            data = notices.notice_packet(events.schema(None, shown), notices.ERROR, problem)
+        elif known := await self._latest_schema(channel, to_ns):
+            data = frames.schema_only(events.schema(known, shown))  # nothing new: the panel keeps its fields
         else:
-            data = notices.notice_packet(events.schema(None, shown), severity, text)
+            data = notices.notice_packet(events.schema(None, shown), notices.INFO, _nothing_yet(channel))
         self.metrics.sent("initial", len(batch), len(data))
         return data
+
+    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
+        """The schema of the channel's last recorded row, None if it has none.
+
+        A frame of other fields would replace the panel's (the browser keeps rows only
+        while the fields stay the same), so a frame without rows still carries the schema.
+        """
+        try:
+            batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
+        except RecorderUnavailable:
+            return None
+        return batch.schema if batch.times else None
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -128,11 +143,13 @@ class EventStreams:
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
-                text = problem or _nothing_yet(channel)
-                notice.shown = text
-                yield notices.notice_packet(
-                    notice.frame_schema, notices.ERROR if problem else notices.INFO, text
-                )
+                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                if known is not None:
+                    notice.frame_schema = events.schema(known, shown)  # the panel's fields, for later notices
+                else:
+                    notice.shown = problem or _nothing_yet(channel)
+                    severity = notices.ERROR if problem else notices.INFO
+                    yield notices.notice_packet(notice.frame_schema, severity, notice.shown)
             bridged = False
             while True:
                 if batch.times:

@@ -87,7 +87,9 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
                     channel = None
                     response, rows = refusal(400, str(exc)), 0
                 if isinstance(channel, EventChannel):
-                    response, rows = await self._events(channel, query, now_ns, held)
+                    response, rows, points = await self._events(channel, query, now_ns, held)
+                    held += points
+                    self.points_in_flight += points
                 if channel is None or isinstance(channel, EventChannel):
                     responses[query.refId] = response
                     self._count(query, response, rows)
@@ -114,12 +116,13 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
 
     async def _events(
         self, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
-    ) -> tuple[pb.DataResponse, int]:
-        """An event channel's recorded rows in the query's range, as one typed frame."""
+    ) -> tuple[pb.DataResponse, int, int]:
+        """An event channel's recorded rows in the query's range, as one typed frame; and the
+        rows and values (rows times fields) it holds."""
         try:
             from_ns, to_ns = _range_ns(query, now_ns)
         except InvalidChannel as exc:
-            return refusal(400, str(exc)), 0
+            return refusal(400, str(exc)), 0, 0
         max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
         shown = display.from_query(query.json)
         text = ""
@@ -128,11 +131,13 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         except RecorderUnavailable as exc:
             log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
             batch, truncated, text = None, False, f"no history for {channel.path}: {exc}"
+        points = 0
         if batch is not None:
+            points = len(batch) * max(1, len(batch.columns))
             try:
-                self._check_budget(len(batch) * max(1, len(batch.columns)), held)
+                self._check_budget(points, held)
             except OverBudget as exc:
-                return refusal(exc.status, str(exc)), 0
+                return refusal(exc.status, str(exc)), 0, 0
             if not batch.times:
                 text = f"nothing recorded in {channel.path} in this time range"
         meta: dict[str, Any] = {"typeVersion": [0, 0]}
@@ -147,7 +152,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         frame = await asyncio.to_thread(
             arrow.event_frame_file, times, columns, ref_id=query.refId, configs=configs, meta=meta
         )
-        return pb.DataResponse(frames=[frame], status=200), len(times)
+        return pb.DataResponse(frames=[frame], status=200), len(times), points
 
     def _check_budget(self, points: int, held: int) -> None:
         per_request, in_flight = self.settings.max_points_per_request, self.settings.max_points_in_flight
