@@ -154,19 +154,25 @@ def flowing(stream: LiveStream, standin: RecorderStandIn, epoch: int) -> int:
 
 # -- live Events through RunStream ----------------------------------------------------------
 
+Live = tuple[RecorderStandIn, int, LiveStream, int]
+"""The stand-in, its epoch, a RunStream of CHANNEL read in a thread, and the last time it relayed."""
 
-def test_typed_fields_reach_the_stream_as_the_sdk_writes_them(
-    host: PluginHost, recorder: tuple[RecorderStandIn, int]
-) -> None:
+
+@pytest.fixture
+def live(host: PluginHost, recorder: tuple[RecorderStandIn, int]) -> Iterator[Live]:
     standin, epoch = recorder
     stream = reading(host.run_stream(CHANNEL))
     try:
-        flowing(stream, standin, epoch)
-        at = time.time_ns()
-        standin.send(CHANNEL, epoch, rows(at, 8))
-        read_until(stream, lambda: at + 7_000_000 in stream.frame.times_ns)
+        yield standin, epoch, stream, flowing(stream, standin, epoch)
     finally:
         stream.cancel()
+
+
+def test_typed_fields_reach_the_stream_as_the_sdk_writes_them(live: Live) -> None:
+    standin, epoch, stream, _ = live
+    at = time.time_ns()
+    standin.send(CHANNEL, epoch, rows(at, 8))
+    read_until(stream, lambda: at + 7_000_000 in stream.frame.times_ns)
     frame = stream.frame
     assert [(f["name"], f["type"], f["typeInfo"]) for f in frame.fields] == [
         ("time", "time", {"frame": "time.Time"}),
@@ -185,39 +191,25 @@ def test_typed_fields_reach_the_stream_as_the_sdk_writes_them(
     assert all(a < b for a, b in itertools.pairwise(times))
 
 
-def test_stale_epoch_and_out_of_order_events_never_reach_the_stream(
-    host: PluginHost, recorder: tuple[RecorderStandIn, int]
-) -> None:
-    standin, epoch = recorder
-    stream = reading(host.run_stream(CHANNEL))
-    try:
-        last = flowing(stream, standin, epoch)
-        standin.send(CHANNEL, epoch - 1, rows(last + 50_000_000, 3, marker=666.0))  # a superseded placement
-        standin.send(CHANNEL, epoch, rows(last - 100_000_000, 3, marker=777.0))  # before what was sent
-        standin.send(CHANNEL, epoch, rows(last, 1, marker=888.0))  # the very time sent last
-        after = last + 200_000_000
-        standin.send(CHANNEL, epoch, rows(after, 2))
-        read_until(stream, lambda: after + 1_000_000 in stream.frame.times_ns)
-    finally:
-        stream.cancel()
+def test_stale_epoch_and_out_of_order_events_never_reach_the_stream(live: Live) -> None:
+    standin, epoch, stream, last = live
+    standin.send(CHANNEL, epoch - 1, rows(last + 50_000_000, 3, marker=666.0))  # a superseded placement
+    standin.send(CHANNEL, epoch, rows(last - 100_000_000, 3, marker=777.0))  # before what was sent
+    standin.send(CHANNEL, epoch, rows(last, 1, marker=888.0))  # the very time sent last
+    after = last + 200_000_000
+    standin.send(CHANNEL, epoch, rows(after, 2))
+    read_until(stream, lambda: after + 1_000_000 in stream.frame.times_ns)
     temps = stream.frame.column("temp")
     assert not {666.0, 777.0, 888.0} & set(temps)
     times = stream.frame.times_ns
     assert all(a < b for a, b in itertools.pairwise(times))
 
 
-def test_a_schema_change_goes_out_as_a_new_schema_not_mixed_rows(
-    host: PluginHost, recorder: tuple[RecorderStandIn, int]
-) -> None:
-    standin, epoch = recorder
-    stream = reading(host.run_stream(CHANNEL))
-    try:
-        last = flowing(stream, standin, epoch)
-        changed = Batch([last + 10_000_000, last + 11_000_000], [Column("level", "string", ["low", None])])
-        standin.send(CHANNEL, epoch, changed)
-        read_until(stream, lambda: stream.frame.names == ["time", "level"] and stream.frame.times_ns)
-    finally:
-        stream.cancel()
+def test_a_schema_change_goes_out_as_a_new_schema_not_mixed_rows(live: Live) -> None:
+    standin, epoch, stream, last = live
+    changed = Batch([last + 10_000_000, last + 11_000_000], [Column("level", "string", ["low", None])])
+    standin.send(CHANNEL, epoch, changed)
+    read_until(stream, lambda: stream.frame.names == ["time", "level"] and stream.frame.times_ns)
     assert stream.frame.column("level") == ["low", None]
     assert stream.frame.fields[1]["typeInfo"] == {"frame": "string", "nullable": True}
     for raw in stream.raw:  # every packet's data fits the schema it was sent under

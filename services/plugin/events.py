@@ -39,8 +39,50 @@ ROW_BYTES = 8
 """Bytes a row's time costs in a queue; each value costs 8 more, a string its length too."""
 
 
-class QueueFailed(PipelineError):
-    """The channel was refused (by the broker, or an untrusted folder): the stream ends saying why."""
+class SubscriptionRefused(PipelineError):
+    """The broker refused a channel (a limit, or a path it cannot run), or its folder is not trusted."""
+
+
+@dataclass(slots=True)
+class Wakeup:
+    """What a stream's queue (RowQueue, EventQueue) tells the stream waiting on it: rows, refusal, stall."""
+
+    error: str = ""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    puts: int = 0
+    puts_checked: int = 0
+    stalled: bool = False
+    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
+
+    def put(self) -> None:
+        self.puts += 1
+        self.ready.set()
+
+    def fail(self, error: str) -> None:
+        self.error = error
+        self.ready.set()
+
+    def check_stall(self, empty: bool) -> None:
+        """Wake a waiting take with TimeoutError if no row came since the last check.
+
+        Once per heartbeat for every queue, instead of a timer per wait, which would cost
+        each stream's every packet (~10 µs).
+        """
+        if self.puts == self.puts_checked and empty:
+            self.stalled = True
+            self.ready.set()
+        self.puts_checked = self.puts
+
+    async def wait(self, queued: deque[Any]) -> None:
+        """Until `queued` holds something; SubscriptionRefused or TimeoutError (a stall) instead."""
+        while not queued:
+            if self.error:
+                raise SubscriptionRefused(self.error)
+            if self.stalled:
+                self.stalled = False
+                raise TimeoutError
+            self.ready.clear()
+            await self.ready.wait()
 
 
 def batch_bytes(batch: Batch) -> int:
@@ -69,15 +111,14 @@ class EventQueue:
     batches: deque[tuple[Batch, int]] = field(default_factory=deque)
     size_bytes: int = 0
     dropped_rows: int = 0
-    error: str = ""
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    puts: int = 0
-    puts_checked: int = 0
-    stalled: bool = False
+    wakeup: Wakeup = field(default_factory=Wakeup)
+
+    @property
+    def error(self) -> str:
+        return self.wakeup.error
 
     def put(self, batch: Batch) -> None:
         size = batch_bytes(batch)
-        self.puts += 1
         self.batches.append((batch, size))
         self.size_bytes += size
         while self.size_bytes > self.max_bytes and len(self.batches) > 1:
@@ -85,32 +126,20 @@ class EventQueue:
             self.size_bytes -= dropped_size
             self.dropped_rows += len(dropped)
             self.on_drop(len(dropped))
-        self.ready.set()
+        self.wakeup.put()
 
     def fail(self, error: str) -> None:
-        self.error = error
-        self.ready.set()
+        self.wakeup.fail(error)
 
     def check_stall(self) -> None:
-        """As RowQueue.check_stall: wake a waiting take with TimeoutError after a heartbeat without rows."""
-        if self.puts == self.puts_checked and not self.batches:
-            self.stalled = True
-            self.ready.set()
-        self.puts_checked = self.puts
+        self.wakeup.check_stall(not self.batches)
 
     async def take(self, max_rows: int, after_ns: int) -> EventsTaken:
         """Wait for rows, then return up to `max_rows` of one schema later than `after_ns`.
 
-        TimeoutError when a heartbeat found no new row; QueueFailed once the channel was refused.
+        TimeoutError when a heartbeat found no new row; SubscriptionRefused once the channel was refused.
         """
-        while not self.batches:
-            if self.error:
-                raise QueueFailed(self.error)
-            if self.stalled:
-                self.stalled = False
-                raise TimeoutError
-            self.ready.clear()
-            await self.ready.wait()
+        await self.wakeup.wait(self.batches)
         kept: list[Batch] = []
         schema: Schema | None = None
         cursor, rows, repeated = after_ns, 0, 0

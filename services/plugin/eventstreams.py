@@ -42,7 +42,7 @@ from services.plugin import backfill, events, frames, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.events import QueueFailed
+from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipeline, Pipelines
 from services.plugin.recorder import RecorderUnavailable
@@ -138,7 +138,7 @@ class EventStreams:
         dropped_seen = 0
         try:
             if queue.error:
-                raise QueueFailed(queue.error)
+                raise SubscriptionRefused(queue.error)
             # The first packet now: what the recorder has after what was promised or sent.
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
@@ -185,7 +185,7 @@ class EventStreams:
                     gap, _ = await self._history(channel, start, batch.times[0] - 1)
                     if gap.times and gap.schema == batch.schema:
                         batch = concat([gap, batch])
-        except QueueFailed as exc:
+        except SubscriptionRefused as exc:
             raise StreamEnded(
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
             ) from None

@@ -36,7 +36,7 @@ from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
-from services.plugin.events import EventQueue
+from services.plugin.events import EventQueue, Wakeup
 from services.plugin.link import Link
 from services.plugin.recorder import Recorder
 
@@ -54,10 +54,6 @@ class BrokerUnavailable(PipelineError):
 
 class UntrustedBroker(BrokerUnavailable):
     """The broker's ipc folder could have been made by another user: not used."""
-
-
-class SubscriptionRefused(PipelineError):
-    """The broker refused a channel (a limit, or a path it cannot run)."""
 
 
 class TooManyBrokers(PipelineError):
@@ -89,15 +85,13 @@ class RowQueue:
     batches: deque[Segment] = field(default_factory=deque)
     size_bytes: int = 0
     dropped_rows: int = 0
-    error: str = ""
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    puts: int = 0
-    puts_checked: int = 0
-    stalled: bool = False
-    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
+    wakeup: Wakeup = field(default_factory=Wakeup)
+
+    @property
+    def error(self) -> str:
+        return self.wakeup.error
 
     def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self.puts += 1
         self.batches.append((first_tick, columns))
         self.size_bytes += len(columns[0]) * len(columns)
         while self.size_bytes > self.max_bytes and len(self.batches) > 1:
@@ -106,22 +100,13 @@ class RowQueue:
             rows = len(dropped[0]) // FLOAT_BYTES
             self.dropped_rows += rows
             self.on_drop(rows)
-        self.ready.set()
+        self.wakeup.put()
 
     def fail(self, error: str) -> None:
-        self.error = error
-        self.ready.set()
+        self.wakeup.fail(error)
 
     def check_stall(self) -> None:
-        """Wake a waiting take with TimeoutError if no row came since the last check.
-
-        Once per heartbeat for every queue, instead of a timer per wait, which would cost
-        each stream's every packet (~10 µs).
-        """
-        if self.puts == self.puts_checked and not self.batches:
-            self.stalled = True
-            self.ready.set()
-        self.puts_checked = self.puts
+        self.wakeup.check_stall(not self.batches)
 
     async def take(self, max_rows: int, after_tick: int) -> Taken:
         """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
@@ -132,14 +117,7 @@ class RowQueue:
         is kept only if it is later than every tick kept before it, so what a stream sends
         is strictly increasing whatever came in. Consecutive batches join into one segment.
         """
-        while not self.batches:
-            if self.error:
-                raise SubscriptionRefused(self.error)
-            if self.stalled:
-                self.stalled = False
-                raise TimeoutError
-            self.ready.clear()
-            await self.ready.wait()
+        await self.wakeup.wait(self.batches)
         if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
             first, columns = self.batches[0]
             if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:

@@ -40,6 +40,7 @@ from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
+from services.plugin.events import SubscriptionRefused
 from services.plugin.eventstreams import EventStreams, StreamEnded
 from services.plugin.history import HistoryError, generator_for
 from services.plugin.link import ADDRESS_HINT
@@ -50,7 +51,6 @@ from services.plugin.pipeline import (
     BrokerUnavailable,
     Pipeline,
     Pipelines,
-    SubscriptionRefused,
     Taken,
     TooManyBrokers,
     UntrustedBroker,
