@@ -151,8 +151,11 @@ class EventStreams:
                     severity = notices.ERROR if problem else notices.INFO
                     yield notices.notice_packet(notice.frame_schema, severity, notice.shown)
             bridged = False
+            outgoing = [batch]
             while True:
-                if batch.times:
+                for batch in outgoing:
+                    if not batch.times:
+                        continue
                     if batch.schema != sent_schema:
                         notice.frame_schema = events.schema(batch.schema, shown)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
@@ -165,26 +168,24 @@ class EventStreams:
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(batch), len(data))
                     yield data
-                elif sent_schema is None:
-                    floor = max(
-                        floor, self.ledger.promised(key)
-                    )  # a new subscriber may have been promised more
+                if sent_schema is None:  # nothing sent yet: a new subscriber may have been promised more
+                    floor = max(floor, self.ledger.promised(key))
                 try:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
-                    batch = Batch([], [])
+                    outgoing = []
                     if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
-                batch = taken.batch or Batch([], [])
-                if batch.times and not bridged:
+                outgoing = [taken.batch] if taken.batch is not None else []
+                if taken.batch is not None and not bridged:
                     # The first live rows: the recorded ones between the floor and them go first.
                     bridged = True
-                    start = floor + 1 if floor != backfill.NOTHING else batch.times[0] - backfill.WINDOW_NS
-                    gap, _ = await self._history(channel, start, batch.times[0] - 1)
-                    if gap.times and gap.schema == batch.schema:
-                        batch = concat([gap, batch])
+                    live = taken.batch
+                    start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
+                    gap, _ = await self._history(channel, start, live.times[0] - 1)
+                    outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
