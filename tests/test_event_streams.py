@@ -414,3 +414,9 @@ async def _queue_checks() -> None:
 def test_the_frontend_golden_event_packets_are_what_the_plugin_writes_today() -> None:
     golden = (Path(__file__).parent / "golden" / "event_stream_packets.jsonl").read_bytes().splitlines()
     assert golden == capture_events.packets()
+
+
+def test_the_sources_resource_offers_the_built_in_source(host: PluginHost) -> None:
+    reply = host.call_resource("sources")
+    assert reply.code == 200
+    assert {"name": "host"} in reply.json()["sources"]

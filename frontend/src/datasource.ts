@@ -133,6 +133,17 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
     }
   }
 
+  /** Sources the backend knows (the built-in `host` and installed ones), or just `host` if it cannot say. */
+  async sources(): Promise<string[]> {
+    try {
+      const answer = await this.getResource<{ sources: Array<{ name: string }> }>('sources');
+      const names = Array.isArray(answer?.sources) ? answer.sources.map((s) => s.name).filter((n) => typeof n === 'string') : [];
+      return names.length > 0 ? names : ['host'];
+    } catch {
+      return ['host'];
+    }
+  }
+
   /** This datasource's effective limits from the backend, or what its settings say. */
   async effectiveLimits(): Promise<Limits> {
     try {

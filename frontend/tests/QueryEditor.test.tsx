@@ -122,10 +122,12 @@ describe('QueryEditor', () => {
 describe('QueryEditor kinds', () => {
   it('offers a source name and its tick for a source, a channel name for a published channel', async () => {
     const user = userEvent.setup();
-    const { onChange, view } = setup({ refId: 'A', kind: 'source', source: 'host', tickInterval: 500 });
+    const { onChange, view } = setup({ refId: 'A', kind: 'source', source: 'meter', tickInterval: 500 });
     expect(screen.queryByLabelText('Lower Limit')).toBeNull();
     expect(screen.getByLabelText('Tick interval (ms)')).toHaveProperty('value', '500');
-    expect(screen.getByTestId('zmqstream-path').textContent).toContain('source-host-500');
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('source-meter-500');
+    await user.click(screen.getByText('host')); // the picker: the backend's sources, or the built-in one
+    expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ source: 'host' }));
     await user.click(screen.getByText('Published'));
     expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ kind: 'published' }));
     view.rerender(

@@ -45,11 +45,13 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   }));
   const [generators, setGenerators] = useState<GeneratorInfo[]>(BUILTIN_GENERATORS);
   const [limits, setLimits] = useState<Limits>(datasource.limits);
+  const [sources, setSources] = useState<string[]>(['host']);
 
   useEffect(() => {
     let live = true;
     datasource.generators().then((found) => live && setGenerators(found));
     datasource.effectiveLimits().then((found) => live && setLimits(found));
+    datasource.sources().then((found) => live && setSources(found));
     return () => {
       live = false;
     };
@@ -96,6 +98,11 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
           <InlineField label="Source" labelWidth={18} tooltip="An installed source's name: host is built in" invalid={Boolean(errors.source)}>
             <Input id="zmqstream-source" aria-label="Source" width={26} placeholder="host" value={query.source ?? ''} onChange={onText('source')} onBlur={() => runIfValid()} />
           </InlineField>
+          <RadioButtonGroup
+            options={sources.map((name) => ({ label: name, value: name }))}
+            value={(query.source ?? '').trim()}
+            onChange={(name) => choose({ source: name })}
+          />
         </InlineFieldRow>
       )}
       {kind === 'published' && (
