@@ -196,11 +196,12 @@ def test_stale_epoch_and_out_of_order_events_never_reach_the_stream(live: Live) 
     standin.send(CHANNEL, epoch - 1, rows(last + 50_000_000, 3, marker=666.0))  # a superseded placement
     standin.send(CHANNEL, epoch, rows(last - 100_000_000, 3, marker=777.0))  # before what was sent
     standin.send(CHANNEL, epoch, rows(last, 1, marker=888.0))  # the very time sent last
+    standin.send(CHANNEL, epoch, rows(last + 3600 * 10**9, 1, marker=999.0))  # an hour ahead of the clock
     after = last + 200_000_000
     standin.send(CHANNEL, epoch, rows(after, 2))
     read_until(stream, lambda: after + 1_000_000 in stream.frame.times_ns)
     temps = stream.frame.column("temp")
-    assert not {666.0, 777.0, 888.0} & set(temps)
+    assert not {666.0, 777.0, 888.0, 999.0} & set(temps)
     times = stream.frame.times_ns
     assert all(a < b for a, b in itertools.pairwise(times))
 
@@ -420,3 +421,67 @@ def test_the_sources_resource_offers_the_built_in_source(host: PluginHost) -> No
     reply = host.call_resource("sources")
     assert reply.code == 200
     assert {"name": "host"} in reply.json()["sources"]
+
+
+def test_publish_is_rate_bound_per_datasource(host: PluginHost) -> None:
+    flood = Datasource(uid="flood", json_data={"allowPublish": True})
+    statuses = [publish(host, CHANNEL, {"temp": 1.0}, flood) for _ in range(40)]
+    assert statuses.count(pb.PublishStreamResponse.PERMISSION_DENIED) >= 10  # 20 a second, 40 at once
+    assert any("publishes more than 20 times a second" in str(e.get("error")) for e in host.logs)
+    assert publish(host, CHANNEL, {"temp": 1.0}, PUBLISHER_DS) != pb.PublishStreamResponse.PERMISSION_DENIED
+
+
+def test_admission_costs_a_published_channel_the_recorders_budget_and_a_source_its_fields(
+    host: PluginHost,
+) -> None:
+    frugal = Datasource(uid="frugal", json_data={"maxValuesPerSecond": 500})
+    assert host.subscribe("pub-too.much", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+    assert host.subscribe("source-host-1000", frugal).status == pb.SubscribeStreamResponse.OK
+    assert host.subscribe("source-host-10", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+
+
+def test_a_hostile_recorder_costs_only_its_own_answers(pipeline: Pipeline) -> None:
+    endpoint = f"ipc://{pipeline.run_dir}/hostile-history"
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    stopped = threading.Event()
+
+    def answer() -> None:
+        while not stopped.is_set():
+            if not router.poll(50):
+                continue
+            peer, *frames = router.recv_multipart()
+            request = protocol.expect(frames, protocol.HistoryRequest)
+            router.send_multipart([peer, b"\x04\x11", b"\xc1"])  # not msgpack
+            wrong = protocol.HistoryReply("someone-else", request.channel, [1], [Column("x", "int64", [1])])
+            router.send_multipart([peer, *protocol.encode(wrong)])
+            span = request.to_ns - request.from_ns
+            times = [
+                request.from_ns - span + i * (3 * span // 3000) for i in range(3000)
+            ]  # before, in, after
+            reply = protocol.HistoryReply(
+                request.request_id, request.channel, times, [Column("x", "int64", list(range(3000)))]
+            )
+            router.send_multipart([peer, *protocol.encode(reply)])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with plugin_of(pipeline, {"history_endpoint": endpoint}) as hostile:
+            before = time.time_ns()
+            answer_ = hostile.subscribe("pub-evil")
+            after = time.time_ns()
+            assert answer_.status == pb.SubscribeStreamResponse.OK
+            frame = StreamingFrame()
+            frame.push(answer_.data)
+            assert 0 < len(frame.times_ns) <= 1000
+            assert before - 61 * 10**9 <= frame.times_ns[0]
+            assert frame.times_ns[-1] <= after
+            assert hostile.check_health().status == pb.CheckHealthResponse.OK  # the plugin goes on
+    finally:
+        stopped.set()
+        thread.join(2)
+        router.close()
+        ctx.term()

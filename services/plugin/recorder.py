@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 import uuid
 from typing import cast
 
@@ -34,6 +35,9 @@ from services.common.sockets import configure
 log = logging.getLogger("zmqstream.plugin.recorder")
 MAX_PENDING = 256
 """Requests waiting for the recorder at once, per socket; past it a call fails at once."""
+CONNECT_GRACE_S = 0.5
+"""A socket just connected is not up at once (even over ipc): within this, a send is retried."""
+RETRY_S = 0.01
 
 
 class RecorderUnavailable(PipelineError):
@@ -56,6 +60,7 @@ class _Channel:
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.connected = False
+        self.connected_at = 0.0
         self.problem = ""
         self.pending: dict[str | int, asyncio.Future[protocol.Message]] = {}
         self.reader: asyncio.Task[None] | None = None
@@ -76,6 +81,7 @@ class _Channel:
             return self.problem
         self.socket.connect(self.endpoint)
         self.connected = True
+        self.connected_at = time.monotonic()
         self.reader = asyncio.create_task(self._read(), name=f"recorder-{self.what}")
         return ""
 
@@ -91,11 +97,12 @@ class _Channel:
         future: asyncio.Future[protocol.Message] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         try:
-            sent = cast(
-                "asyncio.Future[object]",
-                self.socket.send_multipart(protocol.encode(message), flags=zmq.NOBLOCK),
-            )
-            if not sent.done() or sent.exception() is not None:
+            frames = protocol.encode(message)
+            sent = self._send(frames)
+            while not sent and time.monotonic() < self.connected_at + CONNECT_GRACE_S:
+                await asyncio.sleep(RETRY_S)
+                sent = self._send(frames)
+            if not sent:
                 raise RecorderUnavailable(
                     f"no recorder is listening at {self.endpoint} (is the recorder running?)"
                 )
@@ -106,6 +113,11 @@ class _Channel:
             ) from None
         finally:
             self.pending.pop(request_id, None)
+
+    def _send(self, frames: list[bytes]) -> bool:
+        """Sent now, or False (no recorder connected: IMMEDIATE), as Pipeline._send does."""
+        sent = cast("asyncio.Future[object]", self.socket.send_multipart(frames, flags=zmq.NOBLOCK))
+        return sent.done() and sent.exception() is None
 
     async def _read(self) -> None:
         while True:
