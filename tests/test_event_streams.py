@@ -253,13 +253,15 @@ def test_without_a_recorder_the_panel_and_querydata_say_so(host: PluginHost, pip
     assert frame.names == ["time"]
     assert frame.meta is not None
     assert "no history for pub-nobody" in frame.meta["notices"][0]["text"]
-    stream = host.run_stream("pub-nobody")
+    stream = reading(host.run_stream("pub-nobody"))
     try:
-        told = stream.read_notices()
+        read_until(stream, lambda: bool(stream.frame.notices))
+        assert stream.frame.notices[0]["severity"] == "error"
+        assert "no history for pub-nobody" in stream.frame.notices[0]["text"]
+        # Then the broker is asked why nothing moves: no recorder carries published channels.
+        read_until(stream, lambda: "has no live recorder" in str(stream.frame.notices))
     finally:
         stream.cancel()
-    assert told[0]["severity"] == "error"
-    assert "no history for pub-nobody" in told[0]["text"]
 
 
 # -- PublishStream ---------------------------------------------------------------------------

@@ -57,15 +57,11 @@ class PanelNotice:
     """The notice one stream's panel shows now, and when it changes."""
 
     def __init__(self, spec: Channel, frame_schema: dict[str, Any]) -> None:
+        published = not isinstance(spec, ChannelSpec) and spec.kind == PUBLISHED
         # A published channel may rightly be quiet for long: only a missing broker or recorder is news.
-        self.quiet_s = (
-            0.0 if not isinstance(spec, ChannelSpec) and spec.kind == PUBLISHED else 3 * spec.tick_ns / 1e9
-        )
-        self.role = (
-            protocol.RECORDER
-            if self.quiet_s == 0.0 and not isinstance(spec, ChannelSpec)
-            else protocol.GENERATOR
-        )
+        self.quiet_s = 0.0 if published else 3 * spec.tick_ns / 1e9
+        self.role = protocol.RECORDER if published else protocol.GENERATOR
+        """Who must be alive for the channel to move: its recorder, or a generator worker."""
         self.frame_schema = frame_schema
         self.shown = ""
         self.last_row = time.monotonic()
