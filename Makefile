@@ -11,11 +11,12 @@ export ZMQSTREAM_RUN_DIR ?= /tmp/zmqstream-$(shell id -u)
 setup: python proto frontend bundle  ## everything `run` and `test` need, from a fresh clone
 
 python: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyproject.toml bench/generators/pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/zmqstream-example-generator/pyproject.toml examples/zmqstream-example-source/pyproject.toml bench/generators/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet -e examples/zmqstream-example-generator
+	$(PY) -m pip install --quiet -e examples/zmqstream-example-source
 	$(PY) -m pip install --quiet -e bench/generators  # `burn`, the scaling benchmark's CPU-bound generator
 	touch $@
 

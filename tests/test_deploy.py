@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.channels import ChannelSpec, Limits
+from services.common.channels import SOURCE, ChannelSpec, EventChannel, Limits
 from services.common.waveforms import registry
 from services.packaging.bundle import PLUGIN_JSON
 from services.plugin.identity import EXECUTABLE, PLUGIN_ID, launcher_name
+from services.sources import registry as sources
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PLUGIN = json.loads(PLUGIN_JSON.read_text())
@@ -75,8 +76,13 @@ def test_dashboard_queries_are_valid_channels_of_the_provisioned_datasource() ->
     dashboard = json.loads((DEPLOY / "provisioning/dashboards/zmqstream.json").read_text())
     targets = [t for panel in dashboard["panels"] for t in panel["targets"]]
     assert len(targets) >= 4
+    assert {"kind": "source", "source": "host", "tickInterval": 1000}.items() <= targets[-1].items()
     for target in targets:
         assert target["datasource"] == {"type": PLUGIN["id"], "uid": datasource["uid"]}
+        if target.get("kind") == "source":  # the query JSON of the plan for issue 15
+            EventChannel(SOURCE, target["source"], target["tickInterval"]).check(Limits())
+            assert target["source"] in sources()
+            continue
         spec = ChannelSpec(
             target["lowerLimit"],
             target["upperLimit"],

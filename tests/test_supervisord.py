@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, wait_for_workers
+from support import ROOT
 
 from services.cli.status import fetch
+from services.common.errors import PipelineError
 from services.hostemu.host import PluginHost
 from services.packaging.bundle import write_launchers
 
@@ -38,6 +39,18 @@ class Supervised:
 
     def worker_pids(self) -> dict[str, int]:
         return {w: int(info["pid"]) for w, info in fetch(self.control, 2).workers.items()}
+
+    def wait_for(self, names: list[str]) -> None:
+        """Until the broker knows exactly these workers (generators and the recorder)."""
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if sorted(self.worker_pids()) == names:
+                    return
+            except PipelineError:
+                pass  # the broker is not up yet
+            assert time.monotonic() < deadline, f"the pipeline did not come up: {names}"
+            time.sleep(0.1)
 
     def descendants(self) -> list[int]:
         """Every live process started with this run dir in its environment (our children)."""
@@ -74,8 +87,7 @@ def supervised() -> Iterator[Supervised]:
 def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised) -> None:
     host = PluginHost(write_launchers(supervised.run_dir)[0], {"run_dir": str(supervised.run_dir)})
     try:
-        wait_for_workers(host, 2)
-        assert sorted(supervised.worker_pids()) == ["generator_00", "generator_01"]
+        supervised.wait_for(["generator_00", "generator_01", "recorder"])
         stream = host.run_stream("custom-10-20-100")
         assert len(stream.read_rows(3).times_ns) >= 3
 
@@ -90,7 +102,7 @@ def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised
         host.stop()
 
     children = supervised.descendants()
-    assert len(children) >= 3, f"expected broker and 2 workers, found {children}"
+    assert len(children) >= 4, f"expected broker, recorder and 2 workers, found {children}"
     started = time.monotonic()
     supervised.process.send_signal(signal.SIGTERM)
     assert supervised.process.wait(5) == 0
@@ -103,5 +115,8 @@ def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised
     supervised.log.flush()
     log = (supervised.run_dir / "supervisord.out").read_text()
     stopped = list(dict.fromkeys(STOPPED.findall(log)))  # nodaemon echoes each line twice
-    assert sorted(stopped) == ["broker", "generator_00", "generator_01"], stopped
-    assert stopped[-1] == "broker", f"the broker must stop last, after the generators: {stopped}"
+    assert sorted(stopped) == ["broker", "generator_00", "generator_01", "recorder"], stopped
+    assert stopped[-1] == "broker", f"the broker must stop last: {stopped}"
+    assert stopped[-2] == "recorder", (
+        f"the recorder must stop after the generators, before the broker: {stopped}"
+    )

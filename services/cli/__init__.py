@@ -2,6 +2,7 @@
 
 zmqstream status              the broker's view: workers, channels, subscribers
 zmqstream watch <path>        a live sparkline of a channel, through the real plugin
+zmqstream publish <channel>   JSON lines from stdin as rows of a channel pub-<name>
 zmqstream keys <dir> <name>…  CURVE certificates for a multi-host pipeline
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from services.cli import keys, status, watch
+from services.cli import keys, publish, status, watch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     status.add_parser(commands)
     watch.add_parser(commands)
+    publish.add_parser(commands)
     keys.add_parser(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import uuid
 from typing import Any
 
 import orjson
 
+from services.cli.flags import add_access_flags
 from services.common import protocol
-from services.common.config import default_endpoint, env_name
+from services.common.config import default_endpoint
 from services.common.errors import PipelineError
 from services.common.probe import Access, ask
 
@@ -37,9 +37,17 @@ def render(reply: protocol.StatusReply) -> str:
         "",
     ]
     lines += _table(
-        ["worker", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
+        ["worker", "role", "pid", "channels", "load rows/s", "late ticks", "seen s ago"],
         [
-            [w, i["pid"], i["channels"], i["load"], i["ticks_late"], i["seen_s_ago"]]
+            [
+                w,
+                i.get("role", "generator"),
+                i["pid"],
+                i["channels"],
+                i["load"],
+                i["ticks_late"],
+                i["seen_s_ago"],
+            ]
             for w, i in sorted(reply.workers.items())
         ],
     )
@@ -87,12 +95,6 @@ def add_parser(commands: Any) -> None:
         help="the broker's control endpoint (default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the broker")
-    for flag, help in (
-        ("curve-client-secret", "your CURVE .key_secret file, if the broker uses CURVE"),
-        ("curve-server-public", "the broker's public CURVE .key file"),
-        ("socket-group", "the group the run folder may belong to besides you and root"),
-    ):
-        env = env_name(flag.replace("-", "_"))
-        parser.add_argument(f"--{flag}", default=os.environ.get(env, ""), help=f"{help} [env {env}]")
+    add_access_flags(parser, "the broker", "the broker's")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(run=run)

@@ -1,8 +1,10 @@
 """`zmqstream watch <path>`: a channel's live values in the terminal, through the real plugin.
 
 It launches the plugin the way Grafana does (services.hostemu), opens RunStream and
-redraws one line per packet: a sparkline of the latest values of the first series, the
-last value, rows per second and the tick-to-screen latency (median and p99). Whatever
+redraws one line per packet: a sparkline of the latest values of the first number field,
+the last value, rows per second and the tick-to-screen latency (median and p99). An
+event channel (`source-host-1000`, `pub-<name>`), whose rows carry several fields of
+any kind, also gets its latest row as `name=value` pairs. Whatever
 stands in the way (no plugin, a broker that is absent or refused, no worker, a stream
 the plugin ends or that stays silent past --timeout) is said in words, with exit 1.
 """
@@ -10,6 +12,7 @@ the plugin ends or that stays silent past --timeout) is said in words, with exit
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import threading
@@ -20,11 +23,14 @@ from typing import Any, TextIO
 
 import grpc
 
+from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import HandshakeError, LiveStream, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.identity import CHECKOUT_PLUGIN_DIR, launcher_name
 
 BARS = "▁▂▃▄▅▆▇█"
+ROW_WIDTH = 200
+"""Characters of an event channel's latest row shown after the sparkline."""
 
 
 def sparkline(values: list[float]) -> str:
@@ -43,8 +49,8 @@ class Watcher:
         self.arrivals: deque[tuple[float, int]] = deque()
         self.rows = 0
 
-    def add(self, times_ns: list[int], values: list[float], received: float) -> None:
-        self.values.extend(values)
+    def add(self, times_ns: list[int], values: list[float | None], received: float) -> None:
+        self.values.extend(math.nan if v is None else v for v in values)
         self.latency_ms.extend((received - t / 1e9) * 1000 for t in times_ns)
         self.rows += len(times_ns)
         self.arrivals.append((received, len(times_ns)))
@@ -92,13 +98,18 @@ def watch(
     watchdog = Watchdog(stream, timeout_s)
     watchdog.start()
     seen = 0
+    events = not path.startswith("custom-")  # rows of named fields of any kind, not series
     try:
         for _ in stream.packets_iter():
             watchdog.last = time.monotonic()
             times = frame.times_ns[seen:]
-            watcher.add(times, frame.values[1][seen:], stream.received_at[-1])
+            number = first_number(frame)
+            watcher.add(
+                times, frame.values[number][seen:] if number is not None else [], stream.received_at[-1]
+            )
             seen = len(frame.times_ns)
-            out.write(watcher.line() + "\n" if plain else "\r\x1b[2K" + watcher.line())
+            line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
+            out.write(line + "\n" if plain else "\r\x1b[2K" + line)
             out.flush()
             if rows and watcher.rows >= rows:
                 break
@@ -114,6 +125,34 @@ def watch(
         if not plain:
             out.write("\n")
     return 0
+
+
+def first_number(frame: StreamingFrame) -> int | None:
+    """The column of the frame's first number field (a pure channel's first series)."""
+    return next((i for i, f in enumerate(frame.fields) if f.get("type") == "number"), None)
+
+
+def latest_row(frame: StreamingFrame, width: int) -> str:
+    """The last row's fields as `name=value` pairs, cut to `width` characters."""
+    columns = [
+        (f.get("name", ""), column)
+        for f, column in zip(frame.fields, frame.values, strict=True)
+        if f.get("type") != "time"
+    ]
+    if not columns or not columns[0][1]:
+        return ""
+    text = " ".join(f"{name}={_cell(column[-1])}" for name, column in columns)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def fail(reason: str) -> int:

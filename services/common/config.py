@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self
 from services.common import rundir
 from services.common.channels import Limits
 from services.common.errors import ConfigError
+from services.common.protocol import MAX_DATA_BYTES
 from services.common.rundir import default_run_dir
 
 ENV_PREFIX = "ZMQSTREAM_"
@@ -232,6 +233,84 @@ class WorkerSettings(CurveClientSettings, RunDirSettings):
             raise ConfigError(f"ticker_cpu must be -1 or one of {sorted(usable)}, got {self.ticker_cpu}")
 
 
+MAX_RECORDED_CHANNELS = 10_000
+"""A recorder heartbeat listing this many published channels is ~0.8 MiB, under the broker's 1 MiB."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecorderSettings(CurveClientSettings, RunDirSettings):
+    """The recorder: published channels, and the recent history of every event channel."""
+
+    control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
+    frames_out_endpoint: str = setting(
+        lambda: default_endpoint("frames-out"), "the broker's XPUB, where source channels' rows are read"
+    )
+    publish_endpoint: str = setting(lambda: default_endpoint("publish"), "ROUTER publishers send rows to")
+    history_endpoint: str = setting(lambda: default_endpoint("history"), "ROUTER plugins ask for history on")
+    recorder_id: str = setting("recorder", "name shown by the broker")
+    worker_heartbeat_s: float = setting(0.2, "how often the recorder reports to the broker")
+    curve_server_secret: str = setting(
+        "", "CURVE .key_secret file the publish and history sockets serve with (the broker's; off when empty)"
+    )
+    curve_authorized_dir: str = setting("", "folder of the public .key files allowed to ask for history")
+    publish_authorized_dir: str = setting("", "folder of the public .key files allowed to publish")
+    ring_rows: int = setting(100_000, "rows kept in memory per channel; the oldest go first")
+    ring_bytes: int = setting(16 * 1024 * 1024, "bytes kept in memory per channel; the oldest rows go first")
+    ring_total_bytes: int = setting(
+        256 * 1024 * 1024, "bytes kept in memory across all channels; the oldest rows go first"
+    )
+    max_channels: int = setting(
+        1000, "most channels the recorder keeps; publishing to a new one past it fails"
+    )
+    max_rows_per_s: float = setting(
+        1000.0, "rows per second one published channel accepts (bursts of one second's worth)"
+    )
+    max_publish_bytes: int = setting(1024 * 1024, "largest Publish message accepted, bytes")
+    max_clock_skew_ms: float = setting(
+        1000.0, "rows stamped further ahead of the recorder's clock are refused"
+    )
+    record_dir: str = setting("", "folder of Arrow IPC segments kept on disk (off when empty)")
+    record_keep_s: float = setting(3600.0, "seconds of rows kept on disk, and loaded back at start")
+    record_max_bytes: int = setting(1024 * 1024 * 1024, "bytes of segments kept on disk; the oldest go first")
+    segment_s: float = setting(
+        300.0, "a channel's segment file is closed and a new one begun after this long"
+    )
+    segment_bytes: int = setting(
+        16 * 1024 * 1024, "a segment file is closed and a new one begun at this size"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(
+            self,
+            "worker_heartbeat_s",
+            "ring_rows",
+            "ring_bytes",
+            "ring_total_bytes",
+            "max_channels",
+            "max_rows_per_s",
+            "max_publish_bytes",
+            "record_keep_s",
+            "record_max_bytes",
+            "segment_s",
+            "segment_bytes",
+        )
+        if self.max_channels > MAX_RECORDED_CHANNELS:  # its heartbeat lists them: under the broker's 1 MiB
+            raise ConfigError(
+                f"max_channels must be at most {MAX_RECORDED_CHANNELS}, got {self.max_channels}"
+            )
+        if self.max_publish_bytes > MAX_DATA_BYTES // 2:
+            raise ConfigError(
+                f"max_publish_bytes must be at most {MAX_DATA_BYTES // 2} (frames stay under 4 MiB)"
+            )
+        if self.max_clock_skew_ms < 0:
+            raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
+        _both_or_neither(self, "curve_server_secret", "curve_authorized_dir")
+        _both_or_neither(self, "curve_server_secret", "publish_authorized_dir")
+        for endpoint in (self.control_endpoint, self.frames_out_endpoint):
+            rundir.check_endpoint(endpoint, self.socket_group)  # before any connect
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -310,7 +389,7 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
                 object.__setattr__(self, name, f"ipc://{self.run_dir}/{name.removesuffix('_endpoint')}")
 
 
-ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, PluginSettings)
+ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, RecorderSettings, PluginSettings)
 
 
 def markdown_table() -> str:

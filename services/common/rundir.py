@@ -61,7 +61,7 @@ def ipc_folder(endpoint: str) -> Path | None:
     return Path(endpoint.removeprefix("ipc://")).parent
 
 
-def _open(folder: Path, access: int) -> int:
+def _open(folder: Path, access: int, what: str = "run folder", hint: str = HINT) -> int:
     """An fd on `folder` itself, never on what a symlink there points to.
 
     `access`: O_RDONLY to change it, O_PATH to look (which needs no permission on it).
@@ -71,23 +71,26 @@ def _open(folder: Path, access: int) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UntrustedRunDir(
-                f"run folder {folder} is a symlink or not a folder: refusing to use it. {HINT}"
+                f"{what} {folder} is a symlink or not a folder: refusing to use it. {hint}"
             ) from None
-        raise ConfigError(f"cannot open run folder {folder}: {exc.strerror}") from None
+        raise ConfigError(f"cannot open {what} {folder}: {exc.strerror}") from None
 
 
-def _refuse_writable_by_others(folder: Path, st: os.stat_result, gid: int | None) -> None:
+def _refuse_writable_by_others(
+    folder: Path, st: os.stat_result, gid: int | None, what: str = "run folder", hint: str = HINT
+) -> None:
     if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != gid):
         raise UntrustedRunDir(
-            f"run folder {folder} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
-            f"refusing to use it. {HINT}"
+            f"{what} {folder} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"refusing to use it. {hint}"
         )
 
 
-def prepare(folder: Path, group: str = "") -> None:
+def prepare(folder: Path, group: str = "", *, what: str = "run folder", hint: str = HINT) -> None:
     """Create `folder` for a broker, or make sure the one there is ours and private.
 
     Mode 0700, or 0770 with `group`: the group's members (Grafana's user) may connect.
+    `what` and `hint` name the folder in errors (the recorder's record folder is prepared alike).
     """
     gid = group_id(group) if group else None
     try:
@@ -95,23 +98,22 @@ def prepare(folder: Path, group: str = "") -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, 0o700)  # mkdir never follows a symlink in its last component
     except OSError as exc:
-        raise ConfigError(f"cannot create run folder {folder}: {exc.strerror}") from None
-    fd = _open(folder, os.O_RDONLY)
+        raise ConfigError(f"cannot create {what} {folder}: {exc.strerror}") from None
+    fd = _open(folder, os.O_RDONLY, what, hint)
     try:
         st = os.fstat(fd)
         me = os.geteuid()
         if st.st_uid != me:
             raise UntrustedRunDir(
-                f"run folder {folder} is owned by uid {st.st_uid}, not you (uid {me}): "
-                f"refusing to use it. {HINT}"
+                f"{what} {folder} is owned by uid {st.st_uid}, not you (uid {me}): refusing to use it. {hint}"
             )
-        _refuse_writable_by_others(folder, st, gid)
+        _refuse_writable_by_others(folder, st, gid, what, hint)
         if gid is not None:
             try:
                 os.fchown(fd, -1, gid)
             except PermissionError:
                 raise ConfigError(
-                    f"cannot give run folder {folder} to group {group}: you must belong to it"
+                    f"cannot give {what} {folder} to group {group}: you must belong to it"
                 ) from None
         os.fchmod(fd, 0o770 if gid is not None else 0o700)
     finally:

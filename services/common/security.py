@@ -96,15 +96,32 @@ def secure_client(sock: zmq.Socket[Any], keys: ClientKeys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
-def start_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], authorized_dir: str) -> ThreadAuthenticator:
-    """Answer ZeroMQ's authentication requests: CURVE clients whose public key is in the folder."""
-    if not Path(authorized_dir).is_dir():
-        raise ConfigError(f"CURVE authorized-keys folder {authorized_dir} does not exist")
+def start_authenticator(
+    ctx: zmq.Context[zmq.Socket[bytes]], authorized_dir: str, domain: str = "*"
+) -> ThreadAuthenticator:
+    """Answer ZeroMQ's authentication requests: CURVE clients whose public key is in the folder.
+
+    `domain`: the ZAP domain it applies to ("*": every socket without another one).
+    """
+    _authorized_dir(authorized_dir)
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("zmqstream.security.zap"))
     auth.start()
-    auth.configure_curve(domain="*", location=authorized_dir)
-    log.info("CURVE authentication on", extra={"fields": {"authorized_dir": authorized_dir}})
+    authorize(auth, domain, authorized_dir)
     return auth
+
+
+def authorize(auth: ThreadAuthenticator, domain: str, authorized_dir: str) -> None:
+    """Let the keys in `authorized_dir` into the sockets of ZAP `domain` (a recorder has two)."""
+    _authorized_dir(authorized_dir)
+    auth.configure_curve(domain=domain, location=authorized_dir)
+    log.info(
+        "CURVE authentication on", extra={"fields": {"authorized_dir": authorized_dir, "domain": domain}}
+    )
+
+
+def _authorized_dir(authorized_dir: str) -> None:
+    if not Path(authorized_dir).is_dir():
+        raise ConfigError(f"CURVE authorized-keys folder {authorized_dir} does not exist")
 
 
 def create_keys(folder: Path, names: list[str]) -> list[Path]:

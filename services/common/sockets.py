@@ -45,3 +45,15 @@ def host_of(endpoint: str) -> str:
     """The host part of a tcp endpoint, or '' for ipc/inproc."""
     parts = urlsplit(endpoint)
     return parts.hostname or "" if parts.scheme == "tcp" else ""
+
+
+def reconnect(sock: zmq.Socket[bytes], current: str, endpoint: str) -> str:
+    """Connect `sock` to `endpoint` instead of `current` ('' for none); returns `endpoint`.
+
+    A Welcome names the broker's frames_in; after a broker moves, the old one must go.
+    """
+    if endpoint != current:
+        if current:
+            sock.disconnect(current)
+        sock.connect(endpoint)
+    return endpoint

@@ -1,9 +1,11 @@
-"""The generator worker process: runs the tickers the broker assigns and publishes rows.
+"""The generator worker process: runs the tickers and sources the broker assigns and publishes rows.
 
-One thread does everything: it sleeps precisely until the next deadline (zmq poll for
-long waits so control messages are served, time.sleep for the last two milliseconds),
-publishes what is due, and heartbeats its full channel list so a restarted broker can
-adopt running channels.
+One thread does the tickers: it sleeps precisely until the next deadline (zmq poll for
+long waits so control messages and sources' rows are served, time.sleep for the last two
+milliseconds), publishes what is due, and heartbeats its full channel list so a
+restarted broker can adopt running channels. Sources (services.sources) are polled in
+threads of their own and hand their rows to this one, so a source that blocks never
+delays a tick.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import cast
 import zmq
 
 from services.common import protocol
-from services.common.channels import UNCHECKED, parse_path
+from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel
 from services.common.config import WorkerSettings
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, secure_client
-from services.common.sockets import advertised, configure, host_of
+from services.common.sockets import advertised, configure, host_of, reconnect
 from services.common.waveforms import registry
 from services.generator.ticker import Scheduler
+from services.sources import registry as source_registry
+from services.sources.runner import SourceChannels
 
 log = logging.getLogger("zmqstream.generator")
 PRECISE_SLEEP_NS = 2_000_000
@@ -44,7 +48,13 @@ FULL_HEARTBEAT_EVERY = 5
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        source_cpus: frozenset[int] = frozenset(),
+    ) -> None:
+        """`source_cpus`: where the sources' threads run (empty: where this thread may)."""
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER))
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a broker that is not there
@@ -58,8 +68,8 @@ class Worker:
         self.outbox: list[bytes] = []
         self.broker = ""
         """The broker instance id from its last Welcome."""
-        self.reported: tuple[str, int] | None = None
-        """(broker, scheduler version) that the last full heartbeat told; None: tell again."""
+        self.reported: tuple[str, int, int] | None = None
+        """(broker, scheduler and sources versions) that the last full heartbeat told; None: tell again."""
         self.beats_since_full = 0
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
@@ -68,9 +78,19 @@ class Worker:
             publish_interval_ns=round(settings.publish_interval_ms * 1_000_000),
             max_rows=settings.max_rows_per_message,
         )
+        self.sources = SourceChannels(
+            source_registry, self._send_frame, max_rows=settings.max_rows_per_message, cpus=source_cpus
+        )
+        self.poller = zmq.Poller()
+        """The control socket and the sources' waker: either ends a sleep."""
+        self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self.sources.waker.fd, zmq.POLLIN)
 
     def _publish(self, channel: str, first_tick: int, epoch: int, columns: list[bytes]) -> None:
-        self.outbox.append(protocol.rows_frame(channel, first_tick, epoch, columns))
+        self._send_frame(protocol.rows_frame(channel, first_tick, epoch, columns))
+
+    def _send_frame(self, frame: bytes) -> None:
+        self.outbox.append(frame)
         if len(self.outbox) >= OUTBOX_FRAMES:
             self.flush()
 
@@ -90,13 +110,17 @@ class Worker:
         self.refused.add(channel)
         log.error("generator failed; channel stopped", extra=fields(channel=channel, error=repr(error)))
 
+    def _source_failed(self, channel: str, error: str) -> None:
+        self.refused.add(channel)
+        log.error("source failed to start; channel refused", extra=fields(channel=channel, error=error))
+
     def heartbeat(self) -> None:
         """Renew the lease; list the channels only if the broker may not know them yet."""
-        told = (self.broker, self.scheduler.version)
+        told = (self.broker, self.scheduler.version, self.sources.version)
         full = self.reported != told or self.beats_since_full + 1 >= FULL_HEARTBEAT_EVERY
         message = protocol.WorkerHeartbeat(
             worker=self.settings.worker_id,
-            channels=self.scheduler.channels if full else {},
+            channels={**self.scheduler.channels, **self.sources.channels} if full else {},
             pid=os.getpid(),
             ticks_late=self.scheduler.lateness.late,
             unchanged=not full,
@@ -141,23 +165,24 @@ class Worker:
             case protocol.StopTicker(channel=channel, epoch=epoch):
                 if self.scheduler.stop(channel, epoch):
                     log.info("ticker stopped", extra=fields(channel=channel, epoch=epoch))
+                elif self.sources.stop(channel, epoch):
+                    log.info("source stopped", extra=fields(channel=channel, epoch=epoch))
 
     def _publish_to(self, endpoint: str) -> None:
         """(Re)connect the PUB socket to the broker's frames_in, as the Welcome names it."""
-        if endpoint == self.frames_endpoint:
-            return
-        if self.frames_endpoint:
-            self.frames.disconnect(self.frames_endpoint)
-        self.frames.connect(endpoint)
-        self.frames_endpoint = endpoint
-        log.info("publishing frames", extra=fields(endpoint=endpoint))
+        if endpoint != self.frames_endpoint:
+            self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)
+            log.info("publishing frames", extra=fields(endpoint=endpoint))
 
     def _start(self, channel: str, epoch: int) -> None:
         if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
             return
-        if self.scheduler.advance_epoch(channel, epoch):  # running already (the broker re-placed it here)
+        if self.scheduler.advance_epoch(channel, epoch) or self.sources.advance_epoch(channel, epoch):
+            return  # running already (the broker re-placed it here)
+        spec = parse_channel(channel, UNCHECKED)
+        if isinstance(spec, EventChannel):
+            self._start_source(spec, epoch)
             return
-        spec = parse_path(channel, UNCHECKED)
         generator = registry().get(spec.generator)
         if generator is None:
             self.refused.add(channel)
@@ -165,6 +190,18 @@ class Worker:
             return
         self.scheduler.start(spec, generator, time.time_ns(), epoch)
         log.info("ticker started", extra=fields(channel=channel, epoch=epoch))
+
+    def _start_source(self, channel: EventChannel, epoch: int) -> None:
+        """A source channel, on a thread of its own (a published one is the recorder's, not ours)."""
+        if channel.kind != SOURCE:
+            self.refused.add(channel.path)
+            log.error("published channels are the recorder's, not ours", extra=fields(channel=channel.path))
+            return
+        if not self.sources.start(channel, epoch):
+            self.refused.add(channel.path)
+            log.error("unknown source", extra=fields(channel=channel.path))
+            return
+        log.info("source started", extra=fields(channel=channel.path, epoch=epoch))
 
     def run(self, stop: threading.Event) -> None:
         tighten_timer_slack()
@@ -179,17 +216,20 @@ class Worker:
             scheduler.run_due(now)
             self.flush()
             self.handle_control()
+            behind = self.sources.drain(self._source_failed)
+            self.flush()
             deadline = scheduler.next_deadline()
-            wake = min(next_heartbeat, now + STOP_CHECK_NS)
+            wake = now if behind else min(next_heartbeat, now + STOP_CHECK_NS)
             if deadline is not None:
                 wake = min(wake, deadline)
             remaining = wake - time.time_ns()
             if remaining > PRECISE_SLEEP_NS:
-                self.control.poll((remaining - PRECISE_SLEEP_NS) // 1_000_000)
+                self.poller.poll((remaining - PRECISE_SLEEP_NS) // 1_000_000)
             elif remaining > 0:
                 time.sleep(remaining / 1e9)
 
     def close(self) -> None:
+        self.sources.close()
         self.control.close()
         self.frames.close()
 
@@ -202,17 +242,20 @@ def tighten_timer_slack() -> None:
         prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def pin_ticker_thread(ctx: zmq.Context[zmq.Socket[bytes]], cpu: int) -> None:
-    """Give the ticker thread `cpu` and keep libzmq's I/O thread on the other CPUs.
+def pin_ticker_thread(ctx: zmq.Context[zmq.Socket[bytes]], cpu: int) -> frozenset[int]:
+    """Give the ticker thread `cpu` and keep libzmq's I/O thread on the other CPUs; return those.
 
     The ticker is late whenever another thread holds its CPU; on a busy machine that is
     most of its lateness (see BENCHMARKS.md). Must run before the first socket exists,
-    since libzmq starts its I/O thread then.
+    since libzmq starts its I/O thread then. Threads started later by this one (the
+    sources') would inherit its one CPU: they are given the others.
     """
-    for other in sorted(os.sched_getaffinity(0) - {cpu}):
+    others = frozenset(os.sched_getaffinity(0) - {cpu})
+    for other in sorted(others):
         ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, other)
     os.sched_setaffinity(0, {cpu})  # on Linux: this thread only
     log.info("ticker thread pinned", extra=fields(cpu=cpu))
+    return others
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,9 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     stop = install_stop_handlers()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    source_cpus: frozenset[int] = frozenset()
     if settings.ticker_cpu != -1:
-        pin_ticker_thread(ctx, settings.ticker_cpu)
-    worker = Worker(settings, ctx)
+        source_cpus = pin_ticker_thread(ctx, settings.ticker_cpu)
+    worker = Worker(settings, ctx, source_cpus)
     log.info("worker ready", extra=fields(worker=settings.worker_id, control=settings.control_endpoint))
     try:
         worker.run(stop)

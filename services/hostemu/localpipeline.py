@@ -22,10 +22,16 @@ READY_TIMEOUT_S = 20.0
 
 
 class Pipeline:
-    """A broker and workers w1…wN as real processes, with ipc sockets in a fresh run dir."""
+    """A broker, workers w1…wN and, if asked, a recorder as real processes, ipc sockets in a fresh run dir."""
 
     def __init__(
-        self, workers: int, broker_args: Sequence[str] = (), worker_args: Sequence[str] = ()
+        self,
+        workers: int,
+        broker_args: Sequence[str] = (),
+        worker_args: Sequence[str] = (),
+        *,
+        recorder: bool = False,
+        recorder_args: Sequence[str] = (),
     ) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="zs", dir="/tmp"))
         self.env = {**os.environ, "ZMQSTREAM_RUN_DIR": str(self.run_dir), "PYTHONUNBUFFERED": "1"}
@@ -35,7 +41,11 @@ class Pipeline:
             self.start(f"w{i + 1}", ["-m", "services.generator", "--worker-id", f"w{i + 1}", *worker_args])
             for i in range(workers)
         ]
+        self.recorder_args = list(recorder_args)
+        self.recorder: subprocess.Popen[bytes] | None = self.start_recorder() if recorder else None
         self.control_endpoint = f"ipc://{self.run_dir}/control"
+        self.publish_endpoint = f"ipc://{self.run_dir}/publish"
+        self.history_endpoint = f"ipc://{self.run_dir}/history"
 
     def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
         with open(self.run_dir / f"{name}.log", "ab") as log:
@@ -54,6 +64,15 @@ class Pipeline:
     def start_broker(self) -> None:
         self.broker = self.start("broker", ["-m", "services.broker", *self.broker_args])
 
+    def start_recorder(self) -> subprocess.Popen[bytes]:
+        """The recorder (id `recorder`), with `recorder_args`; `self.recorder` is the one to stop."""
+        self.recorder = self.start("recorder", ["-m", "services.recorder", *self.recorder_args])
+        return self.recorder
+
+    def stop_recorder(self) -> None:
+        if self.recorder is not None:
+            stop(self.recorder)
+
     def plugin(
         self, settings: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
     ) -> PluginHost:
@@ -65,7 +84,8 @@ class Pipeline:
         return PluginHost(shim, {"run_dir": str(self.run_dir), **(settings or {})}, env=env)
 
     def close(self) -> None:
-        for process in [*self.workers, self.broker]:
+        recorder = [self.recorder] if self.recorder is not None else []
+        for process in [*self.workers, *recorder, self.broker]:
             stop(process)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 

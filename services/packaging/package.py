@@ -7,7 +7,8 @@ launchers, `python/` with the zmqstream wheel, and `setup-python.sh`. The target
 needs Linux, Python ≥ 3.11 with venv, and (once) `sh setup-python.sh [venv]` run from the
 installed plugin folder: it makes a venv, installs the wheel with its dependencies from
 PyPI and writes `python.path`, which the launchers read. The pipeline itself (broker,
-workers) runs from the same venv: `zmqstream-broker`, `zmqstream-generator`.
+workers, recorder) runs from the same venv: `zmqstream-broker`, `zmqstream-generator`,
+`zmqstream-recorder`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet "$here"/python/*.whl
 echo "$venv/bin/python" > "$here/{PYTHON_PATH_FILE}"
 echo "zmqstream: the plugin runs $venv/bin/python; start the pipeline with" \\
-  "$venv/bin/zmqstream-broker and $venv/bin/zmqstream-generator (or supervisord)"
+  "$venv/bin/zmqstream-broker, zmqstream-recorder and zmqstream-generator (or supervisord)"
 """
 
 

@@ -1,0 +1,84 @@
+"""Sources: stateful channels that read the world (a device, a socket, a file, an HTTP API).
+
+A generator is a pure function of (channel, tick); a source is not. It is an object a
+worker makes for one channel `source-<name>-<tick ms>` and polls every `tick_ms`:
+
+- `__init__(channel)`: `channel` is the services.common.channels.EventChannel (its `name`
+  and `tick_ms`). Keep it quick and open what may block (a device, a connection) in the
+  first `poll`; a constructor that raises refuses the channel, as an unknown name does.
+- `poll()`: the rows since the last poll, as records `{"time": …, "<field>": value}`
+  (time as RFC 3339 text or epoch milliseconds; without one, a record is stamped with
+  the poll's time), or None/[] for nothing this time. Values are numbers, bools,
+  strings or None; the first rows fix the channel's fields and their kinds. It may block:
+  it runs in a thread of its own, never in the worker's ticker thread. A poll that
+  raises is logged and tried again at the next tick.
+- `close()` (optional): the channel stopped; release what the source holds.
+- `description` (optional class attribute): one line for the query editor.
+
+A source cannot recompute the past: when its worker dies, the broker starts the channel
+on another worker, which makes a new instance that carries on from whatever it reads
+then. Users add sources through the entry point group `zmqstream.sources`
+(examples/zmqstream-example-source); `host` (services.sources.host) is built in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from services.common.channels import GENERATOR_NAME_RE, EventChannel
+from services.common.logs import fields
+
+ENTRY_POINT_GROUP = "zmqstream.sources"
+log = logging.getLogger(__name__)
+
+Record = Mapping[str, Any]
+
+
+class Source(Protocol):
+    def poll(self) -> Iterable[Record] | None:
+        """The records read since the last poll (None or empty: nothing new)."""
+        ...
+
+
+SourceClass = Callable[[EventChannel], Source]
+
+
+def describe(source: SourceClass) -> str:
+    """A source class's one-line description ('' if it has none)."""
+    text = getattr(source, "description", "")
+    return text if isinstance(text, str) else ""
+
+
+def builtins() -> dict[str, SourceClass]:
+    from services.sources.host import HostSource  # psutil is loaded only where sources run
+
+    return {"host": HostSource}
+
+
+@cache
+def registry() -> Mapping[str, SourceClass]:
+    """Built-in sources plus the classes installed under ENTRY_POINT_GROUP.
+
+    An entry whose name is not a path's `[a-z][a-z0-9_]*`, that takes a built-in's name,
+    does not load or is not a class with a `poll` method, is logged and left out: one
+    broken package must not take the worker down with it.
+    """
+    found = builtins()
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in found or not GENERATOR_NAME_RE.fullmatch(entry.name):
+            log.error("source name refused", extra=fields(source=entry.name))
+            continue
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            log.error("source failed to load", extra=fields(source=entry.name, error=repr(exc)))
+            continue
+        if not isinstance(loaded, type) or not callable(getattr(loaded, "poll", None)):
+            log.error("source is not a class with poll()", extra=fields(source=entry.name))
+            continue
+        found[entry.name] = loaded
+    return found

@@ -1,0 +1,135 @@
+"""`zmqstream publish` and the Publisher client, against a real recorder and broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import zmq
+from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline
+from support import ROOT, Pipeline
+
+from services.common import fields
+from services.publish import Publisher, Unreachable
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    with recording_pipeline() as pipeline:
+        yield pipeline
+
+
+def line(time_ms: float, **values: object) -> str:
+    return orjson.dumps({"time": time_ms, **values}).decode()
+
+
+def test_published_lines_reach_frames_out_and_history_with_their_own_times(pipeline: Pipeline) -> None:
+    start = now_ms() - 60_000
+    lines = [
+        orjson.dumps({"time": "2026-11-29T12:00:00Z", "temp": 21.5, "door": "open"}).decode(),
+        line(start, temp=22, door="closed"),  # an int into the float64 field
+        line(start + 1000, temp=None, door="open"),
+    ]
+    spy = Spy(pipeline, b"pub-cli\0")
+    try:
+        result = publish_cli(pipeline.run_dir, "pub-cli", lines)
+        received = spy.events(count=3)
+    finally:
+        spy.close()
+    assert result.returncode == 0, result.stderr
+    assert "3 rows published to pub-cli, 0 lines refused" in result.stderr
+    expected = [fields.parse_time("2026-11-29T12:00:00Z"), round(start * 1e6), round((start + 1000) * 1e6)]
+    assert [t for _, events in received for t in events.times] == expected
+    times, columns = recorded(history(pipeline.history_endpoint, "pub-cli"))
+    assert times == expected
+    assert columns[0].kind == fields.FLOAT64
+    assert columns[0].values == [21.5, 22.0, None]
+    assert columns[1].values == ["open", "closed", "open"]
+
+
+def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: Pipeline) -> None:
+    start = now_ms() - 60_000
+    lines = [
+        line(start, temp=1.5, door=True),
+        line(start + 1, temp="warm", door=False),  # the field's type changed
+        "not json",
+        line(now_ms() + 86_400_000, temp=3.0, door=True),  # a day ahead
+        line(start + 3, temp=4.0, door=True),
+        line(start + 4, temp=5.0, door=True, note="x" * 200_000),  # longer than a line may be
+    ]
+    result = publish_cli(pipeline.run_dir, "pub-lines", lines)
+    assert result.returncode == 1
+    assert "line 2 refused:" in result.stderr
+    assert "field 'temp' is string" in result.stderr
+    assert "line 3 refused: not JSON" in result.stderr
+    assert "line 4 refused: time" in result.stderr
+    assert "ahead of the recorder's clock" in result.stderr
+    assert "line 6 refused: the line is longer than 131072 characters" in result.stderr
+    assert "2 rows published to pub-lines, 4 lines refused" in result.stderr
+    times, columns = recorded(history(pipeline.history_endpoint, "pub-lines"))
+    assert times == [round(start * 1e6), round((start + 3) * 1e6)]
+    assert columns[1].values == [True, True]
+
+
+def test_lines_arrive_in_batches(pipeline: Pipeline) -> None:
+    start = now_ms() - 30_000
+    result = publish_cli(pipeline.run_dir, "pub-many", [line(start + i, v=i) for i in range(900)])
+    assert result.returncode == 0, result.stderr
+    times, _ = recorded(history(pipeline.history_endpoint, "pub-many", max_rows=2000))
+    assert len(times) == 900
+
+
+def test_no_recorder_is_said_at_once(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o700)
+    started = time.monotonic()
+    result = publish_cli(tmp_path, "pub-x", [line(now_ms(), v=1)])
+    assert result.returncode == 1
+    assert f"no recorder at ipc://{tmp_path}/publish" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_silent_recorder_is_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o700)
+    with zmq.Context() as ctx, ctx.socket(zmq.ROUTER) as silent:
+        silent.linger = 0
+        silent.bind(f"ipc://{tmp_path}/publish")
+        started = time.monotonic()
+        with (
+            Publisher(f"ipc://{tmp_path}/publish", timeout_s=1) as publisher,
+            pytest.raises(Unreachable) as caught,
+        ):
+            publisher.publish("pub-x", [{"time": now_ms(), "v": 1}])
+        elapsed = time.monotonic() - started
+    assert "did not answer within 1 s" in str(caught.value)
+    assert 1 <= elapsed < 3
+
+
+def test_a_client_learns_the_schema_from_the_refusal(pipeline: Pipeline) -> None:
+    start = now_ms() - 10_000
+    with Publisher(pipeline.publish_endpoint) as first:
+        first.publish("pub-learn", [{"time": start, "temp": 21.5, "note": "x"}])
+    with Publisher(pipeline.publish_endpoint) as second:  # knows nothing of the channel
+        assert second.publish("pub-learn", [{"time": start + 1, "temp": 22, "note": None}]) == 1
+    _, columns = recorded(history(pipeline.history_endpoint, "pub-learn"))
+    assert columns[0].values == [21.5, 22.0]
+    assert columns[1].values == ["x", None]
+
+
+def test_status_shows_the_recorder_with_its_role(pipeline: Pipeline) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "status", "--control-endpoint", pipeline.control_endpoint],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = [r for r in result.stdout.splitlines() if r.startswith("recorder ")]
+    assert row.split()[1] == "recorder"
+    assert any(r.split()[:2] == ["w1", "generator"] for r in result.stdout.splitlines())

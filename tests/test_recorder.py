@@ -1,0 +1,421 @@
+"""The recorder as a real process beside the real broker: publishing, history, refusals, disk, CURVE."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import orjson
+import pytest
+import zmq
+from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline, wait_for_recorder
+from support import Pipeline
+
+from services.cli.status import fetch
+from services.common import fields, protocol
+from services.common.fields import Batch, Column
+from services.common.security import ClientKeys, create_keys
+from services.publish import Publisher, Refused, Unreachable
+
+MAX_PUBLISH_BYTES = 20_000
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    """A broker, one generator and a recorder whose publishes are limited to MAX_PUBLISH_BYTES."""
+    with recording_pipeline(["--max-publish-bytes", str(MAX_PUBLISH_BYTES)]) as pipeline:
+        yield pipeline
+
+
+def rows(start_ms: float, count: int, step_ms: float = 10.0) -> list[dict[str, object]]:
+    return [
+        {"time": start_ms + i * step_ms, "temp": 20.0 + i, "door": "open" if i % 2 else "closed", "n": i}
+        for i in range(count)
+    ]
+
+
+def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeline: Pipeline) -> None:
+    spy = Spy(pipeline, b"pub-room\0")
+    start = now_ms() - 1000
+    try:
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            assert publisher.publish("pub-room", rows(start, 5)) == 5
+        [(channel, events)] = spy.events()
+    finally:
+        spy.close()
+    expected = [round((start + i * 10) * 1e6) for i in range(5)]
+    assert channel == "pub-room"
+    assert events.times == expected
+    assert [c.name for c in events.columns] == ["temp", "door", "n"]
+    assert events.columns[1].values == ["closed", "open", "closed", "open", "closed"]
+    reply = history(pipeline.history_endpoint, "pub-room")
+    assert reply is not None
+    assert not reply.error
+    assert reply.times == expected
+    assert reply.columns == events.columns
+
+    last_two = history(pipeline.history_endpoint, "pub-room", expected[1], expected[4], max_rows=2)
+    assert last_two is not None
+    assert last_two.times == expected[3:]
+    assert last_two.truncated
+
+
+def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> None:
+    channel = "pub-strict"
+    start = now_ms() - 5000
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        publisher.publish(channel, rows(start, 3))
+        before = history(pipeline.history_endpoint, channel)
+        assert before is not None
+        assert len(before.times) == 3
+        spy = Spy(pipeline, f"{channel}\0".encode())
+        try:
+            later = start + 1000
+            wrong_type = Batch(
+                [round(later * 1e6)],
+                [
+                    Column("temp", fields.STRING, ["warm"]),
+                    Column("door", fields.STRING, ["open"]),
+                    Column("n", fields.INT64, [1]),
+                ],
+            )
+            with pytest.raises(
+                Refused, match="field 'temp' is string, the channel's schema has it as float64"
+            ):
+                publisher.publish_batch(channel, wrong_type)
+            with pytest.raises(
+                Refused, match=r"s ahead of the recorder's clock .* check the publisher's clock"
+            ):
+                publisher.publish(channel, rows(now_ms() + 3_600_000, 1))
+            with pytest.raises(Refused, match=f"bytes, the limit is {MAX_PUBLISH_BYTES}: publish fewer rows"):
+                publisher.publish(channel, rows(later, 2000))
+            with pytest.raises(Refused, match="is not after the channel's last row"):
+                publisher.publish(channel, rows(start, 1))
+            with pytest.raises(Refused, match="not a channel you can publish to"):
+                publisher.publish("custom-1-2-100", rows(later, 1))
+            assert spy.events(wait_s=0.5) == [], "a refused publish reached frames_out"
+        finally:
+            spy.close()
+    assert recorded(history(pipeline.history_endpoint, channel)) == recorded(before)
+
+
+def test_a_publisher_flooding_over_the_rate_is_refused_and_others_still_publish(pipeline: Pipeline) -> None:
+    start = now_ms() - 60_000
+    with Publisher(pipeline.publish_endpoint) as flood, Publisher(pipeline.publish_endpoint) as calm:
+        refused = 0
+        reasons: set[str] = set()
+        for i in range(30):  # 30 times 100 rows within a second, the budget is 1,000 rows/s
+            try:
+                flood.publish("pub-flood", rows(start + i * 1000, 100, step_ms=1))
+            except Refused as exc:
+                reasons.add(str(exc).split(":")[0])
+                refused += 1
+        assert refused >= 15
+        assert reasons == {"pub-flood accepts at most 1000 rows/s (bursts of 1000 rows)"}
+        began = time.monotonic()
+        assert calm.publish("pub-calm", rows(start, 1)) == 1
+        assert time.monotonic() - began < 1
+
+
+def test_a_publisher_that_floods_without_reading_costs_only_itself(pipeline: Pipeline) -> None:
+    stop = threading.Event()
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        base = time.time_ns() - 600 * 1_000_000_000
+        with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+            sock.linger = 0
+            sock.connect(pipeline.publish_endpoint)
+            while not stop.is_set():
+                frames = protocol.encode(
+                    protocol.Publish(sent, "pub-flooder", [base + sent], [Column("v", fields.INT64, [sent])])
+                )
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                    sent += 1
+                except zmq.Again:
+                    time.sleep(0.0005)
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        time.sleep(0.5)
+        waits = []
+        start = now_ms() - 30_000
+        with Publisher(pipeline.publish_endpoint) as calm:
+            for i in range(10):
+                began = time.monotonic()
+                assert calm.publish("pub-calm-beside-flood", rows(start + i * 100, 1)) == 1
+                waits.append(time.monotonic() - began)
+    finally:
+        stop.set()
+        flooder.join()
+    print(
+        f"\n[figure] beside a flood of {sent} publishes: a publish answered within {max(waits) * 1000:.1f} ms"
+    )
+    assert sent > 1000
+    assert max(waits) < 0.5
+    assert pipeline.recorder is not None
+    assert pipeline.recorder.poll() is None
+
+
+def test_a_history_reply_stays_under_what_a_client_accepts() -> None:
+    with recording_pipeline(["--max-rows-per-s", "100000", "--max-publish-bytes", "2000000"]) as pipeline:
+        start = now_ms() - 60_000
+        text = "x" * 1000
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            for k in range(5):
+                batch = [{"time": start + k * 2000 + i, "s": text} for i in range(1900)]
+                assert publisher.publish("pub-big", batch) == 1900
+        reply = history(pipeline.history_endpoint, "pub-big", max_rows=100_000)
+        assert reply is not None
+        assert reply.truncated
+        size = sum(map(len, protocol.encode(reply)))
+        print(f"\n[figure] history of 9,500 rows of 1 kB: {len(reply.times)} rows in {size} bytes")
+        assert size < protocol.MAX_CONTROL_BYTES
+        assert reply.times[-1] == round((start + 4 * 2000 + 1899) * 1e6)
+        assert len(reply.times) > 4000
+
+
+def test_garbage_on_both_routers_does_not_kill_the_recorder(pipeline: Pipeline) -> None:
+    rng = random.Random(15)
+    valid_publish = protocol.encode(protocol.Publish(1, "pub-x", [1], [Column("a", fields.FLOAT64, [1.0])]))
+    valid_history = protocol.encode(protocol.HistoryRequest("h", "pub-x", 0, 1, 1))
+    garbage: list[list[bytes]] = [
+        [],
+        [b""],
+        [b"\x04"],
+        [b"\x04\x0e", b"\xc1"],
+        [b"\x04\x0e", msgpack.packb({"request_id": "x"})],
+        [b"\x04\x0e", msgpack.packb({"request_id": 1, "channel": "pub-x", "times": [1, 1], "columns": []})],
+        [
+            b"\x04\x0e",
+            msgpack.packb({"request_id": 1, "channel": "pub-x", "times": [1], "columns": [[1, 2]]}),
+        ],
+        [
+            b"\x04\x10",
+            msgpack.packb({"request_id": 1, "channel": 5, "from_ns": 0, "to_ns": 1, "max_rows": 1}),
+        ],
+        [
+            b"\x04\x10",
+            msgpack.packb({"request_id": "", "channel": "pub-x", "from_ns": 0, "to_ns": 1, "max_rows": -1}),
+        ],
+        [b"\x04\x10", b"\xdd\xff\xff\xff\xff"],  # an array claiming 4 billion items
+        valid_history,  # to the publish socket: the wrong message
+        valid_publish,  # to the history socket
+        [b"\x03\x0e", valid_publish[1]],
+    ]
+    garbage += [
+        [rng.randbytes(rng.randrange(0, 300)) for _ in range(rng.randrange(1, 4))] for _ in range(300)
+    ]
+    with zmq.Context() as ctx:
+        for endpoint in (pipeline.publish_endpoint, pipeline.history_endpoint):
+            with ctx.socket(zmq.DEALER) as sock:
+                sock.linger = 0
+                sock.connect(endpoint)
+                for frames in garbage:
+                    if frames:
+                        sock.send_multipart(frames)
+                time.sleep(0.3)
+    assert pipeline.recorder is not None
+    assert pipeline.recorder.poll() is None, "the recorder died"
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        assert publisher.publish("pub-after-garbage", rows(now_ms() - 1000, 2)) == 2
+    reply = history(pipeline.history_endpoint, "pub-after-garbage")
+    assert reply is not None
+    assert len(reply.times) == 2
+
+
+def test_history_of_a_channel_never_recorded_says_so(pipeline: Pipeline) -> None:
+    reply = history(pipeline.history_endpoint, "pub-nobody")
+    assert reply is not None
+    assert reply.error == "no rows recorded for pub-nobody"
+    reply = history(pipeline.history_endpoint, "custom-1-2-100")
+    assert reply is not None
+    assert "is not an event channel" in reply.error
+
+
+def test_the_broker_places_a_held_published_channel_on_the_recorder(pipeline: Pipeline) -> None:
+    channel = "pub-held"
+    spy = Spy(pipeline, f"{channel}\0".encode())
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as plugin:
+        plugin.linger = 0
+        plugin.connect(pipeline.control_endpoint)
+        plugin.send_multipart(protocol.encode(protocol.Subscribe("p-test", channel)))
+        assert plugin.poll(2000)
+        reply = protocol.expect(plugin.recv_multipart(), protocol.SubscribeReply)
+        assert reply.error == ""
+        assert reply.epoch == 0, "placed before any recorder offered it"
+        try:
+            with Publisher(pipeline.publish_endpoint) as publisher:
+                publisher.publish(channel, rows(now_ms() - 1000, 1))
+            [(_, events)] = spy.events()
+        finally:
+            spy.close()
+        placement = None
+        deadline = time.monotonic() + 3
+        while placement is None and time.monotonic() < deadline:
+            if plugin.poll(100):
+                message = protocol.decode(plugin.recv_multipart())
+                if isinstance(message, protocol.Placement):
+                    placement = message
+        assert placement == protocol.Placement(channel, events.epoch)
+        status = fetch(pipeline.control_endpoint, 2)
+        assert status.channels[channel]["worker"] == "recorder"
+        assert status.channels[channel]["epoch"] == events.epoch
+        assert status.workers["recorder"]["role"] == protocol.RECORDER
+        plugin.send_multipart(protocol.encode(protocol.Unsubscribe("p-test", channel)))
+
+
+def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipeline) -> None:
+    """A worker's PUB into frames_in, as a source's worker sends; the recorder keeps what the plugin would."""
+    channel = "source-fake-100"
+    base = time.time_ns() - 10_000_000_000
+
+    def batch(*offsets: int) -> Batch:
+        return Batch([base + o for o in offsets], [Column("v", fields.INT64, list(offsets))])
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(protocol.events_frame(channel, 10, batch(1, 2)))
+            time.sleep(0.1)
+        worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
+        worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
+        worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
+        worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # 2 again: only 3 is new
+        worker.send(
+            protocol.events_frame(channel, 11, Batch([base + 4], [Column("v", fields.STRING, ["x"])]))
+        )
+        worker.send(protocol.events_frame(channel, 11, batch(6)))
+        time.sleep(0.5)
+    reply = history(pipeline.history_endpoint, channel)
+    assert reply is not None
+    assert not reply.error
+    assert [t - base for t in reply.times] == [1, 2, 3, 6]
+
+
+def test_a_restarted_recorder_with_a_record_dir_serves_what_it_stored(tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    with recording_pipeline(["--record-dir", str(record)]) as pipeline:
+        start = now_ms() - 10_000
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            publisher.publish("pub-kept", rows(start, 50))
+        before = history(pipeline.history_endpoint, "pub-kept")
+        assert before is not None
+        assert len(before.times) == 50
+        assert pipeline.recorder is not None
+        began = time.monotonic()
+        pipeline.recorder.send_signal(signal.SIGTERM)
+        assert pipeline.recorder.wait(5) == 0
+        stopped_s = time.monotonic() - began
+        print(f"\n[figure] recorder exit after SIGTERM: {stopped_s:.2f} s")
+        assert stopped_s < 1
+        assert os.stat(record).st_mode & 0o777 == 0o700
+        pipeline.start_recorder()
+        wait_for_recorder(pipeline)
+        after = history(pipeline.history_endpoint, "pub-kept")
+        assert recorded(after) == recorded(before)
+        with Publisher(pipeline.publish_endpoint) as publisher, pytest.raises(Refused, match="not after"):
+            publisher.publish("pub-kept", rows(start + 100, 1))  # the stored last time still holds
+        status = fetch(pipeline.control_endpoint, 2)
+        assert status.workers["recorder"]["role"] == protocol.RECORDER
+
+
+def test_with_curve_only_authorized_publishers_get_in_and_a_refused_one_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    create_keys(keys, ["broker", "w1", "recorder", "plugin", "publisher", "intruder"])
+    allowed, publishers = tmp_path / "allowed", tmp_path / "publishers"
+    for folder, names in ((allowed, ["w1", "recorder", "plugin"]), (publishers, ["publisher"])):
+        folder.mkdir()
+        for name in names:
+            (folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
+
+    def client(name: str) -> list[str]:
+        return [
+            "--curve-client-secret",
+            str(keys / f"{name}.key_secret"),
+            "--curve-server-public",
+            str(keys / "broker.key"),
+        ]
+
+    def key(name: str) -> ClientKeys:
+        return ClientKeys.from_files(str(keys / f"{name}.key_secret"), str(keys / "broker.key"))
+
+    with recording_pipeline(
+        [
+            *server,
+            "--curve-authorized-dir",
+            str(allowed),
+            "--publish-authorized-dir",
+            str(publishers),
+            *client("recorder"),
+        ],
+        [*server, "--curve-authorized-dir", str(allowed)],
+        client("w1"),
+        (str(keys / "plugin.key_secret"), str(keys / "broker.key")),
+    ) as pipeline:
+        spy = Spy(pipeline, b"pub-", key("plugin"), key("publisher"))
+        try:
+            with (
+                Publisher(pipeline.publish_endpoint, key("intruder"), timeout_s=2) as intruder,
+                pytest.raises(Unreachable, match="CURVE refused by the recorder"),
+            ):
+                intruder.publish("pub-secure", rows(now_ms() - 1000, 1))
+            with Publisher(pipeline.publish_endpoint, timeout_s=1) as plain, pytest.raises(Unreachable):
+                plain.publish("pub-secure", rows(now_ms() - 1000, 1))
+            intruder_keys = ["--curve-client-secret", str(keys / "intruder.key_secret")]
+            cli = publish_cli(
+                pipeline.run_dir,
+                "pub-secure",
+                [orjson.dumps({"time": now_ms() - 1000, "v": 1}).decode()],
+                *intruder_keys,
+                *["--curve-server-public", str(keys / "broker.key"), "--timeout", "2"],
+            )
+            assert cli.returncode == 1
+            assert "CURVE refused by the recorder" in cli.stderr
+            assert spy.events(wait_s=0.5) == [], "a refused publisher's rows reached frames_out"
+            assert history(pipeline.history_endpoint, "pub-secure", keys=key("plugin")).error  # type: ignore[union-attr]
+
+            with Publisher(pipeline.publish_endpoint, key("publisher")) as publisher:
+                assert publisher.publish("pub-secure", rows(now_ms() - 1000, 2)) == 2
+            [(channel, events)] = spy.events()
+            assert channel == "pub-secure"
+            assert len(events.times) == 2
+        finally:
+            spy.close()
+        reply = history(pipeline.history_endpoint, "pub-secure", keys=key("plugin"))
+        assert reply is not None
+        assert len(reply.times) == 2
+        assert history(pipeline.history_endpoint, "pub-secure", keys=key("publisher"), timeout_s=1) is None
+        assert history(pipeline.history_endpoint, "pub-secure", timeout_s=1) is None
+
+
+def test_a_restarted_broker_learns_the_published_channels_from_the_recorder() -> None:
+    with recording_pipeline() as pipeline:
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            publisher.publish("pub-survivor", rows(now_ms() - 1000, 1))
+        pipeline.restart_broker()
+        wait_for_recorder(pipeline)
+        with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as plugin:
+            plugin.linger = 0
+            plugin.connect(pipeline.control_endpoint)
+            plugin.send_multipart(protocol.encode(protocol.Subscribe("p-after", "pub-survivor")))
+            assert plugin.poll(2000)
+            reply = protocol.expect(plugin.recv_multipart(), protocol.SubscribeReply)
+        assert reply.error == ""
+        assert reply.epoch != 0, "the new broker did not place the channel the recorder offers"
+        assert fetch(pipeline.control_endpoint, 2).channels["pub-survivor"]["worker"] == "recorder"
