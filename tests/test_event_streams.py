@@ -1,16 +1,16 @@
 """Event channels through the real plugin: typed rows, epochs, order, schemas, publishing.
 
-Until the recorder is merged, a stand-in in the test plays its part on the broker: it
-heartbeats as a RECORDER offering a `pub-*` channel under an epoch (a real DEALER) and
-publishes Events onto frames_in (a real PUB), so the broker places the channel and the
-plugin relays it. It is a client of the processes under test, not a mock of one. The
-tests that need the recorder's history run against services.recorder, and skip until it exists.
+For live Events with exact control over epochs, times and schemas, a stand-in in the test
+plays the recorder's part on the broker: it heartbeats as a RECORDER offering a `pub-*`
+channel under an epoch (a real DEALER) and publishes Events onto frames_in (a real PUB),
+so the broker places the channel and the plugin relays it. It is a client of the
+processes under test, not a mock of one. History, publishing and CURVE run against the
+real recorder (services.recorder).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import threading
 import time
@@ -23,10 +23,12 @@ import orjson
 import pyarrow as pa
 import pytest
 import zmq
-from support import Pipeline, plugin_of, stop
+from recording import recording_pipeline
+from support import Pipeline, plugin_of
 
 from services.common import protocol
 from services.common.fields import Batch, Column, from_records
+from services.common.security import create_keys
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, LiveStream, PluginHost, data_query
@@ -35,7 +37,6 @@ from services.plugin._proto import pluginv2_pb2 as pb
 
 CHANNEL = "pub-lab.door"
 PUBLISHER_DS = Datasource(uid="publisher", json_data={"allowPublish": True})
-HAS_RECORDER = importlib.util.find_spec("services.recorder") is not None
 
 
 class RecorderStandIn:
@@ -304,13 +305,11 @@ def test_publish_without_a_recorder_is_not_found(host: PluginHost) -> None:
 
 @pytest.fixture
 def with_recorder(pipeline: Pipeline) -> Iterator[None]:
-    if not HAS_RECORDER:
-        pytest.skip("services.recorder is not on this branch yet (the recorder branch brings it)")
-    process = pipeline.start("recorder", ["-m", "services.recorder"])
+    pipeline.start_recorder()
     try:
         yield
     finally:
-        stop(process)
+        pipeline.stop_recorder()
 
 
 def test_a_late_panel_gets_the_recorded_history_then_the_live_rows_without_duplicates(
@@ -487,3 +486,52 @@ def test_a_hostile_recorder_costs_only_its_own_answers(pipeline: Pipeline) -> No
         thread.join(2)
         router.close()
         ctx.term()
+
+
+def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: Path) -> None:
+
+    keys = tmp_path / "keys"
+    create_keys(keys, ["broker", "w1", "recorder", "plugin"])
+    allowed, publishers = tmp_path / "allowed", tmp_path / "publishers"
+    for folder, names in ((allowed, ["w1", "recorder", "plugin"]), (publishers, ["plugin"])):
+        folder.mkdir()
+        for name in names:
+            (folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
+
+    def client(name: str) -> list[str]:
+        return [
+            "--curve-client-secret",
+            str(keys / f"{name}.key_secret"),
+            "--curve-server-public",
+            str(keys / "broker.key"),
+        ]
+
+    recorder_args = [
+        *server,
+        "--curve-authorized-dir",
+        str(allowed),
+        "--publish-authorized-dir",
+        str(publishers),
+    ]
+    plugin_keys = {
+        "curve_client_secret": str(keys / "plugin.key_secret"),
+        "curve_server_public": str(keys / "broker.key"),
+    }
+    with (
+        recording_pipeline(
+            [*recorder_args, *client("recorder")],
+            [*server, "--curve-authorized-dir", str(allowed)],
+            client("w1"),
+            (plugin_keys["curve_client_secret"], plugin_keys["curve_server_public"]),
+        ) as curved,
+        plugin_of(curved, plugin_keys) as host,
+    ):
+        now_ms = time.time_ns() // 1_000_000
+        assert (
+            publish(host, "pub-secure", {"time": now_ms - 10, "temp": 1.5}, PUBLISHER_DS)
+            == pb.PublishStreamResponse.OK
+        )
+        initial = StreamingFrame()
+        initial.push(host.subscribe("pub-secure").data)
+        assert initial.column("temp") == [1.5]

@@ -6,7 +6,9 @@ request waits for its own reply (matched by request id) for at most `timeout_s`,
 request that cannot be sent at once (no recorder connected: IMMEDIATE) fails at once:
 nothing ever blocks a stream or a query. The sockets connect only once the recorder's ipc
 folder exists and is one we trust (services.common.rundir, as for the broker); each call
-tries again until then. A reply is hostile like any message: decoded and checked by
+tries again until then. With the plugin's CURVE keys set (curve_client_secret,
+curve_server_public), both sockets use them: the recorder serves with the broker's key and
+admits the plugins in its --curve-authorized-dir. A reply is hostile like any message: decoded and checked by
 services.common.protocol, and one answering a request nobody waits for is dropped.
 """
 
@@ -30,6 +32,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.fields import Batch, Column
 from services.common.logs import fields
+from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
 
 log = logging.getLogger("zmqstream.plugin.recorder")
@@ -47,7 +50,14 @@ class RecorderUnavailable(PipelineError):
 class _Channel:
     """One DEALER to one recorder endpoint, with the replies it waits for."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, settings: PluginSettings, what: str) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        settings: PluginSettings,
+        what: str,
+        keys: ClientKeys | None,
+    ) -> None:
         self.endpoint = endpoint
         self.settings = settings
         self.what = what
@@ -59,6 +69,8 @@ class _Channel:
         )
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            secure_client(self.socket, keys)
         self.connected = False
         self.connected_at = 0.0
         self.problem = ""
@@ -144,8 +156,11 @@ class _Channel:
 class Recorder:
     def __init__(self, ctx: zmq.asyncio.Context, settings: PluginSettings) -> None:
         self.timeout_s = settings.broker_timeout_s
-        self.history_channel = _Channel(ctx, settings.history_endpoint, settings, "history")
-        self.publish_channel = _Channel(ctx, settings.publish_endpoint, settings, "publish")
+        keys = None
+        if settings.curve_client_secret:
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
+        self.history_channel = _Channel(ctx, settings.history_endpoint, settings, "history", keys)
+        self.publish_channel = _Channel(ctx, settings.publish_endpoint, settings, "publish", keys)
         self._ids = itertools.count(1)
 
     async def history(self, channel: str, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool]:
