@@ -60,6 +60,8 @@ class TooManyBrokers(PipelineError):
     """A new broker address past the plugin's cap on open broker connections."""
 
 
+ROWS_HEADER = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS))
+"""What follows a Rows frame's topic: the hot path is told from Events by these two bytes."""
 NO_TICK = -(2**63)
 """A tick index before every tick."""
 Segment = tuple[int, list[bytes]]
@@ -425,8 +427,12 @@ class Pipeline:
         self._loop.call_soon(self._drain_frames)
 
     def _on_rows(self, frame: bytes) -> None:
+        end = frame.find(protocol.TOPIC_END)
+        if frame[end + 1 : end + 3] != ROWS_HEADER:  # Events, or a frame decode_data refuses
+            self._on_data(frame)
+            return
         try:
-            channel, rows = protocol.decode_data(frame)
+            channel, rows = protocol.decode_rows(frame)
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
@@ -438,8 +444,8 @@ class Pipeline:
                 self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {held.epoch}")
             return
         spec = held.spec
-        if isinstance(rows, protocol.Events) or isinstance(spec, EventChannel):
-            self._on_events(channel, held, rows)
+        if isinstance(spec, EventChannel):
+            self._refuse("shape", f"{channel}: Rows for an event channel")
             return
         if len(rows.columns) != spec.series:
             self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
@@ -453,9 +459,22 @@ class Pipeline:
         for queue in held.queues:
             queue.put(rows.first_tick, rows.columns)
 
-    def _on_events(self, channel: str, held: Held, message: protocol.Rows | protocol.Events) -> None:
-        """Events of an event channel (checked to every value by decode_data) into its queues."""
-        if type(message) is not protocol.Events or type(held.spec) is not EventChannel:
+    def _on_data(self, frame: bytes) -> None:
+        """A data frame other than Rows: Events of an event channel (checked to every value by
+        decode_data) into its queues, fenced by epoch and clock like Rows."""
+        try:
+            channel, message = protocol.decode_data(frame)
+        except PipelineError as exc:
+            self._refuse("malformed", str(exc))
+            return
+        held = self.holders.get(channel)
+        if held is None:
+            return
+        if message.epoch != held.epoch:
+            if held.epoch:  # before the broker's reply: the stream bridges from the recorder
+                self._refuse("epoch", f"{channel}: epoch {message.epoch}, the placement is {held.epoch}")
+            return
+        if not isinstance(message, protocol.Events) or not isinstance(held.spec, EventChannel):
             self._refuse(
                 "shape", f"{channel}: {type(message).__name__} for a channel that does not carry them"
             )
