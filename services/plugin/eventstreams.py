@@ -197,7 +197,7 @@ class EventStreams:
 
     async def publish(
         self, request: pb.PublishStreamRequest, channel: EventChannel, config: DatasourceConfig
-    ) -> int:
+    ) -> pb.PublishStreamResponse.Status.ValueType:
         """The PublishStreamResponse status for `request` (refusals logged with their reason)."""
         refused = pb.PublishStreamResponse.PERMISSION_DENIED
         role = request.pluginContext.user.role

@@ -150,7 +150,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             log.warning("publish refused", extra=fields(path=request.path, error="not a published channel"))
             return pb.PublishStreamResponse(status=pb.PublishStreamResponse.PERMISSION_DENIED)
         status = await self.events.publish(request, channel, config)
-        return pb.PublishStreamResponse(status=status)  # type: ignore[arg-type]
+        return pb.PublishStreamResponse(status=status)
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
