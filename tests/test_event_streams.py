@@ -489,15 +489,17 @@ def test_a_hostile_recorder_costs_only_its_own_answers(pipeline: Pipeline) -> No
 
 
 def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: Path) -> None:
-
     keys = tmp_path / "keys"
-    create_keys(keys, ["broker", "w1", "recorder", "plugin"])
-    allowed, publishers = tmp_path / "allowed", tmp_path / "publishers"
-    for folder, names in ((allowed, ["w1", "recorder", "plugin"]), (publishers, ["plugin"])):
-        folder.mkdir()
+    create_keys(keys, ["broker", "w1", "recorder", "plugin", "stranger"])
+    folders = {
+        "allowed": ["w1", "recorder", "plugin", "stranger"],  # the broker's
+        "askers": ["plugin"],  # the recorder's history socket: `stranger` may not ask
+        "publishers": ["plugin"],
+    }
+    for folder, names in folders.items():
+        (tmp_path / folder).mkdir()
         for name in names:
-            (folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
-    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
+            (tmp_path / folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
 
     def client(name: str) -> list[str]:
         return [
@@ -507,31 +509,32 @@ def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: 
             str(keys / "broker.key"),
         ]
 
+    def plugin_keys(name: str) -> dict[str, str]:
+        return {
+            "curve_client_secret": str(keys / f"{name}.key_secret"),
+            "curve_server_public": str(keys / "broker.key"),
+        }
+
+    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
     recorder_args = [
-        *server,
-        "--curve-authorized-dir",
-        str(allowed),
-        "--publish-authorized-dir",
-        str(publishers),
+        *[*server, "--curve-authorized-dir", str(tmp_path / "askers")],
+        *["--publish-authorized-dir", str(tmp_path / "publishers"), *client("recorder")],
     ]
-    plugin_keys = {
-        "curve_client_secret": str(keys / "plugin.key_secret"),
-        "curve_server_public": str(keys / "broker.key"),
-    }
-    with (
-        recording_pipeline(
-            [*recorder_args, *client("recorder")],
-            [*server, "--curve-authorized-dir", str(allowed)],
-            client("w1"),
-            (plugin_keys["curve_client_secret"], plugin_keys["curve_server_public"]),
-        ) as curved,
-        plugin_of(curved, plugin_keys) as host,
-    ):
-        now_ms = time.time_ns() // 1_000_000
-        assert (
-            publish(host, "pub-secure", {"time": now_ms - 10, "temp": 1.5}, PUBLISHER_DS)
-            == pb.PublishStreamResponse.OK
-        )
-        initial = StreamingFrame()
-        initial.push(host.subscribe("pub-secure").data)
-        assert initial.column("temp") == [1.5]
+    with recording_pipeline(
+        recorder_args,
+        [*server, "--curve-authorized-dir", str(tmp_path / "allowed")],
+        client("w1"),
+        (str(keys / "plugin.key_secret"), str(keys / "broker.key")),
+    ) as curved:
+        with plugin_of(curved, plugin_keys("plugin")) as host:
+            now_ms = time.time_ns() // 1_000_000
+            published = publish(host, "pub-secure", {"time": now_ms - 10, "temp": 1.5}, PUBLISHER_DS)
+            assert published == pb.PublishStreamResponse.OK
+            initial = StreamingFrame()
+            initial.push(host.subscribe("pub-secure").data)
+            assert initial.column("temp") == [1.5]
+        with plugin_of(curved, plugin_keys("stranger")) as stranger:  # the broker's, not the recorder's
+            refused = StreamingFrame()
+            refused.push(stranger.subscribe("pub-secure").data)
+            assert refused.times_ns == []
+            assert "CURVE refused by the recorder" in refused.notices[0]["text"]

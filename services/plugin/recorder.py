@@ -26,8 +26,9 @@ from typing import cast
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from services.common import protocol, rundir
+from services.common import probe, protocol, rundir
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.fields import Batch, Column
@@ -41,6 +42,10 @@ MAX_PENDING = 256
 CONNECT_GRACE_S = 0.5
 """A socket just connected is not up at once (even over ipc): within this, a send is retried."""
 RETRY_S = 0.01
+CURVE_HINT = (
+    "the plugin's CURVE key (grafana.ini curve_client_secret) must be in the recorder's "
+    "--curve-authorized-dir for history, and in its --publish-authorized-dir to publish through Grafana"
+)
 
 
 class RecorderUnavailable(PipelineError):
@@ -76,6 +81,8 @@ class _Channel:
         self.problem = ""
         self.pending: dict[str | int, asyncio.Future[protocol.Message]] = {}
         self.reader: asyncio.Task[None] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.curve_refused = False
 
     def _connect(self) -> str:
         """'' once connected, else why not (the folder is missing or not ours)."""
@@ -95,7 +102,28 @@ class _Channel:
         self.connected = True
         self.connected_at = time.monotonic()
         self.reader = asyncio.create_task(self._read(), name=f"recorder-{self.what}")
+        self.watcher = asyncio.create_task(self._watch(), name=f"recorder-{self.what}-monitor")
         return ""
+
+    def _unreachable(self) -> str:
+        """Why a request could not be sent: what the monitor saw, else the socket as it looks."""
+        if self.curve_refused:
+            return f"CURVE refused by the recorder at {self.endpoint}: {CURVE_HINT}"
+        path = self.endpoint.removeprefix("ipc://")
+        if self.endpoint.startswith("ipc://") and not os.path.exists(path):
+            return f"no recorder at {self.endpoint}: {path} does not exist. Is the recorder running?"
+        return f"no recorder is listening at {self.endpoint}: is the recorder running?"
+
+    async def _watch(self) -> None:
+        """Follow the socket's monitor: a refused CURVE handshake is said as such, not as silence."""
+        monitor = self.socket.get_monitor_socket(probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                self.curve_refused = bool(event & probe.CURVE_FAILED)
+        finally:
+            self.socket.disable_monitor()
+            monitor.close(linger=0)
 
     async def ask(
         self, message: protocol.Message, request_id: str | int, timeout_s: float
@@ -115,9 +143,7 @@ class _Channel:
                 await asyncio.sleep(RETRY_S)
                 sent = self._send(frames)
             if not sent:
-                raise RecorderUnavailable(
-                    f"no recorder is listening at {self.endpoint} (is the recorder running?)"
-                )
+                raise RecorderUnavailable(self._unreachable())
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             raise RecorderUnavailable(
@@ -146,10 +172,11 @@ class _Channel:
                 log.exception("recorder reply failed")
 
     async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
+        for task in (self.reader, self.watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.socket.close()
 
 
