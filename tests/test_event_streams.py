@@ -501,19 +501,18 @@ def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: 
         for name in names:
             (tmp_path / folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
 
-    def client(name: str) -> list[str]:
-        return [
-            "--curve-client-secret",
-            str(keys / f"{name}.key_secret"),
-            "--curve-server-public",
-            str(keys / "broker.key"),
-        ]
-
     def plugin_keys(name: str) -> dict[str, str]:
+        """`name`'s CURVE client settings: grafana.ini keys for a plugin."""
         return {
             "curve_client_secret": str(keys / f"{name}.key_secret"),
             "curve_server_public": str(keys / "broker.key"),
         }
+
+    def client(name: str) -> list[str]:
+        """The same settings as flags, for the other processes."""
+        return [
+            arg for key, value in plugin_keys(name).items() for arg in (f"--{key.replace('_', '-')}", value)
+        ]
 
     server = ["--curve-server-secret", str(keys / "broker.key_secret")]
     recorder_args = [
