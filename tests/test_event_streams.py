@@ -537,3 +537,31 @@ def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: 
             refused.push(stranger.subscribe("pub-secure").data)
             assert refused.times_ns == []
             assert "CURVE refused by the recorder" in refused.notices[0]["text"]
+
+
+def test_a_panel_that_holds_the_history_gets_only_newer_rows_from_its_stream(
+    host: PluginHost, with_recorder: None
+) -> None:
+    channel = "pub-caught.up"
+    start_ms = time.time_ns() // 1_000_000 - 5000
+    deadline = time.monotonic() + 15
+    rows_ = [{"time": start_ms + i, "v": i} for i in range(3)]
+    while publish(host, channel, rows_, PUBLISHER_DS) != pb.PublishStreamResponse.OK:
+        assert time.monotonic() < deadline, "the recorder took no rows"
+        time.sleep(0.2)
+    # The frontend loaded these three from QueryData, and subscribes after the last of them.
+    answer = host.subscribe(channel, data=orjson.dumps({"after": start_ms + 2}))
+    assert StreamingFrame().push(answer.data) == 0  # no rows: the panel has them all
+    stream = host.run_stream(channel)
+    viewer = stream.add_viewer(answer.data)
+    reading(stream)
+    try:
+        time.sleep(1.5)  # the stream's first packets: none may repeat what the panel holds
+        assert (
+            publish(host, channel, {"time": start_ms + 10, "v": 10}, PUBLISHER_DS)
+            == pb.PublishStreamResponse.OK
+        )
+        read_until(stream, lambda: 10 in viewer.column("v"))
+    finally:
+        stream.cancel()
+    assert viewer.column("v") == [10]

@@ -88,6 +88,8 @@ class EventStreams:
         batch, problem = await self._history(channel, from_ns, to_ns)
         if sent == backfill.NOTHING and batch.times:
             self.ledger.promise(key, batch.times[-1])
+        elif sent == backfill.NOTHING and after_ms is not None and not problem:
+            self.ledger.promise(key, from_ns - 1)  # nothing new: the subscriber's own last row is the floor
         if batch.times:
             data = events.packet(batch, events.schema(batch.schema, shown))
         elif problem:
