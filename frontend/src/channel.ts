@@ -3,6 +3,8 @@
  *
  *   custom-<lower>-<upper>-<tick ms>                      uniform generator, one series
  *   custom-<lower>-<upper>-<tick ms>-<generator>-<series>
+ *   source-<source>-<tick ms>                              a source (kind `source`)
+ *   pub-<channel>                                          a published channel (kind `published`)
  *
  * The backend's grammar (services/common/channels.py): numbers are plain decimals
  * (`-?\d{1,15}(\.\d{1,9})?`, no exponent), generator names `[a-z][a-z0-9_]{0,31}`, and
@@ -11,10 +13,12 @@
  * Grafana runs one backend stream per path: display options too, after the channel
  * (`livePath`), which the backend strips to hold the one canonical channel.
  */
-import { DEFAULT_QUERY, DisplayFields, Limits, QueryFields, StreamQuery } from './types';
+import { DEFAULT_QUERY, DisplayFields, Limits, QueryFields, QueryKind, StreamQuery } from './types';
 
 const NUMBER = /^-?\d{1,15}(\.\d{1,9})?$/;
 const GENERATOR = /^[a-z][a-z0-9_]{0,31}$/;
+/** A source's name is a generator's; a published channel's `[a-z0-9][a-z0-9_.-]{0,63}`. */
+const PUBLISHED = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 /** services/plugin/display.py's limits. */
 const MAX_ALIAS_CHARS = 64;
 const MAX_UNIT_CHARS = 40;
@@ -23,7 +27,12 @@ const MAX_CHANNEL_CHARS = 160;
 /** Most rows a panel's buffer keeps, whatever its time range and tick. */
 export const MAX_BUFFER_ROWS = 100_000;
 
-export type QueryErrors = Partial<Record<keyof QueryFields | keyof DisplayFields | 'bufferRows', string>>;
+export type QueryErrors = Partial<Record<keyof QueryFields | keyof DisplayFields | 'bufferRows' | 'source' | 'channel', string>>;
+
+/** A query's kind; absent means a generator. */
+export function kindOf(query: StreamQuery): QueryKind {
+  return query.kind === 'source' || query.kind === 'published' ? query.kind : 'generator';
+}
 
 /** `x` as the backend's plain decimal, or undefined when the grammar cannot express it exactly. */
 export function formatNumber(x: number): string | undefined {
@@ -65,8 +74,7 @@ export function displayOf(query: StreamQuery): DisplayFields {
 
 /** Everything wrong with a (resolved) query, field by field; empty when it can run. */
 export function validateQuery(query: StreamQuery, limits: Limits, datasourceUid: string): QueryErrors {
-  const fields = withDefaults(query);
-  const errors: QueryErrors = validate(fields, limits);
+  const errors: QueryErrors = validateChannel(query, limits);
   const display = displayOf(query);
   for (const [key, limit] of [['alias', MAX_ALIAS_CHARS], ['unit', MAX_UNIT_CHARS]] as const) {
     if (display[key].length > limit) {
@@ -76,7 +84,7 @@ export function validateQuery(query: StreamQuery, limits: Limits, datasourceUid:
     }
   }
   if (Object.keys(errors).length === 0) {
-    const channel = `ds/${datasourceUid}/${livePath(fields, display)}`;
+    const channel = `ds/${datasourceUid}/${queryLivePath(query)}`;
     if (channel.length > MAX_CHANNEL_CHARS) {
       errors.alias = `Alias and unit make the stream's channel ${channel.length} characters, over Grafana's ${MAX_CHANNEL_CHARS}: shorten them`;
     }
@@ -86,6 +94,46 @@ export function validateQuery(query: StreamQuery, limits: Limits, datasourceUid:
     errors.bufferRows = `Buffer must be empty (the panel's time range) or a whole number of rows from 1 to ${MAX_BUFFER_ROWS}`;
   }
   return errors;
+}
+
+/** What is wrong with a query's channel, whatever its kind; empty when it can stream. */
+function validateChannel(query: StreamQuery, limits: Limits): QueryErrors {
+  const kind = kindOf(query);
+  if (kind === 'generator') {
+    return validate(withDefaults(query), limits);
+  }
+  const errors: QueryErrors = {};
+  if (kind === 'published') {
+    if (!PUBLISHED.test((query.channel ?? '').trim())) {
+      errors.channel = 'Channel names are lower-case letters, digits, _, . and - (at most 64, starting with a letter or digit)';
+    }
+    return errors;
+  }
+  if (!GENERATOR.test((query.source ?? '').trim())) {
+    errors.source = 'Source names are lower-case letters, digits and _ (starting with a letter)';
+  }
+  const tick = withDefaults(query).tickInterval;
+  if (formatNumber(tick) === undefined || tick < limits.minTickMs || tick > limits.maxTickMs) {
+    errors.tickInterval = `Tick interval must be between ${limits.minTickMs} and ${limits.maxTickMs} ms`;
+  }
+  return errors;
+}
+
+/** The channel path of a valid query of any kind. */
+export function channelPath(query: StreamQuery): string {
+  switch (kindOf(query)) {
+    case 'published':
+      return `pub-${(query.channel ?? '').trim()}`;
+    case 'source':
+      return `source-${(query.source ?? '').trim()}-${formatNumber(withDefaults(query).tickInterval) ?? 'NaN'}`;
+    default:
+      return streamPath(withDefaults(query));
+  }
+}
+
+/** The Live path of a valid query of any kind, display options included (see livePath). */
+export function queryLivePath(query: StreamQuery): string {
+  return withDisplay(channelPath(query), displayOf(query));
 }
 
 /** What is wrong with a query, field by field; empty when it can stream. */
@@ -131,6 +179,10 @@ export function streamPath(fields: QueryFields): string {
  * same path, so panels that show a channel alike share one stream.
  */
 export function livePath(fields: QueryFields, display: DisplayFields): string {
+  return withDisplay(streamPath(fields), display);
+}
+
+function withDisplay(path: string, display: DisplayFields): string {
   const options: Partial<DisplayFields> = {};
   if (display.alias) {
     options.alias = display.alias;
@@ -139,11 +191,11 @@ export function livePath(fields: QueryFields, display: DisplayFields): string {
     options.unit = display.unit;
   }
   if (Object.keys(options).length === 0) {
-    return streamPath(fields);
+    return path;
   }
   const bytes = new TextEncoder().encode(JSON.stringify(options));
   const base64 = btoa(String.fromCharCode(...bytes));
-  return `${streamPath(fields)}/display=${base64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
+  return `${path}/display=${base64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
 }
 
 /** The limits a datasource's settings impose (the backend may be stricter still). */

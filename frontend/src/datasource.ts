@@ -15,7 +15,7 @@ import {
 import { DataSourceWithBackend, getGrafanaLiveSrv, getTemplateSrv } from '@grafana/runtime';
 import { map, merge, Observable, of, switchMap } from 'rxjs';
 
-import { displayOf, limitsFrom, livePath, MAX_BUFFER_ROWS, toNumber, validateQuery, withDefaults } from './channel';
+import { kindOf, limitsFrom, MAX_BUFFER_ROWS, queryLivePath, toNumber, validateQuery, withDefaults } from './channel';
 import { BUILTIN_GENERATORS, DEFAULT_LIMITS, GeneratorInfo, Limits, StreamMode, StreamOptions, StreamQuery } from './types';
 
 /**
@@ -24,7 +24,7 @@ import { BUILTIN_GENERATORS, DEFAULT_LIMITS, GeneratorInfo, Limits, StreamMode, 
  */
 export const LIVE_MARGIN_MS = 1000;
 
-const TEXT_FIELDS = ['generator', 'alias', 'unit'] as const;
+const TEXT_FIELDS = ['generator', 'alias', 'unit', 'source', 'channel'] as const;
 const NUMBER_FIELDS = ['lowerLimit', 'upperLimit', 'tickInterval', 'series', 'bufferRows'] as const;
 
 export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions> {
@@ -114,7 +114,7 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
         scope: LiveChannelScope.DataSource,
         stream: this.uid,
         namespace: this.uid,
-        path: livePath(withDefaults(query), displayOf(query)),
+        path: queryLivePath(query),
         data: last === undefined ? undefined : { after: last },
       },
       frame: dataFrameToJSON(history),
@@ -130,6 +130,17 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
       return Array.isArray(answer?.generators) && answer.generators.length > 0 ? answer.generators : BUILTIN_GENERATORS;
     } catch {
       return BUILTIN_GENERATORS;
+    }
+  }
+
+  /** Sources the backend knows (the built-in `host` and installed ones), or just `host` if it cannot say. */
+  async sources(): Promise<string[]> {
+    try {
+      const answer = await this.getResource<{ sources: Array<{ name: string }> }>('sources');
+      const names = Array.isArray(answer?.sources) ? answer.sources.map((s) => s.name).filter((n) => typeof n === 'string') : [];
+      return names.length > 0 ? names : ['host'];
+    } catch {
+      return ['host'];
     }
   }
 
@@ -157,7 +168,9 @@ export function bufferOptions(request: DataQueryRequest<StreamQuery>, query: Str
     return { maxLength: rowsAsked, action: StreamingFrameAction.Append };
   }
   const spanMs = Math.max(1, request.range.to.valueOf() - request.range.from.valueOf());
-  const rows = Math.ceil(spanMs / withDefaults(query).tickInterval) + 1;
+  // A published channel has no tick: its rows come when they come, so the range alone bounds them.
+  const tickMs = kindOf(query) === 'published' ? 1 : withDefaults(query).tickInterval;
+  const rows = Math.ceil(spanMs / tickMs) + 1;
   return {
     maxDelta: spanMs,
     maxLength: Math.min(MAX_BUFFER_ROWS, Math.max(rows, request.maxDataPoints ?? 0, 100)),

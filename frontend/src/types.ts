@@ -8,11 +8,23 @@ export enum StreamMode {
 }
 
 /**
+ * Which family of channel a query streams (services/common/channels.py): a pure generator
+ * (`custom-…`, absent = generator), a stateful source a worker runs (`source-<source>-<tick>`),
+ * or a channel external programs publish into (`pub-<channel>`).
+ */
+export type QueryKind = 'generator' | 'source' | 'published';
+
+/**
  * A panel query: the tutorial's three numbers, plus what the backend offers beyond them.
  * Number fields hold a number, or text with template variables (`$lower`, `${tick}`)
  * until applyTemplateVariables resolves them.
  */
 export interface StreamQuery extends DataQuery {
+  kind?: QueryKind;
+  /** A source's name (kind `source`); it polls every `tickInterval` ms. */
+  source?: string;
+  /** A published channel's name (kind `published`), without `pub-`. */
+  channel?: string;
   lowerLimit?: number | string;
   upperLimit?: number | string;
   tickInterval?: number | string;
@@ -57,6 +69,8 @@ export interface StreamOptions extends DataSourceJsonData {
   maxSeries?: number;
   maxChannels?: number;
   maxValuesPerSecond?: number;
+  /** Editors and Admins may publish rows into `pub-*` channels through Grafana Live. */
+  allowPublish?: boolean;
 }
 
 /** Secret settings: Grafana stores them encrypted and hands them to the backend decrypted only. */

@@ -79,3 +79,15 @@ describe('ConfigEditor', () => {
     expect(saved.secureJsonData).toEqual({ curveSecretKey: '' });
   });
 });
+
+describe('ConfigEditor publishing', () => {
+  it('is off by default and the switch writes allowPublish: true', async () => {
+    const user = userEvent.setup();
+    const onSaved = vi.fn();
+    render(<Harness onSaved={onSaved} />);
+    const toggle = screen.getByLabelText('Allow publishing');
+    expect(toggle).toHaveProperty('checked', false);
+    await user.click(toggle);
+    expect(onSaved.mock.lastCall?.[0].jsonData).toEqual({ allowPublish: true });
+  });
+});

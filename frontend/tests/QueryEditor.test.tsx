@@ -118,3 +118,23 @@ describe('QueryEditor', () => {
     expect(errors).toMatch(/Buffer must be empty/);
   });
 });
+
+describe('QueryEditor kinds', () => {
+  it('offers a source name and its tick for a source, a channel name for a published channel', async () => {
+    const user = userEvent.setup();
+    const { onChange, view } = setup({ refId: 'A', kind: 'source', source: 'meter', tickInterval: 500 });
+    expect(screen.queryByLabelText('Lower Limit')).toBeNull();
+    expect(screen.getByLabelText('Tick interval (ms)')).toHaveProperty('value', '500');
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('source-meter-500');
+    await user.click(screen.getByText('host')); // the picker: the backend's sources, or the built-in one
+    expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ source: 'host' }));
+    await user.click(screen.getByText('Published'));
+    expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ kind: 'published' }));
+    view.rerender(
+      <QueryEditor query={{ refId: 'A', kind: 'published', channel: 'lab.door' }} onChange={onChange} onRunQuery={vi.fn()} datasource={datasource()} />
+    );
+    expect(screen.getByLabelText('Channel')).toHaveProperty('value', 'lab.door');
+    expect(screen.queryByLabelText('Tick interval (ms)')).toBeNull();
+    expect(screen.getByTestId('zmqstream-path').textContent).toContain('pub-lab.door');
+  });
+});

@@ -215,3 +215,33 @@ describe('queries that cannot run', () => {
     expect(responses[0].errors?.map((e) => e.refId)).toEqual(['A', 'B', 'C']);
   });
 });
+
+describe('event channels (kind source and published)', () => {
+  it('stream source-<source>-<tick> and pub-<channel>, history from QueryData first', async () => {
+    const requests = useBackend(CAPTURE.query);
+    const source: StreamQuery = { refId: 'A', kind: 'source', source: '$room', tickInterval: '$tick' };
+    const published: StreamQuery = { refId: 'A', kind: 'published', channel: 'lab.door', unit: 'celsius' };
+    useVariables({ room: 'host', tick: '1000' });
+    watch(datasource().query(request([source], CAPTURE.now - 60_000, CAPTURE.now)));
+    await requestsSent();
+    expect(requests[0].data.queries[0]).toMatchObject({ kind: 'source', source: 'host', tickInterval: 1000 });
+    expect(live.opened[0].addr.path).toBe('source-host-1000');
+    watch(datasource().query(request([published], CAPTURE.now - 60_000, CAPTURE.now)));
+    await requestsSent();
+    expect(requests[1].data.queries[0]).toMatchObject({ kind: 'published', channel: 'lab.door' });
+    expect(live.opened[1].addr.path.split('/display=')[0]).toBe('pub-lab.door');
+  });
+
+  it('run nothing with a bad source or channel name, and say why', async () => {
+    const bad: StreamQuery[] = [
+      { refId: 'A', kind: 'source', source: 'Host!' },
+      { refId: 'B', kind: 'published', channel: '' },
+    ];
+    const response = await firstValueFrom(datasource().query(request(bad, CAPTURE.now - 60_000, CAPTURE.now)));
+    expect(response.errors?.map((e) => e.message)).toEqual([
+      expect.stringMatching(/^A: Source names are/),
+      expect.stringMatching(/^B: Channel names are/),
+    ]);
+    expect(live.opened).toHaveLength(0);
+  });
+});

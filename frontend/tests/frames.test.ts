@@ -64,3 +64,43 @@ describe('legends of our frames in Grafana', () => {
     expect(frame.fields.slice(1).map((f) => getFieldDisplayName(f, frame, [frame]))).toEqual(['room 0', 'room 1', 'room 2']);
   });
 });
+
+describe('event frames from our plugin in Grafana (tests/golden/event_stream_packets.jsonl)', () => {
+  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden', 'event_stream_packets.jsonl');
+  const events: DataFrameJSON[] = readFileSync(GOLDEN, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+
+  it('decode typed fields with dataFrameFromJSON: number, string and boolean, nulls kept', () => {
+    const frame = dataFrameFromJSON(structuredClone(events[0]));
+    expect(frame.fields.map((f) => [f.name, f.type])).toEqual([
+      ['time', FieldType.time],
+      ['temp', FieldType.number],
+      ['count', FieldType.number],
+      ['door', FieldType.string],
+      ['ok', FieldType.boolean],
+    ]);
+    expect(frame.fields[1].values[0]).toBe(21.5);
+    expect(frame.fields[1].values[1]).toBeNull();
+    expect(Number.isNaN(frame.fields[1].values[2])).toBe(true); // entities: NaN comes back
+    expect(frame.fields[2].values).toEqual([1, 2, null]);
+    expect(frame.fields[3].values).toEqual(['open', null, 'shut']);
+    expect(frame.fields[4].values).toEqual([true, null, false]);
+  });
+
+  it('stream into a StreamingDataFrame, and a new schema replaces the fields instead of mixing', () => {
+    const [first, second, changed] = structuredClone(events);
+    const frame = StreamingDataFrame.fromDataFrameJSON(first, { maxLength: 100 });
+    frame.push(second);
+    expect(frame.length).toBe(4);
+    expect(frame.fields[3].values).toEqual(['open', null, 'shut', 'open']);
+    expect(frame.fields[4].values).toEqual([true, null, false, false]);
+    frame.push(changed);
+    expect(frame.fields.map((f) => [f.name, f.type])).toEqual([
+      ['time', FieldType.time],
+      ['level', FieldType.string],
+    ]);
+    expect(frame.fields[1].values.slice(-1)).toEqual(['low']);
+  });
+});

@@ -328,6 +328,12 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
         "the broker's ROUTER, unless the datasource's brokerAddress names another",
         "ipc://<run_dir>/control",
     )
+    history_endpoint: str = setting(
+        "", "the recorder's ROUTER answering history of event channels", "ipc://<run_dir>/history"
+    )
+    publish_endpoint: str = setting(
+        "", "the recorder's ROUTER taking rows published through Grafana", "ipc://<run_dir>/publish"
+    )
     log_level: str = setting("INFO", "the plugin's log level: " + ", ".join(LOG_LEVELS))
     plugin_id: str = setting(lambda: uuid.uuid4().hex[:12], "name the broker knows it by", "random")
     plugin_heartbeat_s: float = setting(1.0, "how often a plugin renews its lease")
@@ -378,8 +384,9 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
             raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if not self.control_endpoint:  # frozen, but this is still its construction
-            object.__setattr__(self, "control_endpoint", f"ipc://{self.run_dir}/control")
+        for name in ("control_endpoint", "history_endpoint", "publish_endpoint"):
+            if not getattr(self, name):  # frozen, but this is still its construction
+                object.__setattr__(self, name, f"ipc://{self.run_dir}/{name.removesuffix('_endpoint')}")
 
 
 ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, RecorderSettings, PluginSettings)

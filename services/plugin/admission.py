@@ -6,6 +6,9 @@ plugin decodes, queues and encodes for it. Three budgets bound a new channel:
 - its datasource's values per second (`max_values_per_s_per_datasource`),
 - the plugin's values per second over every datasource (`max_values_per_s`).
 A datasource's jsonData may tighten its own two, never loosen them (services.plugin.datasource).
+An event channel's cost is estimated before its first row (its fields are not known yet):
+a source's SOURCE_FIELDS fields per tick, a published channel the recorder's rate budget
+(PUBLISHED_VALUES_PER_S: the recorder refuses publishers past it).
 A channel the datasource already streams is admitted at no extra cost: Grafana may run it
 again while the first RunStream ends. A refusal says which budget and how much is in use,
 so one dashboard gets told no instead of silently starving every other panel.
@@ -16,7 +19,21 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from services.common.channels import ChannelSpec
+from services.common.channels import SOURCE, Channel, ChannelSpec
+
+SOURCE_FIELDS = 16
+"""Fields assumed of a source (the built-in `host` has cpu, a few cores, memory, network and disk)."""
+PUBLISHED_VALUES_PER_S = 1000.0
+"""What a published channel may carry: the recorder's rate budget for one channel (values/s)."""
+
+
+def cost(channel: Channel) -> float:
+    """Values per second a channel's stream carries (rows/s times fields), estimated for events."""
+    if isinstance(channel, ChannelSpec):
+        return channel.values_per_s
+    if channel.kind == SOURCE:
+        return SOURCE_FIELDS * 1000.0 / channel.tick_ms
+    return PUBLISHED_VALUES_PER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,48 +53,48 @@ class Admission:
         """The cost of every channel running in the plugin."""
 
     def refusal(
-        self, datasource: str, spec: ChannelSpec, max_channels: int, values_per_s: float
+        self, datasource: str, spec: Channel, max_channels: int, values_per_s: float
     ) -> Refusal | None:
         """None if a stream of `spec` fits the budgets, else which budget it exceeds and why."""
         running = self._running.get(datasource, Counter())
         if spec.path in running:
             return None
-        cost, used = spec.values_per_s, self._rates[datasource]
+        needed, used = cost(spec), self._rates[datasource]
         if len(running) >= max_channels:
             return Refusal(
                 "channels", f"datasource {datasource} already streams its maximum of {max_channels} channels"
             )
-        if used + cost > values_per_s:
+        if used + needed > values_per_s:
             return Refusal(
                 "datasource_rate",
                 f"datasource {datasource} streams {used:,.0f} values/s of its budget of "
-                f"{values_per_s:,.0f}, and {spec.path} needs {cost:,.0f} more (rows/s times series): "
+                f"{values_per_s:,.0f}, and {spec.path} needs {needed:,.0f} more (rows/s times series): "
                 "slow its tick, lower its series or close other panels",
             )
-        if self.values_per_s + cost > self.plugin_values_per_s:
+        if self.values_per_s + needed > self.plugin_values_per_s:
             return Refusal(
                 "plugin_rate",
                 f"the plugin streams {self.values_per_s:,.0f} values/s of its budget of "
-                f"{self.plugin_values_per_s:,.0f}, and {spec.path} needs {cost:,.0f} more "
+                f"{self.plugin_values_per_s:,.0f}, and {spec.path} needs {needed:,.0f} more "
                 "(rows/s times series): slow its tick, lower its series or close other panels",
             )
         return None
 
-    def enter(self, datasource: str, spec: ChannelSpec) -> None:
+    def enter(self, datasource: str, spec: Channel) -> None:
         running = self._running[datasource]
         if spec.path not in running:
-            self._rates[datasource] += spec.values_per_s
-            self.values_per_s += spec.values_per_s
+            self._rates[datasource] += cost(spec)
+            self.values_per_s += cost(spec)
         running[spec.path] += 1
 
-    def leave(self, datasource: str, spec: ChannelSpec) -> None:
+    def leave(self, datasource: str, spec: Channel) -> None:
         running = self._running[datasource]
         running[spec.path] -= 1
         if running[spec.path] > 0:
             return
         del running[spec.path]
-        self._rates[datasource] -= spec.values_per_s
-        self.values_per_s -= spec.values_per_s
+        self._rates[datasource] -= cost(spec)
+        self.values_per_s -= cost(spec)
         if not running:
             del self._running[datasource], self._rates[datasource]
             if not self._running:

@@ -10,6 +10,10 @@ What Grafana's reader expects (shared/docs/grafana-plugin-protocol.md §4):
   nanoseconds whatever the unit says, so any other unit silently shifts the times;
 - non-nullable fields, as the SDK writes `time.Time` and `float64`: the nullable flag
   alone decides whether Grafana builds pointer (nullable) vectors.
+
+Event channels' frames (`event_frame_file`) have typed fields that may hold nulls, so
+they are written as the SDK writes `*float64`, `*int64`, `*bool`, `*string`: float64,
+int64, bool and utf8, nullable; the time field stays non-nullable.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+
+from services.common import fields as kinds
+from services.common.fields import Column
 
 TIME_FIELD_NAME = "time"
 
@@ -62,7 +69,55 @@ def time_series_file(
     schema = pa.schema(arrow_fields, metadata=schema_meta)
     arrays = [pa.array(times_ns, type=pa.timestamp("ns"))]
     arrays += [pa.array(field.values, type=pa.float64()) for field in fields]
-    batch = pa.record_batch(arrays, schema=schema)
+    return _file(pa.record_batch(arrays, schema=schema))
+
+
+ARROW_TYPES = {
+    kinds.FLOAT64: pa.float64(),
+    kinds.INT64: pa.int64(),
+    kinds.BOOL: pa.bool_(),
+    kinds.STRING: pa.string(),
+}
+TSTYPES = {kinds.FLOAT64: "number", kinds.INT64: "number", kinds.BOOL: "boolean", kinds.STRING: "string"}
+
+
+def event_frame_file(
+    times_ns: Sequence[int],
+    columns: Sequence[Column],
+    *,
+    ref_id: str,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> bytes:
+    """An event channel's rows (time, then its typed, nullable columns) as Arrow IPC file bytes.
+
+    `configs`: field config by field name (unit, display name), for the fields that have one.
+    """
+    schema_meta = {"name": "", "refId": ref_id}
+    if meta is not None:
+        schema_meta["meta"] = _json(meta)
+    arrow_fields = [
+        pa.field(TIME_FIELD_NAME, pa.timestamp("ns"), nullable=False, metadata={"tstype": "time"})
+    ]
+    arrays = [pa.array(times_ns, type=pa.timestamp("ns"))]
+    for column in columns:
+        if len(column.values) != len(times_ns):
+            raise ValueError(
+                f"field {column.name!r} has {len(column.values)} values for {len(times_ns)} times"
+            )
+        field_meta = {"tstype": TSTYPES[column.kind]}
+        config = (configs or {}).get(column.name)
+        if config:
+            field_meta["config"] = _json(config)
+        arrow_fields.append(
+            pa.field(column.name, ARROW_TYPES[column.kind], nullable=True, metadata=field_meta)
+        )
+        arrays.append(pa.array(column.values, type=ARROW_TYPES[column.kind], from_pandas=False))
+    return _file(pa.record_batch(arrays, schema=pa.schema(arrow_fields, metadata=schema_meta)))
+
+
+def _file(batch: pa.RecordBatch) -> bytes:
+    """One batch as an IPC file."""
     # Sized first, then written once into a buffer of that size: a growing buffer would
     # double and copy its way up, a peak of about three times the file for a large query.
     size = pa.MockOutputStream()

@@ -123,13 +123,27 @@ class Ledger:
 
     def history_end(self, key: StreamKey, spec: ChannelSpec, now_ns: int) -> int:
         """Where a new subscriber's history ends (a tick time); promises it if no stream sent yet."""
+        sent = self.running_end(key)
+        if sent != NOTHING:
+            return sent
+        end = spec.tick_time(spec.last_tick(now_ns))
+        self.promise(key, end)
+        return end
+
+    def running_end(self, key: StreamKey) -> int:
+        """The last time a running stream sent, where a new subscriber's history ends; NOTHING if none."""
         self._forget_stale()
         entry = self._touch(key)
-        if entry.streams and entry.sent_ns != NOTHING:
-            return entry.sent_ns
-        end = spec.tick_time(spec.last_tick(now_ns))
-        entry.promised_ns = max(entry.promised_ns, end)
-        return end
+        return entry.sent_ns if entry.streams else NOTHING
+
+    def promise(self, key: StreamKey, end_ns: int) -> None:
+        """An initial frame holds rows up to `end_ns`: the stream sends none at or before it.
+
+        Event channels (services.plugin.eventstreams) promise the last row the recorder
+        gave, not a tick: their rows keep their own times.
+        """
+        entry = self._touch(key)
+        entry.promised_ns = max(entry.promised_ns, end_ns)
 
     def open(self, key: StreamKey) -> int:
         """A RunStream starts; returns the tick time at or before which it must send nothing.

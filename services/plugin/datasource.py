@@ -2,7 +2,9 @@
 
 Keys (set in the frontend's ConfigEditor): `brokerAddress` (the broker's control
 endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxChannels`,
-`maxValuesPerSecond` (what its streams carry at once, rows/s times series). A datasource
+`maxValuesPerSecond` (what its streams carry at once, rows/s times series), `allowPublish`
+(true: Editors and Admins may publish rows into `pub-*` channels through Grafana Live,
+services.plugin.eventstreams; anything but JSON true is off). A datasource
 may tighten the plugin's limits, never loosen them. Malformed jsonData is ignored key by
 key, with a warning, so a typo never takes a datasource down.
 
@@ -44,6 +46,7 @@ class DatasourceConfig:
     max_values_per_s: float
     curve: tuple[str, str] = NO_CURVE
     """(plugin's secret key, broker's public key) as entered, or NO_CURVE: the plugin's own."""
+    allow_publish: bool = False
 
     @property
     def broker(self) -> tuple[str, tuple[str, str]]:
@@ -81,6 +84,7 @@ class DatasourceConfig:
             max(1, channels),
             min(rate, max_rate) if max_rate else rate,
             curve,
+            raw.get("allowPublish") is True,
         )
 
 

@@ -25,7 +25,8 @@ import time
 import weakref
 from typing import Any
 
-from services.common.channels import ChannelSpec
+from services.common import protocol
+from services.common.channels import PUBLISHED, Channel, ChannelSpec
 from services.plugin import frames
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.pipeline import BrokerUnavailable, Pipeline
@@ -34,8 +35,10 @@ STATUS_REUSE_S = 1.0
 """A broker status asked for stalled streams serves every other one for this long."""
 DROPS_CLEAR_S = 5.0
 """A dropped-rows notice is cleared after this long without a drop."""
-ERROR, WARNING = "error", "warning"
-_asked: weakref.WeakKeyDictionary[Pipeline, tuple[float, asyncio.Future[str]]] = weakref.WeakKeyDictionary()
+INFO, ERROR, WARNING = "info", "error", "warning"
+_asked: weakref.WeakKeyDictionary[Pipeline, tuple[float, asyncio.Future[protocol.StatusReply | str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> bytes:
@@ -53,8 +56,12 @@ def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> d
 class PanelNotice:
     """The notice one stream's panel shows now, and when it changes."""
 
-    def __init__(self, spec: ChannelSpec, frame_schema: dict[str, Any]) -> None:
-        self.spec = spec
+    def __init__(self, spec: Channel, frame_schema: dict[str, Any]) -> None:
+        published = not isinstance(spec, ChannelSpec) and spec.kind == PUBLISHED
+        # A published channel may rightly be quiet for long: only a missing broker or recorder is news.
+        self.quiet_s = 0.0 if published else 3 * spec.tick_ns / 1e9
+        self.role = protocol.RECORDER if published else protocol.GENERATOR
+        """Who must be alive for the channel to move: its recorder, or a generator worker."""
         self.frame_schema = frame_schema
         self.shown = ""
         self.last_row = time.monotonic()
@@ -64,8 +71,8 @@ class PanelNotice:
         """After a wait without rows: the packet that tells why (None if nothing new to say)."""
         text = pipeline.problem()
         idle_s = time.monotonic() - self.last_row
-        if not text and idle_s > 3 * self.spec.tick_ns / 1e9:
-            text = await _broker_problem(pipeline, timeout_s, idle_s)
+        if not text and idle_s > self.quiet_s:
+            text = await _broker_problem(pipeline, timeout_s, idle_s, self.role)
         if not text or text == self.shown:
             return None
         self.shown = text
@@ -91,25 +98,40 @@ class PanelNotice:
         return _with_meta(self.frame_schema, notices)
 
 
-async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float) -> str:
+async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float, role: str) -> str:
     """The broker's answer, asked once for every stalled stream of `pipeline` (a status names
     every channel: hundreds of streams stalled at once must not each ask for one)."""
     now = time.monotonic()
     asked = _asked.get(pipeline)
     if asked is None or now - asked[0] > STATUS_REUSE_S:
         asked = _asked[pipeline] = (now, asyncio.ensure_future(_ask(pipeline, timeout_s)))
-    problem = await asyncio.shield(asked[1])
+    status = await asyncio.shield(asked[1])
+    problem = status if isinstance(status, str) else missing_role(status, role, pipeline.control_endpoint)
     return f"no rows for {idle_s:.0f} s: {problem}" if problem else ""
 
 
-async def _ask(pipeline: Pipeline, timeout_s: float) -> str:
+async def _ask(pipeline: Pipeline, timeout_s: float) -> protocol.StatusReply | str:
     try:
-        status = await pipeline.status(timeout_s)
+        return await pipeline.status(timeout_s)
     except BrokerUnavailable as exc:
         return f"{exc}. {ADDRESS_HINT}"
-    if not status.workers:
+
+
+def workers_of(status: protocol.StatusReply, role: str) -> int:
+    """Live workers of `role` in a broker's status (a worker without a role is a generator)."""
+    return sum(1 for worker in status.workers.values() if worker.get("role", protocol.GENERATOR) == role)
+
+
+def missing_role(status: protocol.StatusReply, role: str, endpoint: str) -> str:
+    """'' if the broker has a live worker of `role`, else what is missing and what to do."""
+    if workers_of(status, role):
+        return ""
+    if role == protocol.RECORDER:
         return (
-            f"the broker at {pipeline.control_endpoint} has no live generator worker. "
-            "Start the workers (supervisord starts them with the broker)"
+            f"the broker at {endpoint} has no live recorder, which carries published channels and "
+            "keeps the history of event channels. Start it (supervisord starts it with the broker)"
         )
-    return ""
+    return (
+        f"the broker at {endpoint} has no live generator worker. "
+        "Start the workers (supervisord starts them with the broker)"
+    )

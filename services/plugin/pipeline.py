@@ -29,14 +29,16 @@ import zmq
 import zmq.asyncio
 
 from services.common import protocol, rundir
-from services.common.channels import ChannelSpec
+from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
+from services.plugin.events import EventQueue, Wakeup
 from services.plugin.link import Link
+from services.plugin.recorder import Recorder
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
 FRAMES_PER_TURN = 1000
@@ -54,14 +56,12 @@ class UntrustedBroker(BrokerUnavailable):
     """The broker's ipc folder could have been made by another user: not used."""
 
 
-class SubscriptionRefused(PipelineError):
-    """The broker refused a channel (a limit, or a path it cannot run)."""
-
-
 class TooManyBrokers(PipelineError):
     """A new broker address past the plugin's cap on open broker connections."""
 
 
+ROWS_HEADER = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS))
+"""What follows a Rows frame's topic: the hot path is told from Events by these two bytes."""
 NO_TICK = -(2**63)
 """A tick index before every tick."""
 Segment = tuple[int, list[bytes]]
@@ -87,15 +87,13 @@ class RowQueue:
     batches: deque[Segment] = field(default_factory=deque)
     size_bytes: int = 0
     dropped_rows: int = 0
-    error: str = ""
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    puts: int = 0
-    puts_checked: int = 0
-    stalled: bool = False
-    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
+    wakeup: Wakeup = field(default_factory=Wakeup)
+
+    @property
+    def error(self) -> str:
+        return self.wakeup.error
 
     def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self.puts += 1
         self.batches.append((first_tick, columns))
         self.size_bytes += len(columns[0]) * len(columns)
         while self.size_bytes > self.max_bytes and len(self.batches) > 1:
@@ -104,22 +102,13 @@ class RowQueue:
             rows = len(dropped[0]) // FLOAT_BYTES
             self.dropped_rows += rows
             self.on_drop(rows)
-        self.ready.set()
+        self.wakeup.put()
 
     def fail(self, error: str) -> None:
-        self.error = error
-        self.ready.set()
+        self.wakeup.fail(error)
 
     def check_stall(self) -> None:
-        """Wake a waiting take with TimeoutError if no row came since the last check.
-
-        Once per heartbeat for every queue, instead of a timer per wait, which would cost
-        each stream's every packet (~10 µs).
-        """
-        if self.puts == self.puts_checked and not self.batches:
-            self.stalled = True
-            self.ready.set()
-        self.puts_checked = self.puts
+        self.wakeup.check_stall(not self.batches)
 
     async def take(self, max_rows: int, after_tick: int) -> Taken:
         """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
@@ -130,14 +119,7 @@ class RowQueue:
         is kept only if it is later than every tick kept before it, so what a stream sends
         is strictly increasing whatever came in. Consecutive batches join into one segment.
         """
-        while not self.batches:
-            if self.error:
-                raise SubscriptionRefused(self.error)
-            if self.stalled:
-                self.stalled = False
-                raise TimeoutError
-            self.ready.clear()
-            await self.ready.wait()
+        await self.wakeup.wait(self.batches)
         if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
             first, columns = self.batches[0]
             if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
@@ -182,8 +164,14 @@ class RowQueue:
 class Held:
     """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
 
-    spec: ChannelSpec
+    spec: ChannelSpec | EventChannel
     queues: list[RowQueue] = field(default_factory=list)
+    event_queues: list[EventQueue] = field(default_factory=list)
+    """An event channel's streams (its `queues` stay empty)."""
+
+    def all_queues(self) -> list[RowQueue | EventQueue]:
+        return [*self.queues, *self.event_queues]
+
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
 
@@ -271,11 +259,23 @@ class Pipeline:
     # -- streams -------------------------------------------------------------------
 
     def hold(self, spec: ChannelSpec, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
-        channel = spec.path
         queue = RowQueue(self.settings.stream_queue_bytes, on_drop)
+        self._hold(spec, queue)
+        return queue
+
+    def hold_events(
+        self, channel: EventChannel, on_drop: Callable[[int], None] = lambda rows: None
+    ) -> EventQueue:
+        """As `hold`, for an event channel: its Events go to an EventQueue."""
+        queue = EventQueue(self.settings.stream_queue_bytes, on_drop)
+        self._hold(channel, queue)
+        return queue
+
+    def _hold(self, spec: ChannelSpec | EventChannel, queue: RowQueue | EventQueue) -> None:
+        channel = spec.path
         if self.untrusted:
             queue.fail(self.untrusted)
-            return queue
+            return
         held = self.holders.get(channel)
         if held is None:
             held = self.holders[channel] = Held(spec)
@@ -283,15 +283,24 @@ class Pipeline:
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
-        held.queues.append(queue)
-        return queue
+        if isinstance(queue, EventQueue):
+            held.event_queues.append(queue)
+        else:
+            held.queues.append(queue)
 
-    def release(self, channel: str, queue: RowQueue) -> None:
+    def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
-        if held is None or queue not in held.queues:
+        if held is None:
             return
-        held.queues.remove(queue)
-        if not held.queues:
+        if isinstance(queue, EventQueue):
+            if queue not in held.event_queues:
+                return
+            held.event_queues.remove(queue)
+        elif queue in held.queues:
+            held.queues.remove(queue)
+        else:
+            return
+        if not held.queues and not held.event_queues:
             del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
@@ -345,7 +354,7 @@ class Pipeline:
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
             for held in self.holders.values():
-                for queue in held.queues:
+                for queue in held.all_queues():
                     queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
@@ -380,7 +389,7 @@ class Pipeline:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
                 if held := self.holders.get(channel):
-                    for queue in held.queues:
+                    for queue in held.all_queues():
                         queue.fail(error)
             case (
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
@@ -418,6 +427,10 @@ class Pipeline:
         self._loop.call_soon(self._drain_frames)
 
     def _on_rows(self, frame: bytes) -> None:
+        end = frame.find(protocol.TOPIC_END)
+        if frame[end + 1 : end + 3] != ROWS_HEADER:  # Events, or a frame decode_data refuses
+            self._on_data(frame)
+            return
         try:
             channel, rows = protocol.decode_rows(frame)
         except PipelineError as exc:
@@ -431,6 +444,9 @@ class Pipeline:
                 self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {held.epoch}")
             return
         spec = held.spec
+        if isinstance(spec, EventChannel):
+            self._refuse("shape", f"{channel}: Rows for an event channel")
+            return
         if len(rows.columns) != spec.series:
             self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
             return
@@ -442,6 +458,37 @@ class Pipeline:
         self.rows_received += count
         for queue in held.queues:
             queue.put(rows.first_tick, rows.columns)
+
+    def _on_data(self, frame: bytes) -> None:
+        """A data frame other than Rows: Events of an event channel (checked to every value by
+        decode_data) into its queues, fenced by epoch and clock like Rows."""
+        try:
+            channel, message = protocol.decode_data(frame)
+        except PipelineError as exc:
+            self._refuse("malformed", str(exc))
+            return
+        held = self.holders.get(channel)
+        if held is None:
+            return
+        if message.epoch != held.epoch:
+            if held.epoch:  # before the broker's reply: the stream bridges from the recorder
+                self._refuse("epoch", f"{channel}: epoch {message.epoch}, the placement is {held.epoch}")
+            return
+        if not isinstance(message, protocol.Events) or not isinstance(held.spec, EventChannel):
+            self._refuse(
+                "shape", f"{channel}: {type(message).__name__} for a channel that does not carry them"
+            )
+            return
+        batch = message.batch
+        if not batch.times:
+            return
+        ahead_ns = batch.times[-1] - time.time_ns()
+        if ahead_ns > self._skew_ns:
+            self._refuse("future", f"{channel}: an event {ahead_ns / 1e9:.3f} s ahead of this clock")
+            return
+        self.rows_received += len(batch)
+        for queue in held.event_queues:
+            queue.put(batch)
 
     def _refuse(self, reason: str, detail: str) -> None:
         self.frames_refused[reason] += 1
@@ -480,6 +527,8 @@ class Pipelines:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
+        self.recorder = Recorder(self.ctx, settings)
+        """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
         self.by_endpoint: dict[BrokerKey, Pipeline] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
@@ -531,6 +580,7 @@ class Pipelines:
                 await self._closer
         for pipeline in self.by_endpoint.values():
             await pipeline.close()
+        await self.recorder.close()
         self.ctx.term()
 
 

@@ -6,11 +6,15 @@ as datasource, intervalMs and maxDataPoints, which are ignored here):
     {"refId": "A", "lowerLimit": 0, "upperLimit": 100, "tickInterval": 1000,
      "generator": "uniform", "series": 1}
 
-Absent keys take those defaults. `alias` and `unit` shape the frame, not the channel
-(services.plugin.display). Numbers may arrive as JSON numbers or numeric strings
-(form inputs). The spec is then checked by ChannelSpec.check and round-tripped through its
-canonical path, so a query is accepted exactly when the same stream would be, with the
-same limits and messages, and its values are seeded by the same path.
+Absent keys take those defaults. `kind` picks the channel family: absent or `generator`
+as above; `source` streams the source named `source` every `tickInterval` ms
+(`source-<source>-<tick>`), `published` the published channel `channel` (`pub-<channel>`);
+either is checked as its path is (services.common.channels.parse_channel). `alias` and
+`unit` shape the frame, not the channel (services.plugin.display). Numbers may arrive as
+JSON numbers or numeric strings (form inputs). The spec is then checked by
+ChannelSpec.check and round-tripped through its canonical path, so a query is accepted
+exactly when the same stream would be, with the same limits and messages, and its values
+are seeded by the same path.
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ from typing import Any
 
 import orjson
 
-from services.common.channels import DEFAULT_GENERATOR, ChannelSpec, Limits, parse_path
+from services.common.channels import (
+    DEFAULT_GENERATOR,
+    SOURCE,
+    Channel,
+    ChannelSpec,
+    EventChannel,
+    Limits,
+    parse_channel,
+    parse_path,
+)
 from services.common.errors import InvalidChannel
 from services.plugin.history import generator_for
 
@@ -31,6 +44,30 @@ DEFAULTS: dict[str, Any] = {
     "generator": DEFAULT_GENERATOR,
     "series": 1,
 }
+
+
+KINDS = ("generator", "source", "published")
+
+
+def parse_any_query(raw: bytes, limits: Limits) -> Channel:
+    """The channel of any kind a query model asks for; InvalidChannel says what is wrong with it."""
+    model = _object(raw)
+    kind = model.get("kind") or "generator"
+    if kind not in KINDS:
+        raise InvalidChannel(f"kind must be one of {', '.join(KINDS)}, got {str(kind)[:40]!r}")
+    if kind == "generator":
+        return parse_query(raw, limits)
+    if kind == "source":
+        source = model.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidChannel("a source query needs the source's name (source)")
+        path = EventChannel(SOURCE, source.strip(), _number(model, "tickInterval")).path
+    else:
+        name = model.get("channel")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidChannel("a published query needs the channel's name (channel)")
+        path = f"pub-{name.strip()}"
+    return parse_channel(path, limits)
 
 
 def parse_query(raw: bytes, limits: Limits) -> ChannelSpec:

@@ -14,6 +14,12 @@ Each query is answered on its own (one bad query never fails the others):
   there are several, with the query's field config: the same fields as the stream's,
   services.plugin.display), status 200. Alerting queries are answered the same way.
 
+Event channels (`kind` source or published, services.plugin.query) cannot be recomputed:
+their rows in the range (the last maxDataPoints of them) come from the recorder, in one
+frame of typed, nullable fields (services.plugin.arrow.event_frame_file). When no recorder
+answers, or it holds no rows yet, the frame is empty and its notice says so (status 200:
+the panel still streams on).
+
 The values are computed in a worker thread, one query at a time, so a large query does
 not stall the streams relayed on the event loop, and a request's peak is its answers so
 far plus the one being built.
@@ -29,16 +35,17 @@ from typing import Any
 
 import grpc
 
-from services.common.channels import ChannelSpec, Limits
+from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.plugin import arrow, display, history
+from services.plugin import arrow, display, events, history, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
-from services.plugin.query import parse_query
+from services.plugin.query import parse_any_query, parse_query
+from services.plugin.recorder import Recorder, RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -58,9 +65,10 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics) -> None:
+    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: Recorder) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.recorder = recorder
         self.points_in_flight = 0
         """Values of the answers being built or held by running QueryData calls: memory, bounded."""
 
@@ -73,6 +81,19 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         held = 0
         try:
             for query in request.queries:
+                try:
+                    channel = parse_any_query(query.json, config.limits)
+                except InvalidChannel as exc:
+                    channel = None
+                    response, rows = refusal(400, str(exc)), 0
+                if isinstance(channel, EventChannel):
+                    response, rows, points = await self._events(channel, query, now_ns, held)
+                    held += points
+                    self.points_in_flight += points
+                if channel is None or isinstance(channel, EventChannel):
+                    responses[query.refId] = response
+                    self._count(query, response, rows)
+                    continue
                 try:
                     spec, ticks = plan(query, config.limits, now_ns)
                     shown = display.from_query(query.json)
@@ -92,6 +113,46 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         finally:
             self.points_in_flight -= held
         return pb.QueryDataResponse(responses=responses)
+
+    async def _events(
+        self, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
+    ) -> tuple[pb.DataResponse, int, int]:
+        """An event channel's recorded rows in the query's range, as one typed frame; and the
+        rows and values (rows times fields) it holds."""
+        try:
+            from_ns, to_ns = _range_ns(query, now_ns)
+        except InvalidChannel as exc:
+            return refusal(400, str(exc)), 0, 0
+        max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
+        shown = display.from_query(query.json)
+        text = ""
+        try:
+            batch, truncated = await self.recorder.history(channel.path, from_ns, to_ns, max_rows)
+        except RecorderUnavailable as exc:
+            log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
+            batch, truncated, text = None, False, f"no history for {channel.path}: {exc}"
+        points = 0
+        if batch is not None:
+            points = len(batch) * max(1, len(batch.columns))
+            try:
+                self._check_budget(points, held)
+            except OverBudget as exc:
+                return refusal(exc.status, str(exc)), 0, 0
+            if not batch.times:
+                text = f"nothing recorded in {channel.path} in this time range"
+        meta: dict[str, Any] = {"typeVersion": [0, 0]}
+        if text:
+            meta["notices"] = [{"severity": notices.ERROR if batch is None else notices.INFO, "text": text}]
+        elif truncated:
+            meta["notices"] = [
+                {"severity": notices.INFO, "text": f"the last {len(batch or ())} rows of the range"}
+            ]
+        times, columns = (batch.times, batch.columns) if batch is not None else ([], [])
+        configs = {c.name: events.field_config(c.name, c.kind, shown) for c in columns}
+        frame = await asyncio.to_thread(
+            arrow.event_frame_file, times, columns, ref_id=query.refId, configs=configs, meta=meta
+        )
+        return pb.DataResponse(frames=[frame], status=200), len(times), points
 
     def _check_budget(self, points: int, held: int) -> None:
         per_request, in_flight = self.settings.max_points_per_request, self.settings.max_points_in_flight
@@ -161,8 +222,8 @@ def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[arr
     return times, columns
 
 
-def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
-    """The ticks a query shows: within its time range, not after now, at most maxDataPoints."""
+def _range_ns(query: pb.DataQuery, now_ns: int) -> tuple[int, int]:
+    """A query's time range in ns, cut at now; InvalidChannel if Grafana's int64 times cannot hold it."""
     start_ms, end_ms = query.timeRange.fromEpochMS, query.timeRange.toEpochMS
     if end_ms < start_ms:
         raise InvalidChannel(f"the time range ends ({end_ms} ms) before it starts ({start_ms} ms)")
@@ -171,6 +232,11 @@ def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
             f"the time range starts ({start_ms} ms) before 1677-09-21, which Grafana cannot "
             "represent: choose a later start"
         )
-    ticks = history.ticks_between(spec, start_ms * 1_000_000, min(end_ms * 1_000_000, now_ns))
+    return start_ms * 1_000_000, min(end_ms * 1_000_000, now_ns)
+
+
+def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
+    """The ticks a query shows: within its time range, not after now, at most maxDataPoints."""
+    ticks = history.ticks_between(spec, *_range_ns(query, now_ns))
     max_points = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
     return history.strided(ticks, max_points)

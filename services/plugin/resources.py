@@ -2,6 +2,9 @@
 
     GET generators → {"generators": [{"name": "uniform", "description": "…"}, …]}
                      (without those marked `hidden = True`, such as the benchmarks' `burn`)
+    GET sources    → {"sources": [{"name": "host"}, …]}: the built-in source and those installed
+                     under the entry point group `zmqstream.sources` (names only: nothing is
+                     loaded, the workers run them; this host's installation is assumed theirs)
     GET limits     → {"minTickMs": …, "maxTickMs": …, "maxSeries": …}  (this datasource's)
     GET channels   → the broker's view: {"broker", "endpoint", "plugins",
                      "channels": [{"path", "worker", "subscribers"}, …],
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 import grpc
 import orjson
 
+from services.common.channels import GENERATOR_NAME_RE
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError
 from services.common.logs import fields
@@ -36,6 +41,9 @@ log = logging.getLogger("zmqstream.plugin.resources")
 Reply = tuple[int, Any]
 Handler = Callable[[DatasourceConfig], Awaitable[Reply]]
 JSON_HEADERS = {"Content-Type": ["application/json"]}
+SOURCES_GROUP = "zmqstream.sources"
+"""The entry point group sources are installed under (services.sources, worker side)."""
+BUILTIN_SOURCE = "host"
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
@@ -46,6 +54,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
         self.routes: dict[str, Handler] = {
             "channels": self.channels,
             "generators": self.generators,
+            "sources": self.sources,
             "limits": self.limits,
         }
 
@@ -83,6 +92,14 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
             if getattr(generator, "hidden", False) is not True
         ]
         return 200, {"generators": found}
+
+    async def sources(self, config: DatasourceConfig) -> Reply:
+        names = {BUILTIN_SOURCE} | {
+            entry.name
+            for entry in entry_points(group=SOURCES_GROUP)
+            if GENERATOR_NAME_RE.fullmatch(entry.name)
+        }
+        return 200, {"sources": [{"name": name} for name in sorted(names)]}
 
     async def limits(self, config: DatasourceConfig) -> Reply:
         limits = config.limits

@@ -28,17 +28,20 @@ from typing import Any
 import grpc
 import orjson
 
-from services.common.channels import ChannelSpec, parse_path
+from services.common import protocol
+from services.common.channels import Channel, ChannelSpec, EventChannel, parse_channel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, StatusReply, floats
-from services.plugin import backfill, display, frames, history, notices
+from services.plugin import backfill, display, events, frames, history, notices
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
+from services.plugin.events import SubscriptionRefused
+from services.plugin.eventstreams import EventStreams, StreamEnded
 from services.plugin.history import HistoryError, generator_for
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
@@ -48,7 +51,6 @@ from services.plugin.pipeline import (
     BrokerUnavailable,
     Pipeline,
     Pipelines,
-    SubscriptionRefused,
     Taken,
     TooManyBrokers,
     UntrustedBroker,
@@ -87,16 +89,18 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
         self.lag = LoopLag()
+        self.events = EventStreams(pipelines, metrics, self.ledger)
 
-    def _spec(self, context: pb.PluginContext, path: str) -> tuple[ChannelSpec, Display, DatasourceConfig]:
+    def _spec(self, context: pb.PluginContext, path: str) -> tuple[Channel, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
         config = DatasourceConfig.from_context(context, self.settings)
         channel_path, shown = display.split_path(path)
-        spec = parse_path(channel_path, config.limits)
-        generator_for(spec)
+        spec = parse_channel(channel_path, config.limits)
+        if isinstance(spec, ChannelSpec):
+            generator_for(spec)
         return spec, shown, config
 
-    def _refusal(self, call: str, spec: ChannelSpec, config: DatasourceConfig) -> Refusal | None:
+    def _refusal(self, call: str, spec: Channel, config: DatasourceConfig) -> Refusal | None:
         """Admission control (services.plugin.admission), each refusal counted by call and budget."""
         refusal = self.admission.refusal(config.uid, spec, config.max_channels, config.max_values_per_s)
         if refusal is not None:
@@ -119,9 +123,11 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path, error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        end_ns = self.ledger.history_end(
-            stream_key(request.pluginContext, request.path), spec, time.time_ns()
-        )
+        key = stream_key(request.pluginContext, request.path)
+        if isinstance(spec, EventChannel):
+            data = await self.events.initial(key, spec, shown, after_ms)
+            return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
+        end_ns = self.ledger.history_end(key, spec, time.time_ns())
         ticks = backfill.recent(spec, end_ns) if after_ms is None else backfill.since(spec, after_ms, end_ns)
         times, columns = await self._recomputed(spec, ticks)
         if times:
@@ -134,8 +140,17 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
     async def PublishStream(
         self, request: pb.PublishStreamRequest, context: Context
     ) -> pb.PublishStreamResponse:
-        log.info("publish denied", extra=fields(path=request.path[:200]))
-        return pb.PublishStreamResponse(status=pb.PublishStreamResponse.PERMISSION_DENIED)
+        """Rows into a published channel, through the recorder (services.plugin.eventstreams)."""
+        try:
+            channel, _, config = self._spec(request.pluginContext, request.path)
+        except InvalidChannel as exc:
+            log.warning("publish refused", extra=fields(path=request.path[:200], error=str(exc)))
+            return pb.PublishStreamResponse(status=pb.PublishStreamResponse.NOT_FOUND)
+        if not isinstance(channel, EventChannel):
+            log.warning("publish refused", extra=fields(path=request.path, error="not a published channel"))
+            return pb.PublishStreamResponse(status=pb.PublishStreamResponse.PERMISSION_DENIED)
+        status = await self.events.publish(request, channel, config)
+        return pb.PublishStreamResponse(status=status)
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
@@ -146,7 +161,9 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
-        stream_schema = frames.schema(spec, shown)
+        stream_schema = (
+            events.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
+        )
         try:
             pipeline = self.pipelines.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
@@ -160,6 +177,19 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec)
+        if isinstance(spec, EventChannel):
+            self.metrics.streams.inc()
+            try:
+                async for data in self.events.run(key, spec, shown, pipeline):
+                    yield pb.StreamPacket(data=data)
+            except StreamEnded as exc:
+                yield pb.StreamPacket(data=exc.packet)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            finally:
+                self.admission.leave(config.uid, spec)
+                self.ledger.close(key)
+                self.metrics.streams.dec()
+            return
         queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
@@ -278,20 +308,27 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             return _health(Health.ERROR, str(exc), {"endpoint": pipeline.control_endpoint})
         except BrokerUnavailable as exc:
             return _health(Health.ERROR, _unreachable(pipeline, exc), {"endpoint": pipeline.control_endpoint})
-        workers = len(status.workers)
+        workers = notices.workers_of(status, protocol.GENERATOR)
+        recorders = notices.workers_of(status, protocol.RECORDER)
         details = {
             "broker": status.broker,
             "endpoint": pipeline.control_endpoint,
             "workers": workers,
+            "recorders": recorders,
             "channels": len(status.channels),
             "plugins": status.plugins,
         }
+        recorder = (
+            "a recorder is alive"
+            if recorders
+            else "no recorder is alive (published channels and the history of source channels need one)"
+        )
         if workers == 0:
             message = f"Broker at {pipeline.control_endpoint} is up, but no generator worker is alive"
             return _health(Health.ERROR, message, details)
         message = (
             f"Broker at {pipeline.control_endpoint} is up: {workers} worker"
-            f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running"
+            f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running; {recorder}"
         )
         return _health(Health.OK, message, details)
 

@@ -1,5 +1,5 @@
 import { DataSourcePluginOptionsEditorProps } from '@grafana/data';
-import { InlineField, Input, SecretInput } from '@grafana/ui';
+import { InlineField, InlineSwitch, Input, SecretInput } from '@grafana/ui';
 import React, { ChangeEvent } from 'react';
 
 import { DEFAULT_LIMITS, StreamOptions, StreamSecureOptions } from '../types';
@@ -85,6 +85,17 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
           />
         </InlineField>
       ))}
+      <InlineField
+        label="Allow publishing"
+        labelWidth={22}
+        tooltip="Editors and Admins may publish rows into pub-* channels through Grafana Live (the plugin forwards them to the recorder). Off: nobody may."
+      >
+        <InlineSwitch
+          aria-label="Allow publishing"
+          value={jsonData.allowPublish === true}
+          onChange={(event: React.FormEvent<HTMLInputElement>) => update({ allowPublish: event.currentTarget.checked || undefined })}
+        />
+      </InlineField>
       {SECRET_SETTINGS.map(({ key, label, tooltip }) => (
         <InlineField key={key} label={label} labelWidth={22} tooltip={tooltip}>
           <SecretInput

@@ -2,13 +2,19 @@ import { QueryEditorProps } from '@grafana/data';
 import { Alert, InlineField, InlineFieldRow, Input, RadioButtonGroup } from '@grafana/ui';
 import React, { ChangeEvent, useEffect, useState } from 'react';
 
-import { displayOf, QueryErrors, streamPath, validateQuery, withDefaults } from '../channel';
+import { channelPath, displayOf, kindOf, QueryErrors, validateQuery, withDefaults } from '../channel';
 import { DataSource } from '../datasource';
-import { BUILTIN_GENERATORS, GeneratorInfo, Limits, StreamMode, StreamOptions, StreamQuery } from '../types';
+import { BUILTIN_GENERATORS, GeneratorInfo, Limits, QueryKind, StreamMode, StreamOptions, StreamQuery } from '../types';
 
 type Props = QueryEditorProps<DataSource, StreamQuery, StreamOptions>;
 type NumberField = 'lowerLimit' | 'upperLimit' | 'tickInterval' | 'series' | 'bufferRows';
-type TextField = 'alias' | 'unit';
+type TextField = 'alias' | 'unit' | 'source' | 'channel';
+
+const KINDS: Array<{ label: string; value: QueryKind; description: string }> = [
+  { label: 'Generator', value: 'generator', description: 'Values computed from the channel and the tick' },
+  { label: 'Source', value: 'source', description: 'A source a worker runs (host metrics, a device), polled every tick' },
+  { label: 'Published', value: 'published', description: 'Rows programs publish (zmqstream publish <channel>)' },
+];
 
 const CHANNEL_FIELDS: Array<{ field: NumberField; label: string; tooltip: string; placeholder: string }> = [
   { field: 'lowerLimit', label: 'Lower Limit', tooltip: 'Smallest value the generator produces', placeholder: '0' },
@@ -39,11 +45,13 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   }));
   const [generators, setGenerators] = useState<GeneratorInfo[]>(BUILTIN_GENERATORS);
   const [limits, setLimits] = useState<Limits>(datasource.limits);
+  const [sources, setSources] = useState<string[]>(['host']);
 
   useEffect(() => {
     let live = true;
     datasource.generators().then((found) => live && setGenerators(found));
     datasource.effectiveLimits().then((found) => live && setLimits(found));
+    datasource.sources().then((found) => live && setSources(found));
     return () => {
       live = false;
     };
@@ -55,6 +63,9 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   const shown = displayOf(resolved);
   const valid = Object.keys(errors).length === 0;
   const generator = withDefaults(query).generator;
+  const kind = kindOf(query);
+  const tickField = CHANNEL_FIELDS.find((f) => f.field === 'tickInterval')!;
+  const shownFields = kind === 'generator' ? CHANNEL_FIELDS : kind === 'source' ? [tickField] : [];
 
   const onNumber = (field: NumberField) => (event: ChangeEvent<HTMLInputElement>) => {
     const value = event.currentTarget.value;
@@ -78,7 +89,31 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   return (
     <div>
       <InlineFieldRow>
-        {CHANNEL_FIELDS.map(({ field, label, tooltip, placeholder }) => (
+        <InlineField label="Kind" labelWidth={18}>
+          <RadioButtonGroup options={KINDS} value={kind} onChange={(next) => choose({ kind: next })} />
+        </InlineField>
+      </InlineFieldRow>
+      {kind === 'source' && (
+        <InlineFieldRow>
+          <InlineField label="Source" labelWidth={18} tooltip="An installed source's name: host is built in" invalid={Boolean(errors.source)}>
+            <Input id="zmqstream-source" aria-label="Source" width={26} placeholder="host" value={query.source ?? ''} onChange={onText('source')} onBlur={() => runIfValid()} />
+          </InlineField>
+          <RadioButtonGroup
+            options={sources.map((name) => ({ label: name, value: name }))}
+            value={(query.source ?? '').trim()}
+            onChange={(name) => choose({ source: name })}
+          />
+        </InlineFieldRow>
+      )}
+      {kind === 'published' && (
+        <InlineFieldRow>
+          <InlineField label="Channel" labelWidth={18} tooltip="The published channel's name, without pub-" invalid={Boolean(errors.channel)}>
+            <Input id="zmqstream-channel" aria-label="Channel" width={26} placeholder="lab.door" value={query.channel ?? ''} onChange={onText('channel')} onBlur={() => runIfValid()} />
+          </InlineField>
+        </InlineFieldRow>
+      )}
+      <InlineFieldRow>
+        {shownFields.map(({ field, label, tooltip, placeholder }) => (
           <InlineField key={field} label={label} tooltip={tooltip} labelWidth={18} invalid={Boolean(errors[field])}>
             <Input
               id={`zmqstream-${field}`}
@@ -92,15 +127,17 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
           </InlineField>
         ))}
       </InlineFieldRow>
-      <InlineFieldRow>
-        <InlineField label="Generator" labelWidth={18} invalid={Boolean(errors.generator)}>
-          <RadioButtonGroup
-            options={generators.map((g) => ({ label: g.name, value: g.name, description: g.description }))}
-            value={generator}
-            onChange={(name) => choose({ generator: name })}
-          />
-        </InlineField>
-      </InlineFieldRow>
+      {kind === 'generator' && (
+        <InlineFieldRow>
+          <InlineField label="Generator" labelWidth={18} invalid={Boolean(errors.generator)}>
+            <RadioButtonGroup
+              options={generators.map((g) => ({ label: g.name, value: g.name, description: g.description }))}
+              value={generator}
+              onChange={(name) => choose({ generator: name })}
+            />
+          </InlineField>
+        </InlineFieldRow>
+      )}
       <InlineFieldRow>
         <InlineField label="Alias" labelWidth={18} tooltip="Legend name; {{series}} becomes the series number" invalid={Boolean(errors.alias)}>
           <Input id="zmqstream-alias" aria-label="Alias" width={26} placeholder="value {{series}}" value={query.alias ?? ''} onChange={onText('alias')} onBlur={() => runIfValid()} />
@@ -127,7 +164,7 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
       </InlineFieldRow>
       {valid ? (
         <div data-testid="zmqstream-path" style={{ opacity: 0.7, fontSize: 12, padding: '4px 0' }}>
-          Stream path: <code>{streamPath(withDefaults(resolved))}</code>
+          Stream path: <code>{channelPath(resolved)}</code>
           {shown.alias && <> · legend “{shown.alias}”</>}
           {shown.unit && <> · unit {shown.unit}</>}
         </div>

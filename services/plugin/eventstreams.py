@@ -1,0 +1,271 @@
+"""Streams of event channels (`source-*`, `pub-*`): their rows keep their own times and types.
+
+What differs from pure channels (services.plugin.servicers), and why:
+- History cannot be recomputed: SubscribeStream's initial frame (the last WINDOW_NS /
+  MAX_ROWS, or the rows after `{"after": ms}`) and RunStream's bridge come from the
+  recorder (services.plugin.recorder). The Ledger works in times: a first subscriber is
+  promised the last row the recorder gave, and RunStream's first packet holds the
+  recorder's rows after what was promised or sent; the first live rows are bridged by
+  asking it again for the rows between. So a late panel gets the recorded history, and no
+  row twice.
+- A stream sends strictly increasing times (EventQueue.take drops and counts the rest),
+  and a frame never mixes two schemas: rows of a new schema go out with a new schema.
+- What fails is told in the panel: no recorder (a notice on the initial frame and on the
+  stream), nothing published or sent yet (an info notice until the first row).
+
+PublishStream writes rows into a published channel through the recorder. A datasource
+opts in (jsonData `allowPublish: true`); the user must be an Editor or Admin; the path
+must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed one
+NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
+(time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
+at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
+PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way.
+An accepted publish answers OK with no data: the recorder's Events reach the stream like
+any publisher's, so Grafana has nothing to publish itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from services.common.channels import PUBLISHED, EventChannel
+from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
+from services.common.logs import fields
+from services.plugin import backfill, events, frames, notices
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.datasource import DatasourceConfig
+from services.plugin.display import Display
+from services.plugin.events import SubscriptionRefused
+from services.plugin.metrics import PluginMetrics
+from services.plugin.pipeline import Pipeline, Pipelines
+from services.plugin.recorder import RecorderUnavailable
+
+log = logging.getLogger("zmqstream.plugin.events")
+EDITOR_ROLES = ("Editor", "Admin")
+"""Org roles that may publish (Grafana's User.role); Viewer, None or no user may not."""
+MAX_PUBLISH_BYTES = 64 * 1024
+"""Grafana's own [live] message_size_limit default: a client cannot send more anyway."""
+MAX_PUBLISH_ROWS = 1000
+PUBLISH_PER_S = 20.0
+"""Publish requests per second per datasource (a burst of as many is allowed)."""
+MAX_BUCKETS = 1024
+"""Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
+
+
+class StreamEnded(Exception):
+    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
+
+    def __init__(self, message: str, packet: bytes) -> None:
+        super().__init__(message)
+        self.packet = packet
+
+
+class EventStreams:
+    def __init__(self, pipelines: Pipelines, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
+        self.pipelines = pipelines
+        self.settings = pipelines.settings
+        self.recorder = pipelines.recorder
+        self.metrics = metrics
+        self.ledger = ledger
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    # -- SubscribeStream ---------------------------------------------------------------
+
+    async def initial(
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, after_ms: int | None
+    ) -> bytes:
+        """The initial frame: recorded rows up to what a running stream sent (or now, promised)."""
+        sent = self.ledger.running_end(key)
+        to_ns = sent if sent != backfill.NOTHING else time.time_ns()
+        from_ns = (after_ms + 1) * 1_000_000 if after_ms is not None else to_ns - backfill.WINDOW_NS
+        batch, problem = await self._history(channel, from_ns, to_ns)
+        if sent == backfill.NOTHING and batch.times:
+            self.ledger.promise(key, batch.times[-1])
+        elif sent == backfill.NOTHING and after_ms is not None and not problem:
+            self.ledger.promise(key, from_ns - 1)  # nothing new: the subscriber's own last row is the floor
+        if batch.times:
+            data = events.packet(batch, events.schema(batch.schema, shown))
+        elif problem:
+            data = notices.notice_packet(events.schema(None, shown), notices.ERROR, problem)
+        elif known := await self._latest_schema(channel, to_ns):
+            data = frames.schema_only(events.schema(known, shown))  # nothing new: the panel keeps its fields
+        else:
+            data = notices.notice_packet(events.schema(None, shown), notices.INFO, _nothing_yet(channel))
+        self.metrics.sent("initial", len(batch), len(data))
+        return data
+
+    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
+        """The schema of the channel's last recorded row, None if it has none.
+
+        A frame of other fields would replace the panel's (the browser keeps rows only
+        while the fields stay the same), so a frame without rows still carries the schema.
+        """
+        try:
+            batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
+        except RecorderUnavailable:
+            return None
+        return batch.schema if batch.times else None
+
+    async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
+        """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
+        none and why not ('' when it answered)."""
+        if to_ns < from_ns:
+            return Batch([], []), ""
+        try:
+            batch, _ = await self.recorder.history(channel.path, from_ns, to_ns, backfill.MAX_ROWS)
+        except RecorderUnavailable as exc:
+            log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
+            return Batch([], []), f"no history for {channel.path}: {exc}"
+        return batch, ""
+
+    # -- RunStream ---------------------------------------------------------------------
+
+    async def run(
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, pipeline: Pipeline
+    ) -> AsyncIterator[bytes]:
+        """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
+        queue = pipeline.hold_events(
+            channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
+        )
+        floor = max(self.ledger.open(key), self.ledger.promised(key))
+        sent_schema: Schema | None = None
+        notice = notices.PanelNotice(channel, events.schema(None, shown))
+        dropped_seen = 0
+        try:
+            if queue.error:
+                raise SubscriptionRefused(queue.error)
+            # The first packet now: what the recorder has after what was promised or sent.
+            start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
+            batch, problem = await self._history(channel, start, time.time_ns())
+            if not batch.times:
+                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                if known is not None:
+                    notice.frame_schema = events.schema(known, shown)  # the panel's fields, for later notices
+                else:
+                    notice.shown = problem or _nothing_yet(channel)
+                    severity = notices.ERROR if problem else notices.INFO
+                    yield notices.notice_packet(notice.frame_schema, severity, notice.shown)
+            bridged = False
+            outgoing = [batch]
+            while True:
+                for batch in outgoing:
+                    if not batch.times:
+                        continue
+                    if batch.schema != sent_schema:
+                        notice.frame_schema = events.schema(batch.schema, shown)
+                    frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
+                    dropped_seen = queue.dropped_rows
+                    if batch.schema != sent_schema and frame_schema is None:
+                        frame_schema = notice.frame_schema
+                    data = events.packet(batch, frame_schema)
+                    sent_schema = batch.schema
+                    floor = batch.times[-1]
+                    self.ledger.sent(key, floor)
+                    self.metrics.sent("stream", len(batch), len(data))
+                    yield data
+                if sent_schema is None:  # nothing sent yet: a new subscriber may have been promised more
+                    floor = max(floor, self.ledger.promised(key))
+                try:
+                    taken = await queue.take(self.settings.max_rows_per_packet, floor)
+                except TimeoutError:
+                    outgoing = []
+                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                        yield told
+                    continue
+                self.metrics.dropped("already_sent", taken.repeated)
+                outgoing = [taken.batch] if taken.batch is not None else []
+                if taken.batch is not None and not bridged:
+                    # The first live rows: the recorded ones between the floor and them go first.
+                    bridged = True
+                    live = taken.batch
+                    start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
+                    gap, _ = await self._history(channel, start, live.times[0] - 1)
+                    outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
+        except SubscriptionRefused as exc:
+            raise StreamEnded(
+                str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
+            ) from None
+        finally:
+            pipeline.release(channel.path, queue)
+
+    # -- PublishStream -----------------------------------------------------------------
+
+    async def publish(
+        self, request: pb.PublishStreamRequest, channel: EventChannel, config: DatasourceConfig
+    ) -> pb.PublishStreamResponse.Status.ValueType:
+        """The PublishStreamResponse status for `request` (refusals logged with their reason)."""
+        refused = pb.PublishStreamResponse.PERMISSION_DENIED
+        role = request.pluginContext.user.role
+        why = ""
+        if not config.allow_publish:
+            why = f"datasource {config.uid} does not allow publishing (its setting allowPublish is off)"
+        elif role not in EDITOR_ROLES:
+            why = f"publishing needs the Editor or Admin role, the user's is {role or 'none'!r}"
+        elif channel.kind != PUBLISHED:
+            why = f"{channel.path} is not a published channel (pub-<name>): only those take rows"
+        elif not self._admit(config.uid):
+            why = f"datasource {config.uid} publishes more than {PUBLISH_PER_S:g} times a second"
+        if why:
+            log.warning("publish refused", extra=fields(path=request.path[:200], error=why))
+            return refused
+        try:
+            batch = _rows(request.data)
+            reply = await self.recorder.publish(channel.path, batch)
+        except InvalidRows as exc:
+            log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
+            return refused
+        except RecorderUnavailable as exc:
+            log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
+            return pb.PublishStreamResponse.NOT_FOUND
+        if reply.error or reply.accepted != len(batch):
+            log.warning(
+                "publish refused by the recorder", extra=fields(path=request.path, error=reply.error[:300])
+            )
+            return refused
+        log.debug("published", extra=fields(path=request.path, rows=len(batch)))
+        return pb.PublishStreamResponse.OK
+
+    def _admit(self, uid: str) -> bool:
+        """A token bucket per datasource: PUBLISH_PER_S a second, as many at once."""
+        now = time.monotonic()
+        tokens, at = self.buckets.pop(uid, (PUBLISH_PER_S, now))
+        tokens = min(PUBLISH_PER_S, tokens + (now - at) * PUBLISH_PER_S)
+        admitted = tokens >= 1
+        self.buckets[uid] = (tokens - 1 if admitted else tokens, now)
+        while len(self.buckets) > MAX_BUCKETS:
+            self.buckets.popitem(last=False)
+        return admitted
+
+
+def _rows(data: bytes) -> Batch:
+    """The rows a publish carries: one JSON record or a list of them; a missing time is now."""
+    if len(data) > MAX_PUBLISH_BYTES:
+        raise InvalidRows(f"{len(data):,} bytes, the limit is {MAX_PUBLISH_BYTES:,}")
+    try:
+        body: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRows(f"the data is not JSON: {exc}") from None
+    records = body if isinstance(body, list) else [body]
+    if not records:
+        raise InvalidRows("no rows")
+    now_ms = time.time_ns() / 1e6
+    for index, record in enumerate(records):
+        if isinstance(record, dict) and TIME_KEY not in record:
+            record[TIME_KEY] = now_ms + index * 0.001  # 1 µs apart: times must increase
+    return from_records(records, None, MAX_PUBLISH_ROWS)
+
+
+def _nothing_yet(channel: EventChannel) -> str:
+    if channel.kind == PUBLISHED:
+        return (
+            f"nothing recorded in {channel.path} yet: publish rows into it "
+            f"(zmqstream publish {channel.name}); they show here as they arrive"
+        )
+    return f"nothing recorded from source {channel.name} yet: its rows show here as the source sends them"

@@ -1,0 +1,222 @@
+"""The plugin's client of the recorder: history of event channels, and rows published through Grafana.
+
+Two DEALERs, one to `history_endpoint` (HistoryRequest → HistoryReply) and one to
+`publish_endpoint` (Publish → PublishReply), shared by every call of the process. Each
+request waits for its own reply (matched by request id) for at most `timeout_s`, and a
+request that cannot be sent at once (no recorder connected: IMMEDIATE) fails at once:
+nothing ever blocks a stream or a query. The sockets connect only once the recorder's ipc
+folder exists and is one we trust (services.common.rundir, as for the broker); each call
+tries again until then. With the plugin's CURVE keys set (curve_client_secret,
+curve_server_public), both sockets use them: the recorder serves with the broker's key and
+admits the plugins in its --curve-authorized-dir. A reply is hostile like any message: decoded and checked by
+services.common.protocol, and one answering a request nobody waits for is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import logging
+import os
+import time
+import uuid
+from typing import cast
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from services.common import probe, protocol, rundir
+from services.common.config import PluginSettings
+from services.common.errors import ConfigError, PipelineError
+from services.common.fields import Batch, Column
+from services.common.logs import fields
+from services.common.security import ClientKeys, secure_client
+from services.common.sockets import configure
+
+log = logging.getLogger("zmqstream.plugin.recorder")
+MAX_PENDING = 256
+"""Requests waiting for the recorder at once, per socket; past it a call fails at once."""
+CONNECT_GRACE_S = 0.5
+"""A socket just connected is not up at once (even over ipc): within this, a send is retried."""
+RETRY_S = 0.01
+CURVE_HINT = (
+    "the plugin's CURVE key (grafana.ini curve_client_secret) must be in the recorder's "
+    "--curve-authorized-dir for history, and in its --publish-authorized-dir to publish through Grafana"
+)
+
+
+class RecorderUnavailable(PipelineError):
+    """No recorder answered (none runs, its folder is not ours, or it timed out): the message says which."""
+
+
+class _Channel:
+    """One DEALER to one recorder endpoint, with the replies it waits for."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        settings: PluginSettings,
+        what: str,
+        keys: ClientKeys | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.what = what
+        self.socket = configure(
+            ctx.socket(zmq.DEALER),
+            sndhwm=MAX_PENDING,
+            rcvhwm=MAX_PENDING,
+            max_message_bytes=protocol.MAX_CONTROL_BYTES,
+        )
+        self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            secure_client(self.socket, keys)
+        self.connected = False
+        self.connected_at = 0.0
+        self.problem = ""
+        self.pending: dict[str | int, asyncio.Future[protocol.Message]] = {}
+        self.reader: asyncio.Task[None] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.curve_refused = False
+
+    def _connect(self) -> str:
+        """'' once connected, else why not (the folder is missing or not ours)."""
+        if self.connected:
+            return ""
+        folder = rundir.ipc_folder(self.endpoint)
+        if folder is not None and not os.path.lexists(folder):
+            return f"no recorder: its folder {folder} does not exist"
+        try:
+            rundir.check_endpoint(self.endpoint, self.settings.socket_group)
+        except ConfigError as exc:
+            if str(exc) != self.problem:
+                log.error("recorder refused", extra=fields(endpoint=self.endpoint, error=str(exc)))
+            self.problem = str(exc)
+            return self.problem
+        self.socket.connect(self.endpoint)
+        self.connected = True
+        self.connected_at = time.monotonic()
+        self.reader = asyncio.create_task(self._read(), name=f"recorder-{self.what}")
+        self.watcher = asyncio.create_task(self._watch(), name=f"recorder-{self.what}-monitor")
+        return ""
+
+    def _unreachable(self) -> str:
+        """Why a request could not be sent: what the monitor saw, else the socket as it looks."""
+        if self.curve_refused:
+            return f"CURVE refused by the recorder at {self.endpoint}: {CURVE_HINT}"
+        path = self.endpoint.removeprefix("ipc://")
+        if self.endpoint.startswith("ipc://") and not os.path.exists(path):
+            return f"no recorder at {self.endpoint}: {path} does not exist. Is the recorder running?"
+        return f"no recorder is listening at {self.endpoint}: is the recorder running?"
+
+    async def _watch(self) -> None:
+        """Follow the socket's monitor: a refused CURVE handshake is said as such, not as silence."""
+        monitor = self.socket.get_monitor_socket(probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                self.curve_refused = bool(event & probe.CURVE_FAILED)
+        finally:
+            self.socket.disable_monitor()
+            monitor.close(linger=0)
+
+    async def ask(
+        self, message: protocol.Message, request_id: str | int, timeout_s: float
+    ) -> protocol.Message:
+        """The recorder's reply to `message`, or RecorderUnavailable saying why there is none."""
+        why = self._connect()
+        if why:
+            raise RecorderUnavailable(why)
+        if len(self.pending) >= MAX_PENDING:
+            raise RecorderUnavailable(f"{MAX_PENDING} requests already wait for the recorder's {self.what}")
+        future: asyncio.Future[protocol.Message] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        try:
+            frames = protocol.encode(message)
+            sent = self._send(frames)
+            while not sent and time.monotonic() < self.connected_at + CONNECT_GRACE_S:
+                await asyncio.sleep(RETRY_S)
+                sent = self._send(frames)
+            if not sent:
+                raise RecorderUnavailable(self._unreachable())
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise RecorderUnavailable(
+                f"the recorder at {self.endpoint} did not answer within {timeout_s:g} s"
+            ) from None
+        finally:
+            self.pending.pop(request_id, None)
+
+    def _send(self, frames: list[bytes]) -> bool:
+        """Sent now, or False (no recorder connected: IMMEDIATE), as Pipeline._send does."""
+        sent = cast("asyncio.Future[object]", self.socket.send_multipart(frames, flags=zmq.NOBLOCK))
+        return sent.done() and sent.exception() is None
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self.socket.recv_multipart()
+            try:
+                message = protocol.decode(frames)
+                request_id = getattr(message, "request_id", None)
+                future = self.pending.get(request_id) if isinstance(request_id, str | int) else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+            except PipelineError as exc:
+                log.warning("recorder reply refused", extra=fields(error=str(exc)[:300]))
+            except Exception:  # a bug of ours on some reply: the reader must go on
+                log.exception("recorder reply failed")
+
+    async def close(self) -> None:
+        for task in (self.reader, self.watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.socket.close()
+
+
+class Recorder:
+    def __init__(self, ctx: zmq.asyncio.Context, settings: PluginSettings) -> None:
+        self.timeout_s = settings.broker_timeout_s
+        keys = None
+        if settings.curve_client_secret:
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
+        self.history_channel = _Channel(ctx, settings.history_endpoint, settings, "history", keys)
+        self.publish_channel = _Channel(ctx, settings.publish_endpoint, settings, "publish", keys)
+        self._ids = itertools.count(1)
+
+    async def history(self, channel: str, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool]:
+        """The recorded rows of `channel` in [from_ns, to_ns], at most the last `max_rows`, and
+        whether there were more; RecorderUnavailable if no recorder answers or it says no."""
+        request_id = uuid.uuid4().hex
+        request = protocol.HistoryRequest(request_id, channel, from_ns, to_ns, max_rows)
+        reply = await self.history_channel.ask(request, request_id, self.timeout_s)
+        if not isinstance(reply, protocol.HistoryReply) or reply.channel != channel:
+            raise RecorderUnavailable(f"the recorder answered a history request with {type(reply).__name__}")
+        if reply.error:
+            raise RecorderUnavailable(f"the recorder: {reply.error[:300]}")
+        batch = Batch(reply.times, reply.columns)
+        # Its range and count are the recorder's promise; a peer that breaks it is cut back to it.
+        if batch.times and (batch.times[0] < from_ns or batch.times[-1] > to_ns):
+            end = bisect.bisect_right(batch.times, to_ns)
+            batch = Batch(batch.times[:end], [Column(c.name, c.kind, c.values[:end]) for c in batch.columns])
+            batch = batch.after(from_ns - 1)
+        return batch.last(max_rows), reply.truncated
+
+    async def publish(self, channel: str, batch: Batch) -> protocol.PublishReply:
+        """The recorder's answer to rows published into `channel`; RecorderUnavailable without one."""
+        request_id = next(self._ids)
+        request = protocol.Publish(request_id, channel, batch.times, batch.columns)
+        reply = await self.publish_channel.ask(request, request_id, self.timeout_s)
+        if not isinstance(reply, protocol.PublishReply):
+            raise RecorderUnavailable(f"the recorder answered a publish with {type(reply).__name__}")
+        return reply
+
+    async def close(self) -> None:
+        await self.history_channel.close()
+        await self.publish_channel.close()

@@ -1,0 +1,567 @@
+"""Event channels through the real plugin: typed rows, epochs, order, schemas, publishing.
+
+For live Events with exact control over epochs, times and schemas, a stand-in in the test
+plays the recorder's part on the broker: it heartbeats as a RECORDER offering a `pub-*`
+channel under an epoch (a real DEALER) and publishes Events onto frames_in (a real PUB),
+so the broker places the channel and the plugin relays it. It is a client of the
+processes under test, not a mock of one. History, publishing and CURVE run against the
+real recorder (services.recorder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import capture_events
+import orjson
+import pyarrow as pa
+import pytest
+import zmq
+from recording import recording_pipeline
+from support import Pipeline, plugin_of
+
+from services.common import protocol
+from services.common.fields import Batch, Column, from_records
+from services.common.security import create_keys
+from services.hostemu.arrowframe import read_frame
+from services.hostemu.dataframe import StreamingFrame
+from services.hostemu.host import Datasource, LiveStream, PluginHost, data_query
+from services.plugin import arrow, events
+from services.plugin._proto import pluginv2_pb2 as pb
+
+CHANNEL = "pub-lab.door"
+PUBLISHER_DS = Datasource(uid="publisher", json_data={"allowPublish": True})
+
+
+class RecorderStandIn:
+    """Heartbeats as a recorder carrying `channels` (path → epoch) and publishes their Events."""
+
+    def __init__(self, run_dir: str, channels: dict[str, int]) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.channels = channels
+        self.frames = self.ctx.socket(zmq.PUB)
+        self.frames.linger = 0
+        self.frames.connect(f"ipc://{run_dir}/frames-in")
+        self.control_endpoint = f"ipc://{run_dir}/control"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._heartbeats, daemon=True)
+        self.thread.start()
+
+    def _heartbeats(self) -> None:
+        control = self.ctx.socket(zmq.DEALER)
+        control.linger = 0
+        control.connect(self.control_endpoint)
+        while not self.stopped.is_set():
+            beat = protocol.WorkerHeartbeat("recorder-standin", dict(self.channels), role=protocol.RECORDER)
+            control.send_multipart(protocol.encode(beat))
+            while control.poll(0):
+                control.recv_multipart()  # Welcome: nothing to do with it
+            self.stopped.wait(0.2)
+        control.close()
+
+    def send(self, channel: str, epoch: int, batch: Batch) -> None:
+        self.frames.send(protocol.events_frame(channel, epoch, batch))
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(2)
+        self.frames.close()
+        self.ctx.term()
+
+
+def rows(start_ns: int, count: int, marker: float = 0.0) -> Batch:
+    """`count` rows 1 ms apart from `start_ns`: temp (float64, null every 3rd), count (int64),
+    door (string), open (bool, null every 4th); temp is `marker` when one is given."""
+    times = [start_ns + i * 1_000_000 for i in range(count)]
+    return Batch(
+        times,
+        [
+            Column("temp", "float64", [marker or (None if i % 3 == 2 else 20.0 + i) for i in range(count)]),
+            Column("count", "int64", [2**60 + i for i in range(count)]),
+            Column("door", "string", ["open" if i % 2 else "shut" for i in range(count)]),
+            Column("open", "bool", [None if i % 4 == 3 else bool(i % 2) for i in range(count)]),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    pipeline = Pipeline(1)
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()
+
+
+@pytest.fixture(scope="module")
+def host(pipeline: Pipeline) -> Iterator[PluginHost]:
+    with plugin_of(pipeline) as host:
+        yield host
+
+
+@pytest.fixture
+def recorder(pipeline: Pipeline) -> Iterator[tuple[RecorderStandIn, int]]:
+    epoch = time.time_ns()
+    standin = RecorderStandIn(str(pipeline.run_dir), {CHANNEL: epoch})
+    try:
+        yield standin, epoch
+    finally:
+        standin.close()
+
+
+def reading(stream: LiveStream) -> LiveStream:
+    """Read the stream's packets in a thread (into stream.frame) until it ends."""
+
+    def read() -> None:
+        try:
+            for _ in stream.packets_iter():
+                pass
+        except Exception:  # cancelled: the test is over
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    return stream
+
+
+def read_until(stream: LiveStream, done: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not in within {timeout_s} s: {stream.raw[-3:]}")
+        time.sleep(0.02)
+
+
+def flowing(stream: LiveStream, standin: RecorderStandIn, epoch: int) -> int:
+    """Send rows until the stream relays them (the broker placed the channel); the last time sent."""
+    deadline = time.monotonic() + 15
+    at = time.time_ns()
+    while time.monotonic() < deadline:
+        at = max(at + 10_000_000, time.time_ns())
+        standin.send(CHANNEL, epoch, rows(at, 3))
+        try:
+            last = at + 2_000_000
+            read_until(stream, lambda last=last: last in stream.frame.times_ns, 0.3)
+        except TimeoutError:
+            continue
+        return last
+    raise TimeoutError("the plugin relayed no Events within 15 s")
+
+
+# -- live Events through RunStream ----------------------------------------------------------
+
+Live = tuple[RecorderStandIn, int, LiveStream, int]
+"""The stand-in, its epoch, a RunStream of CHANNEL read in a thread, and the last time it relayed."""
+
+
+@pytest.fixture
+def live(host: PluginHost, recorder: tuple[RecorderStandIn, int]) -> Iterator[Live]:
+    standin, epoch = recorder
+    stream = reading(host.run_stream(CHANNEL))
+    try:
+        yield standin, epoch, stream, flowing(stream, standin, epoch)
+    finally:
+        stream.cancel()
+
+
+def test_typed_fields_reach_the_stream_as_the_sdk_writes_them(live: Live) -> None:
+    standin, epoch, stream, _ = live
+    at = time.time_ns()
+    standin.send(CHANNEL, epoch, rows(at, 8))
+    read_until(stream, lambda: at + 7_000_000 in stream.frame.times_ns)
+    frame = stream.frame
+    assert [(f["name"], f["type"], f["typeInfo"]) for f in frame.fields] == [
+        ("time", "time", {"frame": "time.Time"}),
+        ("temp", "number", {"frame": "float64", "nullable": True}),
+        ("count", "number", {"frame": "int64", "nullable": True}),
+        ("door", "string", {"frame": "string", "nullable": True}),
+        ("open", "boolean", {"frame": "bool", "nullable": True}),
+    ]
+    start = frame.times_ns.index(at)
+    assert frame.times_ns[start : start + 8] == [at + i * 1_000_000 for i in range(8)]
+    assert frame.column("temp")[start : start + 4] == [20.0, 21.0, None, 23.0]
+    assert frame.column("count")[start + 7] == 2**60 + 7  # exact above 2^53
+    assert frame.column("door")[start : start + 2] == ["shut", "open"]
+    assert frame.column("open")[start : start + 4] == [False, True, False, None]
+    times = frame.times_ns
+    assert all(a < b for a, b in itertools.pairwise(times))
+
+
+def test_stale_epoch_and_out_of_order_events_never_reach_the_stream(live: Live) -> None:
+    standin, epoch, stream, last = live
+    standin.send(CHANNEL, epoch - 1, rows(last + 50_000_000, 3, marker=666.0))  # a superseded placement
+    standin.send(CHANNEL, epoch, rows(last - 100_000_000, 3, marker=777.0))  # before what was sent
+    standin.send(CHANNEL, epoch, rows(last, 1, marker=888.0))  # the very time sent last
+    standin.send(CHANNEL, epoch, rows(last + 3600 * 10**9, 1, marker=999.0))  # an hour ahead of the clock
+    after = last + 200_000_000
+    standin.send(CHANNEL, epoch, rows(after, 2))
+    read_until(stream, lambda: after + 1_000_000 in stream.frame.times_ns)
+    temps = stream.frame.column("temp")
+    assert not {666.0, 777.0, 888.0, 999.0} & set(temps)
+    times = stream.frame.times_ns
+    assert all(a < b for a, b in itertools.pairwise(times))
+
+
+def test_a_schema_change_goes_out_as_a_new_schema_not_mixed_rows(live: Live) -> None:
+    standin, epoch, stream, last = live
+    changed = Batch([last + 10_000_000, last + 11_000_000], [Column("level", "string", ["low", None])])
+    standin.send(CHANNEL, epoch, changed)
+    read_until(stream, lambda: stream.frame.names == ["time", "level"] and stream.frame.times_ns)
+    assert stream.frame.column("level") == ["low", None]
+    assert stream.frame.fields[1]["typeInfo"] == {"frame": "string", "nullable": True}
+    for raw in stream.raw:  # every packet's data fits the schema it was sent under
+        frame = StreamingFrame()
+        body = orjson.loads(raw)
+        if "schema" in body and "data" in body:
+            frame.push(body)
+
+
+def test_checkhealth_counts_generators_and_says_whether_a_recorder_is_alive(
+    host: PluginHost, recorder: tuple[RecorderStandIn, int]
+) -> None:
+    deadline = time.monotonic() + 10
+    health = host.check_health()
+    while "a recorder is alive" not in health.message and time.monotonic() < deadline:
+        time.sleep(0.1)
+        health = host.check_health()
+    assert health.status == pb.CheckHealthResponse.OK
+    assert "1 worker alive" in health.message
+    assert "a recorder is alive" in health.message
+    details = orjson.loads(health.jsonDetails)
+    assert (details["workers"], details["recorders"]) == (1, 1)
+
+
+# -- without a recorder: said, not silent (before any test starts one) ---------------------
+
+
+def test_without_a_recorder_the_panel_and_querydata_say_so(host: PluginHost, pipeline: Pipeline) -> None:
+    answer = host.subscribe("pub-nobody")
+    assert answer.status == pb.SubscribeStreamResponse.OK
+    initial = StreamingFrame()
+    initial.push(answer.data)
+    assert initial.names == ["time"]
+    assert "no history for pub-nobody" in initial.notices[0]["text"]
+    now_ms = time.time_ns() // 1_000_000
+    query = data_query("A", {"kind": "published", "channel": "nobody"}, now_ms - 60_000, now_ms)
+    response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    frame = read_frame(response.frames[0])
+    assert frame.names == ["time"]
+    assert frame.meta is not None
+    assert "no history for pub-nobody" in frame.meta["notices"][0]["text"]
+    stream = reading(host.run_stream("pub-nobody"))
+    try:
+        read_until(stream, lambda: bool(stream.frame.notices))
+        assert stream.frame.notices[0]["severity"] == "error"
+        assert "no history for pub-nobody" in stream.frame.notices[0]["text"]
+        # Then the broker is asked why nothing moves: no recorder carries published channels.
+        read_until(stream, lambda: "has no live recorder" in str(stream.frame.notices))
+    finally:
+        stream.cancel()
+
+
+# -- PublishStream ---------------------------------------------------------------------------
+
+
+def publish(host: PluginHost, path: str, data: Any, ds: Datasource, role: str = "Editor") -> int:
+    context = ds.context()
+    context.user.role = role
+    request = pb.PublishStreamRequest(pluginContext=context, path=path, data=orjson.dumps(data))
+    response: pb.PublishStreamResponse = host.stream.PublishStream(request, timeout=10)
+    return response.status
+
+
+def test_publish_is_refused_to_viewers_to_datasources_not_opted_in_and_to_other_channels(
+    host: PluginHost,
+) -> None:
+    record = {"temp": 21.5, "door": "open"}
+    denied = pb.PublishStreamResponse.PERMISSION_DENIED
+    assert publish(host, CHANNEL, record, PUBLISHER_DS, role="Viewer") == denied
+    assert publish(host, CHANNEL, record, PUBLISHER_DS, role="") == denied
+    assert publish(host, CHANNEL, record, Datasource(uid="reader")) == denied
+    assert publish(host, CHANNEL, record, Datasource(uid="odd", json_data={"allowPublish": "yes"})) == denied
+    assert publish(host, "custom-0-1-100", record, PUBLISHER_DS) == denied
+    assert publish(host, "source-host-1000", record, PUBLISHER_DS) == denied
+    assert publish(host, "pub-", record, PUBLISHER_DS) == pb.PublishStreamResponse.NOT_FOUND
+    assert publish(host, CHANNEL, {"temp": [1]}, PUBLISHER_DS) == denied  # not a number, bool, string, null
+    assert publish(host, CHANNEL, "x" * 70_000, PUBLISHER_DS) == denied  # over the size limit
+    messages = [entry["@message"] for entry in host.logs if entry.get("@level") == "warn"]
+    assert messages.count("publish refused") >= 9
+
+
+def test_publish_without_a_recorder_is_not_found(host: PluginHost) -> None:
+    status = publish(host, CHANNEL, {"temp": 21.5}, PUBLISHER_DS)
+    assert status == pb.PublishStreamResponse.NOT_FOUND
+    assert any(entry["@message"] == "publish failed" for entry in host.logs)
+
+
+# -- with the recorder (services.recorder) ---------------------------------------------------
+
+
+@pytest.fixture
+def with_recorder(pipeline: Pipeline) -> Iterator[None]:
+    pipeline.start_recorder()
+    try:
+        yield
+    finally:
+        pipeline.stop_recorder()
+
+
+def test_a_late_panel_gets_the_recorded_history_then_the_live_rows_without_duplicates(
+    host: PluginHost, with_recorder: None
+) -> None:
+    channel = "pub-late.panel"
+    deadline = time.monotonic() + 15
+    start_ms = time.time_ns() // 1_000_000
+    sent = 0
+    while sent < 5 and time.monotonic() < deadline:  # the first may go before the recorder listens
+        status = publish(
+            host, channel, {"time": start_ms + sent, "temp": float(sent), "door": "shut"}, PUBLISHER_DS
+        )
+        sent += status == pb.PublishStreamResponse.OK
+        if status != pb.PublishStreamResponse.OK:
+            time.sleep(0.2)
+    assert sent == 5
+    answer = host.subscribe(channel)
+    late = StreamingFrame()
+    late.push(answer.data)
+    assert late.column("temp") == [0.0, 1.0, 2.0, 3.0, 4.0]
+    stream = host.run_stream(channel)
+    viewer = stream.add_viewer(answer.data)
+    reading(stream)
+    try:
+        publish(host, channel, {"time": start_ms + 10, "temp": 10.0, "door": "open"}, PUBLISHER_DS)
+        read_until(stream, lambda: 10.0 in viewer.column("temp"))
+    finally:
+        stream.cancel()
+    assert viewer.column("temp") == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0]
+    now_ms = time.time_ns() // 1_000_000
+    query = data_query("A", {"kind": "published", "channel": "late.panel"}, start_ms - 1000, now_ms)
+    response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    table = pa.ipc.open_file(pa.py_buffer(response.frames[0])).read_all()
+    assert table.column("temp").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0, 10.0]
+    assert table.column("door").to_pylist()[-1] == "open"
+    # A panel that holds it all already gets no rows, and keeps its fields (not a bare time frame).
+    caught_up = StreamingFrame()
+    caught_up.push(host.subscribe(channel, data=orjson.dumps({"after": start_ms + 10})).data)
+    assert caught_up.names == ["time", "temp", "door"]
+    assert caught_up.times_ns == []
+    assert not caught_up.notices
+
+
+# -- the pieces, without processes -----------------------------------------------------------
+
+
+def test_event_arrow_frames_are_typed_and_nullable_as_the_sdk_writes_them() -> None:
+    batch = from_records(
+        [
+            {"time": 1_700_000_000_000, "temp": 21.5, "count": 3, "door": "open", "ok": True},
+            {"time": 1_700_000_000_001, "temp": None, "count": None, "door": None, "ok": None},
+        ],
+        None,
+        10,
+    )
+    data = arrow.event_frame_file(
+        batch.times, batch.columns, ref_id="A", configs={"temp": {"unit": "celsius"}}
+    )
+    table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+    schema = table.schema
+    assert schema.field("time").type == pa.timestamp("ns")
+    assert not schema.field("time").nullable
+    assert [(schema.field(n).type, schema.field(n).nullable) for n in ("temp", "count", "door", "ok")] == [
+        (pa.float64(), True),
+        (pa.int64(), True),
+        (pa.string(), True),
+        (pa.bool_(), True),
+    ]
+    frame = read_frame(data)  # the independent reader the other tests use
+    assert [f.tstype for f in frame.fields] == ["time", "number", "number", "string", "boolean"]
+    assert frame.field("temp").config == {"unit": "celsius"}
+    assert frame.field("door").values == ["open", None]
+    assert frame.field("ok").values == [True, None]
+
+
+def test_event_queue_is_bounded_in_bytes_increasing_and_one_schema_per_take() -> None:
+    asyncio.run(_queue_checks())
+
+
+async def _queue_checks() -> None:
+    dropped: list[int] = []
+    queue = events.EventQueue(max_bytes=events.batch_bytes(rows(0, 10)) * 2, on_drop=dropped.append)
+    for i in range(5):
+        queue.put(rows(i * 100_000_000, 10))
+    assert dropped == [10, 10, 10]
+    assert queue.size_bytes <= queue.max_bytes
+    taken = await queue.take(1000, 300_000_000 + 4_000_000)
+    assert taken.repeated == 5
+    assert taken.batch is not None
+    assert taken.batch.times[0] == 300_000_000 + 5_000_000
+    assert len(taken.batch) == 15
+    queue.put(rows(900_000_000, 2))
+    queue.put(Batch([950_000_000], [Column("level", "string", ["low"])]))
+    first = await queue.take(1000, 0)
+    second = await queue.take(1000, 0)
+    assert first.batch is not None
+    assert first.batch.schema == rows(0, 1).schema
+    assert second.batch is not None
+    assert [c.name for c in second.batch.columns] == ["level"]
+
+
+def test_the_frontend_golden_event_packets_are_what_the_plugin_writes_today() -> None:
+    golden = (Path(__file__).parent / "golden" / "event_stream_packets.jsonl").read_bytes().splitlines()
+    assert golden == capture_events.packets()
+
+
+def test_the_sources_resource_offers_the_built_in_source(host: PluginHost) -> None:
+    reply = host.call_resource("sources")
+    assert reply.code == 200
+    assert {"name": "host"} in reply.json()["sources"]
+
+
+def test_publish_is_rate_bound_per_datasource(host: PluginHost) -> None:
+    flood = Datasource(uid="flood", json_data={"allowPublish": True})
+    statuses = [publish(host, CHANNEL, {"temp": 1.0}, flood) for _ in range(40)]
+    assert statuses.count(pb.PublishStreamResponse.PERMISSION_DENIED) >= 10  # 20 a second, 40 at once
+    assert any("publishes more than 20 times a second" in str(e.get("error")) for e in host.logs)
+    assert publish(host, CHANNEL, {"temp": 1.0}, PUBLISHER_DS) != pb.PublishStreamResponse.PERMISSION_DENIED
+
+
+def test_admission_costs_a_published_channel_the_recorders_budget_and_a_source_its_fields(
+    host: PluginHost,
+) -> None:
+    frugal = Datasource(uid="frugal", json_data={"maxValuesPerSecond": 500})
+    assert host.subscribe("pub-too.much", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+    assert host.subscribe("source-host-1000", frugal).status == pb.SubscribeStreamResponse.OK
+    assert host.subscribe("source-host-10", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+
+
+def test_a_hostile_recorder_costs_only_its_own_answers(pipeline: Pipeline) -> None:
+    endpoint = f"ipc://{pipeline.run_dir}/hostile-history"
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    stopped = threading.Event()
+
+    def answer() -> None:
+        while not stopped.is_set():
+            if not router.poll(50):
+                continue
+            peer, *frames = router.recv_multipart()
+            request = protocol.expect(frames, protocol.HistoryRequest)
+            router.send_multipart([peer, b"\x04\x11", b"\xc1"])  # not msgpack
+            wrong = protocol.HistoryReply("someone-else", request.channel, [1], [Column("x", "int64", [1])])
+            router.send_multipart([peer, *protocol.encode(wrong)])
+            span = request.to_ns - request.from_ns
+            times = [
+                request.from_ns - span + i * (3 * span // 3000) for i in range(3000)
+            ]  # before, in, after
+            reply = protocol.HistoryReply(
+                request.request_id, request.channel, times, [Column("x", "int64", list(range(3000)))]
+            )
+            router.send_multipart([peer, *protocol.encode(reply)])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with plugin_of(pipeline, {"history_endpoint": endpoint}) as hostile:
+            before = time.time_ns()
+            answer_ = hostile.subscribe("pub-evil")
+            after = time.time_ns()
+            assert answer_.status == pb.SubscribeStreamResponse.OK
+            frame = StreamingFrame()
+            frame.push(answer_.data)
+            assert 0 < len(frame.times_ns) <= 1000
+            assert before - 61 * 10**9 <= frame.times_ns[0]
+            assert frame.times_ns[-1] <= after
+            assert hostile.check_health().status == pb.CheckHealthResponse.OK  # the plugin goes on
+    finally:
+        stopped.set()
+        thread.join(2)
+        router.close()
+        ctx.term()
+
+
+def test_with_curve_the_plugin_reaches_the_recorder_with_its_own_keys(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    create_keys(keys, ["broker", "w1", "recorder", "plugin", "stranger"])
+    folders = {
+        "allowed": ["w1", "recorder", "plugin", "stranger"],  # the broker's
+        "askers": ["plugin"],  # the recorder's history socket: `stranger` may not ask
+        "publishers": ["plugin"],
+    }
+    for folder, names in folders.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+
+    def plugin_keys(name: str) -> dict[str, str]:
+        """`name`'s CURVE client settings: grafana.ini keys for a plugin."""
+        return {
+            "curve_client_secret": str(keys / f"{name}.key_secret"),
+            "curve_server_public": str(keys / "broker.key"),
+        }
+
+    def client(name: str) -> list[str]:
+        """The same settings as flags, for the other processes."""
+        return [
+            arg for key, value in plugin_keys(name).items() for arg in (f"--{key.replace('_', '-')}", value)
+        ]
+
+    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
+    recorder_args = [
+        *[*server, "--curve-authorized-dir", str(tmp_path / "askers")],
+        *["--publish-authorized-dir", str(tmp_path / "publishers"), *client("recorder")],
+    ]
+    with recording_pipeline(
+        recorder_args,
+        [*server, "--curve-authorized-dir", str(tmp_path / "allowed")],
+        client("w1"),
+        (str(keys / "plugin.key_secret"), str(keys / "broker.key")),
+    ) as curved:
+        with plugin_of(curved, plugin_keys("plugin")) as host:
+            now_ms = time.time_ns() // 1_000_000
+            published = publish(host, "pub-secure", {"time": now_ms - 10, "temp": 1.5}, PUBLISHER_DS)
+            assert published == pb.PublishStreamResponse.OK
+            initial = StreamingFrame()
+            initial.push(host.subscribe("pub-secure").data)
+            assert initial.column("temp") == [1.5]
+        with plugin_of(curved, plugin_keys("stranger")) as stranger:  # the broker's, not the recorder's
+            refused = StreamingFrame()
+            refused.push(stranger.subscribe("pub-secure").data)
+            assert refused.times_ns == []
+            assert "CURVE refused by the recorder" in refused.notices[0]["text"]
+
+
+def test_a_panel_that_holds_the_history_gets_only_newer_rows_from_its_stream(
+    host: PluginHost, with_recorder: None
+) -> None:
+    channel = "pub-caught.up"
+    start_ms = time.time_ns() // 1_000_000 - 5000
+    deadline = time.monotonic() + 15
+    rows_ = [{"time": start_ms + i, "v": i} for i in range(3)]
+    while publish(host, channel, rows_, PUBLISHER_DS) != pb.PublishStreamResponse.OK:
+        assert time.monotonic() < deadline, "the recorder took no rows"
+        time.sleep(0.2)
+    # The frontend loaded these three from QueryData, and subscribes after the last of them.
+    answer = host.subscribe(channel, data=orjson.dumps({"after": start_ms + 2}))
+    assert StreamingFrame().push(answer.data) == 0  # no rows: the panel has them all
+    stream = host.run_stream(channel)
+    viewer = stream.add_viewer(answer.data)
+    reading(stream)
+    try:
+        time.sleep(1.5)  # the stream's first packets: none may repeat what the panel holds
+        assert (
+            publish(host, channel, {"time": start_ms + 10, "v": 10}, PUBLISHER_DS)
+            == pb.PublishStreamResponse.OK
+        )
+        read_until(stream, lambda: 10 in viewer.column("v"))
+    finally:
+        stream.cancel()
+    assert viewer.column("v") == [10]
