@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 import zmq
 from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline
-from support import ROOT, Pipeline
+from support import ROOT, Pipeline, plugin_of
 
 from services.common import fields
+from services.hostemu.host import data_query
 from services.publish import Publisher, Unreachable
 
 
@@ -133,3 +136,42 @@ def test_status_shows_the_recorder_with_its_role(pipeline: Pipeline) -> None:
     [row] = [r for r in result.stdout.splitlines() if r.startswith("recorder ")]
     assert row.split()[1] == "recorder"
     assert any(r.split()[:2] == ["w1", "generator"] for r in result.stdout.splitlines())
+
+
+def test_published_lines_reach_a_panel_and_querydata_with_their_own_times_and_kinds(
+    pipeline: Pipeline,
+) -> None:
+    """The whole path a user's rows take: `zmqstream publish` → recorder → broker → plugin → panel."""
+    start = now_ms() - 5_000
+    before = [
+        line(start, temp=21.5, door="open", ok=True),
+        line(start + 1000, temp=None, door="shut", ok=None),
+    ]
+    assert publish_cli(pipeline.run_dir, "pub-panel", before).returncode == 0
+    with plugin_of(pipeline) as host:
+        answer = host.subscribe("pub-panel")  # a panel opened now: the recorded rows
+        stream = host.run_stream("pub-panel")
+        viewer = stream.add_viewer(answer.data)
+        later = threading.Timer(
+            1.0,
+            publish_cli,
+            (pipeline.run_dir, "pub-panel", [line(start + 2000, temp=23, door="open", ok=False)]),
+        )
+        later.start()
+        try:
+            stream.read_rows(1)
+        finally:
+            later.join()
+            stream.cancel()
+        expected_ns = [round((start + offset) * 1e6) for offset in (0, 1000, 2000)]
+        assert viewer.times_ns == expected_ns
+        assert viewer.column("temp") == [21.5, None, 23.0]
+        assert viewer.column("door") == ["open", "shut", "open"]
+        assert viewer.column("ok") == [True, None, False]
+        query = data_query("A", {"kind": "published", "channel": "panel"}, int(start) - 1000, int(now_ms()))
+        response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    table = pa.ipc.open_file(pa.py_buffer(response.frames[0])).read_all()
+    assert table.column("time").cast(pa.int64()).to_pylist() == expected_ns
+    assert table.schema.field("ok").type == pa.bool_()
+    assert table.column("door").to_pylist() == ["open", "shut", "open"]

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError
 from services.common.logs import fields, setup_logging
+from services.common.waveforms import registry as generators
 from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin.identity import CHECKOUT_PLUGIN_DIR, PLUGIN_ID
@@ -126,6 +127,9 @@ async def serve(
             log.info(
                 "plugin serving", extra=fields(address=listener.address, broker=settings.control_endpoint)
             )
+            # Installed generators are found now (~0.1 s of entry-point scanning), not by the
+            # first of a dashboard's streams while the others wait behind it.
+            generators()
             await stop.wait()
             log.info("plugin stopping")
             await server.stop(SHUTDOWN_GRACE_S)
