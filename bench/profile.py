@@ -1,13 +1,18 @@
-"""Where the plugin's CPU goes while it streams to 1,000 clients: the `streams` profile.
+"""Where the CPU goes in the scenarios whose targets are missed: py-spy over one process.
 
-    .venv/bin/python -m bench.profile [--seconds 8] [--raw FILE]
+    .venv/bin/python -m bench.profile [--scenario streams|start|ticker] [--seconds 8] [--raw FILE]
 
-It runs the streams scenario (two workers, the broker, the plugin, 1,000 RunStreams at
-20,000 rows/s), attaches py-spy to the plugin once every stream has sent, and prints each
-process's CPU and where the plugin's samples fall: asyncio and gRPC's C core (samples whose
-innermost Python frame is the event loop running a callback), gRPC's poller thread, and
-zmqstream's own functions (the innermost frame under services/). Needs py-spy (dev extra)
-and the right to ptrace the plugin (root, or kernel.yama.ptrace_scope 0).
+- streams (default): the plugin while 1,000 RunStreams carry 20,000 rows/s, once every
+  stream has sent.
+- start: the plugin while 1,000 RunStreams are opened at once (bench.start).
+- ticker: the worker running 10,000 channels x 10 Hz with its ticker thread on CPU 1 and
+  the broker and this reader on CPU 0 (bench.ticker's pinned run).
+
+It prints each process's CPU over the window and where the profiled process's samples
+fall: asyncio and gRPC's C core (samples whose innermost Python frame is the event loop
+running a callback), other threads, and zmqstream's own functions (the innermost frame
+under services/). Needs py-spy (dev extra) and the right to ptrace (root, or
+kernel.yama.ptrace_scope 0).
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
-from bench.harness import read_streams
+from bench import start as start_scenario
+from bench import ticker as ticker_scenario
+from bench.harness import RawPlugin, read_streams
 from bench.measure import cpu_seconds
 from bench.streams import OFFERED_ROWS_PER_S
 from services.hostemu.localpipeline import Pipeline, wait_for_workers
 
 STREAMS = 1000
+TICKER_CHANNELS = 10_000
 EVENT_LOOP_CALLBACK = "Handle._run (asyncio/events.py"
 LOOP_TURN = "BaseEventLoop._run_once ("
 
@@ -61,50 +70,105 @@ def summarize(raw: str) -> list[tuple[str, float]]:
     return [(bucket, 100 * n / total) for bucket, n in counts.most_common()]
 
 
-def profile(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
-    tick_ms = STREAMS * 1000 / OFFERED_ROWS_PER_S
-    paths = [f"custom-{i}-{i + 1}-{tick_ms:g}" for i in range(STREAMS)]
-    pipeline = Pipeline(2)
-    host = pipeline.plugin()
-    pids = {
-        "plugin": host.process.pid,
+class Spy:
+    """py-spy recording one process for `seconds` into `raw_path`, and every process's CPU meanwhile."""
+
+    def __init__(self, pids: dict[str, int], target: str, seconds: float, raw_path: Path) -> None:
+        self.pids, self.seconds, self.raw_path = pids, seconds, raw_path
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.started = time.monotonic()
+        command = [_py_spy(), "record", "--pid", str(pids[target]), "--duration", str(round(seconds))]
+        command += ["--rate", "200", "--format", "raw", "--nonblocking", "--output", str(raw_path)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cpu(self) -> dict[str, float]:
+        """Cores each process used since the recording began."""
+        elapsed = time.monotonic() - self.started
+        return {name: (cpu_seconds(pid) - self.before[name]) / elapsed for name, pid in self.pids.items()}
+
+    def buckets(self) -> list[tuple[str, float]]:
+        self.process.wait(timeout=self.seconds + 30)
+        return summarize(self.raw_path.read_text())
+
+
+def pipeline_pids(pipeline: Pipeline) -> dict[str, int]:
+    return {
         "client (this process)": os.getpid(),
         "broker": pipeline.broker.pid,
         **{f"worker {i + 1}": worker.pid for i, worker in enumerate(pipeline.workers)},
     }
-    before: dict[str, float] = {}
-    spy: list[subprocess.Popen[bytes]] = []
 
-    def start() -> None:
-        before.update({name: cpu_seconds(pid) for name, pid in pids.items()})
-        command = [_py_spy(), "record", "--pid", str(pids["plugin"]), "--duration", str(round(seconds))]
-        command += ["--rate", "200", "--format", "raw", "--nonblocking", "--output", str(raw_path)]
-        spy.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
+def profile_streams(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    tick_ms = STREAMS * 1000 / OFFERED_ROWS_PER_S
+    paths = [f"custom-{i}-{i + 1}-{tick_ms:g}" for i in range(STREAMS)]
+    pipeline = Pipeline(2)
+    host = pipeline.plugin()
+    pids = {"plugin": host.process.pid, **pipeline_pids(pipeline)}
+    spy: list[Spy] = []
     try:
         wait_for_workers(host, 2)
-        asyncio.run(read_streams(host.address, paths, 1.0, seconds, latency=False, on_window=start))
-        cpu = {name: (cpu_seconds(pid) - before[name]) / seconds for name, pid in pids.items()}
-        spy[0].wait(timeout=seconds + 30)
+
+        def on_window() -> None:
+            spy.append(Spy(pids, "plugin", seconds, raw_path))
+
+        asyncio.run(read_streams(host.address, paths, 1.0, seconds, latency=False, on_window=on_window))
+        cpu = spy[0].cpu()
     finally:
         host.stop()
         pipeline.close()
-    return cpu, summarize(raw_path.read_text())
+    return cpu, spy[0].buckets()
+
+
+def profile_start(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    paths = [f"custom-{i}-{i + 1}-{start_scenario.TICK_MS}" for i in range(STREAMS)]
+    pipeline = Pipeline(2)
+    host = pipeline.plugin()
+    try:
+        wait_for_workers(host, 2)
+        spy = Spy({"plugin": host.process.pid, **pipeline_pids(pipeline)}, "plugin", seconds, raw_path)
+        asyncio.run(start_scenario.first_packets(host.address, paths, subscribe=False))
+        cpu = spy.cpu()  # over the burst: the recording runs on, idle, to its end
+    finally:
+        host.stop()
+        pipeline.close()
+    return cpu, spy.buckets()
+
+
+def profile_ticker(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    pipeline = Pipeline(1, worker_args=["--ticker-cpu", str(ticker_scenario.TICKER_CPU)])
+    reader = RawPlugin.on(pipeline)
+    try:
+        reader.hold([f"custom-{i}-{i + 1}-{ticker_scenario.TICK_MS}" for i in range(TICKER_CHANNELS)])
+        reader.wait_running(TICKER_CHANNELS)
+        with ticker_scenario.kept_on_cpu0([os.getpid(), pipeline.broker.pid]):
+            reader.count_rows(3.0)  # settle, as the scenario does
+            spy = Spy(pipeline_pids(pipeline), "worker 1", seconds, raw_path)
+            reader.count_rows(seconds)
+            cpu = spy.cpu()
+    finally:
+        reader.close()
+        pipeline.close()
+    return cpu, spy.buckets()
+
+
+PROFILES = {"streams": profile_streams, "start": profile_start, "ticker": profile_ticker}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=PROFILES, default="streams")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     args = parser.parse_args()
-    raw_path = args.raw or Path(tempfile.mkdtemp(prefix="zs-profile")) / "plugin.txt"
-    cpu, buckets = profile(args.seconds, raw_path)
-    print(f"CPU (cores) over {args.seconds:g} s, {STREAMS} streams, {OFFERED_ROWS_PER_S:,} rows/s offered")
+    raw_path = args.raw or Path(tempfile.mkdtemp(prefix="zs-profile")) / f"{args.scenario}.txt"
+    cpu, buckets = PROFILES[args.scenario](args.seconds, raw_path)
+    print(f"{args.scenario}: CPU (cores) while profiled")
     for name, cores in cpu.items():
         print(f"  {name:<24} {cores:5.2f}")
     print(f"  {'total (of ' + str(os.cpu_count()) + ')':<24} {sum(cpu.values()):5.2f}")
     ours = sum(share for bucket, share in buckets if bucket.startswith("zmqstream:"))
-    print(f"\nplugin samples (py-spy): {ours:.1f} % in zmqstream's own code")
+    print(f"\nsamples (py-spy): {ours:.1f} % in zmqstream's own code")
     for bucket, share in buckets:
         if share >= 0.5:
             print(f"  {share:5.1f} %  {bucket}")

@@ -28,7 +28,7 @@ def _threads(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _kept_on_cpu0(pids: list[int]) -> Iterator[None]:
+def kept_on_cpu0(pids: list[int]) -> Iterator[None]:
     """Every thread of `pids` on CPU 0 for the block, then back where it was."""
     threads = [tid for pid in pids for tid in _threads(pid)]
     before = {tid: os.sched_getaffinity(tid) for tid in threads}
@@ -50,7 +50,7 @@ def measure(channels: int, seconds: float, own_cpu: bool) -> tuple[float, float,
         plugin.hold([f"custom-{i}-{i + 1}-{TICK_MS}" for i in range(channels)])
         plugin.wait_running(channels)
         pinned = [os.getpid(), pipeline.broker.pid] if own_cpu else []
-        with _kept_on_cpu0(pinned):
+        with kept_on_cpu0(pinned):
             plugin.count_rows(3.0)  # settle: a worker starts 10,000 tickers over ~2 s, 20 ms of them a turn
             before = late_ticks(plugin)
             started = time.monotonic()
