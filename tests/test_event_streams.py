@@ -290,6 +290,8 @@ def test_publish_is_refused_to_viewers_to_datasources_not_opted_in_and_to_other_
     assert publish(host, "pub-", record, PUBLISHER_DS) == pb.PublishStreamResponse.NOT_FOUND
     assert publish(host, CHANNEL, {"temp": [1]}, PUBLISHER_DS) == denied  # not a number, bool, string, null
     assert publish(host, CHANNEL, "x" * 70_000, PUBLISHER_DS) == denied  # over the size limit
+    # Grafana also publishes the data as sent to the panels, and a `data` key breaks their frame.
+    assert publish(host, CHANNEL, {"data": 5}, PUBLISHER_DS) == denied
     messages = [entry["@message"] for entry in host.logs if entry.get("@level") == "warn"]
     assert messages.count("publish refused") >= 9
 

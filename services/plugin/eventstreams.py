@@ -21,7 +21,11 @@ NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a l
 at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
 PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
-any publisher's, so Grafana has nothing to publish itself.
+any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
+client's own JSON into the channel as well, over the websocket (over HTTP it publishes
+nothing). Panels read a Live message as a frame (`schema`, `data`) and ignore one
+without those keys, so a record with a top-level `schema` or `data` key is refused:
+Grafana would hand it to every panel of the channel as a broken frame.
 """
 
 from __future__ import annotations
@@ -244,6 +248,10 @@ class EventStreams:
         return admitted
 
 
+FRAME_KEYS = frozenset(("schema", "data"))
+"""What Grafana's panels read in a Live message (StreamingDataFrame.push)."""
+
+
 def _rows(data: bytes) -> Batch:
     """The rows a publish carries: one JSON record or a list of them; a missing time is now."""
     if len(data) > MAX_PUBLISH_BYTES:
@@ -255,6 +263,12 @@ def _rows(data: bytes) -> Batch:
     records = body if isinstance(body, list) else [body]
     if not records:
         raise InvalidRows("no rows")
+    if isinstance(body, dict) and FRAME_KEYS & body.keys():
+        raise InvalidRows(
+            f"a record with a top-level {' or '.join(sorted(FRAME_KEYS & body.keys()))!r} key: Grafana "
+            "also publishes the data as sent to the channel's panels, which would read it as a frame; "
+            "rename the field, or send a list of records"
+        )
     now_ms = time.time_ns() / 1e6
     for index, record in enumerate(records):
         if isinstance(record, dict) and TIME_KEY not in record:
@@ -266,6 +280,6 @@ def _nothing_yet(channel: EventChannel) -> str:
     if channel.kind == PUBLISHED:
         return (
             f"nothing recorded in {channel.path} yet: publish rows into it "
-            f"(zmqstream publish {channel.name}); they show here as they arrive"
+            f"(`zmqstream publish {channel.path}`); they show here as they arrive"
         )
     return f"nothing recorded from source {channel.name} yet: its rows show here as the source sends them"
