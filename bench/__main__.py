@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cost, latency, rows, scaling, start, streams, ticker
+from bench import cost, events, latency, rows, scaling, start, streams, ticker
 from bench.measure import Result
 
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
@@ -19,6 +19,7 @@ SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
     "ticker": ticker.run,
     "scaling": scaling.run,
     "cost": cost.run,
+    "events": events.run,
 }
 
 
