@@ -15,7 +15,9 @@ Event channels cannot be recomputed, so someone must keep their rows: this proce
 Rows live in bounded rings (services.recorder.ring) and, with `record_dir`, in Arrow IPC
 segments (services.recorder.segments) loaded back at start. One thread serves all; a
 peer's messages cost at most PER_PEER_PER_TURN of a turn, so a flooding publisher waits
-in its own queue.
+in its own queue: what it sent beyond its share waits for the next turn (at most
+MAX_DEFERRED messages; past that it is refused unchecked), and a publisher that waits
+for each reply, however fast, is never refused for its pace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -50,8 +53,10 @@ TURN_MS = 50
 MESSAGES_PER_TURN = 256
 """Messages read from one socket per turn, so no socket starves the others."""
 PER_PEER_PER_TURN = 16
-"""Publishes or history requests checked per peer per turn; its others in that turn are refused
-unchecked (a publish) or dropped (a history request: a peer asking this fast is not waiting)."""
+"""Publishes or history requests checked per peer per turn; its others wait for the next turn."""
+MAX_DEFERRED = 16
+"""Messages of one peer waiting for a later turn; past them, its others are refused unchecked
+(a publish) or dropped (a history request): a peer that far ahead is not waiting for answers."""
 FLUSH_S = 1.0
 """How often accepted rows are written to the segments (what a crash may lose)."""
 REQUEST_HWM = 16
@@ -96,6 +101,8 @@ class Recorder:
         self.budgets: dict[str, Budget] = {}
         self.source_epochs: dict[str, int] = {}
         self.refused = 0
+        self.deferred: dict[zmq.Socket[bytes], dict[bytes, deque[list[bytes]]]] = {}
+        """Per ROUTER, per peer: messages beyond its share of a turn, for the next (serve)."""
         self.frames_endpoint = ""
 
         keys = None
@@ -167,7 +174,10 @@ class Recorder:
         try:
             if over_share:
                 reply = protocol.PublishReply(
-                    _request_id(frames), 0, "too many publishes at once: wait for each reply before the next"
+                    _request_id(frames),
+                    0,
+                    f"more than {PER_PEER_PER_TURN + MAX_DEFERRED} publishes sent without waiting for "
+                    "their replies: wait for each reply before the next",
                 )
             else:
                 reply = self._publish(frames)
@@ -304,18 +314,40 @@ class Recorder:
         """Answer what is queued on a ROUTER, at most PER_PEER_PER_TURN messages of each peer in full.
 
         libzmq reads the peers round-robin, so a flooding peer gets its share of a turn and
-        no more; past PER_PEER_PER_TURN its messages are not even checked.
+        no more. What a peer sent beyond its share waits for the next turn, served first
+        (at most MAX_DEFERRED; beyond, its messages are not even checked).
         """
         served: dict[bytes, int] = {}
+        waiting = self.deferred.setdefault(sock, {})
+        for routing_id, queue in list(waiting.items()):
+            while queue and served.get(routing_id, 0) < PER_PEER_PER_TURN:
+                served[routing_id] = served.get(routing_id, 0) + 1
+                self._answer(sock, routing_id, answer(queue.popleft(), False))
+            if not queue:
+                del waiting[routing_id]
         for _ in range(MESSAGES_PER_TURN):
             try:
                 routing_id, *frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            served[routing_id] = served.get(routing_id, 0) + 1
-            reply = answer(frames, served[routing_id] > PER_PEER_PER_TURN)
-            if reply is not None:
-                self._reply(sock, routing_id, reply)
+            if served.get(routing_id, 0) < PER_PEER_PER_TURN:
+                served[routing_id] = served.get(routing_id, 0) + 1
+                self._answer(sock, routing_id, answer(frames, False))
+                continue
+            queue = waiting.setdefault(routing_id, deque())
+            if len(queue) < MAX_DEFERRED:
+                queue.append(frames)
+            else:
+                self._answer(sock, routing_id, answer(frames, True))
+
+    @property
+    def behind(self) -> bool:
+        """Whether messages wait for a later turn (the next one then starts at once)."""
+        return any(self.deferred.get(sock) for sock in (self.publish, self.history))
+
+    def _answer(self, sock: zmq.Socket[bytes], routing_id: bytes, reply: protocol.Message | None) -> None:
+        if reply is not None:
+            self._reply(sock, routing_id, reply)
 
     def _reply(self, sock: zmq.Socket[bytes], routing_id: bytes, message: protocol.Message) -> None:
         with contextlib.suppress(zmq.Again):  # a peer that does not read loses its replies
@@ -340,14 +372,14 @@ class Recorder:
             if self.store is not None and now >= next_flush:
                 self.store.flush()
                 next_flush = now + FLUSH_S
-            ready = dict(poller.poll(TURN_MS))
+            ready = dict(poller.poll(0 if self.behind else TURN_MS))
             if self.control in ready:
                 self.handle_control()
             if self.sources in ready:
                 self.handle_sources()
-            if self.publish in ready:
+            if self.publish in ready or self.deferred.get(self.publish):
                 self.serve(self.publish, self._answer_publish)
-            if self.history in ready:
+            if self.history in ready or self.deferred.get(self.history):
                 self.serve(self.history, self._answer_history)
 
     def close(self) -> None:
