@@ -54,6 +54,20 @@ def test_a_ring_keeps_the_last_rows_within_its_row_bound() -> None:
     assert found.columns[1].values == list(range(50, 100)) + list(range(100)) * 2
 
 
+def test_small_batches_merge_into_the_ring_s_own_chunk_and_leave_the_added_ones_as_they_were() -> None:
+    rings = Rings(ring_rows=10_000, ring_bytes=10**9, total_bytes=10**9)
+    added = [batch(k * SECOND, 1) for k in range(50)]
+    for each in added:
+        rings.add("pub-a", each)
+    assert [len(each) for each in added] == [1] * 50  # the segments hold these: never extended
+    ring = rings.channels["pub-a"]
+    assert len(ring.chunks) == 1
+    assert ring.bytes == sum(batch_bytes(each) for each in added)
+    found, _ = rings.query("pub-a", 0, 2**62, 1000) or (None, None)
+    assert found is not None
+    assert found.times == [k * SECOND for k in range(50)]
+
+
 def test_a_ring_keeps_within_its_bytes_and_all_rings_within_the_total() -> None:
     one = batch_bytes(batch(0, 100))
     rings = Rings(ring_rows=10**9, ring_bytes=3 * one, total_bytes=4 * one)

@@ -52,18 +52,28 @@ class ChannelRing:
     """(rows, their bytes), oldest first."""
     rows: int = 0
     bytes: int = 0
+    growing: Batch | None = None
+    """The newest chunk when it is the ring's own (made by a merge), so small batches extend it
+    in place: merging a copy each time cost O(chunk) per row, ~0.1 ms for 1-row publishes."""
 
     def append(self, batch: Batch) -> None:
-        if self.chunks and len(self.chunks[-1][0]) + len(batch) <= MERGE_ROWS:
-            last, size = self.chunks.pop()
-            self.rows -= len(last)
-            self.bytes -= size
-            batch = fields.concat([last, batch])
         size = batch_bytes(batch)
-        self.chunks.append((batch, size))
         self.rows += len(batch)
         self.bytes += size
         self.last_time = batch.times[-1]
+        if self.chunks and len(self.chunks[-1][0]) + len(batch) <= MERGE_ROWS:
+            last, last_size = self.chunks.pop()
+            if last is not self.growing:  # a batch others may hold (the segments'): copied once
+                last = self.growing = Batch(
+                    list(last.times), [Column(c.name, c.kind, list(c.values)) for c in last.columns]
+                )
+            last.times.extend(batch.times)
+            for column, more in zip(last.columns, batch.columns, strict=True):
+                column.values.extend(more.values)
+            self.chunks.append((last, last_size + size))
+            return
+        self.growing = None
+        self.chunks.append((batch, size))
 
     @property
     def first_time(self) -> int | None:
