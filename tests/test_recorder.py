@@ -419,3 +419,31 @@ def test_a_restarted_broker_learns_the_published_channels_from_the_recorder() ->
         assert reply.error == ""
         assert reply.epoch != 0, "the new broker did not place the channel the recorder offers"
         assert fetch(pipeline.control_endpoint, 2).channels["pub-survivor"]["worker"] == "recorder"
+
+
+def test_a_source_row_from_a_worker_whose_clock_runs_ahead_does_not_end_the_channels_history(
+    pipeline: Pipeline,
+) -> None:
+    """A worker on a host whose clock is an hour ahead sends one row (its own check passes it):
+    the recorder must not take it, or every correct row after it is 'not after the last' for an hour."""
+    channel = "source-ahead-100"
+    now = time.time_ns()
+
+    def batch(time_ns: int, value: int) -> Batch:
+        return Batch([time_ns], [Column("v", fields.INT64, [value])])
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(protocol.events_frame(channel, 10, batch(now - 5_000_000_000, 1)))
+            time.sleep(0.1)
+        worker.send(protocol.events_frame(channel, 10, batch(now + 3600 * 1_000_000_000, 2)))
+        worker.send(protocol.events_frame(channel, 10, batch(time.time_ns(), 3)))
+        time.sleep(0.5)
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert columns[0].values == [1, 3], (
+        f"the row from the future was recorded and the next one dropped: {[(t - now) / 1e9 for t in times]}"
+    )
