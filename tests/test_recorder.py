@@ -447,3 +447,33 @@ def test_a_source_row_from_a_worker_whose_clock_runs_ahead_does_not_end_the_chan
     assert columns[0].values == [1, 3], (
         f"the row from the future was recorded and the next one dropped: {[(t - now) / 1e9 for t in times]}"
     )
+
+
+def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_schema(
+    pipeline: Pipeline,
+) -> None:
+    """The host source on a 2-core worker has cpu0, cpu1; moved to an 8-core one (a newer epoch),
+    cpu0..cpu7. Its new rows must be recorded, not dropped for ever as not fitting the old schema."""
+    channel = "source-moved-100"
+    base = time.time_ns() - 10_000_000_000
+
+    def batch(offset: int, names: list[str]) -> Batch:
+        return Batch([base + offset], [Column(name, fields.FLOAT64, [float(offset)]) for name in names])
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(protocol.events_frame(channel, 10, batch(1, ["cpu0", "cpu1"])))
+            time.sleep(0.1)
+        worker.send(
+            protocol.events_frame(channel, 10, batch(2, ["cpu0", "cpu1", "cpu2"]))
+        )  # same run: dropped
+        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))  # moved
+        worker.send(protocol.events_frame(channel, 11, batch(4, ["cpu0", "cpu1", "cpu2"])))
+        time.sleep(0.5)
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert [c.name for c in columns] == ["cpu0", "cpu1", "cpu2"], "the moved source's rows were dropped"
+    assert [t - base for t in times] == [3, 4]

@@ -248,7 +248,8 @@ class Recorder:
         ring = self.rings.channels.get(channel)
         if ring is None and len(self.rings.channels) >= self.settings.max_channels:
             raise InvalidRows(f"{channel}: the recorder keeps at most {self.settings.max_channels} channels")
-        if message.epoch < self.source_epochs.get(channel, 0):  # a worker its channel moved away from
+        recorded_epoch = self.source_epochs.get(channel, 0)
+        if message.epoch < recorded_epoch:  # a worker its channel moved away from
             return
         # A worker whose clock runs ahead: its rows would make every correct one after them a step back.
         batch = _before(message.batch, time.time_ns() + round(self.settings.max_clock_skew_ms * 1e6))
@@ -257,7 +258,17 @@ class Recorder:
         self.source_epochs[channel] = message.epoch  # kept for recorded channels only: bounded
         if ring is not None:
             batch = batch.after(ring.last_time)
-            ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
+            if len(batch) and batch.schema != ring.schema and message.epoch > recorded_epoch:
+                # A new instance of the source (moved to another worker) with other fields: its schema
+                # from now on, as the plugin streams it; within one run, the worker enforces its schema.
+                log.info(
+                    "source schema changed", extra=fields(channel=channel, schema=batch.schema.describe())
+                )
+                self.rings.reschema(channel, batch.schema)
+                if self.store is not None:
+                    self.store.reschema(channel, batch.schema)
+            else:
+                ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
         if len(batch):
             self._record(channel, batch)
 

@@ -217,6 +217,22 @@ class Store:
         if batch.schema == files.schema:
             files.pending.append(batch)
 
+    def reschema(self, channel: str, schema: Schema) -> None:
+        """Rows of `schema` follow: what is queued is written, the open segment closed, and the
+        next segment begun with the new schema (the newest segment's schema is what `load` keeps)."""
+        files = self.channels.get(channel)
+        if files is None or files.schema == schema:
+            return
+        if files.pending:
+            try:
+                self._append(channel, files)
+            except (OSError, pa.ArrowException) as exc:
+                log.error("segment write failed", extra=log_fields(channel=channel, error=str(exc)))
+            files.pending.clear()
+        if files.segments:
+            files.segments[-1].close()
+        files.schema, files.arrow = schema, arrow_schema(schema)
+
     def flush(self, now_ns: int | None = None) -> None:
         """Write what is queued, rotate segments that are old or large, prune the folder."""
         now_ns = time.time_ns() if now_ns is None else now_ns
