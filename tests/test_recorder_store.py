@@ -260,3 +260,15 @@ def test_a_source_channel_whose_schema_changed_loads_back_in_its_new_schema(tmp_
     writer.close()
     loaded = store(folder).load(max_rows=10**6)
     assert loaded["source-host-100"] == [other]
+
+
+def test_a_file_whose_name_only_looks_like_digits_is_left_alone_at_load(tmp_path: Path) -> None:
+    """str.isdigit() is true of '²', which int() refuses: not a segment of ours."""
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("pub-a", batch(now - 10 * SECOND, 2))
+    writer.close()
+    (folder / "pub-a" / f"²{SUFFIX}").write_bytes(b"")
+    loaded = store(folder).load(max_rows=10**6)
+    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)

@@ -171,7 +171,7 @@ class Store:
         paths = sorted(
             (int(p.name.removesuffix(SUFFIX)), p)
             for p in folder.iterdir()
-            if p.name.endswith(SUFFIX) and p.name.removesuffix(SUFFIX).isdigit() and not p.is_symlink()
+            if p.name.endswith(SUFFIX) and _is_ns(p.name.removesuffix(SUFFIX)) and not p.is_symlink()
         )
         newest_first: list[list[Batch]] = []
         rows = 0
@@ -300,6 +300,11 @@ class Store:
         for files in self.channels.values():
             for segment in files.segments:
                 segment.close()
+
+
+def _is_ns(name: str) -> bool:
+    """A segment's name: ASCII digits (str.isdigit() is true of '²', which int() refuses)."""
+    return name.isascii() and name.isdigit()
 
 
 def _is_channel(name: str) -> bool:
