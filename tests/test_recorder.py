@@ -477,3 +477,28 @@ def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_sch
     times, columns = recorded(history(pipeline.history_endpoint, channel))
     assert [c.name for c in columns] == ["cpu0", "cpu1", "cpu2"], "the moved source's rows were dropped"
     assert [t - base for t in times] == [3, 4]
+
+
+def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publishers() -> None:
+    """Any viewer may open source-host-<tick> for a thousand ticks (each is another channel, placed
+    and recorded): they must not fill the recorder so that no publisher can begin a channel."""
+    with recording_pipeline(["--max-channels", "4"]) as pipeline:
+        now = time.time_ns()
+
+        def frame(tick: int) -> bytes:
+            batch = Batch([now - tick], [Column("cpu", fields.FLOAT64, [1.0])])
+            return protocol.events_frame(f"source-host-{tick}", 10, batch)
+
+        with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+            worker.linger = 1000
+            worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+            deadline = time.monotonic() + 5
+            while history(pipeline.history_endpoint, "source-host-100", timeout_s=1).error:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+                worker.send(frame(100))
+                time.sleep(0.1)
+            for tick in range(101, 110):
+                worker.send(frame(tick))
+            time.sleep(0.5)
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            assert publisher.publish("pub-mine", rows(now_ms() - 1000, 1)) == 1

@@ -94,6 +94,8 @@ class Recorder:
                 for batch in batches:
                     self.rings.add(channel, batch)
             log.info("history loaded", extra=fields(channels=len(self.rings.channels)))
+        self.source_channels = sum(map(is_source, self.rings.channels))
+        """Source channels recorded (a channel is kept for good): at most half of max_channels."""
         self.budgets: dict[str, Budget] = {}
         self.source_epochs: dict[str, int] = {}
         self.refused = 0
@@ -248,6 +250,11 @@ class Recorder:
         ring = self.rings.channels.get(channel)
         if ring is None and len(self.rings.channels) >= self.settings.max_channels:
             raise InvalidRows(f"{channel}: the recorder keeps at most {self.settings.max_channels} channels")
+        # Any viewer can open source-<name>-<tick> for as many ticks as it likes, and a channel is
+        # kept for good: sources get half the channels, so publishers always can begin theirs.
+        sources_cap = max(1, self.settings.max_channels // 2)
+        if ring is None and self.source_channels >= sources_cap:
+            raise InvalidRows(f"{channel}: the recorder keeps at most {sources_cap} source channels")
         recorded_epoch = self.source_epochs.get(channel, 0)
         if message.epoch < recorded_epoch:  # a worker its channel moved away from
             return
@@ -271,6 +278,7 @@ class Recorder:
                 ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
         if len(batch):
             self._record(channel, batch)
+            self.source_channels += ring is None
 
     # -- history ---------------------------------------------------------------------
 
