@@ -592,3 +592,26 @@ def test_a_subscriber_claiming_rows_from_the_future_does_not_silence_the_stream_
     finally:
         stream.cancel()
     assert viewer.column("v") == [0, 1]
+
+
+def test_a_channel_nothing_was_published_to_yet_is_news_not_an_error(
+    host: PluginHost, with_recorder: None
+) -> None:
+    """The recorder answers a channel it never recorded with 'no rows recorded': the panel and
+    QueryData must say how to fill it (info), not report a failed history (error)."""
+    channel = "pub-never.published"
+    deadline = time.monotonic() + 15
+    while True:
+        frame = StreamingFrame()
+        frame.push(host.subscribe(channel).data)
+        if "no recorder" not in str(frame.notices) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the recorder is still starting
+    assert [n["severity"] for n in frame.notices] == ["info"], frame.notices
+    assert "publish rows into it" in frame.notices[0]["text"]
+    now_ms = time.time_ns() // 1_000_000
+    query = data_query("A", {"kind": "published", "channel": "never.published"}, now_ms - 60_000, now_ms)
+    response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    meta = read_frame(response.frames[0]).meta or {}
+    assert [n["severity"] for n in meta["notices"]] == ["info"], meta

@@ -308,7 +308,7 @@ class Recorder:
             channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS)
         )
         if found is None:
-            return _history_error(request.request_id, channel, f"no rows recorded for {channel}")
+            return _history_error(request.request_id, channel, f"{protocol.NOT_RECORDED}{channel}")
         batch, truncated = found
         while True:  # keep the reply under what a client's socket accepts
             reply = protocol.HistoryReply(
