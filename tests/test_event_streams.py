@@ -567,3 +567,53 @@ def test_a_panel_that_holds_the_history_gets_only_newer_rows_from_its_stream(
     finally:
         stream.cancel()
     assert viewer.column("v") == [10]
+
+
+def test_a_subscriber_claiming_rows_from_the_future_does_not_silence_the_stream_for_everyone(
+    host: PluginHost, with_recorder: None
+) -> None:
+    """`after` is the panel's own word (any viewer's browser sends it): one an hour ahead must not
+    become the shared stream's floor, or every row of the next hour is dropped as already sent."""
+    channel = "pub-future.after"
+    start_ms = time.time_ns() // 1_000_000 - 5000
+    deadline = time.monotonic() + 15
+    while publish(host, channel, {"time": start_ms, "v": 0}, PUBLISHER_DS) != pb.PublishStreamResponse.OK:
+        assert time.monotonic() < deadline, "the recorder took no rows"
+        time.sleep(0.2)
+    ahead_ms = time.time_ns() // 1_000_000 + 3_600_000
+    host.subscribe(channel, data=orjson.dumps({"after": ahead_ms}))
+    answer = host.subscribe(channel)
+    stream = host.run_stream(channel)
+    viewer = stream.add_viewer(answer.data)
+    reading(stream)
+    try:
+        time.sleep(1.5)  # the broker places the channel: the plugin relays its rows from then on
+        now_ms = time.time_ns() // 1_000_000
+        assert publish(host, channel, {"time": now_ms, "v": 1}, PUBLISHER_DS) == pb.PublishStreamResponse.OK
+        read_until(stream, lambda: 1 in viewer.column("v"), timeout_s=5)
+    finally:
+        stream.cancel()
+    assert viewer.column("v") == [0, 1]
+
+
+def test_a_channel_nothing_was_published_to_yet_is_news_not_an_error(
+    host: PluginHost, with_recorder: None
+) -> None:
+    """The recorder answers a channel it never recorded with 'no rows recorded': the panel and
+    QueryData must say how to fill it (info), not report a failed history (error)."""
+    channel = "pub-never.published"
+    deadline = time.monotonic() + 15
+    while True:
+        frame = StreamingFrame()
+        frame.push(host.subscribe(channel).data)
+        if "no recorder" not in str(frame.notices) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the recorder is still starting
+    assert [n["severity"] for n in frame.notices] == ["info"], frame.notices
+    assert "publish rows into it" in frame.notices[0]["text"]
+    now_ms = time.time_ns() // 1_000_000
+    query = data_query("A", {"kind": "published", "channel": "never.published"}, now_ms - 60_000, now_ms)
+    response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    meta = read_frame(response.frames[0]).meta or {}
+    assert [n["severity"] for n in meta["notices"]] == ["info"], meta

@@ -128,3 +128,11 @@ def test_an_events_frame_round_trips_with_nan_and_nulls() -> None:
     assert message.epoch == 9
     assert math.isnan(message.columns[0].values[0])  # type: ignore[arg-type]
     assert message.columns[0].values[1] is None
+
+
+def test_an_int_too_large_for_a_float64_field_is_invalid_rows_not_a_crash() -> None:
+    """A source or a Python publisher may hand any int: past float's range it is refused as rows are."""
+    with pytest.raises(InvalidRows, match="row 2, field 'x'"):
+        from_records([{"time": 1, "x": 1.5}, {"time": 2, "x": 10**400}], None, 10)
+    with pytest.raises(InvalidRows, match="row 1, field 'x'"):
+        from_records([{"time": 1, "x": 10**400}], Schema((("x", FLOAT64),)), 10)

@@ -175,3 +175,24 @@ def test_published_lines_reach_a_panel_and_querydata_with_their_own_times_and_ki
     assert table.column("time").cast(pa.int64()).to_pylist() == expected_ns
     assert table.schema.field("ok").type == pa.bool_()
     assert table.column("door").to_pylist() == ["open", "shut", "open"]
+
+
+def test_a_line_that_is_not_utf8_is_refused_by_number_and_the_others_go_in(pipeline: Pipeline) -> None:
+    """Under a UTF-8 locale stdin decodes strictly: one Latin-1 byte killed the reading thread and
+    `zmqstream publish` hung for ever. It is refused as any line that is not JSON."""
+    start = now_ms() - 5000
+    bad = b'{"time": %d, "v": "caf\xe9"}\n' % int(start)
+    good = line(start + 1, v="ok").encode() + b"\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "publish", "pub-latin1", "--run-dir", str(pipeline.run_dir)],
+        cwd=ROOT,
+        input=bad + good,
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        timeout=20,
+    )
+    assert result.returncode == 1, result.stderr
+    assert b"line 1 refused" in result.stderr, result.stderr
+    assert b"1 rows published" in result.stderr, result.stderr
+    _, columns = recorded(history(pipeline.history_endpoint, "pub-latin1"))
+    assert columns[0].values == ["ok"]

@@ -439,3 +439,86 @@ def test_a_publisher_a_few_requests_ahead_is_served_in_the_next_turn_not_refused
         while len(replies) < 24 and sock.poll(5000):
             replies.append(protocol.expect(sock.recv_multipart(), protocol.PublishReply))
     assert [(reply.accepted, reply.error) for reply in replies] == [(1, "")] * 24
+
+
+def test_a_source_row_from_a_worker_whose_clock_runs_ahead_does_not_end_the_channels_history(
+    pipeline: Pipeline,
+) -> None:
+    """A worker on a host whose clock is an hour ahead sends one row (its own check passes it):
+    the recorder must not take it, or every correct row after it is 'not after the last' for an hour."""
+    channel = "source-ahead-100"
+    now = time.time_ns()
+
+    def batch(time_ns: int, value: int) -> Batch:
+        return Batch([time_ns], [Column("v", fields.INT64, [value])])
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(protocol.events_frame(channel, 10, batch(now - 5_000_000_000, 1)))
+            time.sleep(0.1)
+        worker.send(protocol.events_frame(channel, 10, batch(now + 3600 * 1_000_000_000, 2)))
+        worker.send(protocol.events_frame(channel, 10, batch(time.time_ns(), 3)))
+        time.sleep(0.5)
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert columns[0].values == [1, 3], (
+        f"the row from the future was recorded and the next one dropped: {[(t - now) / 1e9 for t in times]}"
+    )
+
+
+def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_schema(
+    pipeline: Pipeline,
+) -> None:
+    """The host source on a 2-core worker has cpu0, cpu1; moved to an 8-core one (a newer epoch),
+    cpu0..cpu7. Its new rows must be recorded, not dropped for ever as not fitting the old schema."""
+    channel = "source-moved-100"
+    base = time.time_ns() - 10_000_000_000
+
+    def batch(offset: int, names: list[str]) -> Batch:
+        return Batch([base + offset], [Column(name, fields.FLOAT64, [float(offset)]) for name in names])
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(protocol.events_frame(channel, 10, batch(1, ["cpu0", "cpu1"])))
+            time.sleep(0.1)
+        worker.send(
+            protocol.events_frame(channel, 10, batch(2, ["cpu0", "cpu1", "cpu2"]))
+        )  # same run: dropped
+        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))  # moved
+        worker.send(protocol.events_frame(channel, 11, batch(4, ["cpu0", "cpu1", "cpu2"])))
+        time.sleep(0.5)
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert [c.name for c in columns] == ["cpu0", "cpu1", "cpu2"], "the moved source's rows were dropped"
+    assert [t - base for t in times] == [3, 4]
+
+
+def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publishers() -> None:
+    """Any viewer may open source-host-<tick> for a thousand ticks (each is another channel, placed
+    and recorded): they must not fill the recorder so that no publisher can begin a channel."""
+    with recording_pipeline(["--max-channels", "4"]) as pipeline:
+        now = time.time_ns()
+
+        def frame(tick: int) -> bytes:
+            batch = Batch([now - tick], [Column("cpu", fields.FLOAT64, [1.0])])
+            return protocol.events_frame(f"source-host-{tick}", 10, batch)
+
+        with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+            worker.linger = 1000
+            worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+            deadline = time.monotonic() + 5
+            while history(pipeline.history_endpoint, "source-host-100", timeout_s=1).error:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+                worker.send(frame(100))
+                time.sleep(0.1)
+            for tick in range(101, 110):
+                worker.send(frame(tick))
+            time.sleep(0.5)
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            assert publisher.publish("pub-mine", rows(now_ms() - 1000, 1)) == 1

@@ -260,3 +260,29 @@ def test_rings_stay_within_every_bound_and_keep_each_channels_newest_rows(
             kept = found[0].times
             assert len(kept) == ring.rows
             assert kept == added[name][len(added[name]) - len(kept) :], "not the newest rows, in order"
+
+
+def test_a_source_channel_whose_schema_changed_loads_back_in_its_new_schema(tmp_path: Path) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("source-host-100", batch(now - 100 * SECOND, 5))
+    writer.flush()
+    other = Batch([now - 10 * SECOND], [Column("cpu7", fields.FLOAT64, [1.5])])
+    writer.reschema("source-host-100", other.schema)
+    writer.write("source-host-100", other)
+    writer.close()
+    loaded = store(folder).load(max_rows=10**6)
+    assert loaded["source-host-100"] == [other]
+
+
+def test_a_file_whose_name_only_looks_like_digits_is_left_alone_at_load(tmp_path: Path) -> None:
+    """str.isdigit() is true of '²', which int() refuses: not a segment of ours."""
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("pub-a", batch(now - 10 * SECOND, 2))
+    writer.close()
+    (folder / "pub-a" / f"²{SUFFIX}").write_bytes(b"")
+    loaded = store(folder).load(max_rows=10**6)
+    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)

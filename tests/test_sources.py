@@ -496,3 +496,25 @@ def cpu_list(text: str) -> set[int]:
         first, _, last = part.partition("-")
         cpus.update(range(int(first), int(last or first) + 1))
     return cpus
+
+
+def test_a_worker_whose_source_blocks_in_poll_exits_within_a_second_of_sigterm() -> None:
+    """SIGTERM while a source's poll blocks (a hung device read): the worker still stops within 1 s."""
+    path = "source-sleepy-100"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(TEST_SOURCES))
+        pipeline = Pipeline(1)
+    events = EventsClient(pipeline.control_endpoint, [path])
+    try:
+        events.collect(lambda: bool(log_lines(pipeline, "w1", "source started")), timeout_s=20)
+        time.sleep(0.5)  # its first poll has begun, and blocks for 3 s
+        worker = pipeline.workers[0]
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+        stopped_s = time.monotonic() - began
+        print(f"\n[figure] worker exit after SIGTERM, its source blocked in poll: {stopped_s:.2f} s")
+        assert stopped_s < 1
+    finally:
+        events.close()
+        pipeline.close()

@@ -63,3 +63,19 @@ def test_a_single_field_row_is_shown_too() -> None:
         }
     )
     assert latest_row(frame, 80) == "door=open"
+
+
+def test_a_published_string_cannot_drive_the_terminal() -> None:
+    """Any publisher writes the strings: escape sequences (clear the screen, set the title, write the
+    clipboard with OSC 52) and newlines are shown escaped, not sent to the operator's terminal."""
+    hostile = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\rdoor=open\n"
+    frame = StreamingFrame()
+    frame.push(
+        {
+            "schema": {"fields": [{"name": "time", "type": "time"}, {"name": "door", "type": "string"}]},
+            "data": {"values": [[1000], [hostile]]},
+        }
+    )
+    shown = latest_row(frame, 200)
+    assert shown.isprintable(), shown
+    assert shown == r"door=\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\rdoor=open\n"

@@ -12,6 +12,7 @@ reached, else 0.
 from __future__ import annotations
 
 import argparse
+import io
 import queue
 import sys
 import threading
@@ -47,15 +48,19 @@ class Lines(threading.Thread):
 
     def run(self) -> None:
         number = 0
-        while line := self.stream.readline(MAX_LINE_BYTES + 1):
-            number += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
-                while (rest := self.stream.readline(MAX_LINE_BYTES)) and not rest.endswith("\n"):
-                    pass  # the rest of a line too long to keep
-                self.queue.put((number, None))
-            elif line.strip():
-                self.queue.put((number, line))
-        self.queue.put(END)
+        try:
+            while line := self.stream.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
+                    while (rest := self.stream.readline(MAX_LINE_BYTES)) and not rest.endswith("\n"):
+                        pass  # the rest of a line too long to keep
+                    self.queue.put((number, None))
+                elif line.strip():
+                    self.queue.put((number, line))
+        except (OSError, ValueError) as exc:  # stdin unreadable: what was read still goes, then the end
+            print(f"zmqstream publish: stdin unreadable after line {number}: {exc}", file=sys.stderr)
+        finally:
+            self.queue.put(END)  # else the batching would wait for ever
 
 
 def batches(lines: Lines, rows: int, wait_s: float) -> Iterator[list[tuple[int, str | None]]]:
@@ -128,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"zmqstream publish: {exc}", file=sys.stderr)
         return 1
+    if isinstance(sys.stdin, io.TextIOWrapper):  # bytes that are not UTF-8: a line orjson refuses, by number
+        sys.stdin.reconfigure(errors="surrogateescape")
     lines = Lines(sys.stdin)
     lines.start()
     job = Run(publisher, args.channel)

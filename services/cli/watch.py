@@ -152,7 +152,9 @@ def _cell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    text = str(value)
+    # A publisher's string: escape sequences and newlines would drive the operator's terminal.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def fail(reason: str) -> int:

@@ -270,6 +270,20 @@ def from_records(records: Iterable[Mapping[str, Any]], schema: Schema | None, ma
         final = kind or FLOAT64
         values: list[Value] = [record.get(name) for _, record in rows]
         if final == FLOAT64:
-            values = [float(v) if v is not None else None for v in values]
+            try:
+                values = [float(v) if v is not None else None for v in values]
+            except OverflowError:  # an int past float's range (a Python caller's, or a source's)
+                number = next(n for n, v in enumerate(values, 1) if v is not None and not _fits_float(v))
+                raise InvalidRows(
+                    f"row {number}, field {name!r}: the number does not fit a float64"
+                ) from None
         columns.append(Column(name, final, values))
     return checked([time for time, _ in rows], columns, max_rows)
+
+
+def _fits_float(value: Any) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True

@@ -100,6 +100,9 @@ MAX_DATA_BYTES = 4 * 1024 * 1024
 FLOAT_BYTES = 8
 _BIG_ENDIAN = sys.byteorder == "big"
 Scalar = str | int | float | bool | None
+NOT_RECORDED = "no rows recorded for "
+"""A HistoryReply's error for a channel the recorder never recorded (then the channel's path):
+not a failure, the plugin shows it as nothing recorded yet."""
 
 
 class MsgType(enum.IntEnum):

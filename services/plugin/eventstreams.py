@@ -92,8 +92,10 @@ class EventStreams:
         batch, problem = await self._history(channel, from_ns, to_ns)
         if sent == backfill.NOTHING and batch.times:
             self.ledger.promise(key, batch.times[-1])
-        elif sent == backfill.NOTHING and after_ms is not None and not problem:
-            self.ledger.promise(key, from_ns - 1)  # nothing new: the subscriber's own last row is the floor
+        elif sent == backfill.NOTHING and after_ms is not None and not problem and from_ns <= to_ns:
+            # Nothing new: the subscriber's own last row is the floor; one it claims from the future
+            # is not (the stream is shared: it would drop everyone's rows until then).
+            self.ledger.promise(key, from_ns - 1)
         if batch.times:
             data = events.packet(batch, events.schema(batch.schema, shown))
         elif problem:

@@ -198,6 +198,8 @@ class Recorder:
         reply = await self.history_channel.ask(request, request_id, self.timeout_s)
         if not isinstance(reply, protocol.HistoryReply) or reply.channel != channel:
             raise RecorderUnavailable(f"the recorder answered a history request with {type(reply).__name__}")
+        if reply.error == protocol.NOT_RECORDED + channel:  # nothing yet: news for the panel, not a failure
+            return Batch([], []), False
         if reply.error:
             raise RecorderUnavailable(f"the recorder: {reply.error[:300]}")
         batch = Batch(reply.times, reply.columns)

@@ -22,6 +22,7 @@ for each reply, however fast, is never refused for its pace.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -38,7 +39,7 @@ from services.common import protocol, rundir
 from services.common.channels import PUBLISHED
 from services.common.config import RecorderSettings
 from services.common.errors import PipelineError, ProtocolError
-from services.common.fields import Batch, InvalidRows
+from services.common.fields import Batch, Column, InvalidRows
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
@@ -98,6 +99,8 @@ class Recorder:
                 for batch in batches:
                     self.rings.add(channel, batch)
             log.info("history loaded", extra=fields(channels=len(self.rings.channels)))
+        self.source_channels = sum(map(is_source, self.rings.channels))
+        """Source channels recorded (a channel is kept for good): at most half of max_channels."""
         self.budgets: dict[str, Budget] = {}
         self.source_epochs: dict[str, int] = {}
         self.refused = 0
@@ -257,15 +260,35 @@ class Recorder:
         ring = self.rings.channels.get(channel)
         if ring is None and len(self.rings.channels) >= self.settings.max_channels:
             raise InvalidRows(f"{channel}: the recorder keeps at most {self.settings.max_channels} channels")
-        if message.epoch < self.source_epochs.get(channel, 0):  # a worker its channel moved away from
+        # Any viewer can open source-<name>-<tick> for as many ticks as it likes, and a channel is
+        # kept for good: sources get half the channels, so publishers always can begin theirs.
+        sources_cap = max(1, self.settings.max_channels // 2)
+        if ring is None and self.source_channels >= sources_cap:
+            raise InvalidRows(f"{channel}: the recorder keeps at most {sources_cap} source channels")
+        recorded_epoch = self.source_epochs.get(channel, 0)
+        if message.epoch < recorded_epoch:  # a worker its channel moved away from
             return
+        # A worker whose clock runs ahead: its rows would make every correct one after them a step back.
+        batch = _before(message.batch, time.time_ns() + round(self.settings.max_clock_skew_ms * 1e6))
+        if not len(batch):
+            raise InvalidRows(f"{channel}: rows ahead of the recorder's clock")
         self.source_epochs[channel] = message.epoch  # kept for recorded channels only: bounded
-        batch = message.batch
         if ring is not None:
             batch = batch.after(ring.last_time)
-            ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
+            if len(batch) and batch.schema != ring.schema and message.epoch > recorded_epoch:
+                # A new instance of the source (moved to another worker) with other fields: its schema
+                # from now on, as the plugin streams it; within one run, the worker enforces its schema.
+                log.info(
+                    "source schema changed", extra=fields(channel=channel, schema=batch.schema.describe())
+                )
+                self.rings.reschema(channel, batch.schema)
+                if self.store is not None:
+                    self.store.reschema(channel, batch.schema)
+            else:
+                ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
         if len(batch):
             self._record(channel, batch)
+            self.source_channels += ring is None
 
     # -- history ---------------------------------------------------------------------
 
@@ -295,7 +318,7 @@ class Recorder:
             channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS)
         )
         if found is None:
-            return _history_error(request.request_id, channel, f"no rows recorded for {channel}")
+            return _history_error(request.request_id, channel, f"{protocol.NOT_RECORDED}{channel}")
         batch, truncated = found
         while True:  # keep the reply under what a client's socket accepts
             reply = protocol.HistoryReply(
@@ -406,6 +429,14 @@ def _request_id(frames: list[bytes]) -> int:
         return 0
     request_id = body.get("request_id") if isinstance(body, dict) else None
     return request_id if type(request_id) is int and -(2**63) <= request_id < 2**63 else 0
+
+
+def _before(batch: Batch, limit_ns: int) -> Batch:
+    """The rows stamped at or before `limit_ns`."""
+    end = bisect.bisect_right(batch.times, limit_ns)
+    if end == len(batch):
+        return batch
+    return Batch(batch.times[:end], [Column(c.name, c.kind, c.values[:end]) for c in batch.columns])
 
 
 def _history_error(request_id: str, channel: str, error: str) -> protocol.HistoryReply:

@@ -157,6 +157,12 @@ class Rings:
             )
             self.bytes -= oldest.drop_oldest(0, self.bytes - self.total_bytes)
 
+    def reschema(self, channel: str, schema: Schema) -> None:
+        """Forget a channel's rows for rows of `schema` to come (its last time is kept)."""
+        ring = self.channels[channel]
+        self.bytes -= ring.bytes
+        self.channels[channel] = ChannelRing(schema, ring.last_time)
+
     def query(self, channel: str, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool] | None:
         """See ChannelRing.query; None for a channel never recorded."""
         ring = self.channels.get(channel)

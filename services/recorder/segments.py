@@ -171,7 +171,7 @@ class Store:
         paths = sorted(
             (int(p.name.removesuffix(SUFFIX)), p)
             for p in folder.iterdir()
-            if p.name.endswith(SUFFIX) and p.name.removesuffix(SUFFIX).isdigit() and not p.is_symlink()
+            if p.name.endswith(SUFFIX) and _is_ns(p.name.removesuffix(SUFFIX)) and not p.is_symlink()
         )
         newest_first: list[list[Batch]] = []
         rows = 0
@@ -216,6 +216,22 @@ class Store:
             files.arrow = arrow_schema(batch.schema)
         if batch.schema == files.schema:
             files.pending.append(batch)
+
+    def reschema(self, channel: str, schema: Schema) -> None:
+        """Rows of `schema` follow: what is queued is written, the open segment closed, and the
+        next segment begun with the new schema (the newest segment's schema is what `load` keeps)."""
+        files = self.channels.get(channel)
+        if files is None or files.schema == schema:
+            return
+        if files.pending:
+            try:
+                self._append(channel, files)
+            except (OSError, pa.ArrowException) as exc:
+                log.error("segment write failed", extra=log_fields(channel=channel, error=str(exc)))
+            files.pending.clear()
+        if files.segments:
+            files.segments[-1].close()
+        files.schema, files.arrow = schema, arrow_schema(schema)
 
     def flush(self, now_ns: int | None = None) -> None:
         """Write what is queued, rotate segments that are old or large, prune the folder."""
@@ -284,6 +300,11 @@ class Store:
         for files in self.channels.values():
             for segment in files.segments:
                 segment.close()
+
+
+def _is_ns(name: str) -> bool:
+    """A segment's name: ASCII digits (str.isdigit() is true of '²', which int() refuses)."""
+    return name.isascii() and name.isdigit()
 
 
 def _is_channel(name: str) -> bool:

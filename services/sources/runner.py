@@ -43,6 +43,9 @@ MAX_AHEAD_NS = 250_000_000
 """Rows stamped further ahead of the worker's clock are dropped: one such row would make
 every later, correct row look like a step back (the plugin's default clock skew, too)."""
 LOG_EVERY_S = 10.0
+CLOSE_WAIT_S = 0.5
+"""How long stopping waits for sources to close: a stop (SIGTERM) must end the worker within a
+second, and a source blocked in poll() may never return (its thread is a daemon)."""
 DRAIN_BUDGET_NS = 10_000_000
 """The main thread converts rows for at most this long per turn, then serves the tickers."""
 RECORD_BYTES = 64
@@ -353,7 +356,7 @@ class SourceChannels:
         self._send_within_limit(path, epoch, _rows(batch, 0, middle))
         self._send_within_limit(path, epoch, _rows(batch, middle, len(batch)))
 
-    def close(self, wait_s: float = 1.0) -> None:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Stop every source; wait up to `wait_s` in all for their threads to close them."""
         threads = [running.thread for running in self._running.values()]
         for path in list(self._running):
