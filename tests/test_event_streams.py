@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pytest
 import zmq
-from recording import recording_pipeline
+from recording import recording_pipeline, wait_for_recorder
 from support import Pipeline, plugin_of
 
 from services.common import protocol
@@ -617,3 +617,20 @@ def test_a_channel_nothing_was_published_to_yet_is_news_not_an_error(
     assert response.status == 200, response.error
     meta = read_frame(response.frames[0]).meta or {}
     assert [n["severity"] for n in meta["notices"]] == ["info"], meta
+
+
+def test_history_right_after_the_recorder_restarts_waits_for_the_reconnect_not_says_no_recorder(
+    host: PluginHost, pipeline: Pipeline
+) -> None:
+    """The plugin's history socket was connected to the recorder that stopped; a new one binds
+    the same path and ours reconnects within ~0.1 s. A request meanwhile waits for that,
+    instead of telling the panel there is no recorder (1 run in 2 of this file did)."""
+    for attempt in range(3):
+        pipeline.start_recorder()
+        try:
+            wait_for_recorder(pipeline, workers=())
+            answer = StreamingFrame()
+            answer.push(host.subscribe(f"pub-restarted{attempt}").data)
+        finally:
+            pipeline.stop_recorder()
+        assert [n["severity"] for n in answer.notices] == ["info"], answer.notices  # nothing recorded yet

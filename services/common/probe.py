@@ -10,6 +10,7 @@ one we trust (services.common.rundir) and its socket must be there and ours to u
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -72,6 +73,20 @@ def check_ipc(access: Access) -> None:
             f"permission denied on {access.endpoint}: run as the broker's user, "
             "or give both a --socket-group you belong to"
         )
+
+
+def ipc_listening(endpoint: str) -> bool:
+    """Whether a process accepts connections on an ipc endpoint now (a socket file left by a
+    process that died refuses them); a connect and a close, never blocking."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(endpoint.removeprefix("ipc://"))
+        except BlockingIOError:  # its backlog is full: it listens
+            return True
+        except OSError:
+            return False
+    return True
 
 
 def ask(

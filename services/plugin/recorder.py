@@ -40,7 +40,8 @@ log = logging.getLogger("zmqstream.plugin.recorder")
 MAX_PENDING = 256
 """Requests waiting for the recorder at once, per socket; past it a call fails at once."""
 CONNECT_GRACE_S = 0.5
-"""A socket just connected is not up at once (even over ipc): within this, a send is retried."""
+"""A socket just connected, or reconnecting to a restarted recorder, is not up at once (even
+over ipc): for this long, a request's send is retried (see _coming_up)."""
 RETRY_S = 0.01
 CURVE_HINT = (
     "the plugin's CURVE key (grafana.ini curve_client_secret) must be in the recorder's "
@@ -77,7 +78,7 @@ class _Channel:
         if keys is not None:
             secure_client(self.socket, keys)
         self.connected = False
-        self.connected_at = 0.0
+        self.connected_at = self.lost_at = 0.0
         self.problem = ""
         self.pending: dict[str | int, asyncio.Future[protocol.Message]] = {}
         self.reader: asyncio.Task[None] | None = None
@@ -105,6 +106,17 @@ class _Channel:
         self.watcher = asyncio.create_task(self._watch(), name=f"recorder-{self.what}-monitor")
         return ""
 
+    def _coming_up(self) -> bool:
+        """Whether a connection may come within CONNECT_GRACE_S, so a request should wait for it.
+
+        Over ipc: a recorder accepts connections on its socket (ours, just made or remade to a
+        restarted recorder, is up within ~0.1 s). Over tcp: the socket connected, or lost its
+        recorder, within the grace. Otherwise a request fails at once, saying why.
+        """
+        if self.endpoint.startswith("ipc://"):
+            return probe.ipc_listening(self.endpoint)
+        return time.monotonic() < max(self.connected_at, self.lost_at) + CONNECT_GRACE_S
+
     def _unreachable(self) -> str:
         """Why a request could not be sent: what the monitor saw, else the socket as it looks."""
         if self.curve_refused:
@@ -116,11 +128,15 @@ class _Channel:
 
     async def _watch(self) -> None:
         """Follow the socket's monitor: a refused CURVE handshake is said as such, not as silence."""
-        monitor = self.socket.get_monitor_socket(probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        events = probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        monitor = self.socket.get_monitor_socket(events)
         try:
             while True:
                 event = parse_monitor_message(await monitor.recv_multipart())["event"]
-                self.curve_refused = bool(event & probe.CURVE_FAILED)
+                if event == zmq.EVENT_DISCONNECTED:
+                    self.lost_at = time.monotonic()
+                else:
+                    self.curve_refused = bool(event & probe.CURVE_FAILED)
         finally:
             self.socket.disable_monitor()
             monitor.close(linger=0)
@@ -139,7 +155,8 @@ class _Channel:
         try:
             frames = protocol.encode(message)
             sent = self._send(frames)
-            while not sent and time.monotonic() < self.connected_at + CONNECT_GRACE_S:
+            give_up_at = time.monotonic() + (CONNECT_GRACE_S if self._coming_up() else 0.0)
+            while not sent and time.monotonic() < give_up_at:
                 await asyncio.sleep(RETRY_S)
                 sent = self._send(frames)
             if not sent:
