@@ -634,3 +634,12 @@ def test_history_right_after_the_recorder_restarts_waits_for_the_reconnect_not_s
         finally:
             pipeline.stop_recorder()
         assert [n["severity"] for n in answer.notices] == ["info"], answer.notices  # nothing recorded yet
+
+
+def test_a_source_nobody_installed_is_refused_by_name_not_waited_for(host: PluginHost) -> None:
+    """The worker refuses a source it cannot load, but the panel would never hear it: the
+    plugin checks the name against the installed sources, as it does generators."""
+    answer = host.subscribe("source-nosuch-1000")
+    assert answer.status == pb.SubscribeStreamResponse.NOT_FOUND
+    assert any("unknown source 'nosuch'; known: host" in str(e.get("error")) for e in host.logs)
+    assert host.subscribe("source-host-1000").status == pb.SubscribeStreamResponse.OK

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 import grpc
 import orjson
 
-from services.common.channels import GENERATOR_NAME_RE
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError
 from services.common.logs import fields
@@ -36,14 +34,12 @@ from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import BrokerUnavailable, Pipelines, TooManyBrokers
+from services.sources import installed_names
 
 log = logging.getLogger("zmqstream.plugin.resources")
 Reply = tuple[int, Any]
 Handler = Callable[[DatasourceConfig], Awaitable[Reply]]
 JSON_HEADERS = {"Content-Type": ["application/json"]}
-SOURCES_GROUP = "zmqstream.sources"
-"""The entry point group sources are installed under (services.sources, worker side)."""
-BUILTIN_SOURCE = "host"
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
@@ -94,12 +90,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
         return 200, {"generators": found}
 
     async def sources(self, config: DatasourceConfig) -> Reply:
-        names = {BUILTIN_SOURCE} | {
-            entry.name
-            for entry in entry_points(group=SOURCES_GROUP)
-            if GENERATOR_NAME_RE.fullmatch(entry.name)
-        }
-        return 200, {"sources": [{"name": name} for name in sorted(names)]}
+        return 200, {"sources": [{"name": name} for name in sorted(installed_names())]}
 
     async def limits(self, config: DatasourceConfig) -> Reply:
         limits = config.limits

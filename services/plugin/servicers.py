@@ -55,6 +55,7 @@ from services.plugin.pipeline import (
     TooManyBrokers,
     UntrustedBroker,
 )
+from services.sources import source_for
 
 log = logging.getLogger("zmqstream.plugin")
 INLINE_TICKS = 100
@@ -98,6 +99,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         spec = parse_channel(channel_path, config.limits)
         if isinstance(spec, ChannelSpec):
             generator_for(spec)
+        else:
+            source_for(spec)
         return spec, shown, config
 
     def _refusal(self, call: str, spec: Channel, config: DatasourceConfig) -> Refusal | None:

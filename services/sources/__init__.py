@@ -29,7 +29,8 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from services.common.channels import GENERATOR_NAME_RE, EventChannel
+from services.common.channels import GENERATOR_NAME_RE, SOURCE, EventChannel
+from services.common.errors import InvalidChannel
 from services.common.logs import fields
 
 ENTRY_POINT_GROUP = "zmqstream.sources"
@@ -53,10 +54,28 @@ def describe(source: SourceClass) -> str:
     return text if isinstance(text, str) else ""
 
 
+BUILTIN_NAMES = ("host",)
+
+
 def builtins() -> dict[str, SourceClass]:
     from services.sources.host import HostSource  # psutil is loaded only where sources run
 
-    return {"host": HostSource}
+    return dict(zip(BUILTIN_NAMES, (HostSource,), strict=True))
+
+
+@cache
+def installed_names() -> frozenset[str]:
+    """The sources installed here, by name, none of them loaded: what the plugin offers and
+    checks a path against (a worker refuses a name it cannot load, but a panel never hears it)."""
+    names = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    return frozenset(BUILTIN_NAMES) | {name for name in names if GENERATOR_NAME_RE.fullmatch(name)}
+
+
+def source_for(channel: EventChannel) -> None:
+    """InvalidChannel (listing the known ones) unless `channel`'s source is installed."""
+    known = installed_names()
+    if channel.kind == SOURCE and channel.name not in known:
+        raise InvalidChannel(f"unknown source {channel.name!r}; known: {', '.join(sorted(known))}")
 
 
 @cache
