@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -38,6 +39,21 @@ def rows(start_ms: float, count: int, step_ms: float = 10.0) -> list[dict[str, o
         {"time": start_ms + i * step_ms, "temp": 20.0 + i, "door": "open" if i % 2 else "closed", "n": i}
         for i in range(count)
     ]
+
+
+@contextlib.contextmanager
+def source_worker(pipeline: Pipeline, channel: str, first: bytes) -> Iterator[zmq.Socket[bytes]]:
+    """A PUB into frames_in as a source's worker has, sending `first` until the recorder has it
+    (its subscription reaches us through the broker a moment after it connects)."""
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
+        worker.linger = 1000
+        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        deadline = time.monotonic() + 5
+        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+            worker.send(first)
+            time.sleep(0.1)
+        yield worker
 
 
 def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeline: Pipeline) -> None:
@@ -282,14 +298,7 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
     def batch(*offsets: int) -> Batch:
         return Batch([base + o for o in offsets], [Column("v", fields.INT64, list(offsets))])
 
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-        worker.linger = 1000
-        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-        deadline = time.monotonic() + 5
-        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-            worker.send(protocol.events_frame(channel, 10, batch(1, 2)))
-            time.sleep(0.1)
+    with source_worker(pipeline, channel, protocol.events_frame(channel, 10, batch(1, 2))) as worker:
         worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
         worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
         worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
@@ -452,14 +461,9 @@ def test_a_source_row_from_a_worker_whose_clock_runs_ahead_does_not_end_the_chan
     def batch(time_ns: int, value: int) -> Batch:
         return Batch([time_ns], [Column("v", fields.INT64, [value])])
 
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-        worker.linger = 1000
-        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-        deadline = time.monotonic() + 5
-        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-            worker.send(protocol.events_frame(channel, 10, batch(now - 5_000_000_000, 1)))
-            time.sleep(0.1)
+    with source_worker(
+        pipeline, channel, protocol.events_frame(channel, 10, batch(now - 5_000_000_000, 1))
+    ) as worker:
         worker.send(protocol.events_frame(channel, 10, batch(now + 3600 * 1_000_000_000, 2)))
         worker.send(protocol.events_frame(channel, 10, batch(time.time_ns(), 3)))
         time.sleep(0.5)
@@ -480,14 +484,9 @@ def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_sch
     def batch(offset: int, names: list[str]) -> Batch:
         return Batch([base + offset], [Column(name, fields.FLOAT64, [float(offset)]) for name in names])
 
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-        worker.linger = 1000
-        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-        deadline = time.monotonic() + 5
-        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-            worker.send(protocol.events_frame(channel, 10, batch(1, ["cpu0", "cpu1"])))
-            time.sleep(0.1)
+    with source_worker(
+        pipeline, channel, protocol.events_frame(channel, 10, batch(1, ["cpu0", "cpu1"]))
+    ) as worker:
         worker.send(
             protocol.events_frame(channel, 10, batch(2, ["cpu0", "cpu1", "cpu2"]))
         )  # same run: dropped
@@ -509,14 +508,7 @@ def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publish
             batch = Batch([now - tick], [Column("cpu", fields.FLOAT64, [1.0])])
             return protocol.events_frame(f"source-host-{tick}", 10, batch)
 
-        with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-            worker.linger = 1000
-            worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-            deadline = time.monotonic() + 5
-            while history(pipeline.history_endpoint, "source-host-100", timeout_s=1).error:  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-                worker.send(frame(100))
-                time.sleep(0.1)
+        with source_worker(pipeline, "source-host-100", frame(100)) as worker:
             for tick in range(101, 110):
                 worker.send(frame(tick))
             time.sleep(0.5)
