@@ -260,7 +260,9 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
         256 * 1024 * 1024, "bytes kept in memory across all channels; the oldest rows go first"
     )
     max_channels: int = setting(
-        1000, "most channels the recorder keeps; publishing to a new one past it fails"
+        1000,
+        "most channels the recorder keeps, source channels at most half of them; publishing to a new "
+        "one past it fails",
     )
     max_rows_per_s: float = setting(
         1000.0, "rows per second one published channel accepts (bursts of one second's worth)"
