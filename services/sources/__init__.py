@@ -13,7 +13,7 @@ worker makes for one channel `source-<name>-<tick ms>` and polls every `tick_ms`
   it runs in a thread of its own, never in the worker's ticker thread. A poll that
   raises is logged and tried again at the next tick.
 - `close()` (optional): the channel stopped; release what the source holds.
-- `description` (optional class attribute): one line for the query editor.
+- `description` (optional class attribute): one line saying what it reads, for its readers.
 
 A source cannot recompute the past: when its worker dies, the broker starts the channel
 on another worker, which makes a new instance that carries on from whatever it reads
@@ -46,12 +46,6 @@ class Source(Protocol):
 
 
 SourceClass = Callable[[EventChannel], Source]
-
-
-def describe(source: SourceClass) -> str:
-    """A source class's one-line description ('' if it has none)."""
-    text = getattr(source, "description", "")
-    return text if isinstance(text, str) else ""
 
 
 BUILTIN_NAMES = ("host",)
