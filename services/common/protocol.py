@@ -479,14 +479,15 @@ def topic(channel: str) -> bytes:
     return channel.encode() + TOPIC_END
 
 
-_ROWS_HEADER = _header(MsgType.ROWS)
+ROWS_HEADER = _header(MsgType.ROWS)
+"""What follows a Rows frame's topic: readers tell Rows from Events by these two bytes."""
 _ROWS_LAYOUT = struct.Struct("<qqHI")
 """first_tick, epoch, series, ticks: what precedes a Rows message's values."""
 
 
 def rows_frame(channel: str, first_tick: int, epoch: int, columns: list[bytes]) -> bytes:
     """A Rows message as the data plane carries it (columns as `float_bytes`, of equal length)."""
-    return topic(channel) + _ROWS_HEADER + _rows_payload(first_tick, epoch, columns)
+    return topic(channel) + ROWS_HEADER + _rows_payload(first_tick, epoch, columns)
 
 
 def _rows_payload(first_tick: int, epoch: int, columns: list[bytes]) -> bytes:
@@ -523,7 +524,7 @@ def split_data_frame(frame: bytes) -> tuple[str, bytes, bytes]:
 def decode_rows(frame: bytes) -> tuple[str, Rows]:
     """The channel and Rows of a data frame; ProtocolError says why one is refused."""
     end = frame.find(TOPIC_END)
-    if end >= 0 and frame[end + 1 : end + 3] == _ROWS_HEADER:  # the hot path: every data frame
+    if end >= 0 and frame[end + 1 : end + 3] == ROWS_HEADER:  # the hot path: every data frame
         try:
             channel = frame[:end].decode()
         except UnicodeDecodeError as exc:
@@ -561,7 +562,7 @@ _EVENTS_HEADER = _header(MsgType.EVENTS)
 def decode_data(frame: bytes) -> tuple[str, Rows | Events]:
     """The channel and message of any data frame; ProtocolError says why one is refused."""
     end = frame.find(TOPIC_END)
-    if end >= 0 and frame[end + 1 : end + 3] == _ROWS_HEADER:
+    if end >= 0 and frame[end + 1 : end + 3] == ROWS_HEADER:
         return decode_rows(frame)
     channel, header, payload = split_data_frame(frame)
     return channel, expect([header, payload], Events)

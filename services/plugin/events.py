@@ -21,7 +21,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -35,6 +35,8 @@ TYPES = {f.FLOAT64: "number", f.INT64: "number", f.BOOL: "boolean", f.STRING: "s
 """Frontend field type of each column kind."""
 GO_TYPES = {f.FLOAT64: "float64", f.INT64: "int64", f.BOOL: "bool", f.STRING: "string"}
 """The SDK's typeInfo.frame of each kind (the non-nullable Go name; `nullable` says the rest)."""
+Item = TypeVar("Item")
+"""What a StreamQueue holds per batch."""
 ROW_BYTES = 8
 """Bytes a row's time costs in a queue; each value costs 8 more, a string its length too."""
 
@@ -103,12 +105,14 @@ class EventsTaken:
 
 
 @dataclass(slots=True)
-class EventQueue:
-    """Events waiting for one stream, at most `max_bytes` (batch_bytes): beyond, the oldest drop."""
+class StreamQueue(Generic[Item]):
+    """What a stream's queue (RowQueue, EventQueue) shares: at most `max_bytes` queued, the
+    oldest batches dropped past it (the newest always kept) and counted, and the Wakeup."""
 
     max_bytes: int
     on_drop: Callable[[int], None] = lambda rows: None
-    batches: deque[tuple[Batch, int]] = field(default_factory=deque)
+    """Told at once how many rows were dropped, so metrics move even while the client stalls."""
+    batches: deque[Item] = field(default_factory=deque)
     size_bytes: int = 0
     dropped_rows: int = 0
     wakeup: Wakeup = field(default_factory=Wakeup)
@@ -117,22 +121,39 @@ class EventQueue:
     def error(self) -> str:
         return self.wakeup.error
 
-    def put(self, batch: Batch) -> None:
-        size = batch_bytes(batch)
-        self.batches.append((batch, size))
-        self.size_bytes += size
-        while self.size_bytes > self.max_bytes and len(self.batches) > 1:
-            dropped, dropped_size = self.batches.popleft()
-            self.size_bytes -= dropped_size
-            self.dropped_rows += len(dropped)
-            self.on_drop(len(dropped))
-        self.wakeup.put()
-
     def fail(self, error: str) -> None:
         self.wakeup.fail(error)
 
     def check_stall(self) -> None:
         self.wakeup.check_stall(not self.batches)
+
+    def _queue(self, item: Item, size: int) -> None:
+        """Queue `item` of `size` bytes, shed the oldest past max_bytes, wake the stream."""
+        self.batches.append(item)
+        self.size_bytes += size
+        while self.size_bytes > self.max_bytes and len(self.batches) > 1:
+            freed, rows = self._measure(self.batches.popleft())
+            self.size_bytes -= freed
+            self.dropped_rows += rows
+            self.on_drop(rows)
+        self.wakeup.put()
+
+    def _measure(self, item: Item) -> tuple[int, int]:
+        """(bytes, rows) of a queued item."""
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class EventQueue(StreamQueue[tuple[Batch, int]]):
+    """Events waiting for one stream, at most `max_bytes` (batch_bytes): beyond, the oldest drop."""
+
+    def put(self, batch: Batch) -> None:
+        size = batch_bytes(batch)
+        self._queue((batch, size), size)
+
+    def _measure(self, item: tuple[Batch, int]) -> tuple[int, int]:
+        batch, size = item
+        return size, len(batch)
 
     async def take(self, max_rows: int, after_ns: int) -> EventsTaken:
         """Wait for rows, then return up to `max_rows` of one schema later than `after_ns`.

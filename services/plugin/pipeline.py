@@ -20,7 +20,6 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -36,7 +35,7 @@ from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
-from services.plugin.events import EventQueue, Wakeup
+from services.plugin.events import EventQueue, StreamQueue
 from services.plugin.link import Link
 from services.plugin.recorder import Recorder
 
@@ -60,8 +59,6 @@ class TooManyBrokers(PipelineError):
     """A new broker address past the plugin's cap on open broker connections."""
 
 
-ROWS_HEADER = bytes((protocol.PROTOCOL_VERSION, protocol.MsgType.ROWS))
-"""What follows a Rows frame's topic: the hot path is told from Events by these two bytes."""
 NO_TICK = -(2**63)
 """A tick index before every tick."""
 Segment = tuple[int, list[bytes]]
@@ -78,37 +75,15 @@ class Taken:
 
 
 @dataclass(slots=True)
-class RowQueue:
+class RowQueue(StreamQueue[Segment]):
     """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
 
-    max_bytes: int
-    on_drop: Callable[[int], None] = lambda rows: None
-    """Told at once how many rows were dropped, so metrics move even while the client stalls."""
-    batches: deque[Segment] = field(default_factory=deque)
-    size_bytes: int = 0
-    dropped_rows: int = 0
-    wakeup: Wakeup = field(default_factory=Wakeup)
-
-    @property
-    def error(self) -> str:
-        return self.wakeup.error
-
     def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self.batches.append((first_tick, columns))
-        self.size_bytes += len(columns[0]) * len(columns)
-        while self.size_bytes > self.max_bytes and len(self.batches) > 1:
-            _, dropped = self.batches.popleft()
-            self.size_bytes -= len(dropped[0]) * len(dropped)
-            rows = len(dropped[0]) // FLOAT_BYTES
-            self.dropped_rows += rows
-            self.on_drop(rows)
-        self.wakeup.put()
+        self._queue((first_tick, columns), len(columns[0]) * len(columns))
 
-    def fail(self, error: str) -> None:
-        self.wakeup.fail(error)
-
-    def check_stall(self) -> None:
-        self.wakeup.check_stall(not self.batches)
+    def _measure(self, item: Segment) -> tuple[int, int]:
+        columns = item[1]
+        return len(columns[0]) * len(columns), len(columns[0]) // FLOAT_BYTES
 
     async def take(self, max_rows: int, after_tick: int) -> Taken:
         """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
@@ -428,7 +403,7 @@ class Pipeline:
 
     def _on_rows(self, frame: bytes) -> None:
         end = frame.find(protocol.TOPIC_END)
-        if frame[end + 1 : end + 3] != ROWS_HEADER:  # Events, or a frame decode_data refuses
+        if frame[end + 1 : end + 3] != protocol.ROWS_HEADER:  # Events, or a frame decode_data refuses
             self._on_data(frame)
             return
         try:
