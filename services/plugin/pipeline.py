@@ -411,12 +411,8 @@ class Pipeline:
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
-        held = self.holders.get(channel)
-        if held is None:  # released a moment ago, or nobody's business
-            return
-        if rows.epoch != held.epoch:
-            if held.epoch:  # before the broker's reply the rows wait for nothing: the stream bridges them
-                self._refuse("epoch", f"{channel}: epoch {rows.epoch}, the placement is {held.epoch}")
+        held = self._placed(channel, rows.epoch)
+        if held is None:
             return
         spec = held.spec
         if isinstance(spec, EventChannel):
@@ -426,9 +422,7 @@ class Pipeline:
             self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
             return
         count = rows.count
-        ahead_ns = spec.tick_time(rows.first_tick + count - 1) - time.time_ns()
-        if ahead_ns > self._skew_ns:
-            self._refuse("future", f"{channel}: a tick {ahead_ns / 1e9:.3f} s ahead of this clock")
+        if self._ahead(channel, spec.tick_time(rows.first_tick + count - 1)):
             return
         self.rows_received += count
         for queue in held.queues:
@@ -442,12 +436,8 @@ class Pipeline:
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
-        held = self.holders.get(channel)
+        held = self._placed(channel, message.epoch)
         if held is None:
-            return
-        if message.epoch != held.epoch:
-            if held.epoch:  # before the broker's reply: the stream bridges from the recorder
-                self._refuse("epoch", f"{channel}: epoch {message.epoch}, the placement is {held.epoch}")
             return
         if not isinstance(message, protocol.Events) or not isinstance(held.spec, EventChannel):
             self._refuse(
@@ -457,13 +447,30 @@ class Pipeline:
         batch = message.batch
         if not batch.times:
             return
-        ahead_ns = batch.times[-1] - time.time_ns()
-        if ahead_ns > self._skew_ns:
-            self._refuse("future", f"{channel}: an event {ahead_ns / 1e9:.3f} s ahead of this clock")
+        if self._ahead(channel, batch.times[-1]):
             return
         self.rows_received += len(batch)
         for queue in held.event_queues:
             queue.put(batch)
+
+    def _placed(self, channel: str, epoch: int) -> Held | None:
+        """The held channel whose frames of `epoch` are relayed; None for a channel not held (released
+        a moment ago, or nobody's business) or another epoch (refused, unless the broker has told no
+        placement yet: the stream bridges those rows from history)."""
+        held = self.holders.get(channel)
+        if held is None or epoch == held.epoch:
+            return held
+        if held.epoch:
+            self._refuse("epoch", f"{channel}: epoch {epoch}, the placement is {held.epoch}")
+        return None
+
+    def _ahead(self, channel: str, last_ns: int) -> bool:
+        """Whether a frame's last row is further ahead of this clock than max_clock_skew_ms (refused)."""
+        ahead_ns = last_ns - time.time_ns()
+        if ahead_ns <= self._skew_ns:
+            return False
+        self._refuse("future", f"{channel}: a row {ahead_ns / 1e9:.3f} s ahead of this clock")
+        return True
 
     def _refuse(self, reason: str, detail: str) -> None:
         self.frames_refused[reason] += 1
