@@ -56,7 +56,8 @@ def test_plugin_json_claims_the_grafana_versions_the_tests_run_against() -> None
     assert min(_version(v)[:2] for v in tested) == _version(floor.group(1))[:2], "no older Grafana is tested"
     assert PLUGIN["state"] in ("alpha", "beta")
     assert PLUGIN["category"] in GRAFANA_CATEGORIES
-    assert PLUGIN["info"]["links"] and all(link["url"].startswith("https://") for link in PLUGIN["info"]["links"])
+    assert PLUGIN["info"]["links"]
+    assert all(link["url"].startswith("https://") for link in PLUGIN["info"]["links"])
 
 
 def test_the_provisioned_dashboard_can_be_saved_from_the_ui_and_says_what_saving_means() -> None:

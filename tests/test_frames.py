@@ -172,5 +172,6 @@ def test_a_query_frame_of_text_booleans_and_nulls_goes_to_the_browser_as_grafana
     assert panel.column("door") == ["open", None]
     assert panel.column("ok") == [True, False]
     assert panel.column("count") == [None, 7]
-    assert panel.column("temp")[0] == 21.5 and math.isnan(panel.column("temp")[1])
+    assert panel.column("temp")[0] == 21.5
+    assert math.isnan(panel.column("temp")[1])
     assert panel.meta["preferredVisualisationType"] == "logs"

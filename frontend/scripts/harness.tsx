@@ -28,7 +28,7 @@ class HarnessDataSource extends DataSource {
         { name: 'sine', description: 'a sine between lower and upper' },
       ],
       sources: [
-        { name: 'host', fields: ['cpu_percent', 'mem_percent', 'net_rx_bytes', 'disk_read_bytes'].map((name) => ({ name, type: 'number' })) },
+        { name: 'host', fields: ['cpu', 'memory_used', 'net_rx', 'net_tx', 'disk_read'].map((name) => ({ name, type: 'number' })) },
         { name: 'meter', fields: [] },
       ],
       published: [

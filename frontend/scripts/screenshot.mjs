@@ -97,7 +97,7 @@ try {
   // Each kind in Grafana's dark and light themes, its picker open on what the backend lists.
   const KINDS = {
     generator: { query: { lowerLimit: 0, upperLimit: 100, tickInterval: 500, generator: 'sine', series: 2, unit: 'celsius' }, picker: undefined, path: 'custom-0-100-500-sine-2' },
-    source: { query: { kind: 'source', source: 'host', tickInterval: 1000, unit: 'percent' }, picker: 'Source', path: 'source-host-1000', listed: 'meter', fields: 'cpu_percent (number)' },
+    source: { query: { kind: 'source', source: 'host', tickInterval: 1000, unit: 'percent' }, picker: 'Source', path: 'source-host-1000', listed: 'meter', fields: 'cpu (number)' },
     published: { query: { kind: 'published', channel: 'lab.door', labels: ['room'], logs: true }, picker: 'Channel', path: 'pub-lab.door', listed: 'deploys', fields: 'room (string)' },
   };
   const shots = [];

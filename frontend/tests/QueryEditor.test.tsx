@@ -135,7 +135,7 @@ describe('QueryEditor', () => {
 const STREAMS = {
   generators: [{ name: 'uniform', description: 'a random value' }, { name: 'sawtooth', description: 'a custom one' }],
   sources: [
-    { name: 'host', fields: [{ name: 'cpu_percent', type: 'number' }] },
+    { name: 'host', fields: [{ name: 'cpu', type: 'number' }] },
     { name: 'meter', fields: [] },
   ],
   published: [
@@ -185,7 +185,7 @@ describe('QueryEditor kinds', () => {
   it('lists installed sources with their fields and the custom generators', async () => {
     const source: StreamQuery = { refId: 'A', kind: 'source', source: 'host', tickInterval: 1000 };
     const { onChange, view } = setup(source, datasource(), STREAMS);
-    await waitFor(() => expect(screen.getByTestId('zmqstream-fields').textContent).toBe('cpu_percent (number)'));
+    await waitFor(() => expect(screen.getByTestId('zmqstream-fields').textContent).toBe('cpu (number)'));
     await choose('zmqstream-source', 'meter');
     expect(onChange).toHaveBeenLastCalledWith({ ...source, source: 'meter' });
     view.rerender(<QueryEditor query={{ ...source, source: 'meter' }} onChange={onChange} onRunQuery={vi.fn()} datasource={datasource()} />);

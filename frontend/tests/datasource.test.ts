@@ -250,7 +250,7 @@ describe('event channels (kind source and published)', () => {
 describe('dashboard variables listing streams (metricFindQuery)', () => {
   const STREAMS = {
     generators: [{ name: 'uniform', description: '' }, { name: 'sine', description: '' }],
-    sources: [{ name: 'host', fields: [{ name: 'cpu_percent', type: 'number' }] }],
+    sources: [{ name: 'host', fields: [{ name: 'cpu', type: 'number' }] }],
     published: [{ name: 'lab.door', fields: [] }, { name: 'room', fields: [{ name: 'temp', type: 'number' }, { name: 'bogus', type: 'date' }] }],
     problems: [],
   };
@@ -282,7 +282,7 @@ describe('dashboard variables listing streams (metricFindQuery)', () => {
     const { ds } = backed(STREAMS);
     const found = await ds.catalog();
     expect(found.published[1].fields).toEqual([{ name: 'temp', type: 'number' }]);
-    expect(found.sources[0].fields).toEqual([{ name: 'cpu_percent', type: 'number' }]);
+    expect(found.sources[0].fields).toEqual([{ name: 'cpu', type: 'number' }]);
   });
 
   it('says why when the backend cannot list the published channels', async () => {
