@@ -40,6 +40,11 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", re.ASCII)
 Value = float | int | bool | str | None
 
 
+def is_field_name(name: str) -> bool:
+    """Whether `name` may name a field (the plugin checks a query's label fields with it too)."""
+    return bool(_NAME_RE.fullmatch(name)) and name != TIME_KEY
+
+
 class InvalidRows(PipelineError):
     """Rows that do not fit the rules above or their channel's schema; the message says which."""
 
@@ -140,7 +145,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
     for column in columns:
         if not isinstance(column, Column):
             return f"expected a column, got {type(column).__name__}"
-        if not isinstance(column.name, str) or not _NAME_RE.fullmatch(column.name) or column.name == TIME_KEY:
+        if not isinstance(column.name, str) or not is_field_name(column.name):
             return (
                 f"field name {str(column.name)[:80]!r} is not [A-Za-z_][A-Za-z0-9_.-]* "
                 f"(at most {MAX_NAME} characters), nor {TIME_KEY!r}"

@@ -42,7 +42,7 @@ import orjson
 from services.common.channels import PUBLISHED, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, events, frames, notices
+from services.plugin import backfill, events, frames, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
@@ -97,18 +97,23 @@ class EventStreams:
             # is not (the stream is shared: it would drop everyone's rows until then).
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
-            data = events.packet(batch, events.schema(batch.schema, shown))
+            last, labels = labelled.runs(batch, shown.labels)[-1]  # one frame: the newest labels' rows
+            data = events.packet(last, labelled.frame_schema(last.schema, shown, labels))
         elif problem:
-            data = notices.notice_packet(events.schema(None, shown), notices.ERROR, problem)
-        elif known := await self._latest_schema(channel, to_ns):
-            data = frames.schema_only(events.schema(known, shown))  # nothing new: the panel keeps its fields
+            data = notices.notice_packet(labelled.frame_schema(None, shown), notices.ERROR, problem)
+        elif known := await self._latest_schema(channel, to_ns, shown):
+            data = frames.schema_only(known)  # nothing new: the panel keeps its fields
         else:
-            data = notices.notice_packet(events.schema(None, shown), notices.INFO, _nothing_yet(channel))
+            data = notices.notice_packet(
+                labelled.frame_schema(None, shown), notices.INFO, _nothing_yet(channel)
+            )
         self.metrics.sent("initial", len(batch), len(data))
         return data
 
-    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
-        """The schema of the channel's last recorded row, None if it has none.
+    async def _latest_schema(
+        self, channel: EventChannel, to_ns: int, shown: Display
+    ) -> dict[str, Any] | None:
+        """The frame schema of the channel's last recorded row, None if it has none.
 
         A frame of other fields would replace the panel's (the browser keeps rows only
         while the fields stay the same), so a frame without rows still carries the schema.
@@ -117,7 +122,10 @@ class EventStreams:
             batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
             return None
-        return batch.schema if batch.times else None
+        if not batch.times:
+            return None
+        last, labels = labelled.runs(batch, shown.labels)[-1]
+        return labelled.frame_schema(last.schema, shown, labels)
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -141,8 +149,8 @@ class EventStreams:
             channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
         )
         floor = max(self.ledger.open(key), self.ledger.promised(key))
-        sent_schema: Schema | None = None
-        notice = notices.PanelNotice(channel, events.schema(None, shown))
+        sent_schema: tuple[Schema, labelled.Labels] | None = None
+        notice = notices.PanelNotice(channel, labelled.frame_schema(None, shown))
         dropped_seen = 0
         try:
             if queue.error:
@@ -151,9 +159,9 @@ class EventStreams:
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
-                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                known = None if problem else await self._latest_schema(channel, time.time_ns(), shown)
                 if known is not None:
-                    notice.frame_schema = events.schema(known, shown)  # the panel's fields, for later notices
+                    notice.frame_schema = known  # the panel's fields, for later notices
                 else:
                     notice.shown = problem or _nothing_yet(channel)
                     severity = notices.ERROR if problem else notices.INFO
@@ -161,17 +169,20 @@ class EventStreams:
             bridged = False
             outgoing = [batch]
             while True:
-                for batch in outgoing:
+                for batch, labels in (
+                    run for whole in outgoing for run in labelled.runs(whole, shown.labels)
+                ):
                     if not batch.times:
                         continue
-                    if batch.schema != sent_schema:
-                        notice.frame_schema = events.schema(batch.schema, shown)
+                    changed = (batch.schema, labels) != sent_schema
+                    if changed:
+                        notice.frame_schema = labelled.frame_schema(batch.schema, shown, labels)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
-                    if batch.schema != sent_schema and frame_schema is None:
+                    if changed and frame_schema is None:
                         frame_schema = notice.frame_schema
                     data = events.packet(batch, frame_schema)
-                    sent_schema = batch.schema
+                    sent_schema = (batch.schema, labels)
                     floor = batch.times[-1]
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(batch), len(data))

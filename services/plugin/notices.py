@@ -47,10 +47,13 @@ def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> byt
 
 
 def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"typeVersion": [0, 0]}
+    """The schema with `notices` in its meta, keeping the rest of its meta (a logs panel's type)."""
+    meta: dict[str, Any] = {"typeVersion": [0, 0], **frame_schema.get("meta", {})}
+    meta.pop("notices", None)
     if notices:
         meta["notices"] = notices
-    return {"meta": meta, **frame_schema}  # the SDK's key order: meta before fields
+    rest = {key: value for key, value in frame_schema.items() if key != "meta"}
+    return {"meta": meta, **rest}  # the SDK's key order: meta before fields
 
 
 class PanelNotice:
