@@ -485,6 +485,8 @@ async def _queue_checks() -> None:
 def test_the_frontend_golden_event_packets_are_what_the_plugin_writes_today() -> None:
     golden = (Path(__file__).parent / "golden" / "event_stream_packets.jsonl").read_bytes().splitlines()
     assert golden == capture_events.packets()
+    logs = (Path(__file__).parent / "golden" / "event_logs_packets.jsonl").read_bytes().splitlines()
+    assert logs == capture_events.logs_packets()
 
 
 def test_the_sources_resource_offers_the_built_in_source(host: PluginHost) -> None:

@@ -104,3 +104,32 @@ describe('event frames from our plugin in Grafana (tests/golden/event_stream_pac
     expect(frame.fields[1].values.slice(-1)).toEqual(['low']);
   });
 });
+
+describe('logs frames with label fields from our plugin in Grafana (tests/golden/event_logs_packets.jsonl)', () => {
+  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden', 'event_logs_packets.jsonl');
+  const logs: DataFrameJSON[] = readFileSync(GOLDEN, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+
+  it('ask for the Logs panel and carry the label field as labels, not as a field', () => {
+    const frame = dataFrameFromJSON(structuredClone(logs[0]));
+    expect(frame.meta?.preferredVisualisationType).toBe('logs');
+    expect(frame.fields.map((f) => [f.name, f.type])).toEqual([
+      ['time', FieldType.time],
+      ['message', FieldType.string],
+      ['level', FieldType.string],
+    ]);
+    expect(frame.fields[1].labels).toEqual({ service: 'api' });
+    expect(getFieldDisplayName(frame.fields[1], frame, [frame])).toBe('message api');
+  });
+
+  it('stream into a StreamingDataFrame: new labels come as a new schema, and the logs meta stays', () => {
+    const [api, db] = structuredClone(logs);
+    const frame = StreamingDataFrame.fromDataFrameJSON(api, { maxLength: 100 });
+    frame.push(db);
+    expect(frame.meta?.preferredVisualisationType).toBe('logs');
+    expect(frame.fields[1].labels).toEqual({ service: 'db' });
+    expect(frame.fields[1].values.slice(-1)).toEqual(['connection reset']);
+  });
+});
