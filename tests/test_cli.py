@@ -12,6 +12,8 @@ from pathlib import Path
 import zmq
 from support import ROOT, Pipeline, wait_for_workers
 
+from services.cli.status import render
+from services.common import protocol
 from services.common.security import create_keys
 from services.packaging.bundle import write_launchers
 
@@ -151,3 +153,28 @@ def test_watch_without_workers_and_with_them() -> None:
         assert f"no rows of {hourly} for 1 s" in silent.stderr
     finally:
         pipeline.close()
+
+
+def test_the_top_level_help_is_one_line_per_command() -> None:
+    (result, _) = zmqstream("--help", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for command in ("status", "watch", "publish", "keys"):
+        assert sum(line.startswith(f"zmqstream {command}") for line in lines) == 1, command
+        (entry,) = [i for i, line in enumerate(lines) if line.split()[:1] == [command]]
+        assert len(lines[entry].split()) > 2, f"{command}'s help is on its own line"
+        assert not lines[entry + 1].startswith(" " * 10), f"{command}'s help wraps"
+
+
+def test_status_counts_read_as_english() -> None:
+    worker: dict[str, protocol.Scalar] = {
+        "pid": 1,
+        "channels": 1,
+        "load": 10.0,
+        "ticks_late": 0,
+        "seen_s_ago": 0.1,
+    }
+    channel: dict[str, protocol.Scalar] = {"worker": "w1", "subscribers": 1, "epoch": 1}
+    reply = protocol.StatusReply("r", "b1", {"w1": worker}, {"custom-0-1-100": channel}, 1)
+    assert render(reply).splitlines()[0] == "broker b1: 1 worker, 1 channel, 1 plugin process"

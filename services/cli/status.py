@@ -14,6 +14,7 @@ from services.common import protocol
 from services.common.config import default_endpoint
 from services.common.errors import PipelineError
 from services.common.probe import Access, ask
+from services.common.wording import count
 
 
 def fetch(access: Access | str, timeout_s: float) -> protocol.StatusReply:
@@ -31,9 +32,10 @@ def fetch(access: Access | str, timeout_s: float) -> protocol.StatusReply:
 
 
 def render(reply: protocol.StatusReply) -> str:
+    workers, channels = count(len(reply.workers), "worker"), count(len(reply.channels), "channel")
+    plugins = count(reply.plugins, "plugin process", "plugin processes")
     lines = [
-        f"broker {reply.broker}: {len(reply.workers)} workers, "
-        f"{len(reply.channels)} channels, {reply.plugins} plugin processes",
+        f"broker {reply.broker}: {workers}, {channels}, {plugins}",
         "",
     ]
     lines += _table(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import PipelineError
+from services.common.wording import count
 
 FLOAT64 = "float64"
 INT64 = "int64"
@@ -156,7 +157,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
         if column.kind not in KINDS:
             return f"field {column.name!r}: kind {str(column.kind)[:40]!r} is not one of {', '.join(KINDS)}"
         if not isinstance(column.values, list) or len(column.values) != len(times):
-            return f"field {column.name!r}: expected {len(times)} values"
+            return f"field {column.name!r}: expected {count(len(times), 'value')}"
         wrong = _first_wrong(column.kind, column.values)
         if wrong is not None:
             return f"field {column.name!r} ({column.kind}): value {str(wrong)[:60]!r} does not fit"

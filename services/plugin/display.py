@@ -34,6 +34,7 @@ import orjson
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel
 from services.common.fields import is_field_name
+from services.common.wording import count
 
 MAX_LABELS = 8
 """Label fields one query may name."""
@@ -62,7 +63,9 @@ class Display:
             if any(ord(c) < 32 for c in value):
                 raise InvalidChannel(f"{key} must not contain control characters")
         if len(self.labels) > MAX_LABELS:
-            raise InvalidChannel(f"labels names {len(self.labels)} fields, the limit is {MAX_LABELS}")
+            raise InvalidChannel(
+                f"labels names {count(len(self.labels), 'field')}, the limit is {MAX_LABELS}"
+            )
         for name in self.labels:
             if not is_field_name(name):
                 raise InvalidChannel(f"label field {name[:80]!r} is not a field name")

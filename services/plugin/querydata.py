@@ -40,6 +40,7 @@ from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.wording import count
 from services.plugin import arrow, display, events, history, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
@@ -146,7 +147,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
             meta["notices"] = [{"severity": notices.ERROR if batch is None else notices.INFO, "text": text}]
         elif truncated:
             meta["notices"] = [
-                {"severity": notices.INFO, "text": f"the last {len(batch or ())} rows of the range"}
+                {"severity": notices.INFO, "text": f"the last {count(len(batch or ()), 'row')} of the range"}
             ]
         meta.update(labelled.meta(shown))
         answered = []
