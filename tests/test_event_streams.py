@@ -424,6 +424,30 @@ def test_label_fields_become_frame_labels_and_logs_ask_for_the_logs_panel(
     assert last["data"]["values"][1:] == [[10.0], ["x"]]
 
 
+def test_a_publish_refused_for_a_type_mistake_says_why_on_the_channel_s_panels(
+    host: PluginHost, with_recorder: None
+) -> None:
+    """Grafana hands a publisher only the 403: the reason goes where the channel is watched."""
+    channel = "pub-typed"
+    start_ms = time.time_ns() // 1_000_000
+    published(host, channel, [{"time": start_ms, "temp": 20.0}])
+    stream = reading(host.run_stream(channel))
+    try:
+        read_until(stream, lambda: any(b"20.0" in packet for packet in stream.raw))
+        mistake = {"time": start_ms + 1, "temp": "hot"}
+        assert publish(host, channel, mistake, PUBLISHER_DS) == pb.PublishStreamResponse.PERMISSION_DENIED
+        read_until(stream, lambda: bool(stream.frame.notices))
+        (notice,) = stream.frame.notices
+        assert notice["severity"] == "warning"
+        assert notice["text"].startswith(f"a publish into {channel} was refused by the recorder: ")
+        assert "field 'temp' is string, the channel's schema has it as float64" in notice["text"]
+        published(host, channel, [{"time": start_ms + 2, "temp": 21.0}])  # accepted rows clear it
+        read_until(stream, lambda: not stream.frame.notices)
+    finally:
+        stream.cancel()
+    assert stream.frame.column("temp")[-1] == 21.0
+
+
 # -- the pieces, without processes -----------------------------------------------------------
 
 

@@ -19,7 +19,9 @@ must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed 
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
 at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
-PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way.
+PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way,
+and a refusal of the rows themselves is shown on the channel's panels (services.plugin.refusals),
+since Grafana passes a publisher nothing but the status.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
 any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
 client's own JSON into the channel as well, over the websocket (over HTTP it publishes
@@ -50,6 +52,7 @@ from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pipeline import Pipeline, Pipelines
 from services.plugin.recorder import RecorderUnavailable
+from services.plugin.refusals import Refusals
 
 log = logging.getLogger("zmqstream.plugin.events")
 EDITOR_ROLES = ("Editor", "Admin")
@@ -79,6 +82,7 @@ class EventStreams:
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.refusals = Refusals()
 
     # -- SubscribeStream ---------------------------------------------------------------
 
@@ -152,6 +156,7 @@ class EventStreams:
         sent_schema: tuple[Schema, labelled.Labels] | None = None
         notice = notices.PanelNotice(channel, labelled.frame_schema(None, shown))
         dropped_seen = 0
+        refusal_seen = self.refusals.seen(channel.path)
         try:
             if queue.error:
                 raise SubscriptionRefused(queue.error)
@@ -187,6 +192,9 @@ class EventStreams:
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(batch), len(data))
                     yield data
+                if refused := self.refusals.since(channel.path, refusal_seen):
+                    refusal_seen, notice.shown = refused  # cleared by the next rows (PanelNotice.rows)
+                    yield notices.notice_packet(notice.frame_schema, notices.WARNING, notice.shown)
                 if sent_schema is None:  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 try:
@@ -237,6 +245,7 @@ class EventStreams:
             reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
             log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
+            self.refusals.tell(channel.path, f"a publish into {channel.path} was refused: {exc}")
             return refused
         except RecorderUnavailable as exc:
             log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
@@ -244,6 +253,10 @@ class EventStreams:
         if reply.error or reply.accepted != len(batch):
             log.warning(
                 "publish refused by the recorder", extra=fields(path=request.path, error=reply.error[:300])
+            )
+            why = reply.error[:300] or f"{reply.accepted} of {len(batch)} rows accepted"
+            self.refusals.tell(
+                channel.path, f"a publish into {channel.path} was refused by the recorder: {why}"
             )
             return refused
         log.debug("published", extra=fields(path=request.path, rows=len(batch)))

@@ -27,6 +27,7 @@ from typing import Any
 
 from services.common import protocol
 from services.common.channels import PUBLISHED, Channel, ChannelSpec
+from services.common.wording import count
 from services.plugin import frames
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.pipeline import BrokerUnavailable, Pipeline
@@ -89,8 +90,8 @@ class PanelNotice:
         if dropped:
             self.last_drop = now
             text = (
-                f"{dropped:,} rows dropped: Grafana reads this stream slower than it ticks, so the panel "
-                "shows the newest rows only. Slow the tick, lower the series or show fewer panels"
+                f"{count(dropped, 'row')} dropped: Grafana reads this stream slower than it ticks, so the "
+                "panel shows the newest rows only. Slow the tick, lower the series or show fewer panels"
             )
         elif self.shown and now - self.last_drop >= DROPS_CLEAR_S:
             text = ""
