@@ -4,11 +4,15 @@ import { DataFrameJSON, dataFrameFromJSON, FieldType, getFieldDisplayName, Strea
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const CAPTURE = join(__dirname, '..', '..', 'tests', 'golden', 'stream_packets.jsonl');
-const packets: DataFrameJSON[] = readFileSync(CAPTURE, 'utf8')
-  .trim()
-  .split('\n')
-  .map((line) => JSON.parse(line));
+/** One packet per line of a golden file our plugin wrote (tests/golden/<name>). */
+function goldenPackets(name: string): DataFrameJSON[] {
+  return readFileSync(join(__dirname, '..', '..', 'tests', 'golden', name), 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+}
+
+const packets = goldenPackets('stream_packets.jsonl');
 
 /** Times and values straight from the JSON, as the plugin meant them. */
 function expected(): { times: number[]; values: number[] } {
@@ -66,11 +70,7 @@ describe('legends of our frames in Grafana', () => {
 });
 
 describe('event frames from our plugin in Grafana (tests/golden/event_stream_packets.jsonl)', () => {
-  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden', 'event_stream_packets.jsonl');
-  const events: DataFrameJSON[] = readFileSync(GOLDEN, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line));
+  const events = goldenPackets('event_stream_packets.jsonl');
 
   it('decode typed fields with dataFrameFromJSON: number, string and boolean, nulls kept', () => {
     const frame = dataFrameFromJSON(structuredClone(events[0]));
@@ -106,11 +106,7 @@ describe('event frames from our plugin in Grafana (tests/golden/event_stream_pac
 });
 
 describe('logs frames with label fields from our plugin in Grafana (tests/golden/event_logs_packets.jsonl)', () => {
-  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden', 'event_logs_packets.jsonl');
-  const logs: DataFrameJSON[] = readFileSync(GOLDEN, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line));
+  const logs = goldenPackets('event_logs_packets.jsonl');
 
   it('ask for the Logs panel and carry the label field as labels, not as a field', () => {
     const frame = dataFrameFromJSON(structuredClone(logs[0]));
