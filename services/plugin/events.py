@@ -27,7 +27,7 @@ import orjson
 
 from services.common import fields as f
 from services.common.errors import PipelineError
-from services.common.fields import Batch, Column, Schema
+from services.common.fields import Batch, Schema
 from services.plugin.display import DEFAULT, Display
 from services.plugin.frames import TIME_FIELD
 
@@ -175,20 +175,14 @@ class EventQueue(StreamQueue[tuple[Batch, int]]):
             if not fresh.times:
                 continue
             if rows + len(fresh) > max_rows:
-                rest = _slice(fresh, max_rows - rows, len(fresh))
-                fresh = _slice(fresh, 0, max_rows - rows)
+                rest = fresh.rows(max_rows - rows, len(fresh))
+                fresh = fresh.rows(0, max_rows - rows)
                 self.batches.appendleft((rest, batch_bytes(rest)))
                 self.size_bytes += batch_bytes(rest)
             schema = fresh.schema
             kept.append(fresh)
             cursor, rows = fresh.times[-1], rows + len(fresh)
         return EventsTaken(f.concat(kept) if kept else None, repeated)
-
-
-def _slice(batch: Batch, start: int, stop: int) -> Batch:
-    return Batch(
-        batch.times[start:stop], [Column(c.name, c.kind, c.values[start:stop]) for c in batch.columns]
-    )
 
 
 # -- frames ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ services.common.protocol, and one answering a request nobody waits for is droppe
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import logging
@@ -31,7 +30,7 @@ from zmq.utils.monitor import parse_monitor_message
 from services.common import probe, protocol, rundir
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
-from services.common.fields import Batch, Column
+from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
@@ -222,9 +221,7 @@ class Recorder:
         batch = Batch(reply.times, reply.columns)
         # Its range and count are the recorder's promise; a peer that breaks it is cut back to it.
         if batch.times and (batch.times[0] < from_ns or batch.times[-1] > to_ns):
-            end = bisect.bisect_right(batch.times, to_ns)
-            batch = Batch(batch.times[:end], [Column(c.name, c.kind, c.values[:end]) for c in batch.columns])
-            batch = batch.after(from_ns - 1)
+            batch = batch.until(to_ns).after(from_ns - 1)
         return batch.last(max_rows), reply.truncated
 
     async def publish(self, channel: str, batch: Batch) -> protocol.PublishReply:

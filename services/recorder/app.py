@@ -22,7 +22,6 @@ for each reply, however fast, is never refused for its pace.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import os
@@ -39,7 +38,7 @@ from services.common import protocol, rundir
 from services.common.channels import PUBLISHED
 from services.common.config import RecorderSettings
 from services.common.errors import PipelineError, ProtocolError
-from services.common.fields import Batch, Column, InvalidRows
+from services.common.fields import Batch, InvalidRows
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
@@ -269,7 +268,7 @@ class Recorder:
         if message.epoch < recorded_epoch:  # a worker its channel moved away from
             return
         # A worker whose clock runs ahead: its rows would make every correct one after them a step back.
-        batch = _before(message.batch, time.time_ns() + round(self.settings.max_clock_skew_ms * 1e6))
+        batch = message.batch.until(time.time_ns() + round(self.settings.max_clock_skew_ms * 1e6))
         if not len(batch):
             raise InvalidRows(f"{channel}: rows ahead of the recorder's clock")
         self.source_epochs[channel] = message.epoch  # kept for recorded channels only: bounded
@@ -429,14 +428,6 @@ def _request_id(frames: list[bytes]) -> int:
         return 0
     request_id = body.get("request_id") if isinstance(body, dict) else None
     return request_id if type(request_id) is int and -(2**63) <= request_id < 2**63 else 0
-
-
-def _before(batch: Batch, limit_ns: int) -> Batch:
-    """The rows stamped at or before `limit_ns`."""
-    end = bisect.bisect_right(batch.times, limit_ns)
-    if end == len(batch):
-        return batch
-    return Batch(batch.times[:end], [Column(c.name, c.kind, c.values[:end]) for c in batch.columns])
 
 
 def _history_error(request_id: str, channel: str, error: str) -> protocol.HistoryReply:

@@ -18,7 +18,6 @@ kind is dropped with the field named, and the channel goes on with its schema.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any
 from services.common import fields as typed
 from services.common import protocol
 from services.common.channels import EventChannel
-from services.common.fields import Batch, Column, InvalidRows, Schema
+from services.common.fields import Batch, InvalidRows, Schema
 from services.common.logs import fields
 from services.sources import SourceClass
 from services.sources.handoff import Handoff, Waker
@@ -327,7 +326,7 @@ class SourceChannels:
 
     def _publish(self, running: Running, batch: Batch) -> None:
         path = running.channel.path
-        fresh = _before(batch.after(running.last_ns), time.time_ns() + MAX_AHEAD_NS)
+        fresh = batch.after(running.last_ns).until(time.time_ns() + MAX_AHEAD_NS)
         running.rows_dropped += len(batch) - len(fresh)
         thread = running.thread
         drops = running.rows_dropped + thread.rows_dropped + running.handoff.dropped
@@ -353,8 +352,8 @@ class SourceChannels:
             self._send(frame)
             return
         middle = len(batch) // 2
-        self._send_within_limit(path, epoch, _rows(batch, 0, middle))
-        self._send_within_limit(path, epoch, _rows(batch, middle, len(batch)))
+        self._send_within_limit(path, epoch, batch.rows(0, middle))
+        self._send_within_limit(path, epoch, batch.rows(middle, len(batch)))
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Stop every source; wait up to `wait_s` in all for their threads to close them."""
@@ -366,14 +365,3 @@ class SourceChannels:
             thread.join(max(0.0, give_up_at - time.monotonic()))
         if not any(thread.is_alive() for thread in threads):  # else a late wake() could hit a reused fd
             self.waker.close()
-
-
-def _rows(batch: Batch, start: int, stop: int) -> Batch:
-    columns = [Column(c.name, c.kind, c.values[start:stop]) for c in batch.columns]
-    return Batch(batch.times[start:stop], columns)
-
-
-def _before(batch: Batch, limit_ns: int) -> Batch:
-    """The rows stamped at or before `limit_ns`."""
-    end = bisect.bisect_right(batch.times, limit_ns)
-    return batch if end == len(batch) else _rows(batch, 0, end)
