@@ -5,7 +5,7 @@ Each query is answered on its own (one bad query never fails the others):
   with the reason (errorSource `downstream`: the request, not the plugin, is at fault),
   as it is for a time range Grafana's int64 nanoseconds cannot hold;
 - the ticks stamped within the time range, cut at now (the stream has not sent later
-  ones), then at most maxDataPoints of them by striding (services.plugin.history), so each
+  ones), then at most maxDataPoints of them by striding (services.plugin.recomputed), so each
   value is exactly the value the live stream sent for that tick;
 - its values (ticks times series) must fit the request's budget and the plugin's budget of
   values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
@@ -39,7 +39,7 @@ from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.plugin import arrow, display, events, history, notices
+from services.plugin import arrow, display, events, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
@@ -196,7 +196,7 @@ def answer(
     """The response holding `ticks` of `spec` and how many rows it holds; never raises on bad input."""
     try:
         times, columns = packed_values(spec, ticks)
-    except history.HistoryError as exc:
+    except recomputed.RecomputeError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
         arrow.NumberField(field.name, column, field.labels, field.config)
@@ -207,7 +207,7 @@ def answer(
 
 
 def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[array[float]]]:
-    """history.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
+    """recomputed.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
 
     A Python float in a list costs 32 bytes, a packed one 8: a 500,000-value query peaks
     at a few MB more than its answer instead of four times it.
@@ -215,7 +215,7 @@ def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[arr
     times: array[int] = array("q")
     columns = [array("d") for _ in range(spec.series)]
     for start in range(0, len(ticks), CHUNK_TICKS):
-        rows = history.values(spec, ticks[start : start + CHUNK_TICKS])
+        rows = recomputed.values(spec, ticks[start : start + CHUNK_TICKS])
         times.extend(rows.times_ns)
         for column, values in zip(columns, rows.columns, strict=True):
             column.extend(values)
@@ -237,6 +237,6 @@ def _range_ns(query: pb.DataQuery, now_ns: int) -> tuple[int, int]:
 
 def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
     """The ticks a query shows: within its time range, not after now, at most maxDataPoints."""
-    ticks = history.ticks_between(spec, *_range_ns(query, now_ns))
+    ticks = recomputed.ticks_between(spec, *_range_ns(query, now_ns))
     max_points = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
-    return history.strided(ticks, max_points)
+    return recomputed.strided(ticks, max_points)

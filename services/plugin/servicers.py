@@ -34,7 +34,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, StatusReply, floats
-from services.plugin import backfill, display, events, frames, history, notices
+from services.plugin import backfill, display, events, frames, notices, recomputed
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
@@ -42,7 +42,6 @@ from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.events import SubscriptionRefused
 from services.plugin.eventstreams import EventStreams, StreamEnded
-from services.plugin.history import HistoryError, generator_for
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pacing import LoopLag
@@ -55,6 +54,7 @@ from services.plugin.pipeline import (
     TooManyBrokers,
     UntrustedBroker,
 )
+from services.plugin.recomputed import RecomputeError, generator_for
 from services.sources import source_for
 
 log = logging.getLogger("zmqstream.plugin")
@@ -274,10 +274,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         """The values of `ticks`; a few inline, more in a thread so the streams go on meanwhile."""
         try:
             if len(ticks) <= INLINE_TICKS:
-                rows = history.values(spec, ticks)
+                rows = recomputed.values(spec, ticks)
             else:
-                rows = await asyncio.to_thread(history.values, spec, ticks)
-        except HistoryError as exc:
+                rows = await asyncio.to_thread(recomputed.values, spec, ticks)
+        except RecomputeError as exc:
             log.warning("cannot recompute ticks", extra=fields(channel=spec.path, error=str(exc)))
             return [], [[] for _ in range(spec.series)]
         return rows.times_ns, rows.columns
