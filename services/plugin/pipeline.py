@@ -37,7 +37,7 @@ from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
 from services.plugin.events import EventQueue, StreamQueue
 from services.plugin.link import Link
-from services.plugin.recorder import Recorder
+from services.plugin.recorder import RecorderClient
 
 log = logging.getLogger("zmqstream.plugin.pipeline")
 FRAMES_PER_TURN = 1000
@@ -509,7 +509,7 @@ class Pipelines:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
-        self.recorder = Recorder(self.ctx, settings)
+        self.recorder = RecorderClient(self.ctx, settings)
         """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
         self.by_endpoint: dict[BrokerKey, Pipeline] = {}
         self.last_used: dict[BrokerKey, float] = {}

@@ -45,7 +45,7 @@ from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
-from services.plugin.recorder import Recorder, RecorderUnavailable
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -65,7 +65,7 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: Recorder) -> None:
+    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: RecorderClient) -> None:
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder

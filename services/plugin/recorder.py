@@ -196,7 +196,7 @@ class _Channel:
         self.socket.close()
 
 
-class Recorder:
+class RecorderClient:
     def __init__(self, ctx: zmq.asyncio.Context, settings: PluginSettings) -> None:
         self.timeout_s = settings.broker_timeout_s
         keys = None
