@@ -54,7 +54,7 @@ class Wakeup:
     puts: int = 0
     puts_checked: int = 0
     stalled: bool = False
-    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
+    """Set by the broker connection's heartbeat when no row came since the one before (check_stall)."""
 
     def put(self) -> None:
         self.puts += 1

@@ -44,11 +44,11 @@ from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat,
 from services.common.logs import fields
 from services.plugin import backfill, events, frames, notices
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import Pipeline, Pipelines
 from services.plugin.recorder import RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.events")
@@ -72,10 +72,12 @@ class StreamEnded(Exception):
 
 
 class EventStreams:
-    def __init__(self, pipelines: Pipelines, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
-        self.pipelines = pipelines
-        self.settings = pipelines.settings
-        self.recorder = pipelines.recorder
+    def __init__(
+        self, connections: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger
+    ) -> None:
+        self.connections = connections
+        self.settings = connections.settings
+        self.recorder = connections.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -134,10 +136,10 @@ class EventStreams:
     # -- RunStream ---------------------------------------------------------------------
 
     async def run(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, pipeline: Pipeline
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, connection: BrokerConnection
     ) -> AsyncIterator[bytes]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
-        queue = pipeline.hold_events(
+        queue = connection.hold_events(
             channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
         )
         floor = max(self.ledger.open(key), self.ledger.promised(key))
@@ -182,7 +184,7 @@ class EventStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
-                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(connection, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -199,7 +201,7 @@ class EventStreams:
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
             ) from None
         finally:
-            pipeline.release(channel.path, queue)
+            connection.release(channel.path, queue)
 
     # -- PublishStream -----------------------------------------------------------------
 

@@ -169,7 +169,7 @@ class _Channel:
             self.pending.pop(request_id, None)
 
     def _send(self, frames: list[bytes]) -> bool:
-        """Sent now, or False (no recorder connected: IMMEDIATE), as Pipeline._send does."""
+        """Sent now, or False (no recorder connected: IMMEDIATE), as BrokerConnection._send does."""
         sent = cast("asyncio.Future[object]", self.socket.send_multipart(frames, flags=zmq.NOBLOCK))
         return sent.done() and sent.exception() is None
 

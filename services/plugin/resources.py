@@ -31,9 +31,9 @@ from services.common.logs import fields
 from services.common.waveforms import registry
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.broker_connection import BrokerConnections, BrokerUnavailable, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, TooManyBrokers
 from services.sources import installed_names
 
 log = logging.getLogger("zmqstream.plugin.resources")
@@ -43,8 +43,10 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(
+        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
+    ) -> None:
+        self.connections = connections
         self.settings = settings
         self.metrics = metrics
         self.routes: dict[str, Handler] = {
@@ -102,13 +104,13 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def channels(self, config: DatasourceConfig) -> Reply:
         try:
-            pipeline = self.pipelines.get(*config.broker)
-            status = await pipeline.status(self.settings.broker_timeout_s)
+            connection = self.connections.get(*config.broker)
+            status = await connection.status(self.settings.broker_timeout_s)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: the CURVE keys
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,
-            "endpoint": pipeline.control_endpoint,
+            "endpoint": connection.control_endpoint,
             "plugins": status.plugins,
             "channels": [
                 {"path": path, "worker": info.get("worker", ""), "subscribers": info.get("subscribers", 0)}

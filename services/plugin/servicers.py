@@ -4,7 +4,7 @@ A stream's life: SubscribeStream checks the path (NOT_FOUND with the reason logg
 is bad; display options after the channel, services.plugin.display, shape the frames, but
 the channel held is the canonical one) and answers the schema with the channel's recent
 history, or with the rows after the subscriber's own (services.plugin.backfill says where
-that history ends and why); RunStream holds the channel in the pipeline and
+that history ends and why); RunStream holds the channel in the broker connection and
 relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
 channel faster than the gRPC stream costs more rows per packet, not more packets. It never
 sends a tick twice or time backwards, and its first packet bridges the end of the
@@ -38,6 +38,15 @@ from services.plugin import backfill, display, events, frames, notices, recomput
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
+from services.plugin.broker_connection import (
+    NO_TICK,
+    BrokerConnection,
+    BrokerConnections,
+    BrokerUnavailable,
+    Taken,
+    TooManyBrokers,
+    UntrustedBroker,
+)
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.events import SubscriptionRefused
@@ -45,15 +54,6 @@ from services.plugin.eventstreams import EventStreams, StreamEnded
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pacing import LoopLag
-from services.plugin.pipeline import (
-    NO_TICK,
-    BrokerUnavailable,
-    Pipeline,
-    Pipelines,
-    Taken,
-    TooManyBrokers,
-    UntrustedBroker,
-)
 from services.plugin.recomputed import RecomputeError, generator_for
 from services.sources import source_for
 
@@ -83,14 +83,16 @@ def _segment_rows(spec: ChannelSpec, first: int, values: list[bytes]) -> tuple[l
 
 
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(
+        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
+    ) -> None:
+        self.connections = connections
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
         self.lag = LoopLag()
-        self.events = EventStreams(pipelines, metrics, self.ledger)
+        self.events = EventStreams(connections, metrics, self.ledger)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[Channel, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
@@ -168,7 +170,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             events.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
         )
         try:
-            pipeline = self.pipelines.get(*config.broker)
+            connection = self.connections.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
             self.metrics.streams_refused.labels("run", budget).inc()
@@ -183,7 +185,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         if isinstance(spec, EventChannel):
             self.metrics.streams.inc()
             try:
-                async for data in self.events.run(key, spec, shown, pipeline):
+                async for data in self.events.run(key, spec, shown, connection):
                     yield pb.StreamPacket(data=data)
             except StreamEnded as exc:
                 yield pb.StreamPacket(data=exc.packet)
@@ -193,7 +195,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                 self.ledger.close(key)
                 self.metrics.streams.dec()
             return
-        queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
+        queue = connection.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
         log.debug("stream started", extra=fields(path=request.path, channel=channel))
@@ -227,7 +229,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
                     taken = await queue.take(self.settings.max_rows_per_packet, after)
                 except TimeoutError:  # no row for a heartbeat: the panel may be told why
                     times = []  # sent already
-                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(connection, self.settings.broker_timeout_s):
                         yield pb.StreamPacket(data=told)
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -242,7 +244,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
-            pipeline.release(channel, queue)
+            connection.release(channel, queue)
             self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
@@ -284,8 +286,10 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(
+        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
+    ) -> None:
+        self.connections = connections
         self.settings = settings
         self.metrics = metrics
 
@@ -295,27 +299,29 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         with contextlib.suppress(TooManyBrokers, ConfigError):  # the metrics of the brokers connected
-            self.pipelines.get(*config.broker)
+            self.connections.get(*config.broker)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         try:
-            pipeline = self.pipelines.get(*config.broker)
+            connection = self.connections.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
-            status = await _status(pipeline, self.settings.broker_timeout_s)
+            status = await _status(connection, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
-            return _health(Health.ERROR, str(exc), {"endpoint": pipeline.control_endpoint})
+            return _health(Health.ERROR, str(exc), {"endpoint": connection.control_endpoint})
         except BrokerUnavailable as exc:
-            return _health(Health.ERROR, _unreachable(pipeline, exc), {"endpoint": pipeline.control_endpoint})
+            return _health(
+                Health.ERROR, _unreachable(connection, exc), {"endpoint": connection.control_endpoint}
+            )
         workers = notices.workers_of(status, protocol.GENERATOR)
         recorders = notices.workers_of(status, protocol.RECORDER)
         details = {
             "broker": status.broker,
-            "endpoint": pipeline.control_endpoint,
+            "endpoint": connection.control_endpoint,
             "workers": workers,
             "recorders": recorders,
             "channels": len(status.channels),
@@ -327,16 +333,16 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             else "no recorder is alive (published channels and the history of source channels need one)"
         )
         if workers == 0:
-            message = f"Broker at {pipeline.control_endpoint} is up, but no generator worker is alive"
+            message = f"Broker at {connection.control_endpoint} is up, but no generator worker is alive"
             return _health(Health.ERROR, message, details)
         message = (
-            f"Broker at {pipeline.control_endpoint} is up: {workers} worker"
+            f"Broker at {connection.control_endpoint} is up: {workers} worker"
             f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running; {recorder}"
         )
         return _health(Health.OK, message, details)
 
 
-async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply:
+async def _status(connection: BrokerConnection, timeout_s: float) -> StatusReply:
     """The broker's status within `timeout_s`, retried while a connection is still being made.
 
     A new connection (a datasource's first check) is not up at once, and the reason it
@@ -345,16 +351,16 @@ async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await pipeline.status(max(0.01, deadline - time.monotonic()))
+            return await connection.status(max(0.01, deadline - time.monotonic()))
         except BrokerUnavailable:
-            if pipeline.problem() or time.monotonic() >= deadline:
+            if connection.problem() or time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(RECONNECT_POLL_S)
 
 
-def _unreachable(pipeline: Pipeline, error: BrokerUnavailable) -> str:
+def _unreachable(connection: BrokerConnection, error: BrokerUnavailable) -> str:
     """The real cause when it is known (services.plugin.link), else where the address came from."""
-    problem = pipeline.problem()
+    problem = connection.problem()
     if problem:
         return f"Broker unreachable: {problem}"
     return f"Broker unreachable: {error}. {ADDRESS_HINT}"

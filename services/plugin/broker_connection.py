@@ -39,7 +39,7 @@ from services.plugin.events import EventQueue, StreamQueue
 from services.plugin.link import Link
 from services.plugin.recorder import RecorderClient
 
-log = logging.getLogger("zmqstream.plugin.pipeline")
+log = logging.getLogger("zmqstream.plugin.broker_connection")
 FRAMES_PER_TURN = 1000
 """Messages read per event-loop turn at most, so a flood cannot starve the gRPC side."""
 LOG_EVERY_S = 10.0
@@ -155,7 +155,7 @@ def _joined(chunks: list[list[bytes]]) -> list[bytes]:
     return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
 
 
-class Pipeline:
+class BrokerConnection:
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
@@ -290,7 +290,7 @@ class Pipeline:
     async def status(self, timeout_s: float) -> protocol.StatusReply:
         if self.untrusted:
             raise UntrustedBroker(self.untrusted)
-        if self.control.closed:  # closed as idle (Pipelines) while a caller still held it
+        if self.control.closed:  # closed as idle (BrokerConnections) while a caller still held it
             raise BrokerUnavailable(f"the connection to the broker at {self.control_endpoint} was closed")
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
@@ -497,8 +497,8 @@ Curve = tuple[str, str]
 BrokerKey = tuple[str, Curve]
 
 
-class Pipelines:
-    """One Pipeline per broker address and keys; datasources may name different brokers.
+class BrokerConnections:
+    """One BrokerConnection per broker address and keys; datasources may name different brokers.
 
     Each connection costs file descriptors, and any datasource may name any address, so
     they are bounded: a connection other than the default one is closed once no stream
@@ -511,20 +511,20 @@ class Pipelines:
         self.ctx = zmq.asyncio.Context()
         self.recorder = RecorderClient(self.ctx, settings)
         """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
-        self.by_endpoint: dict[BrokerKey, Pipeline] = {}
+        self.by_endpoint: dict[BrokerKey, BrokerConnection] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
         self._closer: asyncio.Task[None] | None = None
 
-    def get(self, endpoint: str = "", curve: Curve = ("", "")) -> Pipeline:
+    def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
 
         ConfigError if the keys are unusable (TooManyBrokers is one too), saying what to do.
         """
         endpoint = endpoint or self.settings.control_endpoint
         key = (endpoint, curve)
-        pipeline = self.by_endpoint.get(key)
-        if pipeline is None:
+        connection = self.by_endpoint.get(key)
+        if connection is None:
             if len(self.by_endpoint) >= self.settings.max_brokers:
                 raise TooManyBrokers(
                     f"the plugin already has its maximum of {self.settings.max_brokers} broker "
@@ -532,36 +532,38 @@ class Pipelines:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            pipeline = self.by_endpoint[key] = Pipeline(self.ctx, endpoint, self.settings, _keys(curve))
-            pipeline.start()
+            connection = self.by_endpoint[key] = BrokerConnection(
+                self.ctx, endpoint, self.settings, _keys(curve)
+            )
+            connection.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
         self.last_used[key] = time.monotonic()
-        return pipeline
+        return connection
 
     async def _close_idle(self) -> None:
         while True:
             await asyncio.sleep(self.settings.broker_idle_s / 2)
             now = time.monotonic()
-            for key, pipeline in list(self.by_endpoint.items()):
+            for key, connection in list(self.by_endpoint.items()):
                 if key == (self.settings.control_endpoint, ("", "")):
                     continue
-                if pipeline.holders or pipeline.pending_status:
+                if connection.holders or connection.pending_status:
                     self.last_used[key] = now
                 elif now - self.last_used[key] >= self.settings.broker_idle_s:
                     del self.by_endpoint[key], self.last_used[key]
                     log.info(
-                        "idle broker connection closed", extra=fields(endpoint=pipeline.control_endpoint)
+                        "idle broker connection closed", extra=fields(endpoint=connection.control_endpoint)
                     )
-                    await pipeline.close()
+                    await connection.close()
 
     async def close(self) -> None:
         if self._closer is not None:
             self._closer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
-        for pipeline in self.by_endpoint.values():
-            await pipeline.close()
+        for connection in self.by_endpoint.values():
+            await connection.close()
         await self.recorder.close()
         self.ctx.term()
 
