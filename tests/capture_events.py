@@ -1,4 +1,4 @@
-"""Event-stream packets as the plugin writes them (services.plugin.events), for the frontend's tests.
+"""Event-stream packets as the plugin writes them (services.plugin.eventframes), for the frontend's tests.
 
     .venv/bin/python tests/capture_events.py > tests/golden/event_stream_packets.jsonl
 
@@ -11,7 +11,7 @@ committed file still matches what the plugin writes today.
 import sys
 
 from services.common.fields import Batch, Column
-from services.plugin import events
+from services.plugin import eventframes
 
 T0 = 1_764_417_600_000_000_000
 """2025-11-29T12:00:00Z in ns."""
@@ -38,9 +38,9 @@ def packets() -> list[bytes]:
     )
     changed = Batch([T0 + 4_000_000], [Column("level", "string", ["low"])])
     return [
-        events.packet(first, events.schema(first.schema)),
-        events.packet(second),
-        events.packet(changed, events.schema(changed.schema)),
+        eventframes.packet(first, eventframes.schema(first.schema)),
+        eventframes.packet(second),
+        eventframes.packet(changed, eventframes.schema(changed.schema)),
     ]
 
 

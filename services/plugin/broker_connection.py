@@ -32,11 +32,10 @@ from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
-from services.common.protocol import FLOAT_BYTES
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
-from services.plugin.events import EventQueue, StreamQueue
 from services.plugin.link import Link
+from services.plugin.queues import EventQueue, RowQueue
 from services.plugin.recorder import RecorderClient
 
 log = logging.getLogger("zmqstream.plugin.broker_connection")
@@ -59,82 +58,6 @@ class TooManyBrokers(PipelineError):
     """A new broker address past the plugin's cap on open broker connections."""
 
 
-NO_TICK = -(2**63)
-"""A tick index before every tick."""
-Segment = tuple[int, list[bytes]]
-"""(first tick, columns as float64 bytes): consecutive ticks of one channel."""
-
-
-@dataclass(slots=True)
-class Taken:
-    """What RowQueue.take hands a stream: strictly increasing segments, all after its floor."""
-
-    segments: list[Segment]
-    repeated: int
-    """Rows left out because the stream had sent those ticks already."""
-
-
-@dataclass(slots=True)
-class RowQueue(StreamQueue[Segment]):
-    """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
-
-    def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self._queue((first_tick, columns), len(columns[0]) * len(columns))
-
-    def _measure(self, item: Segment) -> tuple[int, int]:
-        columns = item[1]
-        return len(columns[0]) * len(columns), len(columns[0]) // FLOAT_BYTES
-
-    async def take(self, max_rows: int, after_tick: int) -> Taken:
-        """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
-
-        TimeoutError instead when a heartbeat found no new row (check_stall): the stream may say why.
-
-        Batches may arrive in any order (a ticker moved, a stale worker woke up): each tick
-        is kept only if it is later than every tick kept before it, so what a stream sends
-        is strictly increasing whatever came in. Consecutive batches join into one segment.
-        """
-        await self.wakeup.wait(self.batches)
-        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
-            first, columns = self.batches[0]
-            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
-                self.batches.clear()
-                self.size_bytes = 0
-                return Taken([(first, columns)], 0)
-        taken = Taken([], 0)
-        cursor, rows, pending = after_tick, 0, self.batches
-        chunks: list[list[bytes]] = []
-        first_of_run = NO_TICK
-        while pending and rows < max_rows:
-            first, columns = pending.popleft()
-            self.size_bytes -= len(columns[0]) * len(columns)
-            count = len(columns[0]) // FLOAT_BYTES
-            skip = max(0, min(count, cursor - first + 1))
-            if skip:
-                taken.repeated += skip
-                if skip == count:
-                    continue
-                columns = [column[skip * FLOAT_BYTES :] for column in columns]
-                first, count = first + skip, count - skip
-            if rows + count > max_rows:  # the rest waits for the next packet
-                keep = (max_rows - rows) * FLOAT_BYTES
-                rest = [column[keep:] for column in columns]
-                pending.appendleft((first + max_rows - rows, rest))
-                self.size_bytes += len(rest[0]) * len(rest)
-                columns = [column[:keep] for column in columns]
-                count = max_rows - rows
-            if not chunks or first != cursor + 1:
-                if chunks:
-                    taken.segments.append((first_of_run, _joined(chunks)))
-                chunks, first_of_run = [[] for _ in columns], first
-            for chunk, column in zip(chunks, columns, strict=True):
-                chunk.append(column)
-            cursor, rows = first + count - 1, rows + count
-        if chunks:
-            taken.segments.append((first_of_run, _joined(chunks)))
-        return taken
-
-
 @dataclass(slots=True)
 class Held:
     """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
@@ -149,10 +72,6 @@ class Held:
 
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
-
-
-def _joined(chunks: list[list[bytes]]) -> list[bytes]:
-    return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
 
 
 class BrokerConnection:

@@ -42,13 +42,13 @@ import orjson
 from services.common.channels import PUBLISHED, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, events, frames, notices
+from services.plugin import backfill, eventframes, frames, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
+from services.plugin.queues import SubscriptionRefused
 from services.plugin.recorder import RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.events")
@@ -99,13 +99,14 @@ class EventStreams:
             # is not (the stream is shared: it would drop everyone's rows until then).
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
-            data = events.packet(batch, events.schema(batch.schema, shown))
+            data = eventframes.packet(batch, eventframes.schema(batch.schema, shown))
         elif problem:
-            data = notices.notice_packet(events.schema(None, shown), notices.ERROR, problem)
+            data = notices.notice_packet(eventframes.schema(None, shown), notices.ERROR, problem)
         elif known := await self._latest_schema(channel, to_ns):
-            data = frames.schema_only(events.schema(known, shown))  # nothing new: the panel keeps its fields
+            # Nothing new: the panel keeps its fields.
+            data = frames.schema_only(eventframes.schema(known, shown))
         else:
-            data = notices.notice_packet(events.schema(None, shown), notices.INFO, _nothing_yet(channel))
+            data = notices.notice_packet(eventframes.schema(None, shown), notices.INFO, _nothing_yet(channel))
         self.metrics.sent("initial", len(batch), len(data))
         return data
 
@@ -144,7 +145,7 @@ class EventStreams:
         )
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         sent_schema: Schema | None = None
-        notice = notices.PanelNotice(channel, events.schema(None, shown))
+        notice = notices.PanelNotice(channel, eventframes.schema(None, shown))
         dropped_seen = 0
         try:
             if queue.error:
@@ -155,7 +156,8 @@ class EventStreams:
             if not batch.times:
                 known = None if problem else await self._latest_schema(channel, time.time_ns())
                 if known is not None:
-                    notice.frame_schema = events.schema(known, shown)  # the panel's fields, for later notices
+                    # The panel's fields, for later notices.
+                    notice.frame_schema = eventframes.schema(known, shown)
                 else:
                     notice.shown = problem or _nothing_yet(channel)
                     severity = notices.ERROR if problem else notices.INFO
@@ -167,12 +169,12 @@ class EventStreams:
                     if not batch.times:
                         continue
                     if batch.schema != sent_schema:
-                        notice.frame_schema = events.schema(batch.schema, shown)
+                        notice.frame_schema = eventframes.schema(batch.schema, shown)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
                     if batch.schema != sent_schema and frame_schema is None:
                         frame_schema = notice.frame_schema
-                    data = events.packet(batch, frame_schema)
+                    data = eventframes.packet(batch, frame_schema)
                     sent_schema = batch.schema
                     floor = batch.times[-1]
                     self.ledger.sent(key, floor)

@@ -39,7 +39,7 @@ from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
 from services.common.logs import fields
-from services.plugin import arrow, display, events, notices, recomputed
+from services.plugin import arrow, display, eventframes, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
@@ -148,7 +148,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
                 {"severity": notices.INFO, "text": f"the last {len(batch or ())} rows of the range"}
             ]
         times, columns = (batch.times, batch.columns) if batch is not None else ([], [])
-        configs = {c.name: events.field_config(c.name, c.kind, shown) for c in columns}
+        configs = {c.name: eventframes.field_config(c.name, c.kind, shown) for c in columns}
         frame = await asyncio.to_thread(
             arrow.event_frame_file, times, columns, ref_id=query.refId, configs=configs, meta=meta
         )

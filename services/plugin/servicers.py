@@ -34,26 +34,24 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import FLOAT_BYTES, StatusReply, floats
-from services.plugin import backfill, display, events, frames, notices, recomputed
+from services.plugin import backfill, display, eventframes, frames, notices, recomputed
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
 from services.plugin.broker_connection import (
-    NO_TICK,
     BrokerConnection,
     BrokerConnections,
     BrokerUnavailable,
-    Taken,
     TooManyBrokers,
     UntrustedBroker,
 )
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.events import SubscriptionRefused
 from services.plugin.eventstreams import EventStreams, StreamEnded
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.pacing import LoopLag
+from services.plugin.queues import NO_TICK, SubscriptionRefused, Taken
 from services.plugin.recomputed import RecomputeError, generator_for
 from services.sources import source_for
 
@@ -167,7 +165,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         key = stream_key(request.pluginContext, request.path)
         channel = spec.path
         stream_schema = (
-            events.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
+            eventframes.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
         )
         try:
             connection = self.connections.get(*config.broker)
