@@ -63,13 +63,8 @@ class Held:
     """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
 
     spec: ChannelSpec | EventChannel
-    queues: list[RowQueue] = field(default_factory=list)
-    event_queues: list[EventQueue] = field(default_factory=list)
-    """An event channel's streams (its `queues` stay empty)."""
-
-    def all_queues(self) -> list[RowQueue | EventQueue]:
-        return [*self.queues, *self.event_queues]
-
+    queues: list[RowQueue | EventQueue] = field(default_factory=list)
+    """All of the channel's kind: RowQueues for a pure channel (hold), EventQueues for an event one."""
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
 
@@ -177,24 +172,14 @@ class BrokerConnection:
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
-        if isinstance(queue, EventQueue):
-            held.event_queues.append(queue)
-        else:
-            held.queues.append(queue)
+        held.queues.append(queue)
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
-        if held is None:
+        if held is None or queue not in held.queues:
             return
-        if isinstance(queue, EventQueue):
-            if queue not in held.event_queues:
-                return
-            held.event_queues.remove(queue)
-        elif queue in held.queues:
-            held.queues.remove(queue)
-        else:
-            return
-        if not held.queues and not held.event_queues:
+        held.queues.remove(queue)
+        if not held.queues:
             del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
@@ -248,7 +233,7 @@ class BrokerConnection:
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
             for held in self.holders.values():
-                for queue in held.all_queues():
+                for queue in held.queues:
                     queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
@@ -283,7 +268,7 @@ class BrokerConnection:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
                 if held := self.holders.get(channel):
-                    for queue in held.all_queues():
+                    for queue in held.queues:
                         queue.fail(error)
             case (
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
@@ -344,7 +329,7 @@ class BrokerConnection:
         if self._ahead(channel, spec.tick_time(rows.first_tick + count - 1)):
             return
         self.rows_received += count
-        for queue in held.queues:
+        for queue in cast("list[RowQueue]", held.queues):  # a pure channel's, as checked above
             queue.put(rows.first_tick, rows.columns)
 
     def _on_data(self, frame: bytes) -> None:
@@ -369,7 +354,7 @@ class BrokerConnection:
         if self._ahead(channel, batch.times[-1]):
             return
         self.rows_received += len(batch)
-        for queue in held.event_queues:
+        for queue in cast("list[EventQueue]", held.queues):  # an event channel's, as checked above
             queue.put(batch)
 
     def _placed(self, channel: str, epoch: int) -> Held | None:
