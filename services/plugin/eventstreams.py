@@ -34,7 +34,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -48,6 +48,7 @@ from services.plugin.broker_connection import BrokerConnection, BrokerConnection
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.metrics import PluginMetrics
+from services.plugin.notices import StreamEnded
 from services.plugin.queues import SubscriptionRefused
 from services.plugin.recorder import RecorderUnavailable
 
@@ -61,14 +62,6 @@ PUBLISH_PER_S = 20.0
 """Publish requests per second per datasource (a burst of as many is allowed)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
-
-
-class StreamEnded(Exception):
-    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
-
-    def __init__(self, message: str, packet: bytes) -> None:
-        super().__init__(message)
-        self.packet = packet
 
 
 class EventStreams:
@@ -138,7 +131,7 @@ class EventStreams:
 
     async def run(
         self, key: backfill.StreamKey, channel: EventChannel, shown: Display, connection: BrokerConnection
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
         queue = connection.hold_events(
             channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")

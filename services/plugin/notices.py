@@ -36,6 +36,16 @@ STATUS_REUSE_S = 1.0
 DROPS_CLEAR_S = 5.0
 """A dropped-rows notice is cleared after this long without a drop."""
 INFO, ERROR, WARNING = "info", "error", "warning"
+
+
+class StreamEnded(Exception):
+    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
+
+    def __init__(self, message: str, packet: bytes) -> None:
+        super().__init__(message)
+        self.packet = packet
+
+
 _asked: weakref.WeakKeyDictionary[
     BrokerConnection, tuple[float, asyncio.Future[protocol.StatusReply | str]]
 ] = weakref.WeakKeyDictionary()
