@@ -67,21 +67,21 @@ def build_server(
     settings: PluginSettings, stop: asyncio.Event, *, host_controls: bool
 ) -> tuple[grpc.aio.Server, BrokerConnections]:
     """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
-    connections = BrokerConnections(settings)
+    brokers = BrokerConnections(settings)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *SERVER_OPTIONS]
     )
-    metrics = PluginMetrics(connections)
-    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(connections, settings, metrics), server)
+    metrics = PluginMetrics(brokers)
+    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics), server)
     pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
-        DiagnosticsService(connections, settings, metrics), server
+        DiagnosticsService(brokers, settings, metrics), server
     )
-    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, connections.recorder), server)
-    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(connections, settings, metrics), server)
+    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers.recorder), server)
+    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(brokers, settings, metrics), server)
     if host_controls:
         goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
         goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)
-    return server, connections
+    return server, brokers
 
 
 async def add_health(server: grpc.aio.Server) -> None:
@@ -102,7 +102,7 @@ async def serve(
 ) -> None:
     """Serve until `stop`: for the host (handshake on stdout), or standalone (announced in `plugin_dir`)."""
     standalone_mode = plugin_dir is not None
-    server, connections = build_server(settings, stop, host_controls=not standalone_mode)
+    server, brokers = build_server(settings, stop, host_controls=not standalone_mode)
     await add_health(server)
     if plugin_dir is None:
         listener = listen(server, os.environ)
@@ -114,7 +114,7 @@ async def serve(
     )
     try:
         await server.start()
-        connections.get()  # connect to the default broker now, not at the first request
+        brokers.get()  # connect to the default broker now, not at the first request
         with announcing:
             if plugin_dir is None:
                 print_handshake(listener.network, listener.address)
@@ -133,7 +133,7 @@ async def serve(
             await stop.wait()
             log.info("plugin stopping")
             await server.stop(SHUTDOWN_GRACE_S)
-            await connections.close()
+            await brokers.close()
     finally:
         listener.close()
 

@@ -427,8 +427,8 @@ class BrokerConnections:
         """
         endpoint = endpoint or self.settings.control_endpoint
         key = (endpoint, curve)
-        connection = self.by_endpoint.get(key)
-        if connection is None:
+        broker = self.by_endpoint.get(key)
+        if broker is None:
             if len(self.by_endpoint) >= self.settings.max_brokers:
                 raise TooManyBrokers(
                     f"the plugin already has its maximum of {self.settings.max_brokers} broker "
@@ -436,38 +436,34 @@ class BrokerConnections:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            connection = self.by_endpoint[key] = BrokerConnection(
-                self.ctx, endpoint, self.settings, _keys(curve)
-            )
-            connection.start()
+            broker = self.by_endpoint[key] = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve))
+            broker.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
         self.last_used[key] = time.monotonic()
-        return connection
+        return broker
 
     async def _close_idle(self) -> None:
         while True:
             await asyncio.sleep(self.settings.broker_idle_s / 2)
             now = time.monotonic()
-            for key, connection in list(self.by_endpoint.items()):
+            for key, broker in list(self.by_endpoint.items()):
                 if key == (self.settings.control_endpoint, ("", "")):
                     continue
-                if connection.holders or connection.pending_status:
+                if broker.holders or broker.pending_status:
                     self.last_used[key] = now
                 elif now - self.last_used[key] >= self.settings.broker_idle_s:
                     del self.by_endpoint[key], self.last_used[key]
-                    log.info(
-                        "idle broker connection closed", extra=fields(endpoint=connection.control_endpoint)
-                    )
-                    await connection.close()
+                    log.info("idle broker connection closed", extra=fields(endpoint=broker.control_endpoint))
+                    await broker.close()
 
     async def close(self) -> None:
         if self._closer is not None:
             self._closer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
-        for connection in self.by_endpoint.values():
-            await connection.close()
+        for broker in self.by_endpoint.values():
+            await broker.close()
         await self.recorder.close()
         self.ctx.term()
 

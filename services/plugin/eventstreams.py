@@ -65,12 +65,10 @@ MAX_BUCKETS = 1024
 
 
 class EventStreams:
-    def __init__(
-        self, connections: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger
-    ) -> None:
-        self.connections = connections
-        self.settings = connections.settings
-        self.recorder = connections.recorder
+    def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
+        self.brokers = brokers
+        self.settings = brokers.settings
+        self.recorder = brokers.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -130,12 +128,10 @@ class EventStreams:
     # -- RunStream ---------------------------------------------------------------------
 
     async def run(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, connection: BrokerConnection
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, broker: BrokerConnection
     ) -> AsyncGenerator[bytes, None]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
-        queue = connection.hold_events(
-            channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
-        )
+        queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         sent_schema: Schema | None = None
         notice = notices.PanelNotice(channel, eventframes.schema(None, shown))
@@ -179,7 +175,7 @@ class EventStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
-                    if told := await notice.stalled(connection, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -196,7 +192,7 @@ class EventStreams:
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
             ) from None
         finally:
-            connection.release(channel.path, queue)
+            broker.release(channel.path, queue)
 
     # -- PublishStream -----------------------------------------------------------------
 

@@ -52,8 +52,8 @@ QUERY_STATUSES = ("200", "400", "413", "429", "500")
 
 
 class PluginMetrics:
-    def __init__(self, connections: BrokerConnections) -> None:
-        self.connections = connections
+    def __init__(self, brokers: BrokerConnections) -> None:
+        self.brokers = brokers
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series (process-wide: ours)
         self.registry = CollectorRegistry()
         registry = self.registry
@@ -86,7 +86,7 @@ class PluginMetrics:
         for status in QUERY_STATUSES:
             self.queries.labels(status)
         ProcessCollector(namespace="zmqstream_plugin", registry=registry)
-        registry.register(_ConnectionsCollector(connections))
+        registry.register(_ConnectionsCollector(brokers))
 
     def sent(self, kind: str, rows: int, size: int) -> None:
         totals = self._sent.totals[kind]
@@ -100,18 +100,18 @@ class PluginMetrics:
 
     async def exposition(self, timeout_s: float = BROKER_TIMEOUT_S) -> bytes:
         """The Prometheus text: this process's metrics, then each broker's view."""
-        connections = list(self.connections.by_endpoint.values())
-        statuses = await asyncio.gather(*(_status(connection, timeout_s) for connection in connections))
-        brokers = CollectorRegistry()
-        brokers.register(
-            _BrokerCollector(dict(zip((p.control_endpoint for p in connections), statuses, strict=True)))
+        brokers = list(self.brokers.by_endpoint.values())
+        statuses = await asyncio.gather(*(_status(broker, timeout_s) for broker in brokers))
+        views = CollectorRegistry()
+        views.register(
+            _BrokerCollector(dict(zip((p.control_endpoint for p in brokers), statuses, strict=True)))
         )
-        return bytes(generate_latest(self.registry) + generate_latest(brokers))
+        return bytes(generate_latest(self.registry) + generate_latest(views))
 
 
-async def _status(connection: BrokerConnection, timeout_s: float) -> StatusReply | None:
+async def _status(broker: BrokerConnection, timeout_s: float) -> StatusReply | None:
     try:
-        return await connection.status(timeout_s)
+        return await broker.status(timeout_s)
     except BrokerUnavailable:
         return None
 
@@ -140,8 +140,8 @@ class _SentCollector:
 class _ConnectionsCollector:
     """The broker connections' counts, read when scraped."""
 
-    def __init__(self, connections: BrokerConnections) -> None:
-        self.connections = connections
+    def __init__(self, brokers: BrokerConnections) -> None:
+        self.brokers = brokers
 
     def collect(self) -> Iterable[Metric]:
         held = GaugeMetricFamily(
@@ -156,11 +156,11 @@ class _ConnectionsCollector:
             "wrong series count (shape), ticks ahead of the clock (future)",
             labels=["broker", "reason"],
         )
-        for connection in list(self.connections.by_endpoint.values()):
-            endpoint = connection.control_endpoint
-            held.add_metric([endpoint], len(connection.holders))
-            received.add_metric([endpoint], connection.rows_received)
-            for reason, count in connection.frames_refused.items():
+        for broker in list(self.brokers.by_endpoint.values()):
+            endpoint = broker.control_endpoint
+            held.add_metric([endpoint], len(broker.holders))
+            received.add_metric([endpoint], broker.rows_received)
+            for reason, count in broker.frames_refused.items():
                 refused.add_metric([endpoint, reason], count)
         return [held, received, refused]
 

@@ -77,12 +77,12 @@ class PanelNotice:
         self.last_row = time.monotonic()
         self.last_drop = 0.0
 
-    async def stalled(self, connection: BrokerConnection, timeout_s: float) -> bytes | None:
+    async def stalled(self, broker: BrokerConnection, timeout_s: float) -> bytes | None:
         """After a wait without rows: the packet that tells why (None if nothing new to say)."""
-        text = connection.problem()
+        text = broker.problem()
         idle_s = time.monotonic() - self.last_row
         if not text and idle_s > self.quiet_s:
-            text = await _broker_problem(connection, timeout_s, idle_s, self.role)
+            text = await _broker_problem(broker, timeout_s, idle_s, self.role)
         if not text or text == self.shown:
             return None
         self.shown = text
@@ -108,21 +108,21 @@ class PanelNotice:
         return _with_meta(self.frame_schema, notices)
 
 
-async def _broker_problem(connection: BrokerConnection, timeout_s: float, idle_s: float, role: str) -> str:
-    """The broker's answer, asked once for every stalled stream of `connection` (a status names
+async def _broker_problem(broker: BrokerConnection, timeout_s: float, idle_s: float, role: str) -> str:
+    """The broker's answer, asked once for every stalled stream of `broker` (a status names
     every channel: hundreds of streams stalled at once must not each ask for one)."""
     now = time.monotonic()
-    asked = _asked.get(connection)
+    asked = _asked.get(broker)
     if asked is None or now - asked[0] > STATUS_REUSE_S:
-        asked = _asked[connection] = (now, asyncio.ensure_future(_ask(connection, timeout_s)))
+        asked = _asked[broker] = (now, asyncio.ensure_future(_ask(broker, timeout_s)))
     status = await asyncio.shield(asked[1])
-    problem = status if isinstance(status, str) else missing_role(status, role, connection.control_endpoint)
+    problem = status if isinstance(status, str) else missing_role(status, role, broker.control_endpoint)
     return f"no rows for {idle_s:.0f} s: {problem}" if problem else ""
 
 
-async def _ask(connection: BrokerConnection, timeout_s: float) -> protocol.StatusReply | str:
+async def _ask(broker: BrokerConnection, timeout_s: float) -> protocol.StatusReply | str:
     try:
-        return await connection.status(timeout_s)
+        return await broker.status(timeout_s)
     except BrokerUnavailable as exc:
         return f"{exc}. {ADDRESS_HINT}"
 

@@ -43,10 +43,8 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
-    def __init__(
-        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
-    ) -> None:
-        self.connections = connections
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
         self.routes: dict[str, Handler] = {
@@ -104,13 +102,13 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def channels(self, config: DatasourceConfig) -> Reply:
         try:
-            connection = self.connections.get(*config.broker)
-            status = await connection.status(self.settings.broker_timeout_s)
+            broker = self.brokers.get(*config.broker)
+            status = await broker.status(self.settings.broker_timeout_s)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: the CURVE keys
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,
-            "endpoint": connection.control_endpoint,
+            "endpoint": broker.control_endpoint,
             "plugins": status.plugins,
             "channels": [
                 {"path": path, "worker": info.get("worker", ""), "subscribers": info.get("subscribers", 0)}

@@ -49,10 +49,8 @@ def _segment_rows(spec: ChannelSpec, first: int, values: list[bytes]) -> tuple[l
 
 
 class RowStreams:
-    def __init__(
-        self, connections: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger
-    ) -> None:
-        self.settings = connections.settings
+    def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
+        self.settings = brokers.settings
         self.metrics = metrics
         self.ledger = ledger
         self.lag = LoopLag()
@@ -76,12 +74,12 @@ class RowStreams:
     # -- RunStream ---------------------------------------------------------------------
 
     async def run(
-        self, key: backfill.StreamKey, spec: ChannelSpec, shown: Display, connection: BrokerConnection
+        self, key: backfill.StreamKey, spec: ChannelSpec, shown: Display, broker: BrokerConnection
     ) -> AsyncGenerator[bytes, None]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
         channel = spec.path
         stream_schema = frames.schema(spec, shown)
-        queue = connection.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
+        queue = broker.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         log.debug("stream started", extra=fields(path=key[2], channel=channel))
         frame_schema: dict[str, object] | None = stream_schema
@@ -114,7 +112,7 @@ class RowStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, after)
                 except TimeoutError:  # no row for a heartbeat: the panel may be told why
                     times = []  # sent already
-                    if told := await notice.stalled(connection, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -130,7 +128,7 @@ class RowStreams:
                 str(exc), notices.notice_packet(stream_schema, notices.ERROR, str(exc))
             ) from None
         finally:
-            connection.release(channel, queue)
+            broker.release(channel, queue)
             log.debug("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
 
     async def _assembled(

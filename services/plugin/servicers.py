@@ -65,16 +65,14 @@ def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
 
 
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
-    def __init__(
-        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
-    ) -> None:
-        self.connections = connections
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
-        self.rows = RowStreams(connections, metrics, self.ledger)
-        self.events = EventStreams(connections, metrics, self.ledger)
+        self.rows = RowStreams(brokers, metrics, self.ledger)
+        self.events = EventStreams(brokers, metrics, self.ledger)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[Channel, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
@@ -144,7 +142,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             eventframes.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
         )
         try:
-            connection = self.connections.get(*config.broker)
+            broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
             self.metrics.streams_refused.labels("run", budget).inc()
@@ -158,9 +156,9 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.admission.enter(config.uid, spec)
         self.metrics.streams.inc()
         if isinstance(spec, EventChannel):
-            stream = self.events.run(key, spec, shown, connection)
+            stream = self.events.run(key, spec, shown, broker)
         else:
-            stream = self.rows.run(key, spec, shown, connection)
+            stream = self.rows.run(key, spec, shown, broker)
         try:
             async with contextlib.aclosing(stream):  # its channel released before the stream counts as left
                 async for data in stream:
@@ -175,10 +173,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
-    def __init__(
-        self, connections: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics
-    ) -> None:
-        self.connections = connections
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
 
@@ -188,29 +184,27 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         with contextlib.suppress(TooManyBrokers, ConfigError):  # the metrics of the brokers connected
-            self.connections.get(*config.broker)
+            self.brokers.get(*config.broker)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         try:
-            connection = self.connections.get(*config.broker)
+            broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
-            status = await _status(connection, self.settings.broker_timeout_s)
+            status = await _status(broker, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
-            return _health(Health.ERROR, str(exc), {"endpoint": connection.control_endpoint})
+            return _health(Health.ERROR, str(exc), {"endpoint": broker.control_endpoint})
         except BrokerUnavailable as exc:
-            return _health(
-                Health.ERROR, _unreachable(connection, exc), {"endpoint": connection.control_endpoint}
-            )
+            return _health(Health.ERROR, _unreachable(broker, exc), {"endpoint": broker.control_endpoint})
         workers = notices.workers_of(status, protocol.GENERATOR)
         recorders = notices.workers_of(status, protocol.RECORDER)
         details = {
             "broker": status.broker,
-            "endpoint": connection.control_endpoint,
+            "endpoint": broker.control_endpoint,
             "workers": workers,
             "recorders": recorders,
             "channels": len(status.channels),
@@ -222,16 +216,16 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             else "no recorder is alive (published channels and the history of source channels need one)"
         )
         if workers == 0:
-            message = f"Broker at {connection.control_endpoint} is up, but no generator worker is alive"
+            message = f"Broker at {broker.control_endpoint} is up, but no generator worker is alive"
             return _health(Health.ERROR, message, details)
         message = (
-            f"Broker at {connection.control_endpoint} is up: {workers} worker"
+            f"Broker at {broker.control_endpoint} is up: {workers} worker"
             f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running; {recorder}"
         )
         return _health(Health.OK, message, details)
 
 
-async def _status(connection: BrokerConnection, timeout_s: float) -> StatusReply:
+async def _status(broker: BrokerConnection, timeout_s: float) -> StatusReply:
     """The broker's status within `timeout_s`, retried while a connection is still being made.
 
     A new connection (a datasource's first check) is not up at once, and the reason it
@@ -240,16 +234,16 @@ async def _status(connection: BrokerConnection, timeout_s: float) -> StatusReply
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await connection.status(max(0.01, deadline - time.monotonic()))
+            return await broker.status(max(0.01, deadline - time.monotonic()))
         except BrokerUnavailable:
-            if connection.problem() or time.monotonic() >= deadline:
+            if broker.problem() or time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(RECONNECT_POLL_S)
 
 
-def _unreachable(connection: BrokerConnection, error: BrokerUnavailable) -> str:
+def _unreachable(broker: BrokerConnection, error: BrokerUnavailable) -> str:
     """The real cause when it is known (services.plugin.link), else where the address came from."""
-    problem = connection.problem()
+    problem = broker.problem()
     if problem:
         return f"Broker unreachable: {problem}"
     return f"Broker unreachable: {error}. {ADDRESS_HINT}"
