@@ -103,12 +103,14 @@ def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> No
             )
             with pytest.raises(
                 Refused, match="field 'temp' is string, the channel's schema has it as float64"
-            ):
+            ) as refused:
                 publisher.publish_batch(channel, wrong_type)
+            assert refused.value.schema == Batch(before.times, before.columns).schema  # as data, too
             with pytest.raises(
                 Refused, match=r"s ahead of the recorder's clock .* check the publisher's clock"
-            ):
+            ) as refused:
                 publisher.publish(channel, rows(now_ms() + 3_600_000, 1))
+            assert refused.value.schema is None  # its rows fit the schema
             with pytest.raises(Refused, match=f"bytes, the limit is {MAX_PUBLISH_BYTES}: publish fewer rows"):
                 publisher.publish(channel, rows(later, 2000))
             with pytest.raises(Refused, match="is not after the channel's last row"):

@@ -224,7 +224,8 @@ class Recorder:
                 f"these {len(batch)} rows are over it; send them again later, or fewer at once"
             )
         if problem:
-            return protocol.PublishReply(message.request_id, 0, problem)
+            told = ring.schema if ring is not None and batch.schema != ring.schema else None
+            return protocol.PublishReply(message.request_id, 0, problem, dict(told.fields) if told else {})
         budget.take(len(batch))
         self.budgets[channel] = budget
         self._record(channel, batch)
