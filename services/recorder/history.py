@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from services.common import protocol
 from services.common.errors import ProtocolError
@@ -16,13 +17,13 @@ REPLY_MARGIN = 64 * 1024
 """Room left under MAX_CONTROL_BYTES for a HistoryReply's envelope."""
 
 
+@dataclass
 class History:
     """Answers HistoryRequests from the rings."""
 
-    def __init__(self, rings: Rings, refusal: Callable[[str, str], None]) -> None:
-        """`refusal(what, why)`: a request that was not even a HistoryRequest, counted and logged."""
-        self.rings = rings
-        self.refusal = refusal
+    rings: Rings
+    refusal: Callable[[str, str], None]
+    """refusal(what, why): a request that was not even a HistoryRequest, counted and logged."""
 
     def answer(self, frames: list[bytes], over_share: bool) -> protocol.HistoryReply | None:
         if over_share:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -23,28 +24,21 @@ Record = Callable[[str, Batch], None]
 """record(channel, batch): into the ring, and the segments if any."""
 
 
+@dataclass
 class Publishing:
     """Answers Publish messages: all rows recorded and sent on, or none and why."""
 
-    def __init__(
-        self,
-        settings: RecorderSettings,
-        rings: Rings,
-        epoch: int,
-        record: Record,
-        send: Callable[[bytes], None],
-        begun: Callable[[], None],
-        refusal: Callable[[str, str], None],
-    ) -> None:
-        """`send` a frame to frames_in; `begun`: a new channel exists; `refusal(what, why)` is counted."""
-        self.settings = settings
-        self.rings = rings
-        self.epoch = epoch
-        self.record = record
-        self.send = send
-        self.begun = begun
-        self.refusal = refusal
-        self.budgets: dict[str, Budget] = {}
+    settings: RecorderSettings
+    rings: Rings
+    epoch: int
+    record: Record
+    send: Callable[[bytes], None]
+    """A frame to frames_in."""
+    begun: Callable[[], None]
+    """A new channel exists: tell the broker."""
+    refusal: Callable[[str, str], None]
+    """refusal(what, why): counted and logged."""
+    budgets: dict[str, Budget] = field(default_factory=dict)
 
     def answer(self, frames: list[bytes], over_share: bool) -> protocol.PublishReply:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from services.common import protocol
 from services.common.config import RecorderSettings
@@ -18,17 +19,20 @@ from services.recorder.segments import Store
 log = logging.getLogger("zmqstream.recorder")
 
 
+@dataclass
 class SourceRows:
     """What the recorder keeps of every `source-*` channel it reads."""
 
-    def __init__(self, settings: RecorderSettings, rings: Rings, store: Store | None, record: Record) -> None:
-        self.settings = settings
-        self.rings = rings
-        self.store = store
-        self.record = record
-        self.source_channels = sum(map(is_source, rings.channels))
-        """Source channels recorded (a channel is kept for good): at most half of max_channels."""
-        self.source_epochs: dict[str, int] = {}
+    settings: RecorderSettings
+    rings: Rings
+    store: Store | None
+    record: Record
+    source_epochs: dict[str, int] = field(default_factory=dict)
+    source_channels: int = field(init=False)
+    """Source channels recorded (a channel is kept for good): at most half of max_channels."""
+
+    def __post_init__(self) -> None:
+        self.source_channels = sum(map(is_source, self.rings.channels))
 
     def take(self, frame: bytes) -> None:
         """Record a source's Events frame; InvalidRows says why its rows are dropped."""
