@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -34,15 +33,17 @@ from pathlib import Path
 import zmq
 
 from services.common import protocol, rundir
+from services.common.brokerlink import BrokerLink
 from services.common.channels import PUBLISHED
 from services.common.config import RecorderSettings
-from services.common.errors import PipelineError, ProtocolError
+from services.common.errors import PipelineError
 from services.common.fairshare import MESSAGES_PER_TURN, FairShare
 from services.common.fields import Batch
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
+from services.common.receive import Refusing
 from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
-from services.common.sockets import advertised, configure, host_of, reconnect
+from services.common.sockets import configure
 from services.recorder.history import History
 from services.recorder.intake import event_channel
 from services.recorder.publishing import Publishing
@@ -92,7 +93,8 @@ class Recorder:
             log.info("history loaded", extra=fields(channels=len(self.rings.channels)))
         self.refused = 0
         self.share = FairShare()
-        self.frames_endpoint = ""
+        self.control_guard = Refusing(log, "control message")
+        self.sources_guard = Refusing(log, "source rows", LOG_EVERY)
 
         keys = None
         if settings.curve_client_secret:
@@ -103,12 +105,19 @@ class Recorder:
             self.sockets.append(sock)
             return sock
 
-        self.control = socket(zmq.DEALER)
-        self.control.setsockopt(zmq.IMMEDIATE, 1)
-        self.frames = socket(zmq.PUB, sndhwm=10_000)
+        self.link = BrokerLink(
+            ctx,
+            settings.control_endpoint,
+            keys,
+            worker=settings.recorder_id,
+            role=protocol.RECORDER,
+            send_hwm=10_000,
+        )
+        self.sockets += (self.link.control, self.link.frames)  # closed with the others
+        self.control, self.frames = self.link.control, self.link.frames
         self.sources = socket(zmq.SUB, rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES)
-        for sock in (self.control, self.frames, self.sources) if keys else ():
-            secure_client(sock, keys)  # type: ignore[arg-type]
+        if keys:
+            secure_client(self.sources, keys)
         # A PublishReply is small: many may wait; a HistoryReply is up to 8 MiB: few may.
         self.publish = socket(
             zmq.ROUTER, sndhwm=256, rcvhwm=REQUEST_HWM, max_message_bytes=protocol.MAX_DATA_BYTES
@@ -122,7 +131,6 @@ class Recorder:
                 sock.zap_domain = domain
         self.publish.bind(settings.publish_endpoint)
         self.history.bind(settings.history_endpoint)
-        self.control.connect(settings.control_endpoint)
         self.sources.connect(settings.frames_out_endpoint)
         self.sources.subscribe(b"source-")
         self.publishing = Publishing(
@@ -135,14 +143,10 @@ class Recorder:
 
     def heartbeat(self) -> None:
         """Every published channel under this run's epoch: the broker places held ones here."""
-        offered = {
-            path: self.epoch for path in self.rings.channels if event_channel(path, PUBLISHED) is not None
-        }
-        message = protocol.WorkerHeartbeat(
-            worker=self.settings.recorder_id, channels=offered, pid=os.getpid(), role=protocol.RECORDER
+        self.link.heartbeat(  # channels are only ever added, so their number is a version
+            len(self.rings.channels),
+            lambda: {path: self.epoch for path in self.rings.channels if event_channel(path, PUBLISHED)},
         )
-        with contextlib.suppress(zmq.Again):  # no broker yet: the next heartbeat tells it all
-            self.control.send_multipart(protocol.encode(message), zmq.NOBLOCK)
 
     def handle_control(self) -> None:
         for _ in range(MESSAGES_PER_TURN):
@@ -150,17 +154,10 @@ class Recorder:
                 frames = self.control.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
+            with self.control_guard:
                 message = protocol.decode(frames)
-            except ProtocolError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
-                continue
-            if not isinstance(message, protocol.Welcome):
-                continue
-            endpoint = advertised(message.frames_endpoint, host_of(self.settings.control_endpoint))
-            if endpoint != self.frames_endpoint:  # the frames_in its Welcome names, once per broker
-                self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)
-                log.info("publishing frames", extra=fields(endpoint=endpoint))
+                if isinstance(message, protocol.Welcome) and self.link.welcome(message):
+                    self.heartbeat()  # a new broker (or the first): tell it our channels now
 
     # -- sources ---------------------------------------------------------------------
 
@@ -170,10 +167,8 @@ class Recorder:
                 frame = self.sources.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
+            with self.sources_guard:
                 self.source_rows.take(frame)
-            except PipelineError as exc:
-                self._refusal("source rows dropped", str(exc))
 
     # -- common ----------------------------------------------------------------------
 
