@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 import zmq
 
 from services.common import protocol
+from services.common.config import RecorderSettings, WorkerSettings
 from services.common.logs import fields
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of, reconnect
@@ -29,14 +30,18 @@ class BrokerLink:
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        control_endpoint: str,
-        keys: ClientKeys | None,
+        settings: WorkerSettings | RecorderSettings,
         *,
         worker: str,
         role: str,
         send_hwm: int,
     ) -> None:
-        self.control_endpoint = control_endpoint
+        self.keys = None
+        """This process's CURVE keys, for its other client sockets too."""
+        if settings.curve_client_secret:
+            self.keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
+        keys = self.keys
+        self.control_endpoint = control_endpoint = settings.control_endpoint
         self.worker = worker
         self.role = role
         self.control = configure(ctx.socket(zmq.DEALER))

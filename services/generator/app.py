@@ -27,7 +27,6 @@ from services.common.config import WorkerSettings
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
-from services.common.security import ClientKeys
 from services.common.waveforms import registry
 from services.generator.ticker import Scheduler
 from services.sources import registry as source_registry
@@ -54,16 +53,8 @@ class Worker:
     ) -> None:
         """`source_cpus`: where the sources' threads run (empty: where this thread may)."""
         self.settings = settings
-        keys = None
-        if settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         self.link = BrokerLink(
-            ctx,
-            settings.control_endpoint,
-            keys,
-            worker=settings.worker_id,
-            role=protocol.GENERATOR,
-            send_hwm=settings.send_hwm,
+            ctx, settings, worker=settings.worker_id, role=protocol.GENERATOR, send_hwm=settings.send_hwm
         )
         self.control, self.frames = self.link.control, self.link.frames
         self.guard = Refusing(log, "control message")

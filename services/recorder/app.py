@@ -42,7 +42,7 @@ from services.common.fields import Batch
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
-from services.common.security import ClientKeys, authorize, secure_client, secure_server, start_authenticator
+from services.common.security import authorize, secure_client, secure_server, start_authenticator
 from services.common.sockets import configure
 from services.recorder.history import History
 from services.recorder.intake import event_channel
@@ -96,23 +96,15 @@ class Recorder:
         self.control_guard = Refusing(log, "control message")
         self.sources_guard = Refusing(log, "source rows", LOG_EVERY)
 
-        keys = None
-        if settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
-
         def socket(kind: int, **options: int) -> zmq.Socket[bytes]:
             sock = configure(ctx.socket(kind), **options)
             self.sockets.append(sock)
             return sock
 
         self.link = BrokerLink(
-            ctx,
-            settings.control_endpoint,
-            keys,
-            worker=settings.recorder_id,
-            role=protocol.RECORDER,
-            send_hwm=10_000,
+            ctx, settings, worker=settings.recorder_id, role=protocol.RECORDER, send_hwm=10_000
         )
+        keys = self.link.keys
         self.sockets += (self.link.control, self.link.frames)  # closed with the others
         self.control, self.frames = self.link.control, self.link.frames
         self.sources = socket(zmq.SUB, rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES)
