@@ -27,10 +27,10 @@ from services.cli.status import fetch
 from services.common import protocol
 from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel, parse_path
 from services.common.fields import FLOAT64, STRING, InvalidRows
+from services.generator.handoff import Handoff, Waker
+from services.generator.runner import SourceChannels, prepare
 from services.sources import registry
-from services.sources.handoff import Handoff, Waker
 from services.sources.host import HostSource
-from services.sources.runner import SourceChannels, prepare
 
 TEST_SOURCES = Path(__file__).parent / "sources_for_tests"
 

@@ -3,9 +3,9 @@
 One thread does the tickers: it sleeps precisely until the next deadline (zmq poll for
 long waits so control messages and sources' rows are served, time.sleep for the last two
 milliseconds), publishes what is due, and heartbeats its full channel list so a
-restarted broker can adopt running channels. Sources (services.sources) are polled in
-threads of their own and hand their rows to this one, so a source that blocks never
-delays a tick.
+restarted broker can adopt running channels. Sources (services.sources, run by
+services.generator.runner) are polled in threads of their own and hand their rows to this
+one, so a source that blocks never delays a tick.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
 from services.common.waveforms import registry
+from services.generator.runner import SourceChannels
 from services.generator.ticker import Scheduler
 from services.sources import registry as source_registry
-from services.sources.runner import SourceChannels
 
 log = logging.getLogger("zmqstream.generator")
 PRECISE_SLEEP_NS = 2_000_000

@@ -5,7 +5,7 @@ publishes the tickers' rows. Its own thread polls it on a drift-free grid (poll 
 k * tick since the Unix epoch; polls a slow source misses are skipped, never run back to
 back), stamps records that have no time, orders them by time and turns them into a typed
 batch (fields.from_records, the first batch fixing the channel's schema), then hands the
-batch over (services.sources.handoff). Converting there, not in the main thread, keeps a
+batch over (services.generator.handoff). Converting there, not in the main thread, keeps a
 source's 1,000 rows of 64 fields from holding up every ticker for the tens of
 milliseconds they take (the GIL switches threads every 5 ms). The main thread keeps the
 channel's times strictly increasing and publishes Events under the channel's current
@@ -32,8 +32,8 @@ from services.common import protocol
 from services.common.channels import EventChannel
 from services.common.fields import Batch, InvalidRows, Schema
 from services.common.logs import fields
+from services.generator.handoff import Handoff, Waker
 from services.sources import SourceClass
-from services.sources.handoff import Handoff, Waker
 
 log = logging.getLogger("zmqstream.sources")
 QUEUE_BYTES = 4 * 1024 * 1024
