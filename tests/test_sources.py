@@ -223,7 +223,7 @@ def run_script(script: list[list[dict[str, Any]]], queue_bytes: int = 1 << 20) -
     while time.monotonic() < deadline and sources.channels:
         select.select([sources.waker.fd], [], [], 0.05)
         sources.drain(lambda path, why: pytest.fail(why))
-        thread = sources._running[channel.path].thread
+        thread = sources._placed[channel.path].thread
         if thread.polls_done > len(script) + 2 and not thread.handoff.bytes:
             break
     assert sources.stop(channel.path, 7)
