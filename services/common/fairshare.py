@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import zmq
 
@@ -25,6 +26,7 @@ MAX_DEFERRED = 16
 """Messages of one peer waiting for a later turn; past them, its others are answered as over its
 share (a publish refused unchecked, a history request dropped): a peer that far ahead is not
 waiting for answers."""
+T = TypeVar("T")
 Answer = Callable[[list[bytes], bool], protocol.Message | None]
 """A request's frames, and whether its peer is past its share of the turn → the reply, if any."""
 
@@ -45,11 +47,7 @@ class FairShare:
                 _reply(sock, routing_id, answer(queue.popleft(), False))
             if not queue:
                 del waiting[routing_id]
-        for _ in range(MESSAGES_PER_TURN):
-            try:
-                routing_id, *frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for routing_id, *frames in queued(sock.recv_multipart):
             if served.get(routing_id, 0) < PER_PEER_PER_TURN:
                 served[routing_id] = served.get(routing_id, 0) + 1
                 _reply(sock, routing_id, answer(frames, False))
@@ -63,6 +61,16 @@ class FairShare:
     def waiting(self, sock: zmq.Socket[bytes]) -> bool:
         """Whether messages on `sock` wait for a later turn (the next one then starts at once)."""
         return bool(self.deferred.get(sock))
+
+
+def queued(recv: Callable[[int], T]) -> Iterator[T]:
+    """What a socket has queued, at most MESSAGES_PER_TURN, without waiting: `recv` is its recv method."""
+    for _ in range(MESSAGES_PER_TURN):
+        try:
+            message = recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        yield message
 
 
 def _reply(sock: zmq.Socket[bytes], routing_id: bytes, message: protocol.Message | None) -> None:

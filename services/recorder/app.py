@@ -37,7 +37,7 @@ from services.common.brokerlink import BrokerLink
 from services.common.channels import PUBLISHED
 from services.common.config import RecorderSettings
 from services.common.errors import PipelineError
-from services.common.fairshare import MESSAGES_PER_TURN, FairShare
+from services.common.fairshare import FairShare, queued
 from services.common.fields import Batch
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
@@ -141,11 +141,7 @@ class Recorder:
         )
 
     def handle_control(self) -> None:
-        for _ in range(MESSAGES_PER_TURN):
-            try:
-                frames = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in queued(self.control.recv_multipart):
             with self.control_guard:
                 message = protocol.decode(frames)
                 if isinstance(message, protocol.Welcome) and self.link.welcome(message):
@@ -154,11 +150,7 @@ class Recorder:
     # -- sources ---------------------------------------------------------------------
 
     def handle_sources(self) -> None:
-        for _ in range(MESSAGES_PER_TURN):
-            try:
-                frame = self.sources.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frame in queued(self.sources.recv):
             with self.sources_guard:
                 self.source_rows.take(frame)
 
