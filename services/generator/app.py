@@ -21,13 +21,13 @@ from typing import cast
 import zmq
 
 from services.common import protocol
-from services.common.brokerlink import BrokerLink
 from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel
 from services.common.config import WorkerSettings
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
 from services.common.waveforms import registry
+from services.common.workerlink import WorkerLink
 from services.generator.runner import SourceChannels
 from services.generator.ticker import Scheduler
 from services.sources import registry as source_registry
@@ -53,7 +53,7 @@ class Worker:
     ) -> None:
         """`source_cpus`: where the sources' threads run (empty: where this thread may)."""
         self.settings = settings
-        self.link = BrokerLink(
+        self.link = WorkerLink(
             ctx, settings, worker=settings.worker_id, role=protocol.GENERATOR, send_hwm=settings.send_hwm
         )
         self.control, self.frames = self.link.control, self.link.frames

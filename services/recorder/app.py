@@ -33,7 +33,6 @@ from pathlib import Path
 import zmq
 
 from services.common import protocol, rundir
-from services.common.brokerlink import BrokerLink
 from services.common.channels import PUBLISHED
 from services.common.config import RecorderSettings
 from services.common.errors import PipelineError
@@ -44,6 +43,7 @@ from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
 from services.common.security import authorize, secure_client, secure_server, start_authenticator
 from services.common.sockets import configure
+from services.common.workerlink import WorkerLink
 from services.recorder.history import History
 from services.recorder.intake import event_channel
 from services.recorder.publishing import Publishing
@@ -101,7 +101,7 @@ class Recorder:
             self.sockets.append(sock)
             return sock
 
-        self.link = BrokerLink(
+        self.link = WorkerLink(
             ctx, settings, worker=settings.recorder_id, role=protocol.RECORDER, send_hwm=10_000
         )
         keys = self.link.keys

@@ -21,12 +21,14 @@ from services.common.logs import fields
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of, reconnect
 
-log = logging.getLogger("zmqstream.brokerlink")
+log = logging.getLogger("zmqstream.workerlink")
 FULL_HEARTBEAT_EVERY = 5
 """Every 5th heartbeat lists the channels even if none changed (1 s at the default 0.2 s)."""
 
 
-class BrokerLink:
+class WorkerLink:
+    """One worker's DEALER and PUB to the broker, and what its heartbeats last told it."""
+
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
