@@ -1,4 +1,4 @@
-"""Event-stream packets as the plugin writes them (services.plugin.events), for the frontend's tests.
+"""Event-stream packets as the plugin writes them (services.plugin.eventframes), for the frontend's tests.
 
     .venv/bin/python tests/capture_events.py > tests/golden/event_stream_packets.jsonl
     .venv/bin/python tests/capture_events.py --logs > tests/golden/event_logs_packets.jsonl
@@ -16,7 +16,7 @@ then those of service=db under a new schema.
 import sys
 
 from services.common.fields import Batch, Column
-from services.plugin import events, labelled
+from services.plugin import eventframes, labelled
 from services.plugin.display import Display
 
 T0 = 1_764_417_600_000_000_000
@@ -44,9 +44,9 @@ def packets() -> list[bytes]:
     )
     changed = Batch([T0 + 4_000_000], [Column("level", "string", ["low"])])
     return [
-        events.packet(first, events.schema(first.schema)),
-        events.packet(second),
-        events.packet(changed, events.schema(changed.schema)),
+        eventframes.packet(first, eventframes.schema(first.schema)),
+        eventframes.packet(second),
+        eventframes.packet(changed, eventframes.schema(changed.schema)),
     ]
 
 
@@ -61,7 +61,7 @@ def logs_packets() -> list[bytes]:
         ],
     )
     return [
-        events.packet(run, labelled.frame_schema(run.schema, shown, labels))
+        eventframes.packet(run, labelled.frame_schema(run.schema, shown, labels))
         for run, labels in labelled.runs(batch, shown.labels)
     ]
 

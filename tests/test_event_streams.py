@@ -34,7 +34,7 @@ from services.common.security import create_keys
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, LiveStream, PluginHost, data_query
-from services.plugin import arrow, display, events, labelled, notices
+from services.plugin import arrow, display, labelled, notices, queues
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.display import Display
 
@@ -486,7 +486,7 @@ def test_event_queue_is_bounded_in_bytes_increasing_and_one_schema_per_take() ->
 
 async def _queue_checks() -> None:
     dropped: list[int] = []
-    queue = events.EventQueue(max_bytes=events.batch_bytes(rows(0, 10)) * 2, on_drop=dropped.append)
+    queue = queues.EventQueue(max_bytes=queues.batch_bytes(rows(0, 10)) * 2, on_drop=dropped.append)
     for i in range(5):
         queue.put(rows(i * 100_000_000, 10))
     assert dropped == [10, 10, 10]

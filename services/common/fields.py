@@ -71,19 +71,23 @@ class Batch:
     def schema(self) -> Schema:
         return Schema(tuple((column.name, column.kind) for column in self.columns))
 
-    def after(self, time_ns: int) -> Batch:
-        """The rows later than `time_ns` (all of them, or a copy of the tail)."""
-        times = self.times
-        if not times or times[0] > time_ns:
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop) of every column (itself when that is all of them)."""
+        if start <= 0 and stop >= len(self.times):
             return self
-        start = bisect.bisect_right(times, time_ns)
-        return Batch(times[start:], [Column(c.name, c.kind, c.values[start:]) for c in self.columns])
+        columns = [Column(c.name, c.kind, c.values[start:stop]) for c in self.columns]
+        return Batch(self.times[start:stop], columns)
+
+    def after(self, time_ns: int) -> Batch:
+        """The rows later than `time_ns`."""
+        return self.rows(bisect.bisect_right(self.times, time_ns), len(self.times))
+
+    def until(self, time_ns: int) -> Batch:
+        """The rows stamped at or before `time_ns`."""
+        return self.rows(0, bisect.bisect_right(self.times, time_ns))
 
     def last(self, count: int) -> Batch:
-        if count >= len(self.times):
-            return self
-        start = len(self.times) - count
-        return Batch(self.times[start:], [Column(c.name, c.kind, c.values[start:]) for c in self.columns])
+        return self.rows(len(self.times) - count, len(self.times))
 
 
 @dataclass(frozen=True, slots=True)

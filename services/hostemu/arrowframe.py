@@ -22,7 +22,7 @@ import pyarrow as pa
 from services.common import fields as kinds
 from services.common.fields import Batch, Column
 from services.hostemu.dataframe import FrameError
-from services.plugin.events import data as frame_data
+from services.plugin.eventframes import data as frame_data
 
 TSTYPES = ("time", "number", "string", "boolean", "enum", "other")
 KINDS = {"double": kinds.FLOAT64, "int64": kinds.INT64, "bool": kinds.BOOL, "string": kinds.STRING}

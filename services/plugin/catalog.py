@@ -21,8 +21,8 @@ from typing import Any
 from services.common.channels import PUBLISHED, SOURCE, UNCHECKED, EventChannel, parse_channel
 from services.common.errors import InvalidChannel
 from services.common.waveforms import registry
-from services.plugin.events import TYPES
-from services.plugin.recorder import Recorder, RecorderUnavailable
+from services.plugin.eventframes import TYPES
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 from services.sources import installed_names
 
 MAX_LOOKUPS = 200
@@ -38,7 +38,7 @@ def generators() -> list[dict[str, str]]:
     ]
 
 
-async def streams(paths: Iterable[str], recorder: Recorder, problems: list[str]) -> dict[str, Any]:
+async def streams(paths: Iterable[str], recorder: RecorderClient, problems: list[str]) -> dict[str, Any]:
     """The `streams` answer for the channels the broker knows (`paths`); `problems` so far."""
     events = [c for c in map(_event_channel, sorted(paths)) if c is not None]
     published = [c for c in events if c.kind == PUBLISHED]
@@ -68,7 +68,7 @@ def _event_channel(path: str) -> EventChannel | None:
 
 
 async def _fields(
-    channels: list[EventChannel], recorder: Recorder, problems: list[str]
+    channels: list[EventChannel], recorder: RecorderClient, problems: list[str]
 ) -> dict[str, list[dict[str, str]]]:
     """Each channel's fields from its last recorded row; a recorder that fails is told once."""
     now = time.time_ns()

@@ -36,7 +36,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -44,13 +44,14 @@ import orjson
 from services.common.channels import PUBLISHED, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, events, frames, labelled, notices
+from services.plugin import backfill, eventframes, frames, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import Pipeline, Pipelines
+from services.plugin.notices import StreamEnded
+from services.plugin.queues import SubscriptionRefused
 from services.plugin.recorder import RecorderUnavailable
 from services.plugin.refusals import Refusals
 
@@ -66,19 +67,11 @@ MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
 
 
-class StreamEnded(Exception):
-    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
-
-    def __init__(self, message: str, packet: bytes) -> None:
-        super().__init__(message)
-        self.packet = packet
-
-
 class EventStreams:
-    def __init__(self, pipelines: Pipelines, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
-        self.pipelines = pipelines
-        self.settings = pipelines.settings
-        self.recorder = pipelines.recorder
+    def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
+        self.brokers = brokers
+        self.settings = brokers.settings
+        self.recorder = brokers.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -102,7 +95,7 @@ class EventStreams:
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
             last, labels = labelled.runs(batch, shown.labels)[-1]  # one frame: the newest labels' rows
-            data = events.packet(last, labelled.frame_schema(last.schema, shown, labels))
+            data = eventframes.packet(last, labelled.frame_schema(last.schema, shown, labels))
         elif problem:
             data = notices.notice_packet(labelled.frame_schema(None, shown), notices.ERROR, problem)
         elif known := await self._latest_schema(channel, to_ns, shown):
@@ -146,12 +139,10 @@ class EventStreams:
     # -- RunStream ---------------------------------------------------------------------
 
     async def run(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, pipeline: Pipeline
-    ) -> AsyncIterator[bytes]:
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, broker: BrokerConnection
+    ) -> AsyncGenerator[bytes, None]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
-        queue = pipeline.hold_events(
-            channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
-        )
+        queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         sent_schema: tuple[Schema, labelled.Labels] | None = None
         notice = notices.PanelNotice(channel, labelled.frame_schema(None, shown))
@@ -186,7 +177,7 @@ class EventStreams:
                     dropped_seen = queue.dropped_rows
                     if changed and frame_schema is None:
                         frame_schema = notice.frame_schema
-                    data = events.packet(batch, frame_schema)
+                    data = eventframes.packet(batch, frame_schema)
                     sent_schema = (batch.schema, labels)
                     floor = batch.times[-1]
                     self.ledger.sent(key, floor)
@@ -201,7 +192,7 @@ class EventStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
-                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -218,7 +209,7 @@ class EventStreams:
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
             ) from None
         finally:
-            pipeline.release(channel.path, queue)
+            broker.release(channel.path, queue)
 
     # -- PublishStream -----------------------------------------------------------------
 

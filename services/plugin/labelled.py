@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.fields import Batch, Column, Schema, concat
-from services.plugin import events
+from services.plugin import eventframes
 from services.plugin.display import Display
 
 Labels = tuple[tuple[str, str], ...]
@@ -71,8 +71,8 @@ def _text(value: Any) -> str:
 
 
 def frame_schema(batch_schema: Schema | None, shown: Display, labels: Labels = ()) -> dict[str, Any]:
-    """events.schema of the fields, with the run's labels on each value field and the logs meta."""
-    built = events.schema(batch_schema, shown)
+    """eventframes.schema of the fields, with the run's labels on each value field and the logs meta."""
+    built = eventframes.schema(batch_schema, shown)
     if labels:
         for entry in built["fields"][1:]:
             entry["labels"] = dict(labels)

@@ -5,7 +5,7 @@ Each query is answered on its own (one bad query never fails the others):
   with the reason (errorSource `downstream`: the request, not the plugin, is at fault),
   as it is for a time range Grafana's int64 nanoseconds cannot hold;
 - the ticks stamped within the time range, cut at now (the stream has not sent later
-  ones), then at most maxDataPoints of them by striding (services.plugin.history), so each
+  ones), then at most maxDataPoints of them by striding (services.plugin.recomputed), so each
   value is exactly the value the live stream sent for that tick;
 - its values (ticks times series) must fit the request's budget and the plugin's budget of
   values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
@@ -41,13 +41,13 @@ from services.common.errors import InvalidChannel
 from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.wording import count
-from services.plugin import arrow, display, events, history, labelled, notices
+from services.plugin import arrow, display, eventframes, labelled, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
-from services.plugin.recorder import Recorder, RecorderUnavailable
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -67,7 +67,7 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: Recorder) -> None:
+    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: RecorderClient) -> None:
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
@@ -152,7 +152,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         meta.update(labelled.meta(shown))
         answered = []
         for rows, labels in labelled.groups(batch or Batch([], []), shown.labels):
-            configs = {c.name: events.field_config(c.name, c.kind, shown) for c in rows.columns}
+            configs = {c.name: eventframes.field_config(c.name, c.kind, shown) for c in rows.columns}
             frame = await asyncio.to_thread(
                 arrow.event_frame_file,
                 rows.times,
@@ -207,7 +207,7 @@ def answer(
     """The response holding `ticks` of `spec` and how many rows it holds; never raises on bad input."""
     try:
         times, columns = packed_values(spec, ticks)
-    except history.HistoryError as exc:
+    except recomputed.RecomputeError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
         arrow.NumberField(field.name, column, field.labels, field.config)
@@ -218,7 +218,7 @@ def answer(
 
 
 def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[array[float]]]:
-    """history.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
+    """recomputed.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
 
     A Python float in a list costs 32 bytes, a packed one 8: a 500,000-value query peaks
     at a few MB more than its answer instead of four times it.
@@ -226,7 +226,7 @@ def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[arr
     times: array[int] = array("q")
     columns = [array("d") for _ in range(spec.series)]
     for start in range(0, len(ticks), CHUNK_TICKS):
-        rows = history.values(spec, ticks[start : start + CHUNK_TICKS])
+        rows = recomputed.values(spec, ticks[start : start + CHUNK_TICKS])
         times.extend(rows.times_ns)
         for column, values in zip(columns, rows.columns, strict=True):
             column.extend(values)
@@ -248,6 +248,6 @@ def _range_ns(query: pb.DataQuery, now_ns: int) -> tuple[int, int]:
 
 def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
     """The ticks a query shows: within its time range, not after now, at most maxDataPoints."""
-    ticks = history.ticks_between(spec, *_range_ns(query, now_ns))
+    ticks = recomputed.ticks_between(spec, *_range_ns(query, now_ns))
     max_points = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
-    return history.strided(ticks, max_points)
+    return recomputed.strided(ticks, max_points)

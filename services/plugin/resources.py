@@ -33,9 +33,9 @@ from services.common.logs import fields
 from services.plugin import catalog
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.broker_connection import BrokerConnections, BrokerUnavailable, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, TooManyBrokers
 from services.sources import installed_names
 
 log = logging.getLogger("zmqstream.plugin.resources")
@@ -45,8 +45,8 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
         self.routes: dict[str, Handler] = {
@@ -88,11 +88,11 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
         problems: list[str] = []
         paths: list[str] = []
         try:
-            pipeline = self.pipelines.get(*config.broker)
-            paths = list((await pipeline.status(self.settings.broker_timeout_s)).channels)
+            broker = self.brokers.get(*config.broker)
+            paths = list((await broker.status(self.settings.broker_timeout_s)).channels)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:
             problems.append(f"broker unavailable, so no published channel is listed: {exc}")
-        return 200, await catalog.streams(paths, self.pipelines.recorder, problems)
+        return 200, await catalog.streams(paths, self.brokers.recorder, problems)
 
     async def generators(self, config: DatasourceConfig) -> Reply:
         return 200, {"generators": catalog.generators()}
@@ -110,13 +110,13 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def channels(self, config: DatasourceConfig) -> Reply:
         try:
-            pipeline = self.pipelines.get(*config.broker)
-            status = await pipeline.status(self.settings.broker_timeout_s)
+            broker = self.brokers.get(*config.broker)
+            status = await broker.status(self.settings.broker_timeout_s)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: the CURVE keys
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,
-            "endpoint": pipeline.control_endpoint,
+            "endpoint": broker.control_endpoint,
             "plugins": status.plugins,
             "channels": [
                 {"path": path, "worker": info.get("worker", ""), "subscribers": info.get("subscribers", 0)}
