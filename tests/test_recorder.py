@@ -135,7 +135,7 @@ def test_a_publisher_flooding_over_the_rate_is_refused_and_others_still_publish(
                 reasons.add(str(exc).split(":")[0])
                 refused += 1
         assert refused >= 15
-        assert reasons == {"pub-flood accepts at most 1000 rows/s (bursts of 1000 rows)"}
+        assert reasons == {"pub-flood accepts at most 1,000 rows/s (bursts of 1,000 rows)"}
         began = time.monotonic()
         assert calm.publish("pub-calm", rows(start, 1)) == 1
         assert time.monotonic() - began < 1
@@ -544,3 +544,17 @@ def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_i
             assert next_beat.channels == {}
     finally:
         pipeline.close()
+
+
+def test_a_refusal_over_the_rate_counts_one_row_as_one_row() -> None:
+    with (
+        recording_pipeline(recorder_args=["--max-rows-per-s", "1"]) as pipeline,
+        Publisher(pipeline.publish_endpoint) as publisher,
+    ):
+        start = now_ms() - 60_000
+        assert publisher.publish("pub-slow", rows(start, 1)) == 1
+        with pytest.raises(Refused) as refused:
+            publisher.publish("pub-slow", rows(start + 10, 1))
+    assert str(refused.value).startswith(
+        "pub-slow accepts at most 1 row/s (bursts of 1 row): 1 row now is over it; send it again later"
+    )

@@ -16,6 +16,7 @@ from services.common.errors import ProtocolError
 from services.common.fairshare import MAX_DEFERRED, PER_PEER_PER_TURN
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.wording import count
 from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
 
@@ -87,10 +88,11 @@ class Publishing:
         rate = self.settings.max_rows_per_s
         budget = self.budgets.get(channel) or Budget(rate, rate, now)
         if not problem and not budget.allows(len(batch), now):
-            problem = (
-                f"{channel} accepts at most {rate:g} rows/s (bursts of {rate:g} rows): "
-                f"these {len(batch)} rows are over it; send them again later, or fewer at once"
-            )
+            one = len(batch) == 1
+            over = f"{count(len(batch), 'row')} now {'is' if one else 'are'} over it"
+            retry = "send it again later" if one else "send them again later, or fewer at once"
+            limit = f"{channel} accepts at most {count(rate, 'row')}/s (bursts of {count(rate, 'row')})"
+            problem = f"{limit}: {over}; {retry}"
         if problem:
             told = ring.schema if ring is not None and batch.schema != ring.schema else None
             return protocol.PublishReply(message.request_id, 0, problem, dict(told.fields) if told else {})
