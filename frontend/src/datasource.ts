@@ -54,7 +54,10 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
         out[key] = text !== '' && Number.isFinite(Number(text)) ? Number(text) : text;
       }
     }
-    if (Array.isArray(query.labels)) {
+    if (kindOf(query) === 'generator') {
+      delete out.labels; // an event channel's options, left over from another kind: not the backend's concern
+      delete out.logs;
+    } else if (Array.isArray(query.labels)) {
       // a multi-value variable becomes one label field per value
       out.labels = query.labels.flatMap((name) => templates.replace(String(name), scopedVars, 'csv').split(','));
     }

@@ -304,5 +304,7 @@ describe('label fields and logs in the Live path', () => {
     expect(channel).toBe('pub-lab');
     expect(JSON.parse(atob(encoded.replace(/-/g, '+').replace(/_/g, '/')))).toEqual({ labels: ['room', 'site'], logs: true });
     expect(queryLivePath({ refId: 'A', labels: ['room'], logs: true })).toBe('custom-0-100-1000'); // a generator has neither
+    const generator = ds.applyTemplateVariables({ refId: 'A', labels: ['$nope'], logs: true }, {});
+    expect([generator.labels, generator.logs]).toEqual([undefined, undefined]); // nor sends them to QueryData
   });
 });
