@@ -178,10 +178,15 @@ class RunDirSettings(Settings):
         "", "group allowed in the run folder and its ipc sockets, e.g. grafana (default: owner only)"
     )
 
+    SHARES_SOCKETS: ClassVar[bool] = True
+    """A pipeline process, whose user must then belong to the socket group (the plugin only connects)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.socket_group:
             rundir.group_id(self.socket_group)
+            if self.SHARES_SOCKETS:
+                rundir.require_member(self.socket_group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +326,7 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
     """The gRPC plugin process Grafana launches."""
 
     ENV_PREFIXES = (GRAFANA_INI_PREFIX, ENV_PREFIX)
+    SHARES_SOCKETS = False
 
     run_dir: str = setting(
         default_run_dir, "the folder of the broker's ipc sockets (as the broker's)", "/tmp/zmqstream-<uid>"
