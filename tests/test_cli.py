@@ -118,7 +118,10 @@ def test_watch_says_why_there_is_nothing_to_watch(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"zmqstream watch: Broker unreachable: no broker at {no_broker}: " in result.stderr
-    assert "does not exist. Is it running?" in result.stderr
+    assert (
+        "the run folder " + str(tmp_path / "nothing") + " does not exist as this process sees it"
+        in result.stderr
+    )
     assert elapsed < 15
 
     missing, _ = zmqstream("watch", "custom-1-2-100", "--plugin", str(tmp_path / "gpx_nothing"))

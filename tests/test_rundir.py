@@ -211,7 +211,9 @@ def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
 ) -> None:
     host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
     try:
-        assert "does not exist. Is it running?" in host.check_health().message  # nothing there yet
+        assert (
+            f"the run folder {folder_name} does not exist" in host.check_health().message
+        )  # nothing there yet
         made_by(stranger, folder_name, "777")
         with fake_broker(folder_name):
             assert answers(folder_name)
