@@ -154,3 +154,18 @@ def test_watch_without_workers_and_with_them() -> None:
         assert f"no rows of {hourly} for 1 s" in silent.stderr
     finally:
         pipeline.close()
+
+
+def test_every_command_takes_run_dir_and_its_variable(tmp_path: Path) -> None:
+    shim = str(write_launchers(tmp_path)[0])
+    folder = tmp_path / "elsewhere"
+    expected = f"no broker at ipc://{folder}/control"
+    by_flag, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), "--run-dir", str(folder))
+    by_variable, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), env={"ZMQSTREAM_RUN_DIR": str(folder)})
+    watched, _ = zmqstream("watch", "custom-1-2-100", "--plugin", shim, "--run-dir", str(folder))
+    for result in (by_flag, by_variable, watched):
+        assert result.returncode == 1
+        assert expected in result.stderr, result.stderr
+    for command in ("status", "watch", "publish"):
+        helped, _ = zmqstream(command, "--help")
+        assert "--run-dir" in helped.stdout and "ZMQSTREAM_RUN_DIR" in helped.stdout, command

@@ -264,11 +264,14 @@ def test_the_readmes_old_tmp_setting_is_explained_not_asked_about(
 ) -> None:
     # The pipeline's folder as `make run` makes it: in the host's /tmp, which the sandbox hides.
     old = Path(f"/tmp/zmqstream-{pwd.getpwnam(PIPELINE_USER).pw_uid}")
+    old.mkdir(mode=0o700)
+    os.chown(old, pwd.getpwnam(PIPELINE_USER).pw_uid, -1)
     host = sandboxed_plugin(installed, {"run_dir": str(old), "socket_group": installed.group})
     try:
         health = host.check_health()
     finally:
         host.stop()
+        old.rmdir()
     assert health.status == pb.CheckHealthResponse.ERROR
     assert f"the run folder {old} does not exist as this process sees it" in health.message
     assert "private /tmp" in health.message
