@@ -168,4 +168,5 @@ def test_every_command_takes_run_dir_and_its_variable(tmp_path: Path) -> None:
         assert expected in result.stderr, result.stderr
     for command in ("status", "watch", "publish"):
         helped, _ = zmqstream(command, "--help")
-        assert "--run-dir" in helped.stdout and "ZMQSTREAM_RUN_DIR" in helped.stdout, command
+        assert "--run-dir" in helped.stdout, command
+        assert "ZMQSTREAM_RUN_DIR" in helped.stdout, command

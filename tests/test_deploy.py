@@ -136,4 +136,5 @@ def test_build_plugin_checks_its_inputs_before_making_anything(tmp_path: Path) -
     )
     assert result.returncode == 1
     assert "frontend/dist/module.js is missing: build the frontend first (make frontend)" in result.stderr
-    assert not venv.exists() and not plugins.exists()
+    assert not venv.exists()
+    assert not plugins.exists()
