@@ -88,8 +88,12 @@ if [ "$(readlink -f "$venv/bin/python" 2>/dev/null)" != "$python" ]; then
   "$python" -m venv --clear "$venv"
   say "made $venv from $python"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$checkout" ||
-  die "pip could not install $checkout into $venv (above: why); nothing else was changed"
+# from a copy, as the image does: a build in the checkout would leave root's files in it
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r "$checkout/pyproject.toml" "$checkout/README.md" "$checkout/services" "$stage/"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$stage" ||
+  die "pip could not install zmqstream into $venv (above: why); the plugin folder and the service were left as they were"
 say "installed zmqstream into $venv"
 
 # --- the plugin folder Grafana loads, running the venv's Python ---------------------------

@@ -10,6 +10,7 @@ never answers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -70,10 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             w.get("role", "generator") == "generator" for w in reply.workers.values()
         ):
             time.sleep(STARTSECS_S)  # after supervisord's "entered RUNNING" lines, so the summary comes last
-            try:
+            with contextlib.suppress(PipelineError):
                 reply = fetch(access, 1.0)  # by now every program that started has joined
-            except PipelineError:
-                pass
             print(summary(run_dir, reply), flush=True)
             return 0
         time.sleep(0.5)
