@@ -107,6 +107,16 @@ def installed() -> Iterator[Installed]:
                 timeout=600,
             )
             assert result.returncode == 0, result.stdout + result.stderr
+            again = subprocess.run(  # idempotent: an upgrade is the same command
+                ["bash", str(INSTALL)],
+                env=install_env(root, group),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert f"user {PIPELINE_USER} exists" in again.stdout
+            assert "made " not in again.stdout  # the venv is kept
             venv = root / "opt/zmqstream/venv"
             yield Installed(
                 root,
