@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -47,20 +48,16 @@ class Installed:
     grafana: User
     output: str
 
-    def run_as_pipeline(self, argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def as_pipeline(self) -> dict[str, Any]:
+        """subprocess arguments that run a program as the install's user, as its service does."""
         entry = pwd.getpwnam(PIPELINE_USER)
-        return subprocess.run(
-            argv,
-            input=stdin,
-            user=entry.pw_uid,
-            group=entry.pw_gid,
-            extra_groups=[grp.getgrnam(self.group).gr_gid],
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return {
+            "user": entry.pw_uid,
+            "group": entry.pw_gid,
+            "extra_groups": [grp.getgrnam(self.group).gr_gid],
+            "env": {"PATH": "/usr/bin:/bin"},
+            "cwd": "/",
+        }
 
 
 def install_env(root: Path, group: str) -> dict[str, str]:
@@ -81,6 +78,10 @@ def install_env(root: Path, group: str) -> dict[str, str]:
     }
 
 
+def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=600)
+
+
 def sandbox_usable() -> str:
     """Why the sandbox cannot be built here, or ''."""
     if os.geteuid() != 0:
@@ -99,21 +100,9 @@ def installed() -> Iterator[Installed]:
         root = Path(tempfile.mkdtemp(prefix="zmqstream-sandbox-", dir="/opt"))
         root.chmod(0o755)
         try:
-            result = subprocess.run(
-                ["bash", str(INSTALL)],
-                env=install_env(root, group),
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+            result = install(install_env(root, group))
             assert result.returncode == 0, result.stdout + result.stderr
-            again = subprocess.run(  # idempotent: an upgrade is the same command
-                ["bash", str(INSTALL)],
-                env=install_env(root, group),
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+            again = install(install_env(root, group))  # idempotent: an upgrade is the same command
             assert again.returncode == 0, again.stdout + again.stderr
             assert f"user {PIPELINE_USER} exists" in again.stdout
             assert "made " not in again.stdout  # the venv is kept
@@ -135,7 +124,6 @@ def installed() -> Iterator[Installed]:
 @pytest.fixture(scope="module")
 def pipeline(installed: Installed) -> Iterator[Path]:
     """supervisord with the installed conf, as the pipeline's user; yields its log."""
-    entry = pwd.getpwnam(PIPELINE_USER)
     log = installed.root / "supervisord.out"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -144,11 +132,7 @@ def pipeline(installed: Installed) -> Iterator[Path]:
                 "-c",
                 str(installed.root / "etc/zmqstream/supervisord.conf"),
             ],
-            user=entry.pw_uid,
-            group=entry.pw_gid,
-            extra_groups=[grp.getgrnam(installed.group).gr_gid],
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
+            **installed.as_pipeline(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -238,7 +222,7 @@ def test_published_history_and_publishstream_work_through_the_sandbox(
 ) -> None:
     start_ms = time.time_ns() // 1_000_000 - 5_000
     lines = "".join(orjson.dumps({"time": start_ms + i, "temp": float(i)}).decode() + "\n" for i in range(3))
-    published = installed.run_as_pipeline(
+    published = subprocess.run(
         [
             str(installed.venv / "bin/zmqstream"),
             "publish",
@@ -248,7 +232,11 @@ def test_published_history_and_publishstream_work_through_the_sandbox(
             "--socket-group",
             installed.group,
         ],
-        lines,
+        input=lines,
+        **installed.as_pipeline(),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert published.returncode == 0, published.stderr
     context = PUBLISHER.context()
@@ -297,15 +285,13 @@ def test_the_install_refuses_a_python_under_a_home_folder_and_a_missing_group(tm
         home_python.write_text("#!/bin/sh\nexit 0\n")
         home_python.chmod(0o755)
         env = {**install_env(tmp_path, "root"), "ZMQSTREAM_INSTALL_PYTHON": str(home_python)}
-        refused = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+        refused = install(env)
         assert refused.returncode == 1
         assert f"Python {home_python} is {home_python}, under a home folder" in refused.stderr
         assert "Grafana's user cannot execute it and ProtectHome hides it" in refused.stderr
     finally:
         shutil.rmtree(home_python.parent)
-    no_group = subprocess.run(
-        ["bash", str(INSTALL)], env=install_env(tmp_path, "zs-no-such-group"), capture_output=True, text=True
-    )
+    no_group = install(install_env(tmp_path, "zs-no-such-group"))
     assert no_group.returncode == 1
     assert "there is no group zs-no-such-group: install Grafana first" in no_group.stderr
     assert not (tmp_path / "opt").exists()  # refused before anything was made
