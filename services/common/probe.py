@@ -88,7 +88,7 @@ def missing_folder(folder: Path) -> str:
             "in /tmp is invisible. Start the pipeline (make run); for such a Grafana, install it with "
             "deploy/install.sh and set run_dir = /run/zmqstream (README: Grafana installed as a service)"
         )
-    return f"{said}: start the pipeline that uses it (make run; for the system install, systemctl start zmqstream)"
+    return f"{said}: start its pipeline (make run; the system install: systemctl start zmqstream)"
 
 
 def ipc_listening(endpoint: str) -> bool:
