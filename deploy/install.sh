@@ -26,6 +26,7 @@ ZS_PYTHON=${ZMQSTREAM_INSTALL_PYTHON:-/usr/bin/python3}
 ZS_WORKERS=${ZMQSTREAM_INSTALL_WORKERS:-$(nproc)}
 ZS_START=${ZMQSTREAM_INSTALL_START:-1}                          # 0: install only, start nothing
 set -euo pipefail
+umask 022  # what it installs is read by Grafana's user and the pipeline's, whatever root's umask
 checkout=$(cd "$(dirname "$0")/.." && pwd)
 plugin_id=zmqstream-stream-datasource
 
