@@ -79,7 +79,10 @@ def install_env(root: Path, group: str) -> dict[str, str]:
 
 
 def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=600)
+    """deploy/install.sh as a hardened root runs it (umask 027: nothing readable by others unless made so)."""
+    return subprocess.run(
+        ["bash", str(INSTALL)], env=env, umask=0o027, capture_output=True, text=True, timeout=600
+    )
 
 
 def sandbox_usable() -> str:
