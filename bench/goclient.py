@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,24 +51,74 @@ def client() -> Client:
     return Client(BINARY)
 
 
-def drive(binary: Path, args: list[str], timeout_s: float = 300) -> dict[str, Any]:
-    """Run the client with `args`; its JSON figures (RuntimeError with its stderr if it failed)."""
-    done = subprocess.run(
-        [str(binary), *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"zsbench-client {' '.join(args)} failed: {done.stderr.strip()[:3000]}")
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+PLUGIN_UP = "zsbench-client: plugin up, pid"
+WINDOW_OPEN = "zsbench-client: window open"
+"""The lines main.go writes on stderr as it goes."""
 
 
-def on_pipeline(
-    binary: Path, pipeline: Pipeline, args: list[str], settings: dict[str, str]
-) -> dict[str, Any]:
+class Running:
+    """The client running with `args`; its stderr is read as it comes (the milestones above)."""
+
+    def __init__(self, binary: Path, args: list[str]) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.stderr: list[str] = []
+        self.changed = threading.Condition()
+        self.ended = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self.changed:
+                self.stderr.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def wait_for(self, marker: str, timeout_s: float = 120) -> str:
+        """The first stderr line starting with `marker`; RuntimeError if the client ends first."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.ended or any(line.startswith(marker) for line in self.stderr), timeout_s
+            )
+            line = next((line for line in self.stderr if line.startswith(marker)), None)
+        if line is None:
+            self.process.kill()
+            self.finish()  # raises with the client's error
+            raise RuntimeError(f"zsbench-client {' '.join(self.args)}: no {marker!r} in {timeout_s:g} s")
+        return line
+
+    def finish(self, timeout_s: float = 300) -> dict[str, Any]:
+        """Its JSON figures once it ends (RuntimeError with its stderr if it failed)."""
+        try:
+            out, _ = self.process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        self.reader.join(5)
+        if self.process.returncode != 0:
+            message = "\n".join(self.stderr).strip()[:3000]
+            raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {message}")
+        figures: dict[str, Any] = json.loads(out)
+        return figures
+
+
+def drive(binary: Path, args: list[str]) -> dict[str, Any]:
+    """Run the client with `args` to its end; its JSON figures."""
+    return Running(binary, args).finish()
+
+
+def launch_on(binary: Path, pipeline: Pipeline, args: list[str], settings: dict[str, str]) -> Running:
     """The client launching the plugin on `pipeline` as Grafana would, its ini section `settings`."""
     shim = write_launchers(pipeline.run_dir)[0]
     ini = [f"-setting={key}={value}" for key, value in {"run_dir": str(pipeline.run_dir), **settings}.items()]
-    return drive(binary, ["-plugin", str(shim), "-workers", str(len(pipeline.workers)), *ini, *args])
+    return Running(binary, ["-plugin", str(shim), "-workers", str(len(pipeline.workers)), *ini, *args])
 
 
 def arrived(seconds: list[float]) -> list[float]:
@@ -81,6 +132,6 @@ def run_pipeline(
     """A fresh pipeline of `workers`, the client launching the plugin on it, then everything stopped."""
     pipeline = Pipeline(workers)
     try:
-        return on_pipeline(binary, pipeline, args, settings or {})
+        return launch_on(binary, pipeline, args, settings or {}).finish()
     finally:
         pipeline.close()

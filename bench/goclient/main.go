@@ -43,6 +43,12 @@ var grafanaEnv = []string{
 // grafanaPluginSet is the set Grafana registers for protocol version 2; each hands out the connection.
 var grafanaPluginSet = []string{"diagnostics", "resource", "data", "stream", "admission", "conversion", "renderer"}
 
+// What the client tells on stderr as it goes, for a profiler (bench/profile.py) to start on.
+const (
+	PluginUp   = "zsbench-client: plugin up, pid"
+	WindowOpen = "zsbench-client: window open"
+)
+
 type connPlugin struct{ plugin.NetRPCUnsupportedPlugin }
 
 func (connPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error { return nil }
@@ -62,7 +68,7 @@ type options struct {
 	subscribe                           bool
 	queryHours                          float64
 	tickMs                              float64
-	wait, warmup, window                time.Duration
+	wait, warmup, window, hold          time.Duration
 }
 
 // stream is one RunStream's figures; only its own goroutine writes them until the run ends.
@@ -121,6 +127,7 @@ func main() {
 	flag.DurationVar(&o.wait, "wait", 20*time.Second, "how long a stream may take to send its first packet")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "after every first packet, before the window")
 	flag.DurationVar(&o.window, "seconds", 0, "the steady window (0: none)")
+	flag.DurationVar(&o.hold, "hold", 0, "wait this long after the plugin is up (for a profiler to attach)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "zsbench-client:", err)
@@ -164,6 +171,8 @@ func run(o options) error {
 	if r.PluginPid > 0 {
 		r.RssBeforeKiB = rssKiB(r.PluginPid)
 	}
+	fmt.Fprintf(os.Stderr, "%s %d\n", PluginUp, r.PluginPid)
+	time.Sleep(o.hold)
 	drive(o, conn, pctx, &r)
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
@@ -333,6 +342,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 		opened := time.Now()
 		windowStart.Store(opened.UnixNano())
 		windowEnd.Store(opened.Add(o.window).UnixNano())
+		fmt.Fprintln(os.Stderr, WindowOpen)
 		time.Sleep(o.window)
 		r.WindowS = time.Since(opened).Seconds()
 		r.PluginCPU, r.ClientCPU = cpuSeconds(r.PluginPid)-cpu1, selfCPU()-client1
