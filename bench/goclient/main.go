@@ -62,20 +62,20 @@ func (s *settingsFlag) String() string     { return strings.Join(*s, ",") }
 func (s *settingsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 type options struct {
-	executable, addr, pattern, jsonData string
-	settings                            settingsFlag
-	count, gate, serverPid, workers     int
-	subscribe                           bool
-	queryHours                          float64
-	tickMs                              float64
-	wait, warmup, window, hold          time.Duration
+	executable, addr, pattern, jsonData, logLevel string
+	settings                                      settingsFlag
+	count, gate, serverPid, workers               int
+	subscribe                                     bool
+	queryHours                                    float64
+	tickMs                                        float64
+	wait, warmup, window, hold                    time.Duration
 }
 
 // stream is one RunStream's figures; only its own goroutine writes them until the run ends.
 type stream struct {
 	path                string
 	called, first, live time.Time
-	failed              string
+	failed, message     string
 	lastNs              int64
 	outOfOrder          bool
 	rows, packets       int
@@ -99,6 +99,7 @@ type result struct {
 	Silent         int                `json:"silent"`
 	OutOfOrder     int                `json:"out_of_order"`
 	Failed         map[string]int     `json:"failed"`
+	Errors         map[string]string  `json:"errors"`
 	WindowS        float64            `json:"window_s"`
 	Rows           int                `json:"rows"`
 	Packets        int                `json:"packets"`
@@ -127,6 +128,7 @@ func main() {
 	flag.DurationVar(&o.wait, "wait", 20*time.Second, "how long a stream may take to send its first packet")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "after every first packet, before the window")
 	flag.DurationVar(&o.window, "seconds", 0, "the steady window (0: none)")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "the plugin's log lines shown on stderr from this level up")
 	flag.DurationVar(&o.hold, "hold", 0, "wait this long after the plugin is up (for a profiler to attach)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -136,7 +138,7 @@ func main() {
 }
 
 func run(o options) error {
-	r := result{Failed: map[string]int{}, LatencyMs: map[string]float64{}, Streams: o.count}
+	r := result{Failed: map[string]int{}, Errors: map[string]string{}, LatencyMs: map[string]float64{}, Streams: o.count}
 	var conn *grpc.ClientConn
 	if o.executable != "" {
 		started := time.Now()
@@ -209,7 +211,7 @@ func launch(o options) (*plugin.Client, *grpc.ClientConn, int, error) {
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Managed:          false,
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: os.Stderr, Level: hclog.Warn}),
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: os.Stderr, Level: hclog.LevelFromString(o.logLevel)}),
 	})
 	protocol, err := client.Client()
 	if err != nil {
@@ -281,7 +283,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 				from := to.Add(-time.Duration(o.queryHours * float64(time.Hour)))
 				began := time.Now()
 				if err := query(ctx, dataClient, pctx, s.path, from, to); err != nil {
-					s.failed = "QueryData " + code(err)
+					s.failed, s.message = "QueryData "+code(err), err.Error()
 				}
 				queried[i] = time.Since(began).Seconds()
 				// The frontend's after is its frame's last row; the range's end is that row's millisecond or later.
@@ -290,7 +292,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 			if o.subscribe && s.failed == "" {
 				req := &pb.SubscribeStreamRequest{PluginContext: pctx, Path: s.path, Data: data}
 				if _, err := streamClient.SubscribeStream(ctx, req); err != nil {
-					s.failed = "SubscribeStream " + code(err)
+					s.failed, s.message = "SubscribeStream "+code(err), err.Error()
 				}
 			}
 			<-gate
@@ -304,7 +306,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 			s.called = time.Now()
 			call, err := streamClient.RunStream(ctx, &pb.RunStreamRequest{PluginContext: pctx, Path: s.path})
 			if err != nil {
-				s.failed = "RunStream " + code(err)
+				s.failed, s.message = "RunStream "+code(err), err.Error()
 				return
 			}
 			for {
@@ -312,7 +314,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 				now := time.Now()
 				if err != nil {
 					if ctx.Err() == nil {
-						s.failed = "RunStream " + code(err)
+						s.failed, s.message = "RunStream "+code(err), err.Error()
 					}
 					return
 				}
@@ -357,6 +359,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 	for i, s := range streams {
 		if s.failed != "" {
 			r.Failed[s.failed]++
+			r.Errors[s.failed] = s.message // one of them, to say what went wrong
 		}
 		if s.outOfOrder {
 			r.OutOfOrder++
