@@ -39,9 +39,14 @@ class Client:
 
 @functools.cache
 def client() -> Client:
-    """Build the client (Go's cache makes a rebuild quick); None with the reason if it cannot be."""
+    """Build the client once per run (Go's cache makes a rebuild quick), or say why it cannot be."""
+    return build()
+
+
+def build(env: dict[str, str] | None = None) -> Client:
+    """Run build.sh (in `env`, if given); the binary, or None with the reason."""
     try:
-        built = subprocess.run([BUILD], capture_output=True, text=True, timeout=600, check=False)
+        built = subprocess.run([BUILD], capture_output=True, text=True, timeout=600, check=False, env=env)
     except (OSError, subprocess.TimeoutExpired) as error:
         return Client(None, f"bench/goclient/build.sh did not run ({error})")
     if built.returncode != 0:
