@@ -28,12 +28,19 @@ def run(quick: bool) -> list[Result]:
     )
     cores = figures["plugin_cpu_s"] / figures["window_s"]
     kib = (figures["plugin_rss_kib"] - figures["plugin_rss_before_kib"]) / count
-    late = figures["late_streams"] + figures["silent"]
+    late = figures["late_streams"]  # a stream with no row in the window counts: 2 ticks without one
     return [
         Result("many", f"{count:,} streams at 1 Hz: all started in", figures["start_s"], "s"),
         Result("many", "plugin CPU", cores, "cores", "≤ 1", cores <= 1),
         Result("many", "plugin memory per stream", kib, "KiB", "≤ 20", kib <= 20),
-        Result("many", "streams late by more than 2 ticks (or silent)", late, "streams", "0", late == 0),
+        Result(
+            "many",
+            "streams late by more than 2 ticks (failed and silent ones too)",
+            late,
+            "streams",
+            "0",
+            late == 0,
+        ),
         Result("many", "rows/s carried", figures["rows"] / seconds, "rows/s"),
         Result("many", "p99 tick → client", figures["latency_ms"].get("p99", float("nan")), "ms"),
         Result("many", "client CPU (Go)", figures["client_cpu_s"] / figures["window_s"], "cores"),
