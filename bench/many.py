@@ -20,7 +20,7 @@ TICK_MS = 1000
 def when(figures: dict[str, Any]) -> str:
     """When the failures came, in seconds from the first request (one burst, or spread out)."""
     at = figures.get("failed_at_s") or []
-    return f", {min(at):.2f}–{max(at):.2f} s after the first request" if at else ""
+    return f", {min(at):.2f} to {max(at):.2f} s after the first request" if at else ""
 
 
 def run(quick: bool) -> list[Result]:
