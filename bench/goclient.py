@@ -109,7 +109,7 @@ class Running:
             raise
         self.reader.join(5)
         if self.process.returncode != 0:
-            message = "\n".join(self.stderr).strip()[:3000]
+            message = "\n".join(self.stderr).strip()[-6000:]  # a goroutine dump ends with the waiting ones
             raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {message}")
         figures: dict[str, Any] = json.loads(out)
         return figures
