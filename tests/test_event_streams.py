@@ -296,6 +296,25 @@ def test_publish_is_refused_to_viewers_to_datasources_not_opted_in_and_to_other_
     assert messages.count("publish refused") >= 9
 
 
+def test_a_refused_publish_tells_its_caller_why(host: PluginHost) -> None:
+    """The reason went to the plugin's log alone; the caller now gets it as the response's data."""
+
+    def reason(path: str, data: Any, role: str = "Editor") -> str:
+        context = PUBLISHER_DS.context()
+        context.user.role = role
+        request = pb.PublishStreamRequest(pluginContext=context, path=path, data=orjson.dumps(data))
+        response: pb.PublishStreamResponse = host.stream.PublishStream(request, timeout=10)
+        assert response.status != pb.PublishStreamResponse.OK
+        error: str = orjson.loads(response.data)["error"]
+        return error
+
+    assert "needs the Editor or Admin role, the user's is 'Viewer'" in reason(CHANNEL, {"v": 1}, "Viewer")
+    assert "custom-0-1-100 is not a published channel" in reason("custom-0-1-100", {"v": 1})
+    assert "pub-" in reason("pub-", {"v": 1})
+    assert "'temp'" in reason(CHANNEL, {"temp": [1]})
+    assert "recorder" in reason(CHANNEL, {"v": 1})  # none runs in this module's pipeline
+
+
 def test_publish_without_a_recorder_is_not_found(host: PluginHost) -> None:
     status = publish(host, CHANNEL, {"temp": 21.5}, PUBLISHER_DS)
     assert status == pb.PublishStreamResponse.NOT_FOUND

@@ -55,7 +55,7 @@ Sockets:
 | StatusRequest    | anyone → broker  | ask for the broker's view                                 |
 | StatusReply      | broker → asker   | workers, channels, subscribers                            |
 | Publish          | publisher → recorder | rows for a published channel                          |
-| PublishReply     | recorder → publisher | how many were accepted, or why none (and the schema)  |
+| PublishReply     | recorder → publisher | how many were accepted, or why none (the schema, when to retry) |
 | HistoryRequest   | plugin → recorder | an event channel's recorded rows in a time range         |
 | HistoryReply     | recorder → plugin | those rows, or why not                                   |
 
@@ -278,6 +278,12 @@ class Publish(Message):
     channel: str
     times: list[int]
     columns: list[Column]
+    publisher: str = ""
+    """Who sends (a Publisher's random id): with `sequence`, what makes a retry apply once."""
+    sequence: int = 0
+    """Counts the publisher's batches up from 1 (0: none); sent again unchanged with the same
+    rows, it is answered as before and applied once (the recorder remembers the last per
+    publisher and channel)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,6 +295,11 @@ class PublishReply(Message):
     error: str = ""
     schema: dict[str, str] = dataclasses.field(default_factory=dict)
     """The channel's fields and kinds, in order, when the rows did not fit them: convert and send again."""
+    wait_ms: int = 0
+    """Refused for the channel's rows-per-second budget alone: the same Publish is taken after
+    this many milliseconds (nothing else is wrong with it)."""
+    most_rows: int = 0
+    """Refused because a burst of the budget holds fewer rows: send at most this many at once."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

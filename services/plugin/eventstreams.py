@@ -19,7 +19,8 @@ must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed 
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
 at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
-PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way.
+PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged and is the
+response's data, `{"error": "<reason>"}`, for the caller.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
 any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
 client's own JSON into the channel as well, over the websocket (over HTTP it publishes
@@ -39,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from services.common.channels import PUBLISHED, EventChannel
+from services.common.channels import PUBLISHED, Channel, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
 from services.plugin import backfill, eventframes, frames, notices
@@ -197,39 +198,35 @@ class EventStreams:
     # -- PublishStream -----------------------------------------------------------------
 
     async def publish(
-        self, request: pb.PublishStreamRequest, channel: EventChannel, config: DatasourceConfig
-    ) -> pb.PublishStreamResponse.Status.ValueType:
-        """The PublishStreamResponse status for `request` (refusals logged with their reason)."""
-        refused = pb.PublishStreamResponse.PERMISSION_DENIED
+        self, request: pb.PublishStreamRequest, channel: Channel, config: DatasourceConfig
+    ) -> pb.PublishStreamResponse:
+        """The answer to `request`: OK, or a refusal whose data says why (and logged)."""
         role = request.pluginContext.user.role
         why = ""
         if not config.allow_publish:
             why = f"datasource {config.uid} does not allow publishing (its setting allowPublish is off)"
         elif role not in EDITOR_ROLES:
             why = f"publishing needs the Editor or Admin role, the user's is {role or 'none'!r}"
-        elif channel.kind != PUBLISHED:
+        elif not isinstance(channel, EventChannel) or channel.kind != PUBLISHED:
             why = f"{channel.path} is not a published channel (pub-<name>): only those take rows"
         elif not self._admit(config.uid):
             why = f"datasource {config.uid} publishes more than {PUBLISH_PER_S:g} times a second"
         if why:
-            log.warning("publish refused", extra=fields(path=request.path[:200], error=why))
-            return refused
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         try:
             batch = _rows(request.data)
             reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
-            log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
-            return refused
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, str(exc))
         except RecorderUnavailable as exc:
-            log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
-            return pb.PublishStreamResponse.NOT_FOUND
-        if reply.error or reply.accepted != len(batch):
-            log.warning(
-                "publish refused by the recorder", extra=fields(path=request.path, error=reply.error[:300])
+            return publish_refused(
+                pb.PublishStreamResponse.NOT_FOUND, request.path, str(exc), "publish failed"
             )
-            return refused
+        if reply.error or reply.accepted != len(batch):
+            why = f"the recorder refused the rows: {reply.error}"
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         log.debug("published", extra=fields(path=request.path, rows=len(batch)))
-        return pb.PublishStreamResponse.OK
+        return pb.PublishStreamResponse(status=pb.PublishStreamResponse.OK)
 
     def _admit(self, uid: str) -> bool:
         """A token bucket per datasource: PUBLISH_PER_S a second, as many at once."""
@@ -241,6 +238,15 @@ class EventStreams:
         while len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
         return admitted
+
+
+def publish_refused(
+    status: pb.PublishStreamResponse.Status.ValueType, path: str, why: str, what: str = "publish refused"
+) -> pb.PublishStreamResponse:
+    """A PublishStream refusal: logged as `what`, and its reason in the data for the caller
+    (`{"error": why}`; Grafana's own Live API answers its HTTP status text alone)."""
+    log.warning(what, extra=fields(path=path[:200], error=why[:300]))
+    return pb.PublishStreamResponse(status=status, data=orjson.dumps({"error": why}))
 
 
 FRAME_KEYS = frozenset(("schema", "data"))
