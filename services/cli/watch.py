@@ -1,7 +1,8 @@
 """`zmqstream watch <path>`: a channel's live values in the terminal, through the real plugin.
 
 It launches the plugin the way Grafana does (services.hostemu), opens RunStream and
-redraws one line per packet: a sparkline of the latest values of the first number field,
+redraws one line per packet, the first for the rows SubscribeStream answered (an event
+channel's recorded rows): a sparkline of the latest values of the first number field,
 the last value, rows per second and the tick-to-screen latency (median and p99). An
 event channel (`source-host-1000`, `pub-<name>`), whose rows carry several fields of
 any kind, also gets its latest row as `name=value` pairs. Whatever
@@ -90,32 +91,48 @@ class Watchdog(threading.Thread):
 
 
 def watch(
-    host: PluginHost, path: str, *, rows: int, width: int, plain: bool, out: TextIO, timeout_s: float
+    host: PluginHost,
+    path: str,
+    *,
+    rows: int,
+    width: int,
+    plain: bool,
+    out: TextIO,
+    timeout_s: float,
+    initial: bytes = b"",
 ) -> int:
+    """Draw the stream of `path`, starting from the rows of its SubscribeStream answer (`initial`)."""
     stream = host.run_stream(path)
     frame = stream.frame
     watcher = Watcher(width)
     watchdog = Watchdog(stream, timeout_s)
-    watchdog.start()
     seen = 0
     events = not path.startswith("custom-")  # rows of named fields of any kind, not series
+
+    def draw(received: float) -> bool:
+        """One line for the rows new in the frame; True once `rows` were shown."""
+        nonlocal seen
+        number = first_number(frame)
+        new = frame.values[number][seen:] if number is not None else []
+        watcher.add(frame.times_ns[seen:], new, received)
+        seen = len(frame.times_ns)
+        line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
+        out.write(line + "\n" if plain else "\r\x1b[2K" + line)
+        out.flush()
+        return bool(rows) and watcher.rows >= rows
+
+    if initial and frame.push(initial) and draw(time.time()):  # the recorded rows first
+        stream.cancel()
+        return 0
+    watchdog.start()
     try:
         for _ in stream.packets_iter():
             watchdog.last = time.monotonic()
-            times = frame.times_ns[seen:]
-            number = first_number(frame)
-            watcher.add(
-                times, frame.values[number][seen:] if number is not None else [], stream.received_at[-1]
-            )
-            seen = len(frame.times_ns)
-            line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
-            out.write(line + "\n" if plain else "\r\x1b[2K" + line)
-            out.flush()
-            if rows and watcher.rows >= rows:
+            if draw(stream.received_at[-1]):
                 break
     except grpc.RpcError as exc:
         if watchdog.fired:
-            return fail(f"no rows of {path} for {timeout_s:g} s: is a worker running? (zmqstream status)")
+            return fail(silence(path, timeout_s))
         return fail(f"the plugin ended the stream of {path}: {exc.details()}")
     except KeyboardInterrupt:
         pass
@@ -125,6 +142,17 @@ def watch(
         if not plain:
             out.write("\n")
     return 0
+
+
+def silence(path: str, timeout_s: float) -> str:
+    """Why no row came: a published channel waits for its publishers, the others for a worker."""
+    if path.startswith("pub-"):
+        channel = path.split("/", 1)[0]
+        return (
+            f"nothing published to {channel} for {timeout_s:g} s: no publisher is sending to it "
+            f"now (`zmqstream publish {channel}` adds rows; --timeout waits longer)"
+        )
+    return f"no rows of {path} for {timeout_s:g} s: is a worker running? (zmqstream status)"
 
 
 def first_number(frame: StreamingFrame) -> int | None:
@@ -187,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
             plain=args.plain,
             out=sys.stdout,
             timeout_s=args.timeout,
+            initial=response.data,
         )
     finally:
         host.stop()
