@@ -304,7 +304,8 @@ class PublishReply(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HistoryRequest(Message):
-    """An event channel's recorded rows with from_ns <= time <= to_ns, the last `max_rows` of them."""
+    """An event channel's recorded rows with from_ns <= time <= to_ns, the last `max_rows` of them
+    (with `spread`, `max_rows` of them evenly spaced over all)."""
 
     TYPE = MsgType.HISTORY_REQUEST
     request_id: str
@@ -312,6 +313,9 @@ class HistoryRequest(Message):
     from_ns: int
     to_ns: int
     max_rows: int
+    spread: bool = False
+    """More rows in the range than `max_rows`: every k-th row, the first and the last included,
+    so a graph of the range covers all of it (QueryData), instead of the last ones (backfill)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -323,7 +327,8 @@ class HistoryReply(Message):
     columns: list[Column]
     error: str = ""
     truncated: bool = False
-    """More rows were recorded in the range than `max_rows`: these are the last ones."""
+    """More rows were recorded in the range than `max_rows`: these are the last ones (or, asked
+    with `spread`, evenly spaced ones)."""
 
 
 _CLASSES: dict[int, type[Message]] = {

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from services.common import protocol
 from services.common.errors import ProtocolError
+from services.common.fields import Batch, Column
 from services.recorder.intake import event_channel
 from services.recorder.ring import Rings
 
@@ -47,12 +48,15 @@ class History:
             )
         if request.max_rows < 1:
             return _history_error(request.request_id, channel, "max_rows must be at least 1")
+        max_rows = min(request.max_rows, protocol.MAX_ROWS)
         found = self.rings.query(
-            channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS)
+            channel, request.from_ns, request.to_ns, protocol.MAX_ROWS if request.spread else max_rows
         )
         if found is None:
             return _history_error(request.request_id, channel, f"{protocol.NOT_RECORDED}{channel}")
         batch, truncated = found
+        if request.spread and len(batch) > max_rows:
+            batch, truncated = spread(batch, max_rows), True
         while True:  # keep the reply under what a client's socket accepts
             reply = protocol.HistoryReply(
                 request.request_id, channel, batch.times, batch.columns, truncated=truncated
@@ -62,7 +66,17 @@ class History:
                 or sum(map(len, protocol.encode(reply))) < protocol.MAX_CONTROL_BYTES - REPLY_MARGIN
             ):
                 return reply
-            batch, truncated = batch.last(len(batch) // 2), True
+            half = len(batch) // 2
+            batch, truncated = (spread(batch, half) if request.spread else batch.last(half)), True
+
+
+def spread(batch: Batch, rows: int) -> Batch:
+    """`rows` (at least 2) of the batch's rows evenly spaced by index, its first and last among them."""
+    last = len(batch) - 1
+    step = last / (max(2, rows) - 1)
+    picked = sorted({round(i * step) for i in range(max(2, rows))})
+    columns = [Column(c.name, c.kind, [c.values[i] for i in picked]) for c in batch.columns]
+    return Batch([batch.times[i] for i in picked], columns)
 
 
 def _history_error(request_id: str, channel: str, error: str) -> protocol.HistoryReply:
