@@ -11,7 +11,9 @@ What differs from pure channels (services.plugin.servicers), and why:
 - A stream sends strictly increasing times (EventQueue.take drops and counts the rest),
   and a frame never mixes two schemas: rows of a new schema go out with a new schema.
 - What fails is told in the panel: no recorder (a notice on the initial frame and on the
-  stream), nothing published or sent yet (an info notice until the first row).
+  stream, cleared once it is back), nothing published or sent yet (an info notice until
+  the first row). A notice keeps the channel's last schema seen (EventStreams.schemas), so
+  a panel subscribing while the recorder is down keeps its fields.
 
 PublishStream writes rows into a published channel through the recorder. A datasource
 opts in (jsonData `allowPublish: true`); the user must be an Editor or Admin; the path
@@ -63,6 +65,8 @@ PUBLISH_PER_S = 20.0
 """Publish requests per second per datasource (a burst of as many is allowed)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
+MAX_SCHEMAS = 10_000
+"""Event channels whose last schema is remembered (a few hundred bytes each)."""
 
 
 class EventStreams:
@@ -73,6 +77,9 @@ class EventStreams:
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.schemas: OrderedDict[str, Schema] = OrderedDict()
+        """Each event channel's last schema seen, least recent first: a panel keeps its fields
+        when the recorder cannot answer (a frame of other fields would replace them)."""
 
     # -- SubscribeStream ---------------------------------------------------------------
 
@@ -91,9 +98,11 @@ class EventStreams:
             # is not (the stream is shared: it would drop everyone's rows until then).
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
+            self._remember(channel, batch.schema)
             data = eventframes.packet(batch, eventframes.schema(batch.schema, shown))
-        elif problem:
-            data = notices.notice_packet(eventframes.schema(None, shown), notices.ERROR, problem)
+        elif problem:  # the fields the panel last had: a frame of others would replace them
+            last = eventframes.schema(self.schemas.get(channel.path), shown)
+            data = notices.notice_packet(last, notices.ERROR, problem)
         elif known := await self._latest_schema(channel, to_ns):
             # Nothing new: the panel keeps its fields.
             data = frames.schema_only(eventframes.schema(known, shown))
@@ -111,8 +120,18 @@ class EventStreams:
         try:
             batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
+            return self.schemas.get(channel.path)
+        if not batch.times:
             return None
-        return batch.schema if batch.times else None
+        self._remember(channel, batch.schema)
+        return batch.schema
+
+    def _remember(self, channel: EventChannel, schema: Schema) -> None:
+        """The channel's schema as last seen, for when the recorder cannot tell it."""
+        self.schemas[channel.path] = schema
+        self.schemas.move_to_end(channel.path)
+        while len(self.schemas) > MAX_SCHEMAS:
+            self.schemas.popitem(last=False)
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -135,7 +154,7 @@ class EventStreams:
         queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         sent_schema: Schema | None = None
-        notice = notices.PanelNotice(channel, eventframes.schema(None, shown))
+        notice = notices.PanelNotice(channel, eventframes.schema(self.schemas.get(channel.path), shown))
         dropped_seen = 0
         try:
             if queue.error:
@@ -144,14 +163,18 @@ class EventStreams:
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
-                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                if problem:  # the recorder did not answer: not asked again
+                    known = self.schemas.get(channel.path)
+                else:
+                    known = await self._latest_schema(channel, time.time_ns())
                 if known is not None:
                     # The panel's fields, for later notices.
                     notice.frame_schema = eventframes.schema(known, shown)
-                else:
-                    notice.shown = problem or _nothing_yet(channel)
-                    severity = notices.ERROR if problem else notices.INFO
-                    yield notices.notice_packet(notice.frame_schema, severity, notice.shown)
+                if problem:
+                    yield notice.troubled(problem)
+                elif known is None:
+                    notice.shown = _nothing_yet(channel)
+                    yield notices.notice_packet(notice.frame_schema, notices.INFO, notice.shown)
             bridged = False
             outgoing = [batch]
             while True:
@@ -159,6 +182,7 @@ class EventStreams:
                     if not batch.times:
                         continue
                     if batch.schema != sent_schema:
+                        self._remember(channel, batch.schema)
                         notice.frame_schema = eventframes.schema(batch.schema, shown)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
