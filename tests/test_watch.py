@@ -94,7 +94,7 @@ def test_a_published_channel_shows_its_recorded_rows_then_says_nothing_is_publis
     """On main the recorded rows never showed (the subscription's answer was dropped and the
     stream starts after it), and the silence was blamed on workers: 'is a worker running?'."""
     with recording_pipeline() as pipeline:
-        start = now_ms() - 10_000
+        start = now_ms() - 600_000  # ten minutes ago: older than a subscription's last minute
         lines = [
             orjson.dumps({"time": start + i, "temp": 20.5 + i, "door": "shut"}).decode() for i in range(3)
         ]

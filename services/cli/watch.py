@@ -2,7 +2,7 @@
 
 It launches the plugin the way Grafana does (services.hostemu), opens RunStream and
 redraws one line per packet, the first for the rows SubscribeStream answered (an event
-channel's recorded rows): a sparkline of the latest values of the first number field,
+channel's last 1,000 recorded rows, however old): a sparkline of the latest values of the first number field,
 the last value, rows per second and the tick-to-screen latency (median and p99). An
 event channel (`source-host-1000`, `pub-<name>`), whose rows carry several fields of
 any kind, also gets its latest row as `name=value` pairs. Whatever
@@ -32,6 +32,9 @@ from services.plugin.identity import CHECKOUT_PLUGIN_DIR, launcher_name
 BARS = "▁▂▃▄▅▆▇█"
 ROW_WIDTH = 200
 """Characters of an event channel's latest row shown after the sparkline."""
+RECORDED = b'{"after": 0}'
+"""An event channel's subscription payload: its recorded rows after the epoch (the last 1,000),
+not only the last minute's."""
 
 
 def sparkline(values: list[float]) -> str:
@@ -50,9 +53,13 @@ class Watcher:
         self.arrivals: deque[tuple[float, int]] = deque()
         self.rows = 0
 
-    def add(self, times_ns: list[int], values: list[float | None], received: float) -> None:
+    def add(
+        self, times_ns: list[int], values: list[float | None], received: float, live: bool = True
+    ) -> None:
+        """Rows received now; recorded ones (not `live`) count for no latency."""
         self.values.extend(math.nan if v is None else v for v in values)
-        self.latency_ms.extend((received - t / 1e9) * 1000 for t in times_ns)
+        if live:
+            self.latency_ms.extend((received - t / 1e9) * 1000 for t in times_ns)
         self.rows += len(times_ns)
         self.arrivals.append((received, len(times_ns)))
         while self.arrivals and received - self.arrivals[0][0] > 2.0:
@@ -109,19 +116,19 @@ def watch(
     seen = 0
     events = not path.startswith("custom-")  # rows of named fields of any kind, not series
 
-    def draw(received: float) -> bool:
+    def draw(received: float, live: bool = True) -> bool:
         """One line for the rows new in the frame; True once `rows` were shown."""
         nonlocal seen
         number = first_number(frame)
         new = frame.values[number][seen:] if number is not None else []
-        watcher.add(frame.times_ns[seen:], new, received)
+        watcher.add(frame.times_ns[seen:], new, received, live)
         seen = len(frame.times_ns)
         line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
         out.write(line + "\n" if plain else "\r\x1b[2K" + line)
         out.flush()
         return bool(rows) and watcher.rows >= rows
 
-    if initial and frame.push(initial) and draw(time.time()):  # the recorded rows first
+    if initial and frame.push(initial) and draw(time.time(), live=False):  # the recorded rows first
         stream.cancel()
         return 0
     watchdog.start()
@@ -203,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         health = host.check_health()
         if health.status != pb.CheckHealthResponse.OK:
             return fail(health.message)
-        response = host.subscribe(args.path)
+        events = not args.path.startswith("custom-")
+        response = host.subscribe(args.path, data=RECORDED if events else b"")
         if response.status != response.OK:
             reasons = [e["@message"] + ": " + str(e.get("error", "")) for e in host.logs_at("warn")]
             return fail(f"the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})")
