@@ -666,6 +666,17 @@ def test_a_source_nobody_installed_is_refused_by_name_not_waited_for(host: Plugi
     assert host.subscribe("source-host-1000").status == pb.SubscribeStreamResponse.OK
 
 
+def test_a_publish_over_its_channels_budget_waits_for_it_instead_of_being_refused(
+    pipeline: Pipeline, host: PluginHost, with_recorder: None
+) -> None:
+    """Two publishes of 1,000 rows at once against 1,000 rows/s: on main the second was refused."""
+    wait_for_recorder(pipeline)
+    start_ms = time.time_ns() // 1_000_000 - 10_000
+    for part in range(2):
+        rows_ = [{"time": start_ms + part * 1000 + i, "v": i} for i in range(1000)]
+        assert publish(host, "pub-paced.panel", rows_, PUBLISHER_DS) == pb.PublishStreamResponse.OK
+
+
 # -- a panel across a recorder outage ---------------------------------------------------------
 
 WAIT_S = 15.0

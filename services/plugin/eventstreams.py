@@ -20,7 +20,8 @@ opts in (jsonData `allowPublish: true`); the user must be an Editor or Admin; th
 must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed one
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
-at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
+at most PUBLISH_PER_S requests a second. Rows over their channel's budget wait for it
+(at most PUBLISH_WAIT_S). Rows the plugin or the recorder refuses are
 PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged and is the
 response's data, `{"error": "<reason>"}`, for the caller.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
@@ -33,6 +34,7 @@ Grafana would hand it to every panel of the channel as a broken frame.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -63,6 +65,8 @@ MAX_PUBLISH_BYTES = 64 * 1024
 MAX_PUBLISH_ROWS = 1000
 PUBLISH_PER_S = 20.0
 """Publish requests per second per datasource (a burst of as many is allowed)."""
+PUBLISH_WAIT_S = 2.0
+"""Longest a publish waits for its channel's rows-per-second budget (a burst is a second's worth)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
 MAX_SCHEMAS = 10_000
@@ -240,6 +244,11 @@ class EventStreams:
         try:
             batch = _rows(request.data)
             reply = await self.recorder.publish(channel.path, batch)
+            waited_s = 0.0
+            while reply.wait_ms and waited_s + reply.wait_ms / 1000 <= PUBLISH_WAIT_S:
+                waited_s += reply.wait_ms / 1000  # the channel's budget: the rows go in a moment
+                await asyncio.sleep(reply.wait_ms / 1000)
+                reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
             return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, str(exc))
         except RecorderUnavailable as exc:
