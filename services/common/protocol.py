@@ -54,7 +54,7 @@ Sockets:
 | StopTicker       | broker → worker  | stop this channel (if it runs under this epoch or older)  |
 | StatusRequest    | anyone → broker  | ask for the broker's view                                 |
 | StatusReply      | broker → asker   | workers, channels, subscribers                            |
-| Publish          | publisher → recorder | rows for a published channel                          |
+| Publish          | publisher → recorder | rows for a published channel (publisher id, batch sequence) |
 | PublishReply     | recorder → publisher | how many were accepted, or why none (the schema, when to retry) |
 | HistoryRequest   | plugin → recorder | an event channel's recorded rows in a time range         |
 | HistoryReply     | recorder → plugin | those rows, or why not                                   |

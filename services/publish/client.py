@@ -138,8 +138,8 @@ class Publisher:
 
     def _exchange(self, channel: str, batch: Batch) -> protocol.PublishReply:
         """Send the batch and wait for its reply, sending it again while none comes (Unreachable
-        past the timeout). A batch sent again after an Unreachable keeps its sequence number, so
-        the recorder applies it once whether or not the first reached it."""
+        past the timeout). A batch sent again after an Unreachable or a wait for the budget keeps
+        its sequence number, so the recorder applies it once whether or not a copy went in."""
         unanswered = self._unanswered.get(channel)
         sequence = unanswered[1] if unanswered and unanswered[0] == batch else next(self._sequences)
         request_id = next(self._ids)
@@ -161,7 +161,8 @@ class Publisher:
         except zmq.Again:
             raise Unreachable(f"the recorder at {self.endpoint} takes no more messages now") from None
         reply = self._reply(sock, frames, request_id, deadline)
-        del self._unanswered[channel]
+        if not reply.wait_ms:  # after a wait, the same number: a copy sent meanwhile may have gone in
+            del self._unanswered[channel]
         return reply
 
     def _socket(self) -> zmq.Socket[bytes]:
