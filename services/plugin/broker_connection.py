@@ -387,10 +387,12 @@ class BrokerConnection:
     def _placement(self, held: Held, epoch: int) -> None:
         """The broker names the channel's placement: relay its rows, with those that came before it."""
         held.epoch = epoch
-        early, held.early = held.early, []
+        early = held.early
+        held.early = [(later, batch) for later, batch in early if later > epoch]  # still to be told
         for batch_epoch, batch in early:
-            if batch_epoch != epoch:
+            if batch_epoch < epoch:
                 self._refuse("epoch", f"{held.spec.path}: epoch {batch_epoch}, the placement is {epoch}")
+            if batch_epoch != epoch:
                 continue
             self.rows_received += len(batch)
             for queue in cast("list[EventQueue]", held.queues):
