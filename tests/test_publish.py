@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pytest
 import zmq
-from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline
+from recording import Spy, history, now_ms, publish_cli, raw_publish, recorded, recording_pipeline
 from support import ROOT, Pipeline, plugin_of
 
 from services.common import fields, protocol
@@ -194,7 +194,7 @@ def test_a_line_that_is_not_utf8_is_refused_by_number_and_the_others_go_in(pipel
     )
     assert result.returncode == 1, result.stderr
     assert b"line 1 refused" in result.stderr, result.stderr
-    assert b"1 rows published" in result.stderr, result.stderr
+    assert b"1 row published to pub-latin1, 1 line refused" in result.stderr, result.stderr
     _, columns = recorded(history(pipeline.history_endpoint, "pub-latin1"))
     assert columns[0].values == ["ok"]
 
@@ -223,26 +223,13 @@ def test_a_publisher_sends_more_than_a_burst_in_bursts(pipeline: Pipeline) -> No
     assert len(times) == 2500
 
 
-def raw_publish(endpoint: str, message: protocol.Publish, times: int) -> list[protocol.PublishReply]:
-    """`message` sent `times` over one DEALER, as a publisher retrying a lost reply does; the replies."""
-    replies = []
-    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
-        sock.linger = 0
-        sock.connect(endpoint)
-        for _ in range(times):
-            sock.send_multipart(protocol.encode(message))
-            assert sock.poll(5000), "no PublishReply"
-            replies.append(protocol.expect(sock.recv_multipart(), protocol.PublishReply))
-    return replies
-
-
 def test_a_batch_sent_again_with_its_sequence_is_applied_once_and_answered_as_accepted(
     pipeline: Pipeline,
 ) -> None:
     start_ns = round((now_ms() - 10_000) * 1e6)
     batch = fields.from_records([{"time": start_ns / 1e6 + i, "v": i} for i in range(3)], None, 10)
     message = protocol.Publish(7, "pub-once", batch.times, batch.columns, "publisher-a", 1)
-    first, again = raw_publish(pipeline.publish_endpoint, message, 2)
+    first, again = raw_publish(pipeline.publish_endpoint, message, message)
     assert (first.accepted, first.error) == (3, "")
     assert (again.accepted, again.error) == (3, "")  # on main: refused, "not after the channel's last row"
     times, columns = recorded(history(pipeline.history_endpoint, "pub-once"))

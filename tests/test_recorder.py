@@ -15,7 +15,16 @@ import msgpack
 import orjson
 import pytest
 import zmq
-from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline, wait_for_recorder
+from recording import (
+    Spy,
+    history,
+    now_ms,
+    publish_cli,
+    raw_publish,
+    recorded,
+    recording_pipeline,
+    wait_for_recorder,
+)
 from support import Pipeline
 
 from services.cli.status import fetch
@@ -553,3 +562,21 @@ def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_i
             assert next_beat.channels == {}
     finally:
         pipeline.close()
+
+
+def test_a_refusal_over_the_rate_counts_one_row_as_one_row_and_says_when_to_send_it() -> None:
+    with recording_pipeline(recorder_args=["--max-rows-per-s", "1"]) as pipeline:
+        start_ns = round((now_ms() - 60_000) * 1e6)
+        first, second = (
+            fields.from_records([{"time": (start_ns + i) / 1e6, "v": i}], None, 1) for i in (0, 10_000_000)
+        )
+        accepted, over = raw_publish(
+            pipeline.publish_endpoint,
+            protocol.Publish(1, "pub-slow", first.times, first.columns),
+            protocol.Publish(2, "pub-slow", second.times, second.columns),
+        )
+    assert accepted.accepted == 1
+    assert over.error.startswith(
+        "pub-slow accepts at most 1 row/s (bursts of 1 row): 1 row now is over it for "
+    ), over.error
+    assert 0 < over.wait_ms <= 1000

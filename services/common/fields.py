@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import PipelineError
+from services.common.wording import count
 
 FLOAT64 = "float64"
 INT64 = "int64"
@@ -38,6 +39,11 @@ TIME_KEY = "time"
 """The record key that holds a row's time when rows are written as JSON records."""
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", re.ASCII)
 Value = float | int | bool | str | None
+
+
+def is_field_name(name: str) -> bool:
+    """Whether `name` may name a field (the plugin checks a query's label fields with it too)."""
+    return bool(_NAME_RE.fullmatch(name)) and name != TIME_KEY
 
 
 class InvalidRows(PipelineError):
@@ -144,7 +150,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
     for column in columns:
         if not isinstance(column, Column):
             return f"expected a column, got {type(column).__name__}"
-        if not isinstance(column.name, str) or not _NAME_RE.fullmatch(column.name) or column.name == TIME_KEY:
+        if not isinstance(column.name, str) or not is_field_name(column.name):
             return (
                 f"field name {str(column.name)[:80]!r} is not [A-Za-z_][A-Za-z0-9_.-]* "
                 f"(at most {MAX_NAME} characters), nor {TIME_KEY!r}"
@@ -155,7 +161,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
         if column.kind not in KINDS:
             return f"field {column.name!r}: kind {str(column.kind)[:40]!r} is not one of {', '.join(KINDS)}"
         if not isinstance(column.values, list) or len(column.values) != len(times):
-            return f"field {column.name!r}: expected {len(times)} values"
+            return f"field {column.name!r}: expected {count(len(times), 'value')}"
         wrong = _first_wrong(column.kind, column.values)
         if wrong is not None:
             return f"field {column.name!r} ({column.kind}): value {str(wrong)[:60]!r} does not fit"

@@ -35,6 +35,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
 from services.plugin.link import Link
@@ -246,14 +247,11 @@ class BrokerConnection:
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
     async def _read_control(self) -> None:
+        guard = Refusing(log, "control message")
         while True:
             frames = await self.control.recv_multipart()
-            try:
+            with guard:
                 self._on_control(protocol.decode(frames))
-            except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some input: the streams must go on
-                log.exception("control message failed")
 
     def _on_control(self, message: protocol.Message) -> None:
         match message:

@@ -21,9 +21,11 @@ must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed 
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
 at most PUBLISH_PER_S requests a second. Rows over their channel's budget wait for it
-(at most PUBLISH_WAIT_S). Rows the plugin or the recorder refuses are
-PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged and is the
-response's data, `{"error": "<reason>"}`, for the caller.
+(at most PUBLISH_WAIT_S). Rows the plugin or the recorder refuses are PERMISSION_DENIED, no
+recorder answering is NOT_FOUND; the reason is logged, is the response's data
+(`{"error": "<reason>"}`) for a caller that reads it, and a refusal of the rows themselves
+is shown on the channel's panels (services.plugin.refusals), since Grafana passes a
+publisher nothing but the status.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
 any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
 client's own JSON into the channel as well, over the websocket (over HTTP it publishes
@@ -47,7 +49,7 @@ import orjson
 from services.common.channels import PUBLISHED, Channel, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, eventframes, frames, notices
+from services.plugin import backfill, eventframes, frames, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.datasource import DatasourceConfig
@@ -56,6 +58,7 @@ from services.plugin.metrics import PluginMetrics
 from services.plugin.notices import StreamEnded
 from services.plugin.queues import SubscriptionRefused
 from services.plugin.recorder import RecorderUnavailable
+from services.plugin.refusals import Refusals
 
 log = logging.getLogger("zmqstream.plugin.events")
 EDITOR_ROLES = ("Editor", "Admin")
@@ -81,9 +84,10 @@ class EventStreams:
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self.schemas: OrderedDict[str, Schema] = OrderedDict()
-        """Each event channel's last schema seen, least recent first: a panel keeps its fields
-        when the recorder cannot answer (a frame of other fields would replace them)."""
+        self.refusals = Refusals()
+        self.schemas: OrderedDict[str, tuple[Schema, labelled.Labels]] = OrderedDict()
+        """Each event channel's last schema (and labels) seen, least recent first: a panel keeps
+        its fields when the recorder cannot answer (a frame of other fields would replace them)."""
 
     # -- SubscribeStream ---------------------------------------------------------------
 
@@ -102,21 +106,24 @@ class EventStreams:
             # is not (the stream is shared: it would drop everyone's rows until then).
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
-            self._remember(channel, batch.schema)
-            data = eventframes.packet(batch, eventframes.schema(batch.schema, shown))
+            last, labels = labelled.runs(batch, shown.labels)[-1]  # one frame: the newest labels' rows
+            self._remember(channel, last.schema, labels)
+            data = eventframes.packet(last, labelled.frame_schema(last.schema, shown, labels))
         elif problem:  # the fields the panel last had: a frame of others would replace them
-            last = eventframes.schema(self.schemas.get(channel.path), shown)
-            data = notices.notice_packet(last, notices.ERROR, problem)
-        elif known := await self._latest_schema(channel, to_ns):
-            # Nothing new: the panel keeps its fields.
-            data = frames.schema_only(eventframes.schema(known, shown))
+            data = notices.notice_packet(self._last_schema(channel, shown), notices.ERROR, problem)
+        elif known := await self._latest_schema(channel, to_ns, shown):
+            data = frames.schema_only(known)  # nothing new: the panel keeps its fields
         else:
-            data = notices.notice_packet(eventframes.schema(None, shown), notices.INFO, _nothing_yet(channel))
+            data = notices.notice_packet(
+                labelled.frame_schema(None, shown), notices.INFO, _nothing_yet(channel)
+            )
         self.metrics.sent("initial", len(batch), len(data))
         return data
 
-    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
-        """The schema of the channel's last recorded row, None if it has none.
+    async def _latest_schema(
+        self, channel: EventChannel, to_ns: int, shown: Display
+    ) -> dict[str, Any] | None:
+        """The frame schema of the channel's last recorded row, None if it has none.
 
         A frame of other fields would replace the panel's (the browser keeps rows only
         while the fields stay the same), so a frame without rows still carries the schema.
@@ -124,18 +131,24 @@ class EventStreams:
         try:
             batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
-            return self.schemas.get(channel.path)
+            return self._last_schema(channel, shown) if channel.path in self.schemas else None
         if not batch.times:
             return None
-        self._remember(channel, batch.schema)
-        return batch.schema
+        last, labels = labelled.runs(batch, shown.labels)[-1]
+        self._remember(channel, last.schema, labels)
+        return labelled.frame_schema(last.schema, shown, labels)
 
-    def _remember(self, channel: EventChannel, schema: Schema) -> None:
+    def _remember(self, channel: EventChannel, schema: Schema, labels: labelled.Labels) -> None:
         """The channel's schema as last seen, for when the recorder cannot tell it."""
-        self.schemas[channel.path] = schema
+        self.schemas[channel.path] = (schema, labels)
         self.schemas.move_to_end(channel.path)
         while len(self.schemas) > MAX_SCHEMAS:
             self.schemas.popitem(last=False)
+
+    def _last_schema(self, channel: EventChannel, shown: Display) -> dict[str, Any]:
+        """The frame schema of the channel's last schema seen (time alone if none was)."""
+        schema, labels = self.schemas.get(channel.path, (None, ()))
+        return labelled.frame_schema(schema, shown, labels)
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -157,9 +170,10 @@ class EventStreams:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
         queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
-        sent_schema: Schema | None = None
-        notice = notices.PanelNotice(channel, eventframes.schema(self.schemas.get(channel.path), shown))
+        sent_schema: tuple[Schema, labelled.Labels] | None = None
+        notice = notices.PanelNotice(channel, self._last_schema(channel, shown))
         dropped_seen = 0
+        refusal_seen = self.refusals.seen(channel.path)
         try:
             if queue.error:
                 raise SubscriptionRefused(queue.error)
@@ -168,12 +182,11 @@ class EventStreams:
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
                 if problem:  # the recorder did not answer: not asked again
-                    known = self.schemas.get(channel.path)
+                    known = self._last_schema(channel, shown) if channel.path in self.schemas else None
                 else:
-                    known = await self._latest_schema(channel, time.time_ns())
+                    known = await self._latest_schema(channel, time.time_ns(), shown)
                 if known is not None:
-                    # The panel's fields, for later notices.
-                    notice.frame_schema = eventframes.schema(known, shown)
+                    notice.frame_schema = known  # the panel's fields, for later notices
                 if problem:
                     yield notice.troubled(problem)
                 elif known is None:
@@ -182,22 +195,28 @@ class EventStreams:
             bridged = False
             outgoing = [batch]
             while True:
-                for batch in outgoing:
+                for batch, labels in (
+                    run for whole in outgoing for run in labelled.runs(whole, shown.labels)
+                ):
                     if not batch.times:
                         continue
-                    if batch.schema != sent_schema:
-                        self._remember(channel, batch.schema)
-                        notice.frame_schema = eventframes.schema(batch.schema, shown)
+                    changed = (batch.schema, labels) != sent_schema
+                    if changed:
+                        self._remember(channel, batch.schema, labels)
+                        notice.frame_schema = labelled.frame_schema(batch.schema, shown, labels)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
-                    if batch.schema != sent_schema and frame_schema is None:
+                    if changed and frame_schema is None:
                         frame_schema = notice.frame_schema
                     data = eventframes.packet(batch, frame_schema)
-                    sent_schema = batch.schema
+                    sent_schema = (batch.schema, labels)
                     floor = batch.times[-1]
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(batch), len(data))
                     yield data
+                if refused := self.refusals.since(channel.path, refusal_seen):
+                    refusal_seen, notice.shown = refused  # cleared by the next rows (PanelNotice.rows)
+                    yield notices.notice_packet(notice.frame_schema, notices.WARNING, notice.shown)
                 if sent_schema is None:  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 try:
@@ -250,13 +269,18 @@ class EventStreams:
                 await asyncio.sleep(reply.wait_ms / 1000)
                 reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
+            self.refusals.tell(channel.path, f"a publish into {channel.path} was refused: {exc}")
             return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, str(exc))
         except RecorderUnavailable as exc:
             return publish_refused(
                 pb.PublishStreamResponse.NOT_FOUND, request.path, str(exc), "publish failed"
             )
         if reply.error or reply.accepted != len(batch):
-            why = f"the recorder refused the rows: {reply.error}"
+            why = reply.error[:300] or f"{reply.accepted} of {len(batch)} rows accepted"
+            self.refusals.tell(
+                channel.path, f"a publish into {channel.path} was refused by the recorder: {why}"
+            )
+            why = f"the recorder refused the rows: {why}"
             return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         log.debug("published", extra=fields(path=request.path, rows=len(batch)))
         return pb.PublishStreamResponse(status=pb.PublishStreamResponse.OK)

@@ -30,6 +30,7 @@ from typing import Any
 
 from services.common import protocol
 from services.common.channels import PUBLISHED, Channel, ChannelSpec
+from services.common.wording import count
 from services.plugin import frames
 from services.plugin.broker_connection import BrokerConnection, BrokerUnavailable
 from services.plugin.link import ADDRESS_HINT
@@ -60,10 +61,13 @@ def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> byt
 
 
 def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"typeVersion": [0, 0]}
+    """The schema with `notices` in its meta, keeping the rest of its meta (a logs panel's type)."""
+    meta: dict[str, Any] = {"typeVersion": [0, 0], **frame_schema.get("meta", {})}
+    meta.pop("notices", None)
     if notices:
         meta["notices"] = notices
-    return {"meta": meta, **frame_schema}  # the SDK's key order: meta before fields
+    rest = {key: value for key, value in frame_schema.items() if key != "meta"}
+    return {"meta": meta, **rest}  # the SDK's key order: meta before fields
 
 
 class PanelNotice:
@@ -109,8 +113,8 @@ class PanelNotice:
         if dropped:
             self.last_drop = now
             text = (
-                f"{dropped:,} rows dropped: Grafana reads this stream slower than it ticks, so the panel "
-                "shows the newest rows only. Slow the tick, lower the series or show fewer panels"
+                f"{count(dropped, 'row')} dropped: Grafana reads this stream slower than it ticks, so the "
+                "panel shows the newest rows only. Slow the tick, lower the series or show fewer panels"
             )
         elif self.shown and now - self.last_drop >= DROPS_CLEAR_S:
             text = ""

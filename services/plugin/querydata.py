@@ -39,8 +39,10 @@ import grpc
 from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
+from services.common.fields import Batch
 from services.common.logs import fields
-from services.plugin import arrow, display, eventframes, notices, recomputed
+from services.common.wording import count
+from services.plugin import arrow, display, eventframes, labelled, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
@@ -118,14 +120,14 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
     async def _events(
         self, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
     ) -> tuple[pb.DataResponse, int, int]:
-        """An event channel's recorded rows in the query's range, as one typed frame; and the
-        rows and values (rows times fields) it holds."""
+        """An event channel's recorded rows in the query's range, as typed frames (one per set of
+        labels, services.plugin.labelled); and the rows and values (rows times fields) they hold."""
         try:
             from_ns, to_ns = _range_ns(query, now_ns)
+            shown = display.from_query(query.json)
         except InvalidChannel as exc:
             return refusal(400, str(exc)), 0, 0
         max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
-        shown = display.from_query(query.json)
         text = ""
         try:
             batch, truncated = await self.recorder.history(
@@ -150,15 +152,24 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
             meta["notices"] = [
                 {
                     "severity": notices.INFO,
-                    "text": f"{len(batch or ())} rows evenly spaced over the range (maxDataPoints)",
+                    "text": f"{count(len(batch or ()), 'row')} evenly spaced over the range (maxDataPoints)",
                 }
             ]
-        times, columns = (batch.times, batch.columns) if batch is not None else ([], [])
-        configs = {c.name: eventframes.field_config(c.name, c.kind, shown) for c in columns}
-        frame = await asyncio.to_thread(
-            arrow.event_frame_file, times, columns, ref_id=query.refId, configs=configs, meta=meta
-        )
-        return pb.DataResponse(frames=[frame], status=200), len(times), points
+        meta.update(labelled.meta(shown))
+        answered = []
+        for rows, labels in labelled.groups(batch or Batch([], []), shown.labels):
+            configs = {c.name: eventframes.field_config(c.name, c.kind, shown) for c in rows.columns}
+            frame = await asyncio.to_thread(
+                arrow.event_frame_file,
+                rows.times,
+                rows.columns,
+                ref_id=query.refId,
+                configs=configs,
+                meta=meta,
+                labels=dict(labels),
+            )
+            answered.append(frame)
+        return pb.DataResponse(frames=answered, status=200), len(batch or ()), points
 
     def _check_budget(self, points: int, held: int) -> None:
         per_request, in_flight = self.settings.max_points_per_request, self.settings.max_points_in_flight

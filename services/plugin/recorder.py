@@ -32,6 +32,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
 
@@ -174,18 +175,15 @@ class _Channel:
         return sent.done() and sent.exception() is None
 
     async def _read(self) -> None:
+        guard = Refusing(log, "recorder reply")
         while True:
             frames = await self.socket.recv_multipart()
-            try:
+            with guard:
                 message = protocol.decode(frames)
                 request_id = getattr(message, "request_id", None)
                 future = self.pending.get(request_id) if isinstance(request_id, str | int) else None
                 if future is not None and not future.done():
                     future.set_result(message)
-            except PipelineError as exc:
-                log.warning("recorder reply refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some reply: the reader must go on
-                log.exception("recorder reply failed")
 
     async def close(self) -> None:
         for task in (self.reader, self.watcher):

@@ -31,6 +31,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import StatusReply
+from services.common.wording import count
 from services.plugin import backfill, display, eventframes, frames, notices
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -211,11 +212,16 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             else "no recorder is alive (published channels and the history of source channels need one)"
         )
         if workers == 0:
-            message = f"Broker at {broker.control_endpoint} is up, but no generator worker is alive"
+            message = (
+                f"Broker at {broker.control_endpoint} is up, but no generator worker is alive: start the "
+                "workers where the broker runs (supervisord starts them with it; `supervisorctl start "
+                "'generator:*'` starts them again, and a worker that stops at once says why in its log)"
+            )
             return _health(Health.ERROR, message, details)
+        running = sum(1 for info in status.channels.values() if info.get("subscribers"))
         message = (
-            f"Broker at {broker.control_endpoint} is up: {workers} worker"
-            f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running; {recorder}"
+            f"Broker at {broker.control_endpoint} is up: {count(workers, 'worker')} alive, "
+            f"{count(running, 'channel')} running; {recorder}"
         )
         return _health(Health.OK, message, details)
 

@@ -23,6 +23,7 @@ from services.common.errors import ProtocolError
 from services.common.fairshare import MAX_DEFERRED, PER_PEER_PER_TURN
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.wording import count
 from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
 
@@ -149,20 +150,21 @@ def _over_budget(
 ) -> protocol.PublishReply:
     """A refusal for the rows-per-second budget alone: when to send the same rows, or how many at most."""
     burst = max(1, int(rate))
+    limit = f"{channel} accepts at most {count(rate, 'row')}/s (bursts of {count(burst, 'row')})"
     if rows > burst:
         return protocol.PublishReply(
             request_id,
             0,
-            f"{channel} accepts at most {rate:g} rows/s in bursts of {burst} rows: these {rows} rows "
-            f"can never go at once; send at most {burst} at a time",
+            f"{limit}: {count(rows, 'row')} can never go at once; send at most {burst} at a time",
             most_rows=burst,
         )
     wait_ms = max(1, math.ceil(budget.wait_s(rows) * 1000))
+    over = f"{count(rows, 'row')} now {'is' if rows == 1 else 'are'} over it for {wait_ms} ms"
+    retry = "send it again then" if rows == 1 else "send them again then"
     return protocol.PublishReply(
         request_id,
         0,
-        f"{channel} accepts at most {rate:g} rows/s: these {rows} rows are over it for "
-        f"{wait_ms} ms; send them again then (zmqstream publish and Publisher wait by themselves)",
+        f"{limit}: {over}; {retry} (zmqstream publish and Publisher wait by themselves)",
         wait_ms=wait_ms,
     )
 
