@@ -104,7 +104,7 @@ class Run:
         if now - self.told_at >= PROGRESS_S:
             self.told_at = now
             print(
-                f"zmqstream publish: {self.published} rows published to {channel} so far; "
+                f"zmqstream publish: {count(self.published, 'row')} published to {channel} so far; "
                 f"waiting for its rows-per-second budget",
                 file=sys.stderr,
             )
