@@ -15,7 +15,16 @@ import orjson
 import pyarrow as pa
 import pytest
 import zmq
-from recording import Spy, history, now_ms, publish_cli, raw_publish, recorded, recording_pipeline
+from recording import (
+    Spy,
+    history,
+    now_ms,
+    publish_cli,
+    raw_publish,
+    recorded,
+    recording_pipeline,
+    wait_for_recorder,
+)
 from support import ROOT, Pipeline, plugin_of
 
 from services.common import fields, protocol
@@ -253,3 +262,25 @@ def test_publishing_the_same_rows_after_an_unanswered_publish_records_them_once(
         assert publisher.publish("pub-retry", records) == 3  # on main: Refused, not after the last row
     _, columns = recorded(history(pipeline.history_endpoint, "pub-retry"))
     assert columns[0].values == [-1, 0, 1, 2]
+
+
+def test_a_publish_whose_recorder_died_unanswered_is_sent_again_to_the_next_one(pipeline: Pipeline) -> None:
+    """The Publish sat unread in a recorder killed before it answered: the Publisher sends it
+    again on the new connection within its timeout (on main: Unreachable after the timeout)."""
+    assert pipeline.recorder is not None
+    records = [{"time": now_ms() - 5_000 + i, "v": i} for i in range(3)]
+    answered: list[int] = []
+    with Publisher(pipeline.publish_endpoint, timeout_s=20) as publisher:
+        publisher.publish("pub-resent", [{"time": now_ms() - 10_000, "v": -1}])  # connected
+        os.kill(pipeline.recorder.pid, signal.SIGSTOP)
+        sending = threading.Thread(target=lambda: answered.append(publisher.publish("pub-resent", records)))
+        sending.start()
+        time.sleep(0.5)  # the Publish is in the stopped recorder's socket
+        pipeline.recorder.kill()
+        pipeline.recorder.wait()
+        pipeline.start_recorder()
+        sending.join(25)
+    wait_for_recorder(pipeline)
+    assert answered == [3]
+    _, columns = recorded(history(pipeline.history_endpoint, "pub-resent"))
+    assert columns[0].values == [0, 1, 2]  # the new recorder: the resent rows, once
