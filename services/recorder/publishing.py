@@ -109,8 +109,8 @@ class Publishing:
             return _over_budget(message.request_id, channel, len(batch), rate, budget)
         budget.take(len(batch))
         self.budgets[channel] = budget
-        self._applied(message, len(batch))
         self.record(channel, batch)
+        self._applied(message, len(batch))  # recorded: a copy of it now changes nothing
         self.send(protocol.events_frame(channel, self.epoch, batch))
         if ring is None:
             log.info("published channel begun", extra=fields(channel=channel, schema=batch.schema.describe()))
