@@ -14,17 +14,9 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+import recording
 import zmq
-from recording import (
-    Spy,
-    history,
-    now_ms,
-    publish_cli,
-    raw_publish,
-    recorded,
-    recording_pipeline,
-    wait_for_recorder,
-)
+from recording import Spy, history, now_ms, publish_cli, raw_publish, recorded, recording_pipeline
 from support import ROOT, Pipeline, plugin_of
 
 from services.common import fields, protocol
@@ -280,7 +272,7 @@ def test_a_publish_whose_recorder_died_unanswered_is_sent_again_to_the_next_one(
         pipeline.recorder.wait()
         pipeline.start_recorder()
         sending.join(25)
-    wait_for_recorder(pipeline)
+    recording.wait_for_recorder(pipeline)
     assert answered == [3]
     _, columns = recorded(history(pipeline.history_endpoint, "pub-resent"))
     assert columns[0].values == [0, 1, 2]  # the new recorder: the resent rows, once

@@ -11,7 +11,7 @@ from services.common import protocol
 from services.common.errors import ProtocolError
 from services.common.fields import Batch, Column
 from services.recorder.intake import event_channel
-from services.recorder.ring import Rings
+from services.recorder.ring import Rings, evenly
 
 log = logging.getLogger("zmqstream.recorder")
 REPLY_MARGIN = 64 * 1024
@@ -48,15 +48,12 @@ class History:
             )
         if request.max_rows < 1:
             return _history_error(request.request_id, channel, "max_rows must be at least 1")
-        max_rows = min(request.max_rows, protocol.MAX_ROWS)
         found = self.rings.query(
-            channel, request.from_ns, request.to_ns, protocol.MAX_ROWS if request.spread else max_rows
+            channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS), request.spread
         )
         if found is None:
             return _history_error(request.request_id, channel, f"{protocol.NOT_RECORDED}{channel}")
         batch, truncated = found
-        if request.spread and len(batch) > max_rows:
-            batch, truncated = spread(batch, max_rows), True
         while True:  # keep the reply under what a client's socket accepts
             reply = protocol.HistoryReply(
                 request.request_id, channel, batch.times, batch.columns, truncated=truncated
@@ -71,10 +68,8 @@ class History:
 
 
 def spread(batch: Batch, rows: int) -> Batch:
-    """`rows` (at least 2) of the batch's rows evenly spaced by index, its first and last among them."""
-    last = len(batch) - 1
-    step = last / (max(2, rows) - 1)
-    picked = sorted({round(i * step) for i in range(max(2, rows))})
+    """`rows` of the batch's rows evenly spaced (services.recorder.ring.evenly)."""
+    picked = evenly(len(batch), rows)
     columns = [Column(c.name, c.kind, [c.values[i] for i in picked]) for c in batch.columns]
     return Batch([batch.times[i] for i in picked], columns)
 
