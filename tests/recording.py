@@ -168,3 +168,17 @@ def publish_cli(
 
 def now_ms() -> float:
     return time.time() * 1000
+
+
+def raw_publish(endpoint: str, *messages: protocol.Publish) -> list[protocol.PublishReply]:
+    """`messages` sent one after the other over one DEALER, each once the last was answered (a
+    message twice: a publisher retrying a lost reply); the replies."""
+    replies = []
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+        sock.linger = 0
+        sock.connect(endpoint)
+        for message in messages:
+            sock.send_multipart(protocol.encode(message))
+            assert sock.poll(5000), "no PublishReply"
+            replies.append(protocol.expect(sock.recv_multipart(), protocol.PublishReply))
+    return replies

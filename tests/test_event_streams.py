@@ -24,6 +24,7 @@ import orjson
 import pyarrow as pa
 import pytest
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 from recording import recording_pipeline, wait_for_recorder
 from support import Pipeline, plugin_of
 
@@ -37,6 +38,7 @@ from services.hostemu.host import Datasource, LiveStream, PluginHost, data_query
 from services.plugin import arrow, display, labelled, notices, queues
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.display import Display
+from services.publish import Publisher
 
 CHANNEL = "pub-lab.door"
 PUBLISHER_DS = Datasource(uid="publisher", json_data={"allowPublish": True})
@@ -297,6 +299,25 @@ def test_publish_is_refused_to_viewers_to_datasources_not_opted_in_and_to_other_
     assert publish(host, CHANNEL, {"data": 5}, PUBLISHER_DS) == denied
     messages = [entry["@message"] for entry in host.logs if entry.get("@level") == "warn"]
     assert messages.count("publish refused") >= 9
+
+
+def test_a_refused_publish_tells_its_caller_why(host: PluginHost) -> None:
+    """The reason went to the plugin's log alone; the caller now gets it as the response's data."""
+
+    def reason(path: str, data: Any, role: str = "Editor") -> str:
+        context = PUBLISHER_DS.context()
+        context.user.role = role
+        request = pb.PublishStreamRequest(pluginContext=context, path=path, data=orjson.dumps(data))
+        response: pb.PublishStreamResponse = host.stream.PublishStream(request, timeout=10)
+        assert response.status != pb.PublishStreamResponse.OK
+        error: str = orjson.loads(response.data)["error"]
+        return error
+
+    assert "needs the Editor or Admin role, the user's is 'Viewer'" in reason(CHANNEL, {"v": 1}, "Viewer")
+    assert "custom-0-1-100 is not a published channel" in reason("custom-0-1-100", {"v": 1})
+    assert "pub-" in reason("pub-", {"v": 1})
+    assert "'temp'" in reason(CHANNEL, {"temp": [1]})
+    assert "recorder" in reason(CHANNEL, {"v": 1})  # none runs in this module's pipeline
 
 
 def test_publish_without_a_recorder_is_not_found(host: PluginHost) -> None:
@@ -736,6 +757,109 @@ def test_a_source_nobody_installed_is_refused_by_name_not_waited_for(host: Plugi
     assert answer.status == pb.SubscribeStreamResponse.NOT_FOUND
     assert any("unknown source 'nosuch'; known: host" in str(e.get("error")) for e in host.logs)
     assert host.subscribe("source-host-1000").status == pb.SubscribeStreamResponse.OK
+
+
+def test_a_publish_over_its_channels_budget_waits_for_it_instead_of_being_refused(
+    pipeline: Pipeline, host: PluginHost, with_recorder: None
+) -> None:
+    """Two publishes of 1,000 rows at once against 1,000 rows/s: on main the second was refused."""
+    wait_for_recorder(pipeline)
+    start_ms = time.time_ns() // 1_000_000 - 10_000
+    for part in range(2):
+        rows_ = [{"time": start_ms + part * 1000 + i, "v": i} for i in range(1000)]
+        assert publish(host, "pub-paced.panel", rows_, PUBLISHER_DS) == pb.PublishStreamResponse.OK
+
+
+# -- a panel across a recorder outage ---------------------------------------------------------
+
+WAIT_S = 15.0
+"""The broker calls a silent recorder dead after its worker timeout; the stall check runs each second."""
+
+
+def publish_rows(pipeline: Pipeline, channel: str, *temps: float) -> None:
+    """Rows of `temps` (a door beside each) published now, through a Publisher."""
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        start = time.time_ns() / 1e6
+        publisher.publish(
+            channel, [{"time": start + i, "temp": t, "door": "shut"} for i, t in enumerate(temps)]
+        )
+
+
+def temps(stream: LiveStream) -> list[float]:
+    """The panel's temp column so far ([] before its schema came)."""
+    return stream.frame.column("temp") if "temp" in stream.frame.names else []
+
+
+def open_panel(pipeline: Pipeline, host: PluginHost, channel: str) -> LiveStream:
+    """A stream of `channel` read in a thread, once it shows the row of temp 1.0 published to it."""
+    wait_for_recorder(pipeline)
+    publish_rows(pipeline, channel, 1.0)
+    stream = reading(host.run_stream(channel))
+    read_until(stream, lambda: temps(stream) == [1.0], WAIT_S)
+    return stream
+
+
+def restart_recorder(pipeline: Pipeline) -> None:
+    pipeline.stop_recorder()
+    pipeline.start_recorder()
+    wait_for_recorder(pipeline)
+
+
+def epoch_refusals(host: PluginHost) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(host.collect_metrics())
+        for sample in family.samples
+        if sample.name == "zmqstream_plugin_frames_refused_total" and sample.labels["reason"] == "epoch"
+    )
+
+
+def test_a_panel_subscribing_while_the_recorder_is_down_keeps_its_fields(
+    pipeline: Pipeline, host: PluginHost, with_recorder: None
+) -> None:
+    """On main the answer was a time-only schema, and Grafana dropped every value field."""
+    wait_for_recorder(pipeline)
+    publish_rows(pipeline, "pub-kept.fields", 21.5)
+    first = StreamingFrame()
+    first.push(host.subscribe("pub-kept.fields").data)
+    assert first.names == ["time", "temp", "door"]
+    pipeline.stop_recorder()
+    again = StreamingFrame()
+    again.push(host.subscribe("pub-kept.fields").data)
+    assert again.names == ["time", "temp", "door"]
+    assert "no history for pub-kept.fields" in again.notices[0]["text"]
+
+
+def test_the_recorders_notice_clears_when_it_is_back_before_any_row(
+    pipeline: Pipeline, host: PluginHost, with_recorder: None
+) -> None:
+    """On main the error notice stayed until the next row, however long nobody published."""
+    stream = open_panel(pipeline, host, "pub-notice.clears")
+    try:
+        pipeline.stop_recorder()
+        read_until(stream, lambda: "no live recorder" in str(stream.frame.notices), WAIT_S)
+        assert stream.frame.names == ["time", "temp", "door"]
+        pipeline.start_recorder()
+        read_until(stream, lambda: stream.frame.notices == [], WAIT_S)
+        assert temps(stream) == [1.0], "the rows shown before stay"
+    finally:
+        stream.cancel()
+
+
+def test_the_first_rows_after_a_recorder_restart_are_relayed_not_refused(
+    pipeline: Pipeline, host: PluginHost, with_recorder: None
+) -> None:
+    """A restarted recorder's first rows outran its Placement: on main they were refused ("epoch")
+    and reached the panel 3 s later. Now they are held until the placement is told, and relayed."""
+    stream = open_panel(pipeline, host, "pub-restarted.rows")
+    try:
+        restart_recorder(pipeline)
+        refused = epoch_refusals(host)
+        publish_rows(pipeline, "pub-restarted.rows", 2.0, 3.0)
+        read_until(stream, lambda: temps(stream) == [1.0, 2.0, 3.0], WAIT_S)
+        assert epoch_refusals(host) == refused
+    finally:
+        stream.cancel()
 
 
 def test_label_runs_cut_where_labels_change_and_a_null_is_no_label() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -13,11 +14,12 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+import recording
 import zmq
-from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline
+from recording import Spy, history, now_ms, publish_cli, raw_publish, recorded, recording_pipeline
 from support import ROOT, Pipeline, plugin_of
 
-from services.common import fields
+from services.common import fields, protocol
 from services.hostemu.host import data_query
 from services.publish import Publisher, Unreachable
 
@@ -196,3 +198,81 @@ def test_a_line_that_is_not_utf8_is_refused_by_number_and_the_others_go_in(pipel
     assert b"1 row published to pub-latin1, 1 line refused" in result.stderr, result.stderr
     _, columns = recorded(history(pipeline.history_endpoint, "pub-latin1"))
     assert columns[0].values == ["ok"]
+
+
+# -- publishing that cannot leave holes --------------------------------------------------------
+
+
+def test_a_file_faster_than_the_channels_budget_goes_in_whole_paced_not_refused(pipeline: Pipeline) -> None:
+    """4,000 lines against 1,000 rows/s: on main 1,261 of 3,000 were refused, interleaved, and
+    could never be sent again (times must increase). Now the publisher waits, and says so."""
+    start = now_ms() - 60_000
+    result = publish_cli(pipeline.run_dir, "pub-paced", [line(start + i, v=i) for i in range(4000)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4,000 rows published to pub-paced, 0 lines refused" in result.stderr
+    assert "waiting for its rows-per-second budget" in result.stderr
+    times, columns = recorded(history(pipeline.history_endpoint, "pub-paced", max_rows=5000))
+    assert times == [round((start + i) * 1e6) for i in range(4000)]
+    assert columns[0].values == list(range(4000))
+
+
+def test_a_publisher_sends_more_than_a_burst_in_bursts(pipeline: Pipeline) -> None:
+    start = now_ms() - 60_000
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        assert publisher.publish("pub-bursts", [{"time": start + i, "v": i} for i in range(2500)]) == 2500
+    times, _ = recorded(history(pipeline.history_endpoint, "pub-bursts", max_rows=5000))
+    assert len(times) == 2500
+
+
+def test_a_batch_sent_again_with_its_sequence_is_applied_once_and_answered_as_accepted(
+    pipeline: Pipeline,
+) -> None:
+    start_ns = round((now_ms() - 10_000) * 1e6)
+    batch = fields.from_records([{"time": start_ns / 1e6 + i, "v": i} for i in range(3)], None, 10)
+    message = protocol.Publish(7, "pub-once", batch.times, batch.columns, "publisher-a", 1)
+    first, again = raw_publish(pipeline.publish_endpoint, message, message)
+    assert (first.accepted, first.error) == (3, "")
+    assert (again.accepted, again.error) == (3, "")  # on main: refused, "not after the channel's last row"
+    times, columns = recorded(history(pipeline.history_endpoint, "pub-once"))
+    assert times == batch.times
+    assert columns[0].values == [0, 1, 2]
+
+
+def test_publishing_the_same_rows_after_an_unanswered_publish_records_them_once(pipeline: Pipeline) -> None:
+    """The recorder stopped (SIGSTOP) past the publisher's timeout: Unreachable, the rows may or may
+    not be in. Publishing the same rows again with the same Publisher records them exactly once."""
+    assert pipeline.recorder is not None
+    records = [{"time": now_ms() - 5_000 + i, "v": i} for i in range(3)]
+    with Publisher(pipeline.publish_endpoint, timeout_s=1) as publisher:
+        publisher.publish("pub-retry", [{"time": now_ms() - 10_000, "v": -1}])  # connected, channel known
+        os.kill(pipeline.recorder.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(Unreachable, match="publish the same rows again"):
+                publisher.publish("pub-retry", records)
+        finally:
+            os.kill(pipeline.recorder.pid, signal.SIGCONT)
+        assert publisher.publish("pub-retry", records) == 3  # on main: Refused, not after the last row
+    _, columns = recorded(history(pipeline.history_endpoint, "pub-retry"))
+    assert columns[0].values == [-1, 0, 1, 2]
+
+
+def test_a_publish_whose_recorder_died_unanswered_is_sent_again_to_the_next_one(pipeline: Pipeline) -> None:
+    """The Publish sat unread in a recorder killed before it answered: the Publisher sends it
+    again on the new connection within its timeout (on main: Unreachable after the timeout)."""
+    assert pipeline.recorder is not None
+    records = [{"time": now_ms() - 5_000 + i, "v": i} for i in range(3)]
+    answered: list[int] = []
+    with Publisher(pipeline.publish_endpoint, timeout_s=20) as publisher:
+        publisher.publish("pub-resent", [{"time": now_ms() - 10_000, "v": -1}])  # connected
+        os.kill(pipeline.recorder.pid, signal.SIGSTOP)
+        sending = threading.Thread(target=lambda: answered.append(publisher.publish("pub-resent", records)))
+        sending.start()
+        time.sleep(0.5)  # the Publish is in the stopped recorder's socket
+        pipeline.recorder.kill()
+        pipeline.recorder.wait()
+        pipeline.start_recorder()
+        sending.join(25)
+    recording.wait_for_recorder(pipeline)
+    assert answered == [3]
+    _, columns = recorded(history(pipeline.history_endpoint, "pub-resent"))
+    assert columns[0].values == [0, 1, 2]  # the new recorder: the resent rows, once

@@ -1,5 +1,6 @@
 """QueryData through the real plugin: Arrow frames as Grafana reads them, equal to what the stream sent."""
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -8,7 +9,8 @@ import grpc
 import orjson
 import pyarrow as pa
 import pytest
-from support import memory_kib, query_model, running_pipeline
+from recording import recording_pipeline
+from support import memory_kib, plugin_of, query_model, running_pipeline
 
 from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel
@@ -17,6 +19,7 @@ from services.hostemu.host import Datasource, PluginHost, data_query
 from services.plugin import recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.query import parse_query
+from services.publish import Publisher
 
 LIMITS = Limits()
 
@@ -262,3 +265,26 @@ def test_shutdown_during_a_large_query_data_exits_within_a_second() -> None:
     assert shutdown_s < 1.0
     assert plugin.process.returncode == 0
     assert outcome in ([], [grpc.StatusCode.CANCELLED], [grpc.StatusCode.UNAVAILABLE])
+
+
+def test_an_event_channels_query_spreads_its_points_over_the_whole_range() -> None:
+    """On main it answered the last maxDataPoints rows of the range: a 24 h panel showed only its
+    last minutes. Now evenly spaced rows, the range's first and last among them."""
+    with recording_pipeline() as pipeline:
+        start = int(now_ms()) - 100_000
+        records = [{"time": start + 30 * i, "v": i} for i in range(3000)]  # 90 s of rows
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            assert publisher.publish("pub-day", records) == 3000
+        with plugin_of(pipeline) as host:
+            query = data_query(
+                "A", {"kind": "published", "channel": "day"}, start - 1000, int(now_ms()), max_data_points=100
+            )
+            response = host.query_data([query]).responses["A"]
+    assert response.status == 200, response.error
+    frame = read_frame(response.frames[0])
+    values = frame.field("v").values
+    assert len(values) == 100
+    assert (values[0], values[-1]) == (0, 2999), values[:3]
+    steps = {b - a for a, b in itertools.pairwise(values)}
+    assert steps <= {30, 31}, steps  # evenly spaced: every 30th row, give or take the rounding
+    assert "evenly spaced" in str(frame.meta)

@@ -15,7 +15,16 @@ import msgpack
 import orjson
 import pytest
 import zmq
-from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline, wait_for_recorder
+from recording import (
+    Spy,
+    history,
+    now_ms,
+    publish_cli,
+    raw_publish,
+    recorded,
+    recording_pipeline,
+    wait_for_recorder,
+)
 from support import Pipeline
 
 from services.cli.status import fetch
@@ -123,22 +132,31 @@ def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> No
     assert recorded(history(pipeline.history_endpoint, channel)) == recorded(before)
 
 
-def test_a_publisher_flooding_over_the_rate_is_refused_and_others_still_publish(pipeline: Pipeline) -> None:
+def test_a_publisher_flooding_over_the_rate_is_paced_and_others_still_publish(pipeline: Pipeline) -> None:
+    """Over its channel's budget a publisher waits for it (PublishReply.wait_ms), loses nothing, and
+    holds up no other channel's publisher."""
     start = now_ms() - 60_000
-    with Publisher(pipeline.publish_endpoint) as flood, Publisher(pipeline.publish_endpoint) as calm:
-        refused = 0
-        reasons: set[str] = set()
-        for i in range(30):  # 30 times 100 rows within a second, the budget is 1,000 rows/s
-            try:
-                flood.publish("pub-flood", rows(start + i * 1000, 100, step_ms=1))
-            except Refused as exc:
-                reasons.add(str(exc).split(":")[0])
-                refused += 1
-        assert refused >= 15
-        assert reasons == {"pub-flood accepts at most 1,000 rows/s (bursts of 1,000 rows)"}
+    waits: list[float] = []
+    with (
+        Publisher(pipeline.publish_endpoint, on_wait=lambda _, seconds: waits.append(seconds)) as flood,
+        Publisher(pipeline.publish_endpoint) as calm,
+    ):
+        flooding = threading.Thread(
+            target=lambda: [  # 30 times 100 rows at once, the budget is 1,000 rows/s
+                flood.publish("pub-flood", rows(start + i * 1000, 100, step_ms=1)) for i in range(30)
+            ]
+        )
+        flooding.start()
+        while not waits:
+            assert flooding.is_alive(), "the flood never waited for the budget"
+            time.sleep(0.01)
         began = time.monotonic()
         assert calm.publish("pub-calm", rows(start, 1)) == 1
         assert time.monotonic() - began < 1
+        flooding.join(30)
+    assert 0 < max(waits) <= 1.0
+    times, _ = recorded(history(pipeline.history_endpoint, "pub-flood", max_rows=5000))
+    assert len(times) == 3000
 
 
 def test_a_publisher_that_floods_without_reading_costs_only_itself(pipeline: Pipeline) -> None:
@@ -546,15 +564,19 @@ def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_i
         pipeline.close()
 
 
-def test_a_refusal_over_the_rate_counts_one_row_as_one_row() -> None:
-    with (
-        recording_pipeline(recorder_args=["--max-rows-per-s", "1"]) as pipeline,
-        Publisher(pipeline.publish_endpoint) as publisher,
-    ):
-        start = now_ms() - 60_000
-        assert publisher.publish("pub-slow", rows(start, 1)) == 1
-        with pytest.raises(Refused) as refused:
-            publisher.publish("pub-slow", rows(start + 10, 1))
-    assert str(refused.value).startswith(
-        "pub-slow accepts at most 1 row/s (bursts of 1 row): 1 row now is over it; send it again later"
-    )
+def test_a_refusal_over_the_rate_counts_one_row_as_one_row_and_says_when_to_send_it() -> None:
+    with recording_pipeline(recorder_args=["--max-rows-per-s", "1"]) as pipeline:
+        start_ns = round((now_ms() - 60_000) * 1e6)
+        first, second = (
+            fields.from_records([{"time": (start_ns + i) / 1e6, "v": i}], None, 1) for i in (0, 10_000_000)
+        )
+        accepted, over = raw_publish(
+            pipeline.publish_endpoint,
+            protocol.Publish(1, "pub-slow", first.times, first.columns),
+            protocol.Publish(2, "pub-slow", second.times, second.columns),
+        )
+    assert accepted.accepted == 1
+    assert over.error.startswith(
+        "pub-slow accepts at most 1 row/s (bursts of 1 row): 1 row now is over it for "
+    ), over.error
+    assert 0 < over.wait_ms <= 1000

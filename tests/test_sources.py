@@ -24,7 +24,7 @@ from eventclient import EventsClient
 from support import Pipeline
 
 from services.cli.status import fetch
-from services.common import protocol
+from services.common import fields, protocol
 from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel, parse_path
 from services.common.fields import FLOAT64, STRING, InvalidRows
 from services.generator.handoff import Handoff, Waker
@@ -121,13 +121,23 @@ def test_prepare_stamps_orders_and_sizes_a_poll() -> None:
         10,
     )
     times = [r["time"] for r in polled.records]
-    assert times == [5000.0], "records after the stamped one must be later than it"
+    assert times == ["1970-01-01T00:00:05Z"], "records after the stamped one must be later than it"
     assert polled.dropped == 3
     polled, size = prepare([{"time": 1, "a": 1.0}, {"time": 2, "s": "xyz"}], 0, 10)
     assert polled.dropped == 0
     assert len(polled.records) == 2
     assert size > len("xyz")
     assert prepare(None, 0, 10)[0].records == []
+
+
+def test_records_of_one_poll_without_a_time_get_distinct_increasing_stamps() -> None:
+    """On main they all got the poll's time and every one but the first was dropped."""
+    polled_at_ns = 1_796_484_188_869_123_456
+    polled, _ = prepare([{"v": i} for i in range(5)], polled_at_ns, 10)
+    assert polled.dropped == 0
+    times = [fields.parse_time(r["time"]) for r in polled.records]
+    assert times == [(polled_at_ns // 1000 + i) * 1000 for i in range(5)]
+    assert fields.from_records(polled.records, None, 10).times == times
 
 
 @pytest.mark.parametrize(

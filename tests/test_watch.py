@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import orjson
+from recording import now_ms, publish_cli, recording_pipeline
+from support import ROOT
+
 from services.cli.watch import Watcher, first_number, latest_row
 from services.hostemu.dataframe import StreamingFrame
+from services.packaging.bundle import write_launchers
 
 
 def event_frame() -> StreamingFrame:
@@ -79,3 +88,28 @@ def test_a_published_string_cannot_drive_the_terminal() -> None:
     shown = latest_row(frame, 200)
     assert shown.isprintable(), shown
     assert shown == r"door=\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\rdoor=open\n"
+
+
+def test_a_published_channel_shows_its_recorded_rows_then_says_nothing_is_published() -> None:
+    """On main the recorded rows never showed (the subscription's answer was dropped and the
+    stream starts after it), and the silence was blamed on workers: 'is a worker running?'."""
+    with recording_pipeline() as pipeline:
+        start = now_ms() - 600_000  # ten minutes ago: older than a subscription's last minute
+        lines = [
+            orjson.dumps({"time": start + i, "temp": 20.5 + i, "door": "shut"}).decode() for i in range(3)
+        ]
+        assert publish_cli(pipeline.run_dir, "pub-watched", lines).returncode == 0
+        shim = str(write_launchers(pipeline.run_dir)[0])
+        command = ["watch", "pub-watched", "--plugin", shim, "--plain", "--timeout", "2"]
+        watched = subprocess.run(
+            [sys.executable, "-m", "services.cli", *command],
+            cwd=ROOT,
+            env={**os.environ, "ZMQSTREAM_RUN_DIR": str(pipeline.run_dir)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert "temp=22.5 door=shut" in watched.stdout, watched.stdout + watched.stderr
+    assert watched.returncode == 1
+    assert "nothing published to pub-watched for 2 s: no publisher is sending to it now" in watched.stderr
+    assert "worker" not in watched.stderr

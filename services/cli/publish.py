@@ -5,8 +5,10 @@
 Lines are sent in batches (up to --batch-rows lines, or what arrived within --batch-ms of
 the first), each all or none. A refused batch is sent again line by line, so each
 refused line is named with its number and the recorder's reason on stderr and the
-others still go in. Exit status 1 if any line was refused or the recorder could not be
-reached, else 0.
+others still go in. Lines faster than the channel's rows-per-second budget are not
+refused: the publisher waits for it (services.publish), and says how far it got every
+PROGRESS_S while it waits. Exit status 1 if any line was refused or the recorder could
+not be reached, else 0.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ MAX_LINE_BYTES = 128 * 1024
 QUEUED_LINES = 1000
 """Lines read ahead of the publishing: at most 128 MiB, mostly far less."""
 END = None
+PROGRESS_S = 2.0
+"""How often a publish paced by the channel's budget says how far it got."""
 
 
 class Lines(threading.Thread):
@@ -91,6 +95,19 @@ class Run:
         self.channel = channel
         self.published = 0
         self.refused = 0
+        self.told_at = time.monotonic()
+        publisher.on_wait = self.waiting
+
+    def waiting(self, channel: str, seconds: float) -> None:
+        """The publisher waits for the channel's budget: say how far it got, every PROGRESS_S."""
+        now = time.monotonic()
+        if now - self.told_at >= PROGRESS_S:
+            self.told_at = now
+            print(
+                f"zmqstream publish: {count(self.published, 'row')} published to {channel} so far; "
+                f"waiting for its rows-per-second budget",
+                file=sys.stderr,
+            )
 
     def refuse(self, number: int, reason: str) -> None:
         self.refused += 1

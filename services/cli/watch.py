@@ -1,7 +1,8 @@
 """`zmqstream watch <path>`: a channel's live values in the terminal, through the real plugin.
 
 It launches the plugin the way Grafana does (services.hostemu), opens RunStream and
-redraws one line per packet: a sparkline of the latest values of the first number field,
+redraws one line per packet, the first for the rows SubscribeStream answered (an event
+channel's last 1,000 recorded rows, however old): a sparkline of the latest values of the first number field,
 the last value, rows per second and the tick-to-screen latency (median and p99). An
 event channel (`source-host-1000`, `pub-<name>`), whose rows carry several fields of
 any kind, also gets its latest row as `name=value` pairs. Whatever
@@ -32,6 +33,9 @@ from services.plugin.identity import CHECKOUT_PLUGIN_DIR, launcher_name
 BARS = "▁▂▃▄▅▆▇█"
 ROW_WIDTH = 200
 """Characters of an event channel's latest row shown after the sparkline."""
+RECORDED = b'{"after": 0}'
+"""An event channel's subscription payload: its recorded rows after the epoch (the last 1,000),
+not only the last minute's."""
 
 
 def sparkline(values: list[float]) -> str:
@@ -50,9 +54,13 @@ class Watcher:
         self.arrivals: deque[tuple[float, int]] = deque()
         self.rows = 0
 
-    def add(self, times_ns: list[int], values: list[float | None], received: float) -> None:
+    def add(
+        self, times_ns: list[int], values: list[float | None], received: float, live: bool = True
+    ) -> None:
+        """Rows received now; recorded ones (not `live`) count for no latency."""
         self.values.extend(math.nan if v is None else v for v in values)
-        self.latency_ms.extend((received - t / 1e9) * 1000 for t in times_ns)
+        if live:
+            self.latency_ms.extend((received - t / 1e9) * 1000 for t in times_ns)
         self.rows += len(times_ns)
         self.arrivals.append((received, len(times_ns)))
         while self.arrivals and received - self.arrivals[0][0] > 2.0:
@@ -91,32 +99,48 @@ class Watchdog(threading.Thread):
 
 
 def watch(
-    host: PluginHost, path: str, *, rows: int, width: int, plain: bool, out: TextIO, timeout_s: float
+    host: PluginHost,
+    path: str,
+    *,
+    rows: int,
+    width: int,
+    plain: bool,
+    out: TextIO,
+    timeout_s: float,
+    initial: bytes = b"",
 ) -> int:
+    """Draw the stream of `path`, starting from the rows of its SubscribeStream answer (`initial`)."""
     stream = host.run_stream(path)
     frame = stream.frame
     watcher = Watcher(width)
     watchdog = Watchdog(stream, timeout_s)
-    watchdog.start()
     seen = 0
     events = not path.startswith("custom-")  # rows of named fields of any kind, not series
+
+    def draw(received: float, live: bool = True) -> bool:
+        """One line for the rows new in the frame; True once `rows` were shown."""
+        nonlocal seen
+        number = first_number(frame)
+        new = frame.values[number][seen:] if number is not None else []
+        watcher.add(frame.times_ns[seen:], new, received, live)
+        seen = len(frame.times_ns)
+        line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
+        out.write(line + "\n" if plain else "\r\x1b[2K" + line)
+        out.flush()
+        return bool(rows) and watcher.rows >= rows
+
+    if initial and frame.push(initial) and draw(time.time(), live=False):  # the recorded rows first
+        stream.cancel()
+        return 0
+    watchdog.start()
     try:
         for _ in stream.packets_iter():
             watchdog.last = time.monotonic()
-            times = frame.times_ns[seen:]
-            number = first_number(frame)
-            watcher.add(
-                times, frame.values[number][seen:] if number is not None else [], stream.received_at[-1]
-            )
-            seen = len(frame.times_ns)
-            line = watcher.line() + (" " + latest_row(frame, ROW_WIDTH) if events else "")
-            out.write(line + "\n" if plain else "\r\x1b[2K" + line)
-            out.flush()
-            if rows and watcher.rows >= rows:
+            if draw(stream.received_at[-1]):
                 break
     except grpc.RpcError as exc:
         if watchdog.fired:
-            return fail(f"no rows of {path} for {timeout_s:g} s: is a worker running? (zmqstream status)")
+            return fail(silence(path, timeout_s))
         return fail(f"the plugin ended the stream of {path}: {exc.details()}")
     except KeyboardInterrupt:
         pass
@@ -126,6 +150,17 @@ def watch(
         if not plain:
             out.write("\n")
     return 0
+
+
+def silence(path: str, timeout_s: float) -> str:
+    """Why no row came: a published channel waits for its publishers, the others for a worker."""
+    if path.startswith("pub-"):
+        channel = path.split("/", 1)[0]
+        return (
+            f"nothing published to {channel} for {timeout_s:g} s: no publisher is sending to it "
+            f"now (`zmqstream publish {channel}` adds rows; --timeout waits longer)"
+        )
+    return f"no rows of {path} for {timeout_s:g} s: is a worker running? (zmqstream status)"
 
 
 def first_number(frame: StreamingFrame) -> int | None:
@@ -179,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
         health = host.check_health()
         if health.status != pb.CheckHealthResponse.OK:
             return fail(health.message)
-        response = host.subscribe(args.path)
+        events = not args.path.startswith("custom-")
+        response = host.subscribe(args.path, data=RECORDED if events else b"")
         if response.status != response.OK:
             reasons = [e["@message"] + ": " + str(e.get("error", "")) for e in host.logs_at("warn")]
             return fail(f"the plugin refused {args.path!r} ({'; '.join(reasons) or 'not found'})")
@@ -191,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
             plain=args.plain,
             out=sys.stdout,
             timeout_s=args.timeout,
+            initial=response.data,
         )
     finally:
         host.stop()

@@ -54,8 +54,8 @@ Sockets:
 | StopTicker       | broker → worker  | stop this channel (if it runs under this epoch or older)  |
 | StatusRequest    | anyone → broker  | ask for the broker's view                                 |
 | StatusReply      | broker → asker   | workers, channels, subscribers                            |
-| Publish          | publisher → recorder | rows for a published channel                          |
-| PublishReply     | recorder → publisher | how many were accepted, or why none (and the schema)  |
+| Publish          | publisher → recorder | rows for a published channel (publisher id, batch sequence) |
+| PublishReply     | recorder → publisher | how many were accepted, or why none (the schema, when to retry) |
 | HistoryRequest   | plugin → recorder | an event channel's recorded rows in a time range         |
 | HistoryReply     | recorder → plugin | those rows, or why not                                   |
 
@@ -278,6 +278,12 @@ class Publish(Message):
     channel: str
     times: list[int]
     columns: list[Column]
+    publisher: str = ""
+    """Who sends (a Publisher's random id): with `sequence`, what makes a retry apply once."""
+    sequence: int = 0
+    """Counts the publisher's batches up from 1 (0: none); sent again unchanged with the same
+    rows, it is answered as before and applied once (the recorder remembers the last per
+    publisher and channel)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,11 +295,17 @@ class PublishReply(Message):
     error: str = ""
     schema: dict[str, str] = dataclasses.field(default_factory=dict)
     """The channel's fields and kinds, in order, when the rows did not fit them: convert and send again."""
+    wait_ms: int = 0
+    """Refused for the channel's rows-per-second budget alone: the same Publish is taken after
+    this many milliseconds (nothing else is wrong with it)."""
+    most_rows: int = 0
+    """Refused because a burst of the budget holds fewer rows: send at most this many at once."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HistoryRequest(Message):
-    """An event channel's recorded rows with from_ns <= time <= to_ns, the last `max_rows` of them."""
+    """An event channel's recorded rows with from_ns <= time <= to_ns, the last `max_rows` of them
+    (with `spread`, `max_rows` of them evenly spaced over all)."""
 
     TYPE = MsgType.HISTORY_REQUEST
     request_id: str
@@ -301,6 +313,9 @@ class HistoryRequest(Message):
     from_ns: int
     to_ns: int
     max_rows: int
+    spread: bool = False
+    """More rows in the range than `max_rows`: every k-th row, the first and the last included,
+    so a graph of the range covers all of it (QueryData), instead of the last ones (backfill)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -312,7 +327,8 @@ class HistoryReply(Message):
     columns: list[Column]
     error: str = ""
     truncated: bool = False
-    """More rows were recorded in the range than `max_rows`: these are the last ones."""
+    """More rows were recorded in the range than `max_rows`: these are the last ones (or, asked
+    with `spread`, evenly spaced ones)."""
 
 
 _CLASSES: dict[int, type[Message]] = {

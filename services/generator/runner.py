@@ -3,11 +3,11 @@
 A source may block (a device read, an HTTP call), so it never runs in the thread that
 publishes the tickers' rows. Its own thread polls it on a drift-free grid (poll k at
 k * tick since the Unix epoch; polls a slow source misses are skipped, never run back to
-back), stamps records that have no time, orders them by time and turns them into a typed
-batch (fields.from_records, the first batch fixing the channel's schema), then hands the
-batch over (services.generator.handoff). Converting there, not in the main thread, keeps a
-source's 1,000 rows of 64 fields from holding up every ticker for the tens of
-milliseconds they take (the GIL switches threads every 5 ms). The main thread keeps the
+back), stamps records that have no time (the poll's, 1 µs apart), orders them by time and
+turns them into a typed batch (fields.from_records, the first batch fixing the channel's
+schema), then hands the batch over (services.generator.handoff). Converting there, not in
+the main thread, keeps a source's 1,000 rows of 64 fields from holding up every ticker for
+the tens of milliseconds they take (the GIL switches threads every 5 ms). The main thread keeps the
 channel's times strictly increasing and publishes Events under the channel's current
 epoch, which it alone changes.
 
@@ -18,6 +18,7 @@ kind is dropped with the field named, and the channel goes on with its schema.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import os
@@ -51,6 +52,7 @@ DRAIN_BUDGET_NS = 10_000_000
 RECORD_BYTES = 64
 """What a record costs beyond its values, for the hand-off's bound."""
 VALUE_BYTES = 16
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Throttle:
@@ -97,7 +99,7 @@ def prepare(records: Any, polled_at_ns: int, max_rows: int) -> tuple[Polled, int
         raise InvalidRows(f"poll() must return a list of records, got {type(records).__name__}") from None
     if len(taken) > max_rows:
         raise InvalidRows(f"poll() returned more than {max_rows} records")
-    stamp = polled_at_ns / 1_000_000
+    stamps = (stamp(polled_at_ns // 1000 + step) for step in itertools.count())
     kept: list[dict[str, Any]] = []
     previous = -1
     size = 0
@@ -105,7 +107,8 @@ def prepare(records: Any, polled_at_ns: int, max_rows: int) -> tuple[Polled, int
         if not isinstance(record, Mapping):
             raise InvalidRows(f"record {number}: expected a map, got {type(record).__name__}")
         row = dict(record)
-        row.setdefault(typed.TIME_KEY, stamp)
+        if typed.TIME_KEY not in row:
+            row[typed.TIME_KEY] = next(stamps)
         try:
             time_ns = typed.parse_time(row[typed.TIME_KEY])
         except InvalidRows as exc:
@@ -121,6 +124,13 @@ def prepare(records: Any, polled_at_ns: int, max_rows: int) -> tuple[Polled, int
             size += len(key) + (len(value) if isinstance(value, str) else VALUE_BYTES)
         kept.append(row)
     return Polled(kept, len(taken) - len(kept)), size
+
+
+def stamp(time_us: int) -> str:
+    """A record's time for `time_us` (µs since the epoch) as RFC 3339: exact, where epoch
+    milliseconds as a float are not, so records a poll left without a time get distinct ones
+    1 µs apart from the poll's."""
+    return (EPOCH + dt.timedelta(microseconds=time_us)).isoformat().replace("+00:00", "Z")
 
 
 class SourceThread(threading.Thread):

@@ -9,7 +9,9 @@ Rows are checked where they enter (`_on_rows`): a data frame that does not decod
 the wrong number of series for its channel, carries an epoch other than the placement
 the broker last told (a superseded or forged ticker), or stamps ticks ahead of this
 clock by more than `max_clock_skew_ms` is dropped, counted by reason and logged (at most
-once per reason and LOG_EVERY_S); every other frame and stream goes on.
+once per reason and LOG_EVERY_S); every other frame and stream goes on. Events of a newer
+epoch than the placement told are held (EARLY_ROWS) until the broker names that placement
+and then relayed: a restarted recorder's first rows outrun its Placement, and are on time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from services.common import protocol, rundir
 from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
+from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
@@ -45,6 +48,8 @@ FRAMES_PER_TURN = 1000
 LOG_EVERY_S = 10.0
 """Refused frames are counted always, logged at most this often per reason."""
 REFUSAL_REASONS = ("malformed", "epoch", "shape", "future")
+EARLY_ROWS = 10_000
+"""Rows of an event channel's next placement held until the broker names it (then relayed)."""
 
 
 class BrokerUnavailable(PipelineError):
@@ -68,6 +73,9 @@ class Held:
     """All of the channel's kind: RowQueues for a pure channel (hold), EventQueues for an event one."""
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
+    early: list[tuple[int, Batch]] = field(default_factory=list)
+    """Events of a newer epoch than the placement, held until the broker names it (a restarted
+    recorder's first rows outrun its Placement) or another placement drops them."""
 
 
 class BrokerConnection:
@@ -272,7 +280,7 @@ class BrokerConnection:
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
                 | protocol.Placement(channel=channel, epoch=epoch)
             ) if epoch and channel in self.holders:
-                self.holders[channel].epoch = epoch
+                self._placement(self.holders[channel], epoch)
             case protocol.StatusReply(request_id=request_id):
                 future = self.pending_status.get(request_id)
                 if future is not None and not future.done():
@@ -338,6 +346,16 @@ class BrokerConnection:
         except PipelineError as exc:
             self._refuse("malformed", str(exc))
             return
+        early = self.holders.get(channel)
+        if early is not None and early.epoch and message.epoch > early.epoch:
+            if (
+                isinstance(message, protocol.Events)
+                and isinstance(early.spec, EventChannel)
+                and message.times
+                and not self._ahead(channel, message.times[-1])
+            ):
+                self._keep_early(early, channel, message)
+            return
         held = self._placed(channel, message.epoch)
         if held is None:
             return
@@ -354,6 +372,29 @@ class BrokerConnection:
         self.rows_received += len(batch)
         for queue in cast("list[EventQueue]", held.queues):  # an event channel's, as checked above
             queue.put(batch)
+
+    def _keep_early(self, held: Held, channel: str, message: protocol.Events) -> None:
+        """Hold Events of a newer placement than the one told, at most EARLY_ROWS of them."""
+        held.early.append((message.epoch, message.batch))
+        while sum(len(batch) for _, batch in held.early) > EARLY_ROWS:
+            epoch, _ = held.early.pop(0)
+            self._refuse(
+                "epoch", f"{channel}: epoch {epoch} was never placed (the placement is {held.epoch})"
+            )
+
+    def _placement(self, held: Held, epoch: int) -> None:
+        """The broker names the channel's placement: relay its rows, with those that came before it."""
+        held.epoch = epoch
+        early = held.early
+        held.early = [(later, batch) for later, batch in early if later > epoch]  # still to be told
+        for batch_epoch, batch in early:
+            if batch_epoch < epoch:
+                self._refuse("epoch", f"{held.spec.path}: epoch {batch_epoch}, the placement is {epoch}")
+            if batch_epoch != epoch:
+                continue
+            self.rows_received += len(batch)
+            for queue in cast("list[EventQueue]", held.queues):
+                queue.put(batch)
 
     def _placed(self, channel: str, epoch: int) -> Held | None:
         """The held channel whose frames of `epoch` are relayed; None for a channel not held (released

@@ -11,17 +11,21 @@ What differs from pure channels (services.plugin.servicers), and why:
 - A stream sends strictly increasing times (EventQueue.take drops and counts the rest),
   and a frame never mixes two schemas: rows of a new schema go out with a new schema.
 - What fails is told in the panel: no recorder (a notice on the initial frame and on the
-  stream), nothing published or sent yet (an info notice until the first row).
+  stream, cleared once it is back), nothing published or sent yet (an info notice until
+  the first row). A notice keeps the channel's last schema seen (EventStreams.schemas), so
+  a panel subscribing while the recorder is down keeps its fields.
 
 PublishStream writes rows into a published channel through the recorder. A datasource
 opts in (jsonData `allowPublish: true`); the user must be an Editor or Admin; the path
 must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed one
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
-at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
-PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way,
-and a refusal of the rows themselves is shown on the channel's panels (services.plugin.refusals),
-since Grafana passes a publisher nothing but the status.
+at most PUBLISH_PER_S requests a second. Rows over their channel's budget wait for it
+(at most PUBLISH_WAIT_S). Rows the plugin or the recorder refuses are PERMISSION_DENIED, no
+recorder answering is NOT_FOUND; the reason is logged, is the response's data
+(`{"error": "<reason>"}`) for a caller that reads it, and a refusal of the rows themselves
+is shown on the channel's panels (services.plugin.refusals), since Grafana passes a
+publisher nothing but the status.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
 any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
 client's own JSON into the channel as well, over the websocket (over HTTP it publishes
@@ -32,6 +36,7 @@ Grafana would hand it to every panel of the channel as a broken frame.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -41,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from services.common.channels import PUBLISHED, EventChannel
+from services.common.channels import PUBLISHED, Channel, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
 from services.plugin import backfill, eventframes, frames, labelled, notices
@@ -63,8 +68,12 @@ MAX_PUBLISH_BYTES = 64 * 1024
 MAX_PUBLISH_ROWS = 1000
 PUBLISH_PER_S = 20.0
 """Publish requests per second per datasource (a burst of as many is allowed)."""
+PUBLISH_WAIT_S = 2.0
+"""Longest a publish waits for its channel's rows-per-second budget (a burst is a second's worth)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
+MAX_SCHEMAS = 10_000
+"""Event channels whose last schema is remembered (a few hundred bytes each)."""
 
 
 class EventStreams:
@@ -76,6 +85,9 @@ class EventStreams:
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.refusals = Refusals()
+        self.schemas: OrderedDict[str, tuple[Schema, labelled.Labels]] = OrderedDict()
+        """Each event channel's last schema (and labels) seen, least recent first: a panel keeps
+        its fields when the recorder cannot answer (a frame of other fields would replace them)."""
 
     # -- SubscribeStream ---------------------------------------------------------------
 
@@ -95,9 +107,10 @@ class EventStreams:
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
             last, labels = labelled.runs(batch, shown.labels)[-1]  # one frame: the newest labels' rows
+            self._remember(channel, last.schema, labels)
             data = eventframes.packet(last, labelled.frame_schema(last.schema, shown, labels))
-        elif problem:
-            data = notices.notice_packet(labelled.frame_schema(None, shown), notices.ERROR, problem)
+        elif problem:  # the fields the panel last had: a frame of others would replace them
+            data = notices.notice_packet(self._last_schema(channel, shown), notices.ERROR, problem)
         elif known := await self._latest_schema(channel, to_ns, shown):
             data = frames.schema_only(known)  # nothing new: the panel keeps its fields
         else:
@@ -118,11 +131,24 @@ class EventStreams:
         try:
             batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
-            return None
+            return self._last_schema(channel, shown) if channel.path in self.schemas else None
         if not batch.times:
             return None
         last, labels = labelled.runs(batch, shown.labels)[-1]
+        self._remember(channel, last.schema, labels)
         return labelled.frame_schema(last.schema, shown, labels)
+
+    def _remember(self, channel: EventChannel, schema: Schema, labels: labelled.Labels) -> None:
+        """The channel's schema as last seen, for when the recorder cannot tell it."""
+        self.schemas[channel.path] = (schema, labels)
+        self.schemas.move_to_end(channel.path)
+        while len(self.schemas) > MAX_SCHEMAS:
+            self.schemas.popitem(last=False)
+
+    def _last_schema(self, channel: EventChannel, shown: Display) -> dict[str, Any]:
+        """The frame schema of the channel's last schema seen (time alone if none was)."""
+        schema, labels = self.schemas.get(channel.path, (None, ()))
+        return labelled.frame_schema(schema, shown, labels)
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -145,7 +171,7 @@ class EventStreams:
         queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         sent_schema: tuple[Schema, labelled.Labels] | None = None
-        notice = notices.PanelNotice(channel, labelled.frame_schema(None, shown))
+        notice = notices.PanelNotice(channel, self._last_schema(channel, shown))
         dropped_seen = 0
         refusal_seen = self.refusals.seen(channel.path)
         try:
@@ -155,13 +181,17 @@ class EventStreams:
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
-                known = None if problem else await self._latest_schema(channel, time.time_ns(), shown)
+                if problem:  # the recorder did not answer: not asked again
+                    known = self._last_schema(channel, shown) if channel.path in self.schemas else None
+                else:
+                    known = await self._latest_schema(channel, time.time_ns(), shown)
                 if known is not None:
                     notice.frame_schema = known  # the panel's fields, for later notices
-                else:
-                    notice.shown = problem or _nothing_yet(channel)
-                    severity = notices.ERROR if problem else notices.INFO
-                    yield notices.notice_packet(notice.frame_schema, severity, notice.shown)
+                if problem:
+                    yield notice.troubled(problem)
+                elif known is None:
+                    notice.shown = _nothing_yet(channel)
+                    yield notices.notice_packet(notice.frame_schema, notices.INFO, notice.shown)
             bridged = False
             outgoing = [batch]
             while True:
@@ -172,6 +202,7 @@ class EventStreams:
                         continue
                     changed = (batch.schema, labels) != sent_schema
                     if changed:
+                        self._remember(channel, batch.schema, labels)
                         notice.frame_schema = labelled.frame_schema(batch.schema, shown, labels)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
@@ -214,44 +245,45 @@ class EventStreams:
     # -- PublishStream -----------------------------------------------------------------
 
     async def publish(
-        self, request: pb.PublishStreamRequest, channel: EventChannel, config: DatasourceConfig
-    ) -> pb.PublishStreamResponse.Status.ValueType:
-        """The PublishStreamResponse status for `request` (refusals logged with their reason)."""
-        refused = pb.PublishStreamResponse.PERMISSION_DENIED
+        self, request: pb.PublishStreamRequest, channel: Channel, config: DatasourceConfig
+    ) -> pb.PublishStreamResponse:
+        """The answer to `request`: OK, or a refusal whose data says why (and logged)."""
         role = request.pluginContext.user.role
         why = ""
         if not config.allow_publish:
             why = f"datasource {config.uid} does not allow publishing (its setting allowPublish is off)"
         elif role not in EDITOR_ROLES:
             why = f"publishing needs the Editor or Admin role, the user's is {role or 'none'!r}"
-        elif channel.kind != PUBLISHED:
+        elif not isinstance(channel, EventChannel) or channel.kind != PUBLISHED:
             why = f"{channel.path} is not a published channel (pub-<name>): only those take rows"
         elif not self._admit(config.uid):
             why = f"datasource {config.uid} publishes more than {PUBLISH_PER_S:g} times a second"
         if why:
-            log.warning("publish refused", extra=fields(path=request.path[:200], error=why))
-            return refused
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         try:
             batch = _rows(request.data)
             reply = await self.recorder.publish(channel.path, batch)
+            waited_s = 0.0
+            while reply.wait_ms and waited_s + reply.wait_ms / 1000 <= PUBLISH_WAIT_S:
+                waited_s += reply.wait_ms / 1000  # the channel's budget: the rows go in a moment
+                await asyncio.sleep(reply.wait_ms / 1000)
+                reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
-            log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
             self.refusals.tell(channel.path, f"a publish into {channel.path} was refused: {exc}")
-            return refused
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, str(exc))
         except RecorderUnavailable as exc:
-            log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
-            return pb.PublishStreamResponse.NOT_FOUND
-        if reply.error or reply.accepted != len(batch):
-            log.warning(
-                "publish refused by the recorder", extra=fields(path=request.path, error=reply.error[:300])
+            return publish_refused(
+                pb.PublishStreamResponse.NOT_FOUND, request.path, str(exc), "publish failed"
             )
+        if reply.error or reply.accepted != len(batch):
             why = reply.error[:300] or f"{reply.accepted} of {len(batch)} rows accepted"
             self.refusals.tell(
                 channel.path, f"a publish into {channel.path} was refused by the recorder: {why}"
             )
-            return refused
+            why = f"the recorder refused the rows: {why}"
+            return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         log.debug("published", extra=fields(path=request.path, rows=len(batch)))
-        return pb.PublishStreamResponse.OK
+        return pb.PublishStreamResponse(status=pb.PublishStreamResponse.OK)
 
     def _admit(self, uid: str) -> bool:
         """A token bucket per datasource: PUBLISH_PER_S a second, as many at once."""
@@ -263,6 +295,15 @@ class EventStreams:
         while len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
         return admitted
+
+
+def publish_refused(
+    status: pb.PublishStreamResponse.Status.ValueType, path: str, why: str, what: str = "publish refused"
+) -> pb.PublishStreamResponse:
+    """A PublishStream refusal: logged as `what`, and its reason in the data for the caller
+    (`{"error": why}`; Grafana's own Live API answers its HTTP status text alone)."""
+    log.warning(what, extra=fields(path=path[:200], error=why[:300]))
+    return pb.PublishStreamResponse(status=status, data=orjson.dumps({"error": why}))
 
 
 FRAME_KEYS = frozenset(("schema", "data"))

@@ -16,6 +16,9 @@ A stream says why when:
   notice stays until DROPS_CLEAR_S pass without a drop);
 - the stream was refused (a budget, the broker's limits, the datasource's settings): the
   notice goes out just before the refusal.
+
+A notice of a missing part (broker, workers, recorder) is cleared as soon as the part is
+back, not only by the next row: a published channel may stay quiet for long.
 """
 
 from __future__ import annotations
@@ -78,19 +81,29 @@ class PanelNotice:
         """Who must be alive for the channel to move: its recorder, or a generator worker."""
         self.frame_schema = frame_schema
         self.shown = ""
+        self.trouble = False
+        """What is shown is a missing part of the pipeline: cleared once it is back, rows or not."""
         self.last_row = time.monotonic()
         self.last_drop = 0.0
 
+    def troubled(self, text: str) -> bytes:
+        """The packet that shows `text`, an error that clears when the pipeline is whole again."""
+        self.shown, self.trouble = text, True
+        return notice_packet(self.frame_schema, ERROR, text)
+
     async def stalled(self, broker: BrokerConnection, timeout_s: float) -> bytes | None:
-        """After a wait without rows: the packet that tells why (None if nothing new to say)."""
+        """After a wait without rows: the packet that tells why, or that clears what was told
+        once the broker, the workers or the recorder are back (None if nothing new to say)."""
         text = broker.problem()
         idle_s = time.monotonic() - self.last_row
         if not text and idle_s > self.quiet_s:
             text = await _broker_problem(broker, timeout_s, idle_s, self.role)
+        if not text and self.trouble:
+            self.shown, self.trouble = "", False
+            return frames.schema_only(_with_meta(self.frame_schema, []))
         if not text or text == self.shown:
             return None
-        self.shown = text
-        return notice_packet(self.frame_schema, ERROR, text)
+        return self.troubled(text)
 
     def rows(self, dropped: int) -> dict[str, Any] | None:
         """Rows are going out: the schema to send with them if the notice changes, else None."""
@@ -107,7 +120,7 @@ class PanelNotice:
             text = ""
         if text == self.shown:
             return None
-        self.shown = text
+        self.shown, self.trouble = text, False
         notices = [{"severity": WARNING, "text": text}] if text else []
         return _with_meta(self.frame_schema, notices)
 

@@ -15,7 +15,8 @@ Each query is answered on its own (one bad query never fails the others):
   services.plugin.display), status 200. Alerting queries are answered the same way.
 
 Event channels (`kind` source or published, services.plugin.query) cannot be recomputed:
-their rows in the range (the last maxDataPoints of them) come from the recorder, in one
+their rows in the range (at most maxDataPoints of them, evenly spaced rows over the whole
+range, its first and last row included) come from the recorder, in one
 frame of typed, nullable fields (services.plugin.arrow.event_frame_file). When no recorder
 answers, or it holds no rows yet, the frame is empty and its notice says so (status 200:
 the panel still streams on).
@@ -129,7 +130,9 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
         text = ""
         try:
-            batch, truncated = await self.recorder.history(channel.path, from_ns, to_ns, max_rows)
+            batch, truncated = await self.recorder.history(
+                channel.path, from_ns, to_ns, max_rows, spread=True
+            )
         except RecorderUnavailable as exc:
             log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
             batch, truncated, text = None, False, f"no history for {channel.path}: {exc}"
@@ -147,7 +150,10 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
             meta["notices"] = [{"severity": notices.ERROR if batch is None else notices.INFO, "text": text}]
         elif truncated:
             meta["notices"] = [
-                {"severity": notices.INFO, "text": f"the last {count(len(batch or ()), 'row')} of the range"}
+                {
+                    "severity": notices.INFO,
+                    "text": f"{count(len(batch or ()), 'row')} evenly spaced over the range (maxDataPoints)",
+                }
             ]
         meta.update(labelled.meta(shown))
         answered = []

@@ -204,11 +204,14 @@ class RecorderClient:
         self.publish_channel = _Channel(ctx, settings.publish_endpoint, settings, "publish", keys)
         self._ids = itertools.count(1)
 
-    async def history(self, channel: str, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool]:
-        """The recorded rows of `channel` in [from_ns, to_ns], at most the last `max_rows`, and
-        whether there were more; RecorderUnavailable if no recorder answers or it says no."""
+    async def history(
+        self, channel: str, from_ns: int, to_ns: int, max_rows: int, spread: bool = False
+    ) -> tuple[Batch, bool]:
+        """The recorded rows of `channel` in [from_ns, to_ns], at most the last `max_rows` (with
+        `spread`, evenly spaced ones), and whether there were more; RecorderUnavailable if no
+        recorder answers or it says no."""
         request_id = uuid.uuid4().hex
-        request = protocol.HistoryRequest(request_id, channel, from_ns, to_ns, max_rows)
+        request = protocol.HistoryRequest(request_id, channel, from_ns, to_ns, max_rows, spread)
         reply = await self.history_channel.ask(request, request_id, self.timeout_s)
         if not isinstance(reply, protocol.HistoryReply) or reply.channel != channel:
             raise RecorderUnavailable(f"the recorder answered a history request with {type(reply).__name__}")

@@ -45,7 +45,7 @@ from services.plugin.broker_connection import (
 )
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.eventstreams import EventStreams
+from services.plugin.eventstreams import EventStreams, publish_refused
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.notices import StreamEnded
@@ -123,13 +123,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         try:
             channel, _, config = self._spec(request.pluginContext, request.path)
         except InvalidChannel as exc:
-            log.warning("publish refused", extra=fields(path=request.path[:200], error=str(exc)))
-            return pb.PublishStreamResponse(status=pb.PublishStreamResponse.NOT_FOUND)
-        if not isinstance(channel, EventChannel):
-            log.warning("publish refused", extra=fields(path=request.path, error="not a published channel"))
-            return pb.PublishStreamResponse(status=pb.PublishStreamResponse.PERMISSION_DENIED)
-        status = await self.events.publish(request, channel, config)
-        return pb.PublishStreamResponse(status=status)
+            return publish_refused(pb.PublishStreamResponse.NOT_FOUND, request.path, str(exc))
+        return await self.events.publish(request, channel, config)
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context

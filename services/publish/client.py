@@ -7,18 +7,25 @@
 Rows are JSON-like records (services.common.fields.from_records). A channel's schema is
 the recorder's, fixed by its first rows; the client need not know it: a refusal over
 the schema carries it (PublishReply.schema), and the client converts the same records to it (an int into a
-float64 field, a missing field as null) and sends them once more. Every call returns
-within its timeout: the socket queues only to a connected recorder (IMMEDIATE), nothing
-blocks (NOBLOCK), and a monitor tells a refused connection or CURVE handshake at once.
+float64 field, a missing field as null) and sends them once more.
+
+Nothing is refused for its pace: rows over a channel's rows-per-second budget wait until
+the recorder takes them (PublishReply.wait_ms), and more than a burst go in bursts. Each
+batch carries this Publisher's id and a sequence number, so a batch sent again (its reply
+lost, or after an Unreachable) is recorded once. Every exchange returns within its
+timeout: the socket queues only to a connected recorder (IMMEDIATE), nothing blocks
+(NOBLOCK), and a monitor tells a refused connection or CURVE handshake at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
@@ -32,6 +39,9 @@ from services.common.fields import Batch, InvalidRows, Schema
 from services.common.probe import CURVE_FAILED, RETRIED
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
+
+RESEND_S = 1.0
+"""A batch without a reply for this long is sent again (same sequence: applied once)."""
 
 
 class PublishError(PipelineError):
@@ -59,6 +69,7 @@ class Publisher:
         *,
         timeout_s: float = 5.0,
         socket_group: str = "",
+        on_wait: Callable[[str, float], None] | None = None,
     ) -> None:
         self.endpoint = endpoint or default_endpoint("publish")
         self.keys = keys
@@ -66,6 +77,13 @@ class Publisher:
         self.socket_group = socket_group
         self.schemas: dict[str, Schema] = {}
         """Each channel's schema as the recorder last told or accepted it."""
+        self.on_wait = on_wait
+        """on_wait(channel, seconds): told before each wait for a channel's budget."""
+        self.identity = uuid.uuid4().hex
+        """This publisher to the recorder: its batches' sequence numbers count under it."""
+        self._sequences = itertools.count(1)
+        self._unanswered: dict[str, tuple[Batch, int]] = {}
+        """Each channel's batch whose reply never came, and its sequence number."""
         self._ids = itertools.count(1)
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -81,7 +99,8 @@ class Publisher:
         self.close()
 
     def publish(self, channel: str, records: Iterable[Mapping[str, Any]]) -> int:
-        """Publish `records` into `channel`, all or none; the number accepted, or PublishError."""
+        """Publish `records` into `channel`; the number accepted, or PublishError and none of them
+        (more rows than a burst of the channel's budget go in bursts: a refusal keeps the earlier)."""
         records = list(records)
         schema = self.schemas.get(channel)
         batch = _batch(records, schema)
@@ -95,15 +114,45 @@ class Publisher:
             return self.publish_batch(channel, _batch(records, told))
 
     def publish_batch(self, channel: str, batch: Batch) -> int:
-        """Publish rows already typed (a checked Batch); the number accepted, or PublishError."""
+        """Publish rows already typed (a checked Batch); the number accepted, or PublishError.
+
+        Paced to the channel's budget: rows over it wait until it takes them (`on_wait` is
+        told each wait), and more rows than a burst go in bursts, in order.
+        """
+        while True:
+            reply = self._exchange(channel, batch)
+            if reply.most_rows and len(batch) > reply.most_rows:
+                return sum(
+                    self.publish_batch(channel, batch.rows(at, at + reply.most_rows))
+                    for at in range(0, len(batch), reply.most_rows)
+                )
+            if not reply.wait_ms:
+                break
+            if self.on_wait is not None:
+                self.on_wait(channel, reply.wait_ms / 1000)
+            time.sleep(reply.wait_ms / 1000)
+        if reply.error:
+            raise Refused(reply.error, Schema(tuple(reply.schema.items())) if reply.schema else None)
+        self.schemas[channel] = batch.schema
+        return reply.accepted
+
+    def _exchange(self, channel: str, batch: Batch) -> protocol.PublishReply:
+        """Send the batch and wait for its reply, sending it again while none comes (Unreachable
+        past the timeout). A batch sent again after an Unreachable or a wait for the budget keeps
+        its sequence number, so the recorder applies it once whether or not a copy went in."""
+        unanswered = self._unanswered.get(channel)
+        sequence = unanswered[1] if unanswered and unanswered[0] == batch else next(self._sequences)
         request_id = next(self._ids)
-        frames = protocol.encode(protocol.Publish(request_id, channel, batch.times, batch.columns))
+        frames = protocol.encode(
+            protocol.Publish(request_id, channel, batch.times, batch.columns, self.identity, sequence)
+        )
         size = sum(len(frame) for frame in frames)
         if size > protocol.MAX_DATA_BYTES:
             raise Refused(
                 f"these {len(batch)} rows are {size} bytes, more than a message may carry "
                 f"({protocol.MAX_DATA_BYTES}): publish fewer at a time"
             )
+        self._unanswered[channel] = (batch, sequence)
         deadline = time.monotonic() + self.timeout_s
         sock = self._socket()
         self._wait_connected(sock, deadline)
@@ -111,11 +160,10 @@ class Publisher:
             sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             raise Unreachable(f"the recorder at {self.endpoint} takes no more messages now") from None
-        reply = self._reply(sock, request_id, deadline)
-        if reply.error:
-            raise Refused(reply.error, Schema(tuple(reply.schema.items())) if reply.schema else None)
-        self.schemas[channel] = batch.schema
-        return reply.accepted
+        reply = self._reply(sock, frames, request_id, deadline)
+        if not reply.wait_ms:  # after a wait, the same number: a copy sent meanwhile may have gone in
+            del self._unanswered[channel]
+        return reply
 
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is not None:
@@ -162,10 +210,20 @@ class Publisher:
                 raise Unreachable(f"no recorder at {self.endpoint}: connection refused")
             self._connected = self._connected or event == zmq.EVENT_CONNECTED
 
-    def _reply(self, sock: zmq.Socket[bytes], request_id: int, deadline: float) -> protocol.PublishReply:
-        while (left_ms := (deadline - time.monotonic()) * 1000) > 0:
+    def _reply(
+        self, sock: zmq.Socket[bytes], frames: list[bytes], request_id: int, deadline: float
+    ) -> protocol.PublishReply:
+        """The reply to `request_id`; `frames` are sent again each RESEND_S without one (a reply
+        lost on a reconnection): the recorder answers a batch it has applied without applying it."""
+        resend = time.monotonic() + RESEND_S
+        while (left_ms := (min(deadline, resend) - time.monotonic()) * 1000) > 0:
             if not sock.poll(max(1, int(left_ms))):
-                break
+                if time.monotonic() >= deadline:
+                    break
+                resend = time.monotonic() + RESEND_S
+                with contextlib.suppress(zmq.Again):  # not connected now: the next try may be
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                continue
             try:
                 reply = protocol.decode(sock.recv_multipart())
             except PipelineError:
@@ -174,7 +232,8 @@ class Publisher:
                 return reply  # an older reply (one that came after its timeout) is passed over
         raise Unreachable(
             f"the recorder at {self.endpoint} did not answer within {self.timeout_s:g} s "
-            "(the rows may or may not have been recorded)"
+            "(the rows may or may not have been recorded: publish the same rows again with this "
+            "Publisher, and they are recorded once)"
         )
 
     def close(self) -> None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from services.common import protocol
 from services.common.errors import ProtocolError
+from services.common.fields import Batch, Column
 from services.recorder.intake import event_channel
-from services.recorder.ring import Rings
+from services.recorder.ring import Rings, evenly
 
 log = logging.getLogger("zmqstream.recorder")
 REPLY_MARGIN = 64 * 1024
@@ -48,7 +49,7 @@ class History:
         if request.max_rows < 1:
             return _history_error(request.request_id, channel, "max_rows must be at least 1")
         found = self.rings.query(
-            channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS)
+            channel, request.from_ns, request.to_ns, min(request.max_rows, protocol.MAX_ROWS), request.spread
         )
         if found is None:
             return _history_error(request.request_id, channel, f"{protocol.NOT_RECORDED}{channel}")
@@ -62,7 +63,15 @@ class History:
                 or sum(map(len, protocol.encode(reply))) < protocol.MAX_CONTROL_BYTES - REPLY_MARGIN
             ):
                 return reply
-            batch, truncated = batch.last(len(batch) // 2), True
+            half = len(batch) // 2
+            batch, truncated = (spread(batch, half) if request.spread else batch.last(half)), True
+
+
+def spread(batch: Batch, rows: int) -> Batch:
+    """`rows` of the batch's rows evenly spaced (services.recorder.ring.evenly)."""
+    picked = evenly(len(batch), rows)
+    columns = [Column(c.name, c.kind, [c.values[i] for i in picked]) for c in batch.columns]
+    return Batch([batch.times[i] for i in picked], columns)
 
 
 def _history_error(request_id: str, channel: str, error: str) -> protocol.HistoryReply:

@@ -57,6 +57,10 @@ class Budget:
     def take(self, rows: int) -> None:
         self.tokens -= rows
 
+    def wait_s(self, rows: int) -> float:
+        """How long until `rows` (at most a burst) are allowed, as of the last `allows`."""
+        return max(0.0, (rows - self.tokens) / self.rate)
+
 
 def publish_problem(
     channel: str,

@@ -1,10 +1,17 @@
 """Publishers' rows: a Publish checked completely and against its channel's budget, then recorded
-and sent on to frames_in under the recorder's epoch, or refused with a reason and nothing changed."""
+and sent on to frames_in under the recorder's epoch, or refused with a reason and nothing changed.
+
+Over the budget alone, the reply says when the same rows will be taken (or how many at most
+go at once), so a publisher paces itself instead of losing rows. A publisher's batch sent
+again with the same sequence number (its reply lost) is answered as before, not applied twice.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +28,8 @@ from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
 
 log = logging.getLogger("zmqstream.recorder")
+MAX_PUBLISHERS = 100_000
+"""(publisher, channel) pairs whose last batch is remembered (~200 bytes each); the least recent go."""
 Record = Callable[[str, Batch], None]
 """record(channel, batch): into the ring, and the segments if any."""
 
@@ -40,6 +49,8 @@ class Publishing:
     refusal: Callable[[str, str], None]
     """refusal(what, why): counted and logged."""
     budgets: dict[str, Budget] = field(default_factory=dict)
+    sequences: OrderedDict[tuple[str, str], tuple[int, int]] = field(default_factory=OrderedDict)
+    """(publisher, channel) → its last applied batch's (sequence, rows), least recent first."""
 
     def answer(self, frames: list[bytes], over_share: bool) -> protocol.PublishReply:
         try:
@@ -55,7 +66,7 @@ class Publishing:
         except Exception:  # a bug of ours on some input: that message fails, the recorder goes on
             log.exception("publish failed")
             reply = protocol.PublishReply(0, 0, "the recorder failed on this publish (see its log)")
-        if reply.error:
+        if reply.error and not reply.wait_ms:  # a wait is pacing, not a refusal
             self.refusal("publish refused", reply.error)
         return reply
 
@@ -68,6 +79,10 @@ class Publishing:
         except ProtocolError as exc:
             return protocol.PublishReply(_request_id(frames), 0, f"not a valid Publish: {exc}")
         channel = message.channel
+        if message.publisher and message.sequence:
+            again = self._retried(message)
+            if again is not None:
+                return again
         batch = Batch(message.times, message.columns)
         ring = self.rings.channels.get(channel)
         now_ns = time.time_ns()
@@ -84,26 +99,74 @@ class Publishing:
                 f"the recorder keeps at most {self.settings.max_channels} channels: publish to one it "
                 "has, or raise its --max-channels"
             )
-        now = time.monotonic()
-        rate = self.settings.max_rows_per_s
-        budget = self.budgets.get(channel) or Budget(rate, rate, now)
-        if not problem and not budget.allows(len(batch), now):
-            one = len(batch) == 1
-            over = f"{count(len(batch), 'row')} now {'is' if one else 'are'} over it"
-            retry = "send it again later" if one else "send them again later, or fewer at once"
-            limit = f"{channel} accepts at most {count(rate, 'row')}/s (bursts of {count(rate, 'row')})"
-            problem = f"{limit}: {over}; {retry}"
         if problem:
             told = ring.schema if ring is not None and batch.schema != ring.schema else None
             return protocol.PublishReply(message.request_id, 0, problem, dict(told.fields) if told else {})
+        now = time.monotonic()
+        rate = self.settings.max_rows_per_s
+        budget = self.budgets.get(channel) or Budget(rate, rate, now)
+        if not budget.allows(len(batch), now):
+            return _over_budget(message.request_id, channel, len(batch), rate, budget)
         budget.take(len(batch))
         self.budgets[channel] = budget
         self.record(channel, batch)
+        self._applied(message, len(batch))  # recorded: a copy of it now changes nothing
         self.send(protocol.events_frame(channel, self.epoch, batch))
         if ring is None:
             log.info("published channel begun", extra=fields(channel=channel, schema=batch.schema.describe()))
             self.begun()  # the broker may place a held channel here at once
         return protocol.PublishReply(message.request_id, len(batch))
+
+    def _retried(self, message: protocol.Publish) -> protocol.PublishReply | None:
+        """The answer to a batch this publisher sent before (its reply lost), else None: apply it."""
+        key = (message.publisher, message.channel)
+        last = self.sequences.get(key)
+        if last is None or message.sequence > last[0]:
+            return None
+        self.sequences.move_to_end(key)
+        sequence, accepted = last
+        if message.sequence == sequence:
+            return protocol.PublishReply(message.request_id, accepted)  # applied once already
+        return protocol.PublishReply(
+            message.request_id,
+            0,
+            f"batch {message.sequence} of publisher {message.publisher[:64]!r} is older than its last "
+            f"applied one ({sequence}) in {message.channel}: a stale retry, its answer was given before",
+        )
+
+    def _applied(self, message: protocol.Publish, accepted: int) -> None:
+        """Remember the publisher's last applied batch, so that sending it again changes nothing."""
+        if not (message.publisher and message.sequence):
+            return
+        key = (message.publisher, message.channel)
+        self.sequences[key] = (message.sequence, accepted)
+        self.sequences.move_to_end(key)
+        while len(self.sequences) > MAX_PUBLISHERS:
+            self.sequences.popitem(last=False)
+
+
+def _over_budget(
+    request_id: int, channel: str, rows: int, rate: float, budget: Budget
+) -> protocol.PublishReply:
+    """A refusal for the rows-per-second budget alone: when to send the same rows, or how many at most."""
+    burst = max(1, int(rate))
+    limit = f"{channel} accepts at most {count(rate, 'row')}/s (bursts of {count(burst, 'row')})"
+    if rows > burst:
+        return protocol.PublishReply(
+            request_id,
+            0,
+            f"{limit}: {count(rows, 'row')} can never go at once; send at most {burst} at a time",
+            most_rows=burst,
+        )
+    wait_ms = max(1, math.ceil(budget.wait_s(rows) * 1000))
+    over = f"{count(rows, 'row')} now {'is' if rows == 1 else 'are'} over it for {wait_ms} ms"
+    retry = "send it again then" if rows == 1 else "send them again then"
+    return protocol.PublishReply(
+        request_id,
+        0,
+        f"{limit}: {over}; {retry} (zmqstream publish and Publisher wait by themselves)",
+        wait_ms=wait_ms,
+    )
 
 
 def _request_id(frames: list[bytes]) -> int:

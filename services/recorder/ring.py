@@ -121,6 +121,46 @@ class ChannelRing:
             return Batch([], [Column(name, kind, []) for name, kind in self.schema.fields]), truncated
         return fields.concat(parts[::-1]), truncated
 
+    def spread(self, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool]:
+        """At most `max_rows` of the rows with from_ns <= time <= to_ns, evenly spaced (`evenly`),
+        and whether others were left out; only the rows picked are copied."""
+        spans = []
+        for batch, _ in self.chunks:
+            times = batch.times
+            if times[-1] >= from_ns and times[0] <= to_ns:
+                start, end = bisect.bisect_left(times, from_ns), bisect.bisect_right(times, to_ns)
+                if end > start:
+                    spans.append((batch, start, end))
+        total = sum(end - start for _, start, end in spans)
+        if total <= max_rows:
+            return self.query(from_ns, to_ns, max_rows)
+        return _picked(spans, evenly(total, max_rows)), True
+
+
+def evenly(total: int, rows: int) -> list[int]:
+    """Indices of `rows` (at least 2) of `total` rows evenly spaced, the first and the last among them."""
+    rows = max(2, rows)
+    if total <= rows:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / (rows - 1)) for i in range(rows)})
+
+
+def _picked(spans: list[tuple[Batch, int, int]], picks: list[int]) -> Batch:
+    """The rows at `picks` (ascending indices into the spans' rows, in order), as one Batch."""
+    columns = spans[0][0].columns
+    times: list[int] = []
+    values: list[list[fields.Value]] = [[] for _ in columns]
+    offset = at = 0
+    for batch, start, end in spans:
+        while at < len(picks) and picks[at] < offset + end - start:
+            row = start + picks[at] - offset
+            times.append(batch.times[row])
+            for out, column in zip(values, batch.columns, strict=True):
+                out.append(column.values[row])
+            at += 1
+        offset += end - start
+    return Batch(times, [Column(c.name, c.kind, v) for c, v in zip(columns, values, strict=True)])
+
 
 class Rings:
     """Every channel's ring, with the bounds of the settings."""
@@ -157,7 +197,11 @@ class Rings:
         self.bytes -= ring.bytes
         self.channels[channel] = ChannelRing(schema, ring.last_time)
 
-    def query(self, channel: str, from_ns: int, to_ns: int, max_rows: int) -> tuple[Batch, bool] | None:
-        """See ChannelRing.query; None for a channel never recorded."""
+    def query(
+        self, channel: str, from_ns: int, to_ns: int, max_rows: int, spread: bool = False
+    ) -> tuple[Batch, bool] | None:
+        """See ChannelRing.query (ChannelRing.spread with `spread`); None for a channel never recorded."""
         ring = self.channels.get(channel)
-        return None if ring is None else ring.query(from_ns, to_ns, max_rows)
+        if ring is None:
+            return None
+        return ring.spread(from_ns, to_ns, max_rows) if spread else ring.query(from_ns, to_ns, max_rows)
