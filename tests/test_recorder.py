@@ -65,7 +65,7 @@ def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeli
         [(channel, events)] = spy.events()
     finally:
         spy.close()
-    expected = [round((start + i * 10) * 1e6) for i in range(5)]
+    expected = [fields.parse_time(start + i * 10) for i in range(5)]
     assert channel == "pub-room"
     assert events.times == expected
     assert [c.name for c in events.columns] == ["temp", "door", "n"]
@@ -94,7 +94,7 @@ def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> No
         try:
             later = start + 1000
             wrong_type = Batch(
-                [round(later * 1e6)],
+                [fields.parse_time(later)],
                 [
                     Column("temp", fields.STRING, ["warm"]),
                     Column("door", fields.STRING, ["open"]),
@@ -198,7 +198,7 @@ def test_a_history_reply_stays_under_what_a_client_accepts() -> None:
         size = sum(map(len, protocol.encode(reply)))
         print(f"\n[figure] history of 9,500 rows of 1 kB: {len(reply.times)} rows in {size} bytes")
         assert size < protocol.MAX_CONTROL_BYTES
-        assert reply.times[-1] == round((start + 4 * 2000 + 1899) * 1e6)
+        assert reply.times[-1] == fields.parse_time(start + 4 * 2000 + 1899)
         assert len(reply.times) > 4000
 
 

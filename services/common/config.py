@@ -271,15 +271,9 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
     max_clock_skew_ms: float = setting(
         1000.0, "rows stamped further ahead of the recorder's clock are refused"
     )
-    record_dir: str = setting("", "folder of Arrow IPC segments kept on disk (off when empty)")
+    record_dir: str = setting("", "folder of the recorder's SQLite store of rows (off when empty)")
     record_keep_s: float = setting(3600.0, "seconds of rows kept on disk, and loaded back at start")
-    record_max_bytes: int = setting(1024 * 1024 * 1024, "bytes of segments kept on disk; the oldest go first")
-    segment_s: float = setting(
-        300.0, "a channel's segment file is closed and a new one begun after this long"
-    )
-    segment_bytes: int = setting(
-        16 * 1024 * 1024, "a segment file is closed and a new one begun at this size"
-    )
+    record_max_bytes: int = setting(1024 * 1024 * 1024, "bytes of rows kept on disk; the oldest go first")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -294,8 +288,6 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
             "max_publish_bytes",
             "record_keep_s",
             "record_max_bytes",
-            "segment_s",
-            "segment_bytes",
         )
         if self.max_channels > MAX_RECORDED_CHANNELS:  # its heartbeat lists them: under the broker's 1 MiB
             raise ConfigError(

@@ -14,8 +14,9 @@ Event channels cannot be recomputed, so someone must keep their rows: this proce
 - **Broker**: it heartbeats as a worker of role RECORDER listing its published channels
   under its epoch (its start time), so a panel holding `pub-x` is placed here.
 
-Rows live in bounded rings (services.recorder.ring) and, with `record_dir`, in Arrow IPC
-segments (services.recorder.segments) loaded back at start. One thread serves all, each
+Rows live in bounded rings (services.recorder.ring) and, with `record_dir`, in a SQLite
+store (services.recorder.store) loaded back at start: rows are stored before they are
+acknowledged, and rows that cannot be stored are refused. One thread serves all, each
 ROUTER peer its fair share of a turn (services.common.fairshare), so a flooding publisher
 waits in its own queue, and a publisher that waits for each reply, however fast, is never
 refused for its pace.
@@ -48,14 +49,14 @@ from services.recorder.history import History
 from services.recorder.intake import event_channel
 from services.recorder.publishing import Publishing
 from services.recorder.ring import Rings
-from services.recorder.segments import Store
 from services.recorder.sourcerows import SourceRows
+from services.recorder.store import Store
 
 log = logging.getLogger("zmqstream.recorder")
 TURN_MS = 50
 """The longest a loop turn waits: how late a stop, a heartbeat or a flush can be."""
 FLUSH_S = 1.0
-"""How often accepted rows are written to the segments (what a crash may lose)."""
+"""How often the store is made durable against a machine crash (what one may lose), and pruned."""
 REQUEST_HWM = 16
 """Messages a peer may queue for us; with MAX_DATA_BYTES each, what one peer can hold of ours."""
 REPLY_HWM = 4
@@ -84,12 +85,9 @@ class Recorder:
                 Path(settings.record_dir),
                 keep_s=settings.record_keep_s,
                 max_bytes=settings.record_max_bytes,
-                segment_s=settings.segment_s,
-                segment_bytes=settings.segment_bytes,
             )
-            for channel, batches in self.store.load(settings.ring_rows).items():
-                for batch in batches:
-                    self.rings.add(channel, batch)
+            for channel, found in self.store.load(settings.ring_rows).items():
+                self.rings.restore(channel, found.schema, found.last_ns, found.batches)
             log.info("history loaded", extra=fields(channels=len(self.rings.channels)))
         self.refused = 0
         self.share = FairShare()
@@ -157,9 +155,10 @@ class Recorder:
     # -- common ----------------------------------------------------------------------
 
     def _record(self, channel: str, batch: Batch) -> None:
-        self.rings.add(channel, batch)
+        """Stored first (StoreError: nothing recorded, the caller refuses), then served."""
         if self.store is not None:
             self.store.write(channel, batch)
+        self.rings.add(channel, batch)
 
     def _refusal(self, what: str, error: str) -> None:
         self.refused += 1
@@ -192,7 +191,7 @@ class Recorder:
                 self.share.serve(self.history, self.history_answers.answer)
 
     def close(self) -> None:
-        """Write what is pending to the segments, close every socket (then ctx.term returns)."""
+        """Close the store and every socket (then ctx.term returns)."""
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -18,10 +18,11 @@ from services.common.fields import Batch
 from services.common.logs import fields
 from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
+from services.recorder.store import StoreError
 
 log = logging.getLogger("zmqstream.recorder")
 Record = Callable[[str, Batch], None]
-"""record(channel, batch): into the ring, and the segments if any."""
+"""record(channel, batch): into the store if any (StoreError: nothing recorded), then the ring."""
 
 
 @dataclass
@@ -94,9 +95,12 @@ class Publishing:
         if problem:
             told = ring.schema if ring is not None and batch.schema != ring.schema else None
             return protocol.PublishReply(message.request_id, 0, problem, dict(told.fields) if told else {})
+        try:
+            self.record(channel, batch)
+        except StoreError as exc:
+            return protocol.PublishReply(message.request_id, 0, str(exc))
         budget.take(len(batch))
         self.budgets[channel] = budget
-        self.record(channel, batch)
         self.send(protocol.events_frame(channel, self.epoch, batch))
         if ring is None:
             log.info("published channel begun", extra=fields(channel=channel, schema=batch.schema.describe()))

@@ -14,7 +14,7 @@ from services.common.logs import fields
 from services.recorder.intake import is_source
 from services.recorder.publishing import Record
 from services.recorder.ring import Rings
-from services.recorder.segments import Store
+from services.recorder.store import Store
 
 log = logging.getLogger("zmqstream.recorder")
 
@@ -65,7 +65,7 @@ class SourceRows:
                 )
                 self.rings.reschema(channel, batch.schema)
                 if self.store is not None:
-                    self.store.reschema(channel, batch.schema)
+                    self.store.forget(channel)  # its rows of the old schema are not served again
             else:
                 ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
         if len(batch):
