@@ -41,19 +41,52 @@ def rows(start_ms: float, count: int, step_ms: float = 10.0) -> list[dict[str, o
     ]
 
 
+class SourceWorker:
+    """A worker as the broker and the recorder see one: heartbeats placing its source channels
+    (a broker adopts what a worker says it runs), and a PUB into frames_in."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], pipeline: Pipeline, channels: dict[str, int]
+    ) -> None:
+        self.control = ctx.socket(zmq.DEALER)
+        self.control.linger = 0
+        self.control.connect(pipeline.control_endpoint)
+        self.frames = ctx.socket(zmq.PUB)
+        self.frames.linger = 1000
+        self.frames.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        self.channels = dict(channels)
+        self.place()
+
+    def place(self, channels: dict[str, int] | None = None) -> None:
+        """Run `channels` (more, or under new epochs) from now on, as a heartbeat tells the broker."""
+        self.channels.update(channels or {})
+        beat = protocol.WorkerHeartbeat(f"fake-{os.getpid()}", self.channels, pid=os.getpid())
+        self.control.send_multipart(protocol.encode(beat))
+        time.sleep(0.3)  # the broker places them; the recorder asks it (each frame it cannot place yet)
+
+    def send(self, frame: bytes) -> None:
+        self.frames.send(frame)
+
+    def close(self) -> None:
+        self.control.close()
+        self.frames.close()
+
+
 @contextlib.contextmanager
-def source_worker(pipeline: Pipeline, channel: str, first: bytes) -> Iterator[zmq.Socket[bytes]]:
-    """A PUB into frames_in as a source's worker has, sending `first` until the recorder has it
-    (its subscription reaches us through the broker a moment after it connects)."""
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-        worker.linger = 1000
-        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-        deadline = time.monotonic() + 5
-        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-            worker.send(first)
-            time.sleep(0.1)
-        yield worker
+def source_worker(pipeline: Pipeline, channel: str, first: bytes, epoch: int = 10) -> Iterator[SourceWorker]:
+    """A worker running `channel` under `epoch`, sending `first` until the recorder has it (its
+    subscription reaches us through the broker a moment after it connects)."""
+    with zmq.Context() as ctx:
+        worker = SourceWorker(ctx, pipeline, {channel: epoch})
+        try:
+            deadline = time.monotonic() + 5
+            while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+                worker.send(first)
+                time.sleep(0.1)
+            yield worker
+        finally:
+            worker.close()
 
 
 def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeline: Pipeline) -> None:
@@ -304,6 +337,8 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
         worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
         worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
         worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
+        worker.place({channel: 11})  # moved
+        worker.send(protocol.events_frame(channel, 10, batch(5)))  # the placement before: dropped
         worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # 2 again: only 3 is new
         worker.send(
             protocol.events_frame(channel, 11, Batch([base + 4], [Column("v", fields.STRING, ["x"])]))
@@ -492,7 +527,8 @@ def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_sch
         worker.send(
             protocol.events_frame(channel, 10, batch(2, ["cpu0", "cpu1", "cpu2"]))
         )  # same run: dropped
-        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))  # moved
+        worker.place({channel: 11})  # moved
+        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))
         worker.send(protocol.events_frame(channel, 11, batch(4, ["cpu0", "cpu1", "cpu2"])))
         time.sleep(0.5)
     times, columns = recorded(history(pipeline.history_endpoint, channel))
@@ -511,6 +547,7 @@ def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publish
             return protocol.events_frame(f"source-host-{tick}", 10, batch)
 
         with source_worker(pipeline, "source-host-100", frame(100)) as worker:
+            worker.place({f"source-host-{tick}": 10 for tick in range(101, 110)})
             for tick in range(101, 110):
                 worker.send(frame(tick))
             time.sleep(0.5)
@@ -529,9 +566,14 @@ def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_i
             broker.bind(pipeline.control_endpoint)
 
             def beat(within_s: float) -> tuple[bytes, protocol.WorkerHeartbeat]:
-                assert broker.poll(round(within_s * 1000)), f"no heartbeat within {within_s} s"
-                peer, *frames = broker.recv_multipart()
-                return peer, protocol.expect(frames, protocol.WorkerHeartbeat)
+                deadline = time.monotonic() + within_s
+                while True:  # past the StatusRequests each beat also sends (the sources' placements)
+                    left_ms = max(1, round((deadline - time.monotonic()) * 1000))
+                    assert broker.poll(left_ms), f"no heartbeat within {within_s} s"
+                    peer, *frames = broker.recv_multipart()
+                    message = protocol.decode(frames)
+                    if isinstance(message, protocol.WorkerHeartbeat):
+                        return peer, message
 
             peer, first = beat(10)
             assert first.role == protocol.RECORDER

@@ -7,8 +7,9 @@ Event channels cannot be recomputed, so someone must keep their rows: this proce
   channel; then recorded and sent on to frames_in as Events under this recorder's epoch,
   or refused with a reason and nothing changed.
 - **Sources** (services.recorder.sourcerows): a SUB on the broker's frames_out reads every
-  `source-*` channel's Events and records them (the newest epoch only, times strictly
-  after the last recorded).
+  `source-*` channel's Events and records them (only under the placement the broker's
+  status tells, times strictly after the last recorded); a channel nobody watches gives
+  its slot up to a new one.
 - **History** (ROUTER `history_endpoint`, services.recorder.history): the recorded rows of
   a time range.
 - **Broker**: it heartbeats as a worker of role RECORDER listing its published channels
@@ -61,6 +62,8 @@ REQUEST_HWM = 16
 """Messages a peer may queue for us; with MAX_DATA_BYTES each, what one peer can hold of ours."""
 REPLY_HWM = 4
 """Replies a peer may leave unread (a HistoryReply is up to MAX_CONTROL_BYTES)."""
+ASK_EVERY_S = 0.1
+"""The broker's status is asked at most this often for frames waiting for their placement."""
 LOG_EVERY = 1000
 """Refusals are logged first and then once per this many, not one line each."""
 
@@ -126,17 +129,27 @@ class Recorder:
         self.publishing = Publishing(
             settings, self.rings, self.epoch, self._record, self.frames.send, self.heartbeat, self._refusal
         )
-        self.source_rows = SourceRows(settings, self.rings, self.store, self._record)
+        self.asked_at = -ASK_EVERY_S
+        self.source_rows = SourceRows(settings, self.rings, self.store, self._record, self.ask_placements)
         self.history_answers = History(self.rings, self._refusal)
 
     # -- the broker ------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Every published channel under this run's epoch: the broker places held ones here."""
-        self.link.heartbeat(  # channels are only ever added, so their number is a version
-            len(self.rings.channels),
-            lambda: {path: self.epoch for path in self.rings.channels if event_channel(path, PUBLISHED)},
-        )
+        """Every published channel under this run's epoch: the broker places held ones here; and
+        what it says of the source channels (their placements, who watches them)."""
+        published = sorted(path for path in self.rings.channels if event_channel(path, PUBLISHED))
+        self.link.heartbeat(tuple(published), lambda: dict.fromkeys(published, self.epoch))
+        self.ask_placements(force=True)
+
+    def ask_placements(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.asked_at >= ASK_EVERY_S:
+            self.asked_at = now
+            with contextlib.suppress(zmq.Again):  # a broker away: the next heartbeat asks again
+                self.control.send_multipart(
+                    protocol.encode(protocol.StatusRequest("placements")), zmq.NOBLOCK
+                )
 
     def handle_control(self) -> None:
         for frames in queued(self.control.recv_multipart):
@@ -144,6 +157,9 @@ class Recorder:
                 message = protocol.decode(frames)
                 if isinstance(message, protocol.Welcome) and self.link.welcome(message):
                     self.heartbeat()  # a new broker (or the first): tell it our channels now
+                elif isinstance(message, protocol.StatusReply):
+                    for refused in self.source_rows.told(message):
+                        self._refusal("source rows refused", refused)
 
     # -- sources ---------------------------------------------------------------------
 
