@@ -178,3 +178,16 @@ def test_a_batch_of_ns_before_1970_is_refused_for_the_same_reason_on_the_wire() 
     frame = protocol.events_frame("source-x-100", 1, Batch([-5], [Column("x", INT64, [1])]))
     with pytest.raises(ProtocolError, match=re.escape(fields.OUT_OF_RANGE)):
         protocol.decode_data(frame)
+
+
+def test_records_without_a_time_are_left_for_the_recorder_to_stamp_all_or_none() -> None:
+    records = [{"temp": 1.5}, {"temp": 2}]
+    assert fields.leaves_time_out(records)
+    batch = from_records(records, None, 10, stamp=True)
+    assert batch.times == [1, 2]  # STAMPED_LATER
+    assert batch.columns == [Column("temp", FLOAT64, [1.5, 2.0])]
+    with pytest.raises(InvalidRows, match="row 2 has a 'time' and row 1 has none"):
+        from_records([{"temp": 1.5}, {"time": 5, "temp": 2}], None, 10, stamp=True)
+    assert not fields.leaves_time_out([{"time": 5}, {"temp": 1.0}])
+    with pytest.raises(InvalidRows, match="row 2: no 'time': give every row of a batch its time, or none"):
+        from_records([{"time": 5}, {"temp": 1.0}], None, 10)

@@ -115,6 +115,32 @@ def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeli
     assert last_two.truncated
 
 
+def test_rows_published_without_a_time_are_stamped_on_arrival_strictly_increasing(pipeline: Pipeline) -> None:
+    """A Publish with `stamp` (records without "time"): the recorder's clock, after the channel's last row."""
+    channel = "pub-stamped"
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        ahead = time.time_ns() + 500_000_000  # a row half a second ahead: the stamps go after it
+        publisher.publish_batch(channel, Batch([ahead], [Column("temp", fields.FLOAT64, [1.0])]))
+    batch = fields.from_records([{"temp": float(i)} for i in range(5)], None, 10, stamp=True)
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+        sock.linger = 0
+        sock.connect(pipeline.publish_endpoint)
+        sent = time.time_ns()
+        sock.send_multipart(
+            protocol.encode(protocol.Publish(7, channel, batch.times, batch.columns, stamp=True))
+        )
+        assert sock.poll(5000)
+        reply = protocol.expect(sock.recv_multipart(), protocol.PublishReply)
+        received = time.time_ns()
+    assert (reply.accepted, reply.error) == (5, "")
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert times[0] == ahead
+    first = times[1]
+    assert first == ahead + 1 or sent <= first <= received, "not stamped on arrival, after the last row"
+    assert times[1:] == list(range(first, first + 5))
+    assert columns[0].values == [1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+
+
 def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> None:
     channel = "pub-strict"
     start = now_ms() - 5000

@@ -250,19 +250,42 @@ def kind_of(value: Value) -> str | None:
     raise InvalidRows(f"value {str(value)[:60]!r} is not a number, bool, string or null")
 
 
-def from_records(records: Iterable[Mapping[str, Any]], schema: Schema | None, max_rows: int) -> Batch:
+def leaves_time_out(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a batch's first record has no time: then none may, and the recorder stamps them
+    (a Publish with `stamp`), as Grafana stamps what is pushed to it."""
+    return bool(records) and isinstance(records[0], Mapping) and TIME_KEY not in records[0]
+
+
+STAMPED_LATER = "the times of a stamped Publish: 1, 2, … ns, replaced by the recorder's on arrival"
+
+
+def from_records(
+    records: Iterable[Mapping[str, Any]], schema: Schema | None, max_rows: int, *, stamp: bool = False
+) -> Batch:
     """Rows written as JSON objects (`{"time": …, "<field>": value, …}`) as a checked Batch.
 
     With `schema`, each field must be in it (absent ones are null, an int fits a float64
     field); without one, the schema is taken from these rows in the order fields first
-    appear, and a field that is null in all of them is float64.
+    appear, and a field that is null in all of them is float64. With `stamp`, no record
+    has a time (see leaves_time_out) and the batch's times are STAMPED_LATER.
     """
     rows: list[tuple[int, Mapping[str, Any]]] = []
     for number, record in enumerate(records, 1):
         if not isinstance(record, Mapping):
             raise InvalidRows(f"row {number}: expected a JSON object, got {type(record).__name__}")
+        if stamp:
+            if TIME_KEY in record:
+                raise InvalidRows(
+                    f"row {number} has a {TIME_KEY!r} and row 1 has none: give every row of a batch "
+                    "its time, or none for the recorder to stamp them on arrival"
+                )
+            rows.append((number, record))
+            continue
         if TIME_KEY not in record:
-            raise InvalidRows(f"row {number}: no {TIME_KEY!r}")
+            raise InvalidRows(
+                f"row {number}: no {TIME_KEY!r}: give every row of a batch its time, "
+                "or none for the recorder to stamp them on arrival"
+            )
         try:
             rows.append((parse_time(record[TIME_KEY]), record))
         except InvalidRows as exc:

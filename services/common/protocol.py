@@ -278,6 +278,9 @@ class Publish(Message):
     channel: str
     times: list[int]
     columns: list[Column]
+    stamp: bool = False
+    """The rows have no time of their own (`times` are fields.STAMPED_LATER): the recorder stamps
+    them on arrival, strictly after the channel's last row."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

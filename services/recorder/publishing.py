@@ -68,9 +68,12 @@ class Publishing:
         except ProtocolError as exc:
             return protocol.PublishReply(_request_id(frames), 0, f"not a valid Publish: {exc}")
         channel = message.channel
-        batch = Batch(message.times, message.columns)
         ring = self.rings.channels.get(channel)
         now_ns = time.time_ns()
+        batch = Batch(message.times, message.columns)
+        if message.stamp:  # on arrival, strictly increasing, as Grafana stamps what is pushed to it
+            first = max(now_ns, ring.last_time + 1) if ring is not None else now_ns
+            batch = Batch(list(range(first, first + len(batch))), batch.columns)
         problem = publish_problem(
             channel,
             batch,
