@@ -16,6 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench.ledger import fill
 from services.common import fields
 from services.common.fields import Batch, Column
 from services.common.rundir import UntrustedRunDir
@@ -296,17 +299,6 @@ def test_a_write_to_a_full_disk_is_refused_whole_and_the_next_ones_after_space_c
         times, last_ns = loaded_times(folder, "pub-a")
         assert times == acknowledged
         assert last_ns == acknowledged[-1]
-
-
-def fill(path: Path) -> None:
-    """Write `path` until its disk is full."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        with contextlib.suppress(OSError):
-            while os.write(fd, b"x" * 4096):
-                pass
-    finally:
-        os.close(fd)
 
 
 WRITER = """
