@@ -261,8 +261,8 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
     )
     max_channels: int = setting(
         1000,
-        "most channels the recorder keeps, source channels at most half of them; publishing to a new "
-        "one past it fails",
+        "most channels the recorder keeps, source channels at most half of them (one nobody watches "
+        "gives its slot to a new one); publishing to a new one past it fails",
     )
     max_rows_per_s: float = setting(
         1000.0, "rows per second one published channel accepts (bursts of one second's worth)"

@@ -306,9 +306,8 @@ class Store:
         """Delete a channel's rows, for rows of another schema to come or to free its slot (its
         last time stays in last-times until the log is next compacted)."""
         with contextlib.suppress(sqlite3.Error):
-            self.db.execute("DELETE FROM batches WHERE channel = ?", (channel,))
+            self._delete("channel = ?", channel)
             self.db.execute("DELETE FROM channels WHERE channel = ?", (channel,))
-            self.bytes = self._stored_bytes()
         self.known.pop(channel, None)
 
     def flush(self, now_ns: int | None = None) -> None:
@@ -321,29 +320,37 @@ class Store:
         self.prune(time.time_ns() if now_ns is None else now_ns)
 
     def prune(self, now_ns: int) -> None:
-        """Delete rows older than keep_s, then the oldest while the store is over max_bytes."""
+        """Delete rows older than keep_s, then the oldest while the store is over max_bytes (each
+        through an index: a second's prune costs what it deletes, not what is kept)."""
         horizon = now_ns - self.keep_ns
         try:
-            self.db.execute("DELETE FROM batches WHERE last_ns < ?", (horizon,))
+            self._delete("last_ns < ?", horizon)
+            excess = self.bytes - self.max_bytes
+            if excess > 0:
+                doomed: list[tuple[int]] = []
+                oldest = self.db.execute("SELECT id, length(data) FROM batches ORDER BY last_ns, id")
+                for row_id, size in oldest:
+                    if excess <= 0:
+                        break
+                    doomed.append((row_id,))
+                    excess -= size
+                self.db.executemany("DELETE FROM batches WHERE id = ?", doomed)
+                self.bytes = self.max_bytes + max(0, excess)
             self.db.execute(
-                "DELETE FROM channels WHERE last_ns < ? AND channel NOT IN (SELECT channel FROM batches)",
+                "DELETE FROM channels WHERE last_ns < ? AND NOT EXISTS "
+                "(SELECT 1 FROM batches WHERE batches.channel = channels.channel)",
                 (horizon,),
             )
-            self.bytes = self._stored_bytes()
-            excess = self.bytes - self.max_bytes
-            doomed: list[tuple[int]] = []
-            for row_id, size in self.db.execute("SELECT id, length(data) FROM batches ORDER BY last_ns, id"):
-                if excess <= 0:
-                    break
-                doomed.append((row_id,))
-                excess -= size
-            if doomed:
-                self.db.executemany("DELETE FROM batches WHERE id = ?", doomed)
-                self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM batches").fetchone()[
-                    0
-                ]
         except sqlite3.Error as exc:  # a full disk: deleting needs room in the WAL too; next time
             self._failed("", exc)
+
+    def _delete(self, where: str, value: object) -> None:
+        """Delete the batches `where` says (our condition on an indexed column), counting their bytes."""
+        freed = self.db.execute(f"SELECT coalesce(sum(length(data)), 0) FROM batches WHERE {where}", (value,))
+        size = int(freed.fetchone()[0])
+        if size:
+            self.db.execute(f"DELETE FROM batches WHERE {where}", (value,))
+            self.bytes -= size
 
     def _stored_bytes(self) -> int:
         return int(self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM batches").fetchone()[0])
