@@ -25,6 +25,7 @@ readable batches copied into a new one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -83,7 +84,9 @@ def decode(data: bytes) -> Batch:
     ).batch
 
 
+@functools.lru_cache(maxsize=1024)
 def _schema_text(schema: Schema) -> str:
+    """A schema as JSON (cached: a channel writes the same one every time)."""
     return json.dumps([list(pair) for pair in schema.fields], separators=(",", ":"))
 
 
@@ -153,7 +156,7 @@ class LastTimes:
 
 def _line(channel: str, schema: Schema, last_ns: int) -> bytes:
     """An entry, beginning with its own newline: one after a torn entry still reads."""
-    return b"\n" + json.dumps([channel, last_ns, [list(p) for p in schema.fields]]).encode()
+    return f"\n[{json.dumps(channel)},{last_ns},{_schema_text(schema)}]".encode()
 
 
 class Store:
