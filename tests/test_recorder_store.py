@@ -240,6 +240,32 @@ def test_a_damaged_database_is_set_aside_and_its_readable_rows_kept(tmp_path: Pa
     assert list(folder.glob(f"{DATABASE}.damaged-*")), "the damaged database was not kept aside"
 
 
+@pytest.mark.parametrize("damage", ["header", "truncated"])
+def test_a_database_that_does_not_open_or_ends_early_is_set_aside_and_the_last_time_kept(
+    tmp_path: Path, damage: str
+) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    for k in range(200):
+        writer.write("pub-a", batch(now - (1000 - k) * SECOND, 1))
+    writer.close()
+    data = (folder / DATABASE).read_bytes()
+    (folder / DATABASE).write_bytes(
+        os.urandom(100) + data[100:] if damage == "header" else data[: len(data) // 3]
+    )
+    reader = store(folder)
+    found = reader.load(max_rows=10**6)["pub-a"]
+    assert found.last_ns == now - 801 * SECOND
+    expected = [now - (1000 - k) * SECOND for k in range(200)]
+    times = [t for b in found.batches for t in b.times]
+    assert set(times) <= set(expected), "a row served altered"
+    assert times == sorted(times)
+    reader.write("pub-a", batch(now, 1))  # and it records again
+    reader.close()
+    assert loaded_times(folder, "pub-a")[1] == now
+
+
 def test_a_torn_entry_of_the_last_times_log_does_not_hide_the_next(tmp_path: Path) -> None:
     folder = tmp_path / "record"
     now = time.time_ns()

@@ -173,7 +173,10 @@ class Store:
         self.bytes = 0
         self.failures = 0
         self._logged_at = -LOG_EVERY_S
-        self.db = self._open()
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:  # not even its header reads
+            self._salvage(exc)
 
     def _open(self) -> sqlite3.Connection:
         path = self.folder / DATABASE
@@ -201,7 +204,9 @@ class Store:
         try:
             recovered = self._load(max_rows, horizon)
         except sqlite3.DatabaseError as exc:
-            recovered = self._salvage(exc, max_rows, horizon)
+            self.db.close()
+            self._salvage(exc)
+            recovered = self._load(max_rows, horizon)
         for channel, (schema, last_ns) in self.last_times.read().items():
             found = recovered.setdefault(channel, Recovered(schema, last_ns))
             found.last_ns = max(found.last_ns, last_ns)
@@ -230,9 +235,8 @@ class Store:
             found.batches = _newest(channel, found.schema, rows, max_rows, horizon)
         return recovered
 
-    def _salvage(self, error: sqlite3.DatabaseError, max_rows: int, horizon: int) -> dict[str, Recovered]:
-        """Set the damaged database aside, copy every batch still readable into a new one, load that."""
-        self.db.close()
+    def _salvage(self, error: sqlite3.DatabaseError) -> None:
+        """Set the damaged database aside and open a new one, with every batch still readable of it."""
         aside = self.folder / f"{DATABASE}.damaged-{time.time_ns()}"
         log.error(
             "record database damaged: set aside, its readable rows kept",
@@ -245,14 +249,14 @@ class Store:
         try:
             damaged = sqlite3.connect(f"file:{aside}?mode=ro", uri=True, isolation_level=None)
         except sqlite3.DatabaseError:
-            return self._load(max_rows, horizon)
-        with damaged:
+            return
+        try:
             for channel, first_ns, last_ns, crc, data in _readable(damaged):
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, PipelineError):
                     if zlib.crc32(data) == crc:
                         self._insert(channel, decode(data).schema, first_ns, last_ns, data)
-        damaged.close()
-        return self._load(max_rows, horizon)
+        finally:
+            damaged.close()
 
     # -- writing ---------------------------------------------------------------------
 
