@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ import zmq
 from recording import Spy, history, now_ms, publish_cli, recorded, recording_pipeline, wait_for_recorder
 from support import Pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench.ledger import fill, record_folder
 from services.cli.status import fetch
 from services.common import fields, protocol
 from services.common.fields import Batch, Column
@@ -139,6 +143,31 @@ def test_rows_published_without_a_time_are_stamped_on_arrival_strictly_increasin
     assert first == ahead + 1 or sent <= first <= received, "not stamped on arrival, after the last row"
     assert times[1:] == list(range(first, first + 5))
     assert columns[0].values == [1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_rows_the_full_disk_cannot_store_are_refused_with_the_reason_and_logged() -> None:
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
+        pipeline_args = ["--record-dir", str(folder)]
+        with recording_pipeline(pipeline_args) as pipeline, Publisher(pipeline.publish_endpoint) as publisher:
+            start = now_ms() - 10_000
+            assert publisher.publish("pub-full", rows(start, 5)) == 5
+            fill(folder.parent / "filler")
+            refusal = ""
+            for k in range(1, 200):  # SQLite fills what room its WAL has first
+                try:
+                    publisher.publish("pub-full", rows(start + k * 50, 5))
+                except Refused as exc:
+                    refusal = str(exc)
+                    break
+            (folder.parent / "filler").unlink()
+            assert refusal.startswith("the recorder could not store these rows ("), refusal or "none refused"
+            assert refusal.endswith("free space on its --record-dir disk, then send them again")
+            times = recorded(history(pipeline.history_endpoint, "pub-full"))[0]
+            assert len(times) == 5 * k, "a refused row was served"
+            assert publisher.publish("pub-full", rows(start + 9_000, 1)) == 1, "still refused with room again"
+            assert "rows not stored: refused" in (pipeline.run_dir / "recorder.log").read_text()
 
 
 def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> None:

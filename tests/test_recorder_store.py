@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
 
-from bench.ledger import fill
+from bench.ledger import fill, record_folder
 from services.common import fields
 from services.common.fields import Batch, Column
 from services.common.rundir import UntrustedRunDir
@@ -282,30 +281,18 @@ def test_a_torn_entry_of_the_last_times_log_does_not_hide_the_next(tmp_path: Pat
     assert store(folder).load(max_rows=10)["pub-a"].last_ns == now - 5 * SECOND
 
 
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` at `folder`: a disk that fills."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs (a full disk)")
-    folder.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
 def test_a_write_to_a_full_disk_is_refused_whole_and_the_next_ones_after_space_comes_back_are_kept(
     tmp_path: Path,
 ) -> None:
-    with small_disk(tmp_path / "disk", "1m") as disk:
-        folder = disk / "record"
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
         now = time.time_ns() - 3000 * SECOND
         writer = store(folder)
         writer.load(max_rows=10)
         acknowledged: list[int] = []
         reasons: set[str] = set()
-        filler = disk / "filler"
+        filler = folder.parent / "filler"
         fill(filler)
         for k in range(400):
             rows = batch(now + k * SECOND, 1)
