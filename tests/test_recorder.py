@@ -392,9 +392,9 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
         worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
         worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
         worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
-        worker.place({channel: 11})  # moved
-        worker.send(protocol.events_frame(channel, 10, batch(5)))  # the placement before: dropped
-        worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # 2 again: only 3 is new
+        worker.place({channel: 11})  # moved: the recorder learns it when it asks the broker
+        worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # waits for it; only 3 is new
+        worker.send(protocol.events_frame(channel, 10, batch(5)))  # behind it: the placement before
         worker.send(
             protocol.events_frame(channel, 11, Batch([base + 4], [Column("v", fields.STRING, ["x"])]))
         )

@@ -62,8 +62,9 @@ REQUEST_HWM = 16
 """Messages a peer may queue for us; with MAX_DATA_BYTES each, what one peer can hold of ours."""
 REPLY_HWM = 4
 """Replies a peer may leave unread (a HistoryReply is up to MAX_CONTROL_BYTES)."""
-ASK_EVERY_S = 0.1
-"""The broker's status is asked at most this often for frames waiting for their placement."""
+ASK_EVERY_S = 0.25
+"""The broker's status is asked at most this often for frames waiting for their placement (each
+answer lists every channel: a broker of 10,000 pays for it, so not at every frame)."""
 LOG_EVERY = 1000
 """Refusals are logged first and then once per this many, not one line each."""
 

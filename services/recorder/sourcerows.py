@@ -3,9 +3,10 @@
 channel's current instance; and their slots, freed for new channels when nobody watches them.
 
 The recorder asks the broker for its status (StatusRequest) every heartbeat, and at once
-when a frame comes for a channel whose placement it does not know yet; such frames wait
-(a few per channel) for the answer. A frame of another epoch than the placement told is
-refused: a forged or superseded epoch is never adopted.
+when a frame comes for a channel whose placement it does not know yet, or of a newer epoch
+than it was told (the channel moved, or the frame is forged); such frames wait (a few per
+channel) for the answer, and are taken only if their epoch is then the placement. A frame
+of an older epoch than told is refused at once: a forged or superseded epoch is never adopted.
 """
 
 from __future__ import annotations
@@ -57,13 +58,12 @@ class SourceRows:
         channel, message = protocol.decode_data(frame)
         if not isinstance(message, protocol.Events) or not message.times or not is_source(channel):
             return
-        verdict = fence(self.placements.get(channel, 0), message.epoch)
-        if verdict is Fence.REFUSE:
-            raise InvalidRows(
-                f"{channel}: epoch {message.epoch}, the placement is {self.placements[channel]}"
-            )
-        if verdict is Fence.UNTOLD or channel in self.waiting:  # in order behind those waiting
-            self._wait(channel, message)
+        placement = self.placements.get(channel, 0)
+        verdict = fence(placement, message.epoch)
+        if verdict is Fence.REFUSE and message.epoch < placement:  # superseded: the broker said so
+            raise InvalidRows(f"{channel}: epoch {message.epoch}, the placement is {placement}")
+        if verdict is not Fence.TAKE or channel in self.waiting:  # in order behind those waiting
+            self._wait(channel, message)  # untold, or newer than told: moved, or forged; the broker says
             return
         self._record(channel, message)
 
