@@ -314,6 +314,22 @@ def test_a_write_to_a_full_disk_is_refused_whole_and_the_next_ones_after_space_c
         assert last_ns == acknowledged[-1]
 
 
+def test_a_store_that_cannot_open_on_a_full_disk_says_so_and_sets_nothing_aside(tmp_path: Path) -> None:
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
+        now = time.time_ns()
+        writer = store(folder)
+        writer.write("pub-a", batch(now - 10 * SECOND, 3))
+        writer.close()
+        fill(folder.parent / "filler")
+        with pytest.raises(StoreError, match="cannot open the record store"):
+            store(folder)
+        (folder.parent / "filler").unlink()
+        assert not list(folder.glob(f"{DATABASE}.damaged-*")), "a sound database was set aside"
+        assert loaded_times(folder, "pub-a")[0] == batch(now - 10 * SECOND, 3).times
+
+
 WRITER = """
 import sys, time
 from pathlib import Path

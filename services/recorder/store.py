@@ -175,8 +175,10 @@ class Store:
         self._logged_at = -LOG_EVERY_S
         try:
             self.db = self._open()
-        except sqlite3.DatabaseError as exc:  # not even its header reads
-            self._salvage(exc)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):  # a full disk, an I/O error: nothing to set aside; try again later
+                raise StoreError(f"cannot open the record store {folder / DATABASE}: {exc}") from None
+            self._salvage(exc)  # not even its header reads
 
     def _open(self) -> sqlite3.Connection:
         path = self.folder / DATABASE
@@ -204,6 +206,8 @@ class Store:
         try:
             recovered = self._load(max_rows, horizon)
         except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise StoreError(f"cannot read the record store {self.folder / DATABASE}: {exc}") from None
             self.db.close()
             self._salvage(exc)
             recovered = self._load(max_rows, horizon)
@@ -398,6 +402,11 @@ def _newest(
             ordered.append(batch)
             last = batch.times[-1]
     return ordered
+
+
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is damaged or not a database (not: full, busy, unreadable)."""
+    return error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _readable(db: sqlite3.Connection) -> Iterator[tuple[str, int, int, int, bytes]]:
