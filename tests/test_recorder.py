@@ -45,6 +45,17 @@ def rows(start_ms: float, count: int, step_ms: float = 10.0) -> list[dict[str, o
     ]
 
 
+def recorded_once(pipeline: Pipeline, channel: str, last_ns: int, within_s: float = 5.0) -> list[int]:
+    """The channel's recorded times once they reach `last_ns` (frames of a moved channel wait for
+    the recorder to hear of the move from the broker)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        times, _ = recorded(history(pipeline.history_endpoint, channel))
+        if (times and times[-1] >= last_ns) or time.monotonic() > deadline:
+            return times
+        time.sleep(0.1)
+
+
 class SourceWorker:
     """A worker as the broker and the recorder see one: heartbeats placing its source channels
     (a broker adopts what a worker says it runs), and a PUB into frames_in."""
@@ -399,11 +410,8 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
             protocol.events_frame(channel, 11, Batch([base + 4], [Column("v", fields.STRING, ["x"])]))
         )
         worker.send(protocol.events_frame(channel, 11, batch(6)))
-        time.sleep(0.5)
-    reply = history(pipeline.history_endpoint, channel)
-    assert reply is not None
-    assert not reply.error
-    assert [t - base for t in reply.times] == [1, 2, 3, 6]
+        times = recorded_once(pipeline, channel, base + 6)
+    assert [t - base for t in times] == [1, 2, 3, 6]
 
 
 def test_a_restarted_recorder_with_a_record_dir_serves_what_it_stored(tmp_path: Path) -> None:
@@ -585,7 +593,7 @@ def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_sch
         worker.place({channel: 11})  # moved
         worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))
         worker.send(protocol.events_frame(channel, 11, batch(4, ["cpu0", "cpu1", "cpu2"])))
-        time.sleep(0.5)
+        recorded_once(pipeline, channel, base + 4)
     times, columns = recorded(history(pipeline.history_endpoint, channel))
     assert [c.name for c in columns] == ["cpu0", "cpu1", "cpu2"], "the moved source's rows were dropped"
     assert [t - base for t in times] == [3, 4]

@@ -131,6 +131,7 @@ class Recorder:
             settings, self.rings, self.epoch, self._record, self.frames.send, self.heartbeat, self._refusal
         )
         self.asked_at = -ASK_EVERY_S
+        self.ask_due = False
         self.source_rows = SourceRows(settings, self.rings, self.store, self._record, self.ask_placements)
         self.history_answers = History(self.rings, self._refusal)
 
@@ -144,13 +145,13 @@ class Recorder:
         self.ask_placements(force=True)
 
     def ask_placements(self, force: bool = False) -> None:
+        """Ask the broker's status now, or as soon as ASK_EVERY_S since the last ask allows."""
         now = time.monotonic()
-        if force or now - self.asked_at >= ASK_EVERY_S:
+        self.ask_due = not force and now - self.asked_at < ASK_EVERY_S
+        if not self.ask_due:
             self.asked_at = now
             with contextlib.suppress(zmq.Again):  # a broker away: the next heartbeat asks again
-                self.control.send_multipart(
-                    protocol.encode(protocol.StatusRequest("placements")), zmq.NOBLOCK
-                )
+                self.control.send_multipart(protocol.encode(self.source_rows.request()), zmq.NOBLOCK)
 
     def handle_control(self) -> None:
         for frames in queued(self.control.recv_multipart):
@@ -190,6 +191,8 @@ class Recorder:
         next_heartbeat = next_flush = 0.0
         while not stop.is_set():
             now = time.monotonic()
+            if self.ask_due and now - self.asked_at >= ASK_EVERY_S:
+                self.ask_placements()
             if now >= next_heartbeat:
                 self.heartbeat()
                 next_heartbeat = now + heartbeat_s

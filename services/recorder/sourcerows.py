@@ -31,6 +31,8 @@ WAITING_PER_CHANNEL = 64
 """Frames of one channel kept until the broker tells its placement; more are dropped."""
 WAITING_CHANNELS = 256
 """Channels whose frames may wait for their placement at once."""
+ASKED = "placements-"
+"""The recorder's status requests are this and their number."""
 
 
 @dataclass
@@ -48,7 +50,11 @@ class SourceRows:
     watched_at: dict[str, float] = field(default_factory=dict)
     """When each recorded source channel was last watched (monotonic): held by a plugin, or
     begun; the least recently watched of those nobody watches gives its slot up first."""
-    waiting: dict[str, list[protocol.Events]] = field(default_factory=dict)
+    waiting: dict[str, tuple[int, list[protocol.Events]]] = field(default_factory=dict)
+    """Frames of each channel waiting for the broker's word, and the first status request sent
+    after they came: an answer to an earlier one may not know their placement yet."""
+    asks: int = 0
+    """Status requests made so far (their ids count them: ASKED + number)."""
     source_epochs: dict[str, int] = field(default_factory=dict)
     """The epoch of each recorded source channel's last rows: a new one is a new instance."""
 
@@ -67,15 +73,20 @@ class SourceRows:
             return
         self._record(channel, message)
 
+    def request(self) -> protocol.StatusRequest:
+        """The next status request to send the broker (numbered: see `waiting`)."""
+        self.asks += 1
+        return protocol.StatusRequest(f"{ASKED}{self.asks}")
+
     def _wait(self, channel: str, message: protocol.Events) -> None:
-        waiting = self.waiting.get(channel)
-        if waiting is None:
+        if channel not in self.waiting:
             if len(self.waiting) >= WAITING_CHANNELS:
                 raise InvalidRows(
                     f"{channel}: no placement told, and {WAITING_CHANNELS} channels wait for theirs"
                 )
-            waiting = self.waiting[channel] = []
+            self.waiting[channel] = (self.asks + 1, [])
             self.ask_placements()
+        waiting = self.waiting[channel][1]
         if len(waiting) >= WAITING_PER_CHANNEL:
             raise InvalidRows(f"{channel}: no placement told yet, {WAITING_PER_CHANNEL} frames wait for it")
         waiting.append(message)
@@ -91,9 +102,13 @@ class SourceRows:
                 self.placements[path] = epoch
                 if channel.get("subscribers") and path in self.rings.channels:
                     self.watched_at[path] = now
+        answered = status.request_id.removeprefix(ASKED)
+        number = int(answered) if answered.isascii() and answered.isdigit() else 0
         refused = []
-        waiting, self.waiting = self.waiting, {}
-        for path, messages in waiting.items():
+        for path, (first, messages) in list(self.waiting.items()):
+            if first > number:  # asked before these frames came: the next answer tells
+                continue
+            del self.waiting[path]
             for message in messages:
                 placement = self.placements.get(path, 0)
                 if fence(placement, message.epoch) is not Fence.TAKE:
