@@ -11,11 +11,15 @@ plugin through its launcher):
 - publish → panel: a RunStream of the channel held open as Grafana holds one, rows
   published one at a time at RATE_PER_S; the latency of each is from the start of its
   publish call (the row's own time) to its arrival in a packet, and rows lost must be 0.
+- the same two throughputs with the recorder's store on (`--record-dir`, SQLite: every
+  publish committed before its reply), whose CPU per row less the figure without is what
+  storing costs per row.
 Sources (`source-host-1000`) are not measured: they tick once a second by design.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 
@@ -129,6 +133,31 @@ def wait_for_recorder(host: PluginHost) -> None:
         time.sleep(0.1)
 
 
+def stored(seconds: float) -> list[Result]:
+    """The publish throughputs with the recorder storing every publish before it answers."""
+    with tempfile.TemporaryDirectory(prefix="bench-record") as folder:
+        pipeline = Pipeline(0, recorder=True, recorder_args=[*BUDGET, "--record-dir", f"{folder}/record"])
+        try:
+            assert pipeline.recorder is not None
+            deadline = time.monotonic() + READY_S
+            while not (pipeline.run_dir / "publish").exists():  # the recorder has bound its socket
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no recorder within {READY_S:g} s")
+                time.sleep(0.05)
+            with Publisher(pipeline.publish_endpoint, timeout_s=READY_S) as publisher:
+                pid = pipeline.recorder.pid
+                batched, batched_us, _ = throughput(publisher, "pub-batched", BATCH, seconds, pid)
+                single, single_us, _ = throughput(publisher, "pub-single", 1, seconds, pid)
+        finally:
+            pipeline.close()
+    return [
+        Result("events", f"publish rows/s, {BATCH}-row batches, stored (--record-dir)", batched, "rows/s"),
+        Result("events", f"recorder CPU per row, {BATCH}-row batches, stored", batched_us, "µs"),
+        Result("events", "publish rows/s, 1 row per publish, stored", single, "rows/s"),
+        Result("events", "recorder CPU per row, 1 row per publish, stored", single_us, "µs"),
+    ]
+
+
 def run(quick: bool) -> list[Result]:
     seconds = 1.5 if quick else 5.0
     pipeline = Pipeline(1, recorder=True, recorder_args=BUDGET)
@@ -165,4 +194,5 @@ def run(quick: bool) -> list[Result]:
         Result("events", f"publish → panel p50, {RATE_PER_S} rows/s one at a time", p50, "ms"),
         Result("events", "publish → panel p99", p99, "ms"),
         Result("events", f"rows lost of {published:,} published", lost, "rows", "0", lost == 0),
+        *stored(seconds),
     ]

@@ -1,6 +1,8 @@
 """Typed columns of event channels: records in, checked batches out, schemas kept."""
 
+import decimal
 import math
+import re
 
 import msgpack
 import pytest
@@ -10,7 +12,17 @@ from hypothesis import strategies as st
 from services.common import fields, protocol
 from services.common.channels import PUBLISHED, SOURCE, EventChannel, Limits, parse_channel
 from services.common.errors import InvalidChannel, ProtocolError
-from services.common.fields import BOOL, FLOAT64, INT64, STRING, Column, InvalidRows, Schema, from_records
+from services.common.fields import (
+    BOOL,
+    FLOAT64,
+    INT64,
+    STRING,
+    Batch,
+    Column,
+    InvalidRows,
+    Schema,
+    from_records,
+)
 
 NOON = 1_795_953_600_000_000_000
 """2026-11-29T12:00:00Z in ns."""
@@ -136,3 +148,46 @@ def test_an_int_too_large_for_a_float64_field_is_invalid_rows_not_a_crash() -> N
         from_records([{"time": 1, "x": 1.5}, {"time": 2, "x": 10**400}], None, 10)
     with pytest.raises(InvalidRows, match="row 1, field 'x'"):
         from_records([{"time": 1, "x": 10**400}], Schema((("x", FLOAT64),)), 10)
+
+
+@settings(max_examples=2000)
+@given(ms=st.integers(min_value=0, max_value=9_000_000_000_000), micro=st.integers(0, 999))
+def test_a_float_of_epoch_milliseconds_is_the_nanosecond_it_is_written_as(ms: int, micro: int) -> None:
+    """`time.time() * 1000` and JSON's 1796484188869.0 are floats: the ns they denote, never 1 ms early."""
+    assert fields.parse_time(float(ms)) == ms * 1_000_000
+    written = float(f"{ms}.{micro:03d}")
+    assert fields.parse_time(written) == round(decimal.Decimal(repr(written)) * 1_000_000)
+    assert fields.parse_time(1796484188869.0) == 1_796_484_188_869_000_000
+    assert fields.parse_time(1796484188869.123) == 1_796_484_188_869_123_000
+
+
+@pytest.mark.parametrize(
+    "time", [-1, -0.5, -86_400_000.0, "1969-12-31T23:59:59.999Z", "1900-01-01T00:00:00+01:00"]
+)
+def test_a_time_before_1970_is_refused_for_the_same_reason_however_it_is_written(time: object) -> None:
+    with pytest.raises(InvalidRows) as refused:
+        from_records([{"time": time, "x": 1}], None, 10)
+    assert fields.OUT_OF_RANGE in str(refused.value)
+
+
+def test_a_batch_of_ns_before_1970_is_refused_for_the_same_reason_on_the_wire() -> None:
+    """A Python publisher's or a worker's times arrive as ns: the same rule, in the check every
+    Publish and Events frame passes."""
+    with pytest.raises(InvalidRows, match=re.escape(fields.OUT_OF_RANGE)):
+        fields.checked([-1_000_000_000, 5], [Column("x", INT64, [1, 2])], 10)
+    frame = protocol.events_frame("source-x-100", 1, Batch([-5], [Column("x", INT64, [1])]))
+    with pytest.raises(ProtocolError, match=re.escape(fields.OUT_OF_RANGE)):
+        protocol.decode_data(frame)
+
+
+def test_records_without_a_time_are_left_for_the_recorder_to_stamp_all_or_none() -> None:
+    records = [{"temp": 1.5}, {"temp": 2}]
+    assert fields.leaves_time_out(records)
+    batch = from_records(records, None, 10, stamp=True)
+    assert batch.times == [1, 2]  # STAMPED_LATER
+    assert batch.columns == [Column("temp", FLOAT64, [1.5, 2.0])]
+    with pytest.raises(InvalidRows, match="row 2 has a 'time' and row 1 has none"):
+        from_records([{"temp": 1.5}, {"time": 5, "temp": 2}], None, 10, stamp=True)
+    assert not fields.leaves_time_out([{"time": 5}, {"temp": 1.0}])
+    with pytest.raises(InvalidRows, match="row 2: no 'time': give every row of a batch its time, or none"):
+        from_records([{"time": 5}, {"temp": 1.0}], None, 10)

@@ -49,7 +49,11 @@ def test_published_lines_reach_frames_out_and_history_with_their_own_times(pipel
         spy.close()
     assert result.returncode == 0, result.stderr
     assert "3 rows published to pub-cli, 0 lines refused" in result.stderr
-    expected = [fields.parse_time("2026-11-29T12:00:00Z"), round(start * 1e6), round((start + 1000) * 1e6)]
+    expected = [
+        fields.parse_time("2026-11-29T12:00:00Z"),
+        fields.parse_time(start),
+        fields.parse_time(start + 1000),
+    ]
     assert [t for _, events in received for t in events.times] == expected
     times, columns = recorded(history(pipeline.history_endpoint, "pub-cli"))
     assert times == expected
@@ -78,7 +82,7 @@ def test_refused_lines_are_named_with_their_reason_and_the_rest_go_in(pipeline: 
     assert "line 6 refused: the line is longer than 131072 characters" in result.stderr
     assert "2 rows published to pub-lines, 4 lines refused" in result.stderr
     times, columns = recorded(history(pipeline.history_endpoint, "pub-lines"))
-    assert times == [round(start * 1e6), round((start + 3) * 1e6)]
+    assert times == [fields.parse_time(start), fields.parse_time(start + 3)]
     assert columns[1].values == [True, True]
 
 
@@ -165,7 +169,7 @@ def test_published_lines_reach_a_panel_and_querydata_with_their_own_times_and_ki
         finally:
             later.join()
             stream.cancel()
-        expected_ns = [round((start + offset) * 1e6) for offset in (0, 1000, 2000)]
+        expected_ns = [fields.parse_time(start + offset) for offset in (0, 1000, 2000)]
         assert viewer.times_ns == expected_ns
         assert viewer.column("temp") == [21.5, None, 23.0]
         assert viewer.column("door") == ["open", "shut", "open"]

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ from recording import (
 )
 from support import Pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench.ledger import fill, record_folder
 from services.cli.status import fetch
 from services.common import fields, protocol
 from services.common.fields import Batch, Column
@@ -50,19 +54,63 @@ def rows(start_ms: float, count: int, step_ms: float = 10.0) -> list[dict[str, o
     ]
 
 
+def recorded_once(pipeline: Pipeline, channel: str, last_ns: int, within_s: float = 5.0) -> list[int]:
+    """The channel's recorded times once they reach `last_ns` (frames of a moved channel wait for
+    the recorder to hear of the move from the broker)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        times, _ = recorded(history(pipeline.history_endpoint, channel))
+        if (times and times[-1] >= last_ns) or time.monotonic() > deadline:
+            return times
+        time.sleep(0.1)
+
+
+class SourceWorker:
+    """A worker as the broker and the recorder see one: heartbeats placing its source channels
+    (a broker adopts what a worker says it runs), and a PUB into frames_in."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], pipeline: Pipeline, channels: dict[str, int]
+    ) -> None:
+        self.control = ctx.socket(zmq.DEALER)
+        self.control.linger = 0
+        self.control.connect(pipeline.control_endpoint)
+        self.frames = ctx.socket(zmq.PUB)
+        self.frames.linger = 1000
+        self.frames.connect(f"ipc://{pipeline.run_dir}/frames-in")
+        self.channels = dict(channels)
+        self.place()
+
+    def place(self, channels: dict[str, int] | None = None) -> None:
+        """Run `channels` (more, or under new epochs) from now on, as a heartbeat tells the broker."""
+        self.channels.update(channels or {})
+        beat = protocol.WorkerHeartbeat(f"fake-{os.getpid()}", self.channels, pid=os.getpid())
+        self.control.send_multipart(protocol.encode(beat))
+        time.sleep(0.3)  # the broker places them; the recorder asks it (each frame it cannot place yet)
+
+    def send(self, frame: bytes) -> None:
+        self.frames.send(frame)
+
+    def close(self) -> None:
+        self.control.close()
+        self.frames.close()
+
+
 @contextlib.contextmanager
-def source_worker(pipeline: Pipeline, channel: str, first: bytes) -> Iterator[zmq.Socket[bytes]]:
-    """A PUB into frames_in as a source's worker has, sending `first` until the recorder has it
-    (its subscription reaches us through the broker a moment after it connects)."""
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as worker:
-        worker.linger = 1000
-        worker.connect(f"ipc://{pipeline.run_dir}/frames-in")
-        deadline = time.monotonic() + 5
-        while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the recorder never saw the source's rows"
-            worker.send(first)
-            time.sleep(0.1)
-        yield worker
+def source_worker(pipeline: Pipeline, channel: str, first: bytes, epoch: int = 10) -> Iterator[SourceWorker]:
+    """A worker running `channel` under `epoch`, sending `first` until the recorder has it (its
+    subscription reaches us through the broker a moment after it connects)."""
+    with zmq.Context() as ctx:
+        worker = SourceWorker(ctx, pipeline, {channel: epoch})
+        try:
+            deadline = time.monotonic() + 5
+            while history(pipeline.history_endpoint, channel, timeout_s=1).error:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the recorder never saw the source's rows"
+                worker.send(first)
+                time.sleep(0.1)
+            yield worker
+        finally:
+            worker.close()
 
 
 def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeline: Pipeline) -> None:
@@ -74,7 +122,7 @@ def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeli
         [(channel, events)] = spy.events()
     finally:
         spy.close()
-    expected = [round((start + i * 10) * 1e6) for i in range(5)]
+    expected = [fields.parse_time(start + i * 10) for i in range(5)]
     assert channel == "pub-room"
     assert events.times == expected
     assert [c.name for c in events.columns] == ["temp", "door", "n"]
@@ -91,6 +139,57 @@ def test_published_rows_reach_frames_out_and_history_with_their_own_times(pipeli
     assert last_two.truncated
 
 
+def test_rows_published_without_a_time_are_stamped_on_arrival_strictly_increasing(pipeline: Pipeline) -> None:
+    """A Publish with `stamp` (records without "time"): the recorder's clock, after the channel's last row."""
+    channel = "pub-stamped"
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        ahead = time.time_ns() + 500_000_000  # a row half a second ahead: the stamps go after it
+        publisher.publish_batch(channel, Batch([ahead], [Column("temp", fields.FLOAT64, [1.0])]))
+    batch = fields.from_records([{"temp": float(i)} for i in range(5)], None, 10, stamp=True)
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+        sock.linger = 0
+        sock.connect(pipeline.publish_endpoint)
+        sent = time.time_ns()
+        sock.send_multipart(
+            protocol.encode(protocol.Publish(7, channel, batch.times, batch.columns, stamp=True))
+        )
+        assert sock.poll(5000)
+        reply = protocol.expect(sock.recv_multipart(), protocol.PublishReply)
+        received = time.time_ns()
+    assert (reply.accepted, reply.error) == (5, "")
+    times, columns = recorded(history(pipeline.history_endpoint, channel))
+    assert times[0] == ahead
+    first = times[1]
+    assert first == ahead + 1 or sent <= first <= received, "not stamped on arrival, after the last row"
+    assert times[1:] == list(range(first, first + 5))
+    assert columns[0].values == [1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_rows_the_full_disk_cannot_store_are_refused_with_the_reason_and_logged() -> None:
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
+        pipeline_args = ["--record-dir", str(folder)]
+        with recording_pipeline(pipeline_args) as pipeline, Publisher(pipeline.publish_endpoint) as publisher:
+            start = now_ms() - 10_000
+            assert publisher.publish("pub-full", rows(start, 5)) == 5
+            fill(folder.parent / "filler")
+            refusal = ""
+            for k in range(1, 200):  # SQLite fills what room its WAL has first
+                try:
+                    publisher.publish("pub-full", rows(start + k * 50, 5))
+                except Refused as exc:
+                    refusal = str(exc)
+                    break
+            (folder.parent / "filler").unlink()
+            assert refusal.startswith("the recorder could not store these rows ("), refusal or "none refused"
+            assert refusal.endswith("free space on its --record-dir disk, then send them again")
+            times = recorded(history(pipeline.history_endpoint, "pub-full"))[0]
+            assert len(times) == 5 * k, "a refused row was served"
+            assert publisher.publish("pub-full", rows(start + 9_000, 1)) == 1, "still refused with room again"
+            assert "rows not stored: refused" in (pipeline.run_dir / "recorder.log").read_text()
+
+
 def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> None:
     channel = "pub-strict"
     start = now_ms() - 5000
@@ -103,7 +202,7 @@ def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> No
         try:
             later = start + 1000
             wrong_type = Batch(
-                [round(later * 1e6)],
+                [fields.parse_time(later)],
                 [
                     Column("temp", fields.STRING, ["warm"]),
                     Column("door", fields.STRING, ["open"]),
@@ -216,7 +315,7 @@ def test_a_history_reply_stays_under_what_a_client_accepts() -> None:
         size = sum(map(len, protocol.encode(reply)))
         print(f"\n[figure] history of 9,500 rows of 1 kB: {len(reply.times)} rows in {size} bytes")
         assert size < protocol.MAX_CONTROL_BYTES
-        assert reply.times[-1] == round((start + 4 * 2000 + 1899) * 1e6)
+        assert reply.times[-1] == fields.parse_time(start + 4 * 2000 + 1899)
         assert len(reply.times) > 4000
 
 
@@ -322,16 +421,15 @@ def test_source_rows_are_recorded_newest_epoch_only_in_time_order(pipeline: Pipe
         worker.send(protocol.topic(channel) + b"\x04\x0d\xc1")  # not msgpack
         worker.send(protocol.rows_frame(channel, 1, 12, [protocol.float_bytes([1.0])]))  # not Events
         worker.send(protocol.events_frame(channel, 9, batch(5)))  # an older placement: dropped
-        worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # 2 again: only 3 is new
+        worker.place({channel: 11})  # moved: the recorder learns it when it asks the broker
+        worker.send(protocol.events_frame(channel, 11, batch(2, 3)))  # waits for it; only 3 is new
+        worker.send(protocol.events_frame(channel, 10, batch(5)))  # behind it: the placement before
         worker.send(
             protocol.events_frame(channel, 11, Batch([base + 4], [Column("v", fields.STRING, ["x"])]))
         )
         worker.send(protocol.events_frame(channel, 11, batch(6)))
-        time.sleep(0.5)
-    reply = history(pipeline.history_endpoint, channel)
-    assert reply is not None
-    assert not reply.error
-    assert [t - base for t in reply.times] == [1, 2, 3, 6]
+        times = recorded_once(pipeline, channel, base + 6)
+    assert [t - base for t in times] == [1, 2, 3, 6]
 
 
 def test_a_restarted_recorder_with_a_record_dir_serves_what_it_stored(tmp_path: Path) -> None:
@@ -510,9 +608,10 @@ def test_a_source_moved_to_a_worker_with_other_fields_is_recorded_in_its_new_sch
         worker.send(
             protocol.events_frame(channel, 10, batch(2, ["cpu0", "cpu1", "cpu2"]))
         )  # same run: dropped
-        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))  # moved
+        worker.place({channel: 11})  # moved
+        worker.send(protocol.events_frame(channel, 11, batch(3, ["cpu0", "cpu1", "cpu2"])))
         worker.send(protocol.events_frame(channel, 11, batch(4, ["cpu0", "cpu1", "cpu2"])))
-        time.sleep(0.5)
+        recorded_once(pipeline, channel, base + 4)
     times, columns = recorded(history(pipeline.history_endpoint, channel))
     assert [c.name for c in columns] == ["cpu0", "cpu1", "cpu2"], "the moved source's rows were dropped"
     assert [t - base for t in times] == [3, 4]
@@ -529,6 +628,7 @@ def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publish
             return protocol.events_frame(f"source-host-{tick}", 10, batch)
 
         with source_worker(pipeline, "source-host-100", frame(100)) as worker:
+            worker.place({f"source-host-{tick}": 10 for tick in range(101, 110)})
             for tick in range(101, 110):
                 worker.send(frame(tick))
             time.sleep(0.5)
@@ -547,9 +647,14 @@ def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_i
             broker.bind(pipeline.control_endpoint)
 
             def beat(within_s: float) -> tuple[bytes, protocol.WorkerHeartbeat]:
-                assert broker.poll(round(within_s * 1000)), f"no heartbeat within {within_s} s"
-                peer, *frames = broker.recv_multipart()
-                return peer, protocol.expect(frames, protocol.WorkerHeartbeat)
+                deadline = time.monotonic() + within_s
+                while True:  # past the StatusRequests each beat also sends (the sources' placements)
+                    left_ms = max(1, round((deadline - time.monotonic()) * 1000))
+                    assert broker.poll(left_ms), f"no heartbeat within {within_s} s"
+                    peer, *frames = broker.recv_multipart()
+                    message = protocol.decode(frames)
+                    if isinstance(message, protocol.WorkerHeartbeat):
+                        return peer, message
 
             peer, first = beat(10)
             assert first.role == protocol.RECORDER

@@ -1,16 +1,23 @@
-"""The recorder's rings and segment files, on their own."""
+"""The recorder's rings and its store on disk, on their own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench.ledger import fill, record_folder
 from services.common import fields
 from services.common.fields import Batch, Column
 from services.common.rundir import UntrustedRunDir
@@ -21,7 +28,7 @@ from services.recorder.intake import (
     stamp,
 )
 from services.recorder.ring import Rings, batch_bytes
-from services.recorder.segments import SUFFIX, Store
+from services.recorder.store import DATABASE, LAST_TIMES, Store, StoreError
 
 SECOND = 1_000_000_000
 
@@ -123,91 +130,64 @@ def test_publish_checks_say_what_is_wrong() -> None:
 
 
 def store(folder: Path, **overrides: float) -> Store:
-    settings = {"keep_s": 3600.0, "max_bytes": 10**9, "segment_s": 300.0, "segment_bytes": 10**9} | overrides
+    settings = {"keep_s": 3600.0, "max_bytes": 10**9} | overrides
     return Store(folder, **settings)  # type: ignore[arg-type]
 
 
-def test_segments_keep_typed_columns_and_load_back(tmp_path: Path) -> None:
+def loaded_times(folder: Path, channel: str) -> tuple[list[int], int]:
+    """A channel's rows and last time as a new store loads them."""
+    reader = store(folder)
+    found = reader.load(max_rows=10**6)[channel]
+    reader.close()
+    return [t for b in found.batches for t in b.times], found.last_ns
+
+
+def test_the_store_keeps_typed_columns_privately_and_loads_them_back(tmp_path: Path) -> None:
     folder = tmp_path / "record"
     now = time.time_ns()
     rows = batch(now - 100 * SECOND, 50)
     writer = store(folder)
-    writer.write("pub-a", rows.last(50).after(0))
+    writer.write("pub-a", rows)
     writer.flush()
     writer.write("pub-a", batch(now - 10 * SECOND, 2))
     writer.close()
     assert os.stat(folder).st_mode & 0o777 == 0o700
-    [segment] = list((folder / "pub-a").iterdir())
-    assert segment.name.endswith(SUFFIX)
-    assert os.stat(segment).st_mode & 0o777 == 0o600
-    with pa.ipc.open_stream(segment.read_bytes()) as reader:
-        schema = reader.schema
-    assert [str(t) for t in schema.types] == ["timestamp[ns]", "double", "int64", "bool", "string"]
-    assert [f.nullable for f in schema][1:] == [True] * 4
-
-    loaded = store(folder).load(max_rows=10**6)
-    assert fields.concat(loaded["pub-a"]) == fields.concat([rows, batch(now - 10 * SECOND, 2)])
+    assert os.stat(folder / DATABASE).st_mode & 0o777 == 0o600
+    assert os.stat(folder / LAST_TIMES).st_mode & 0o777 == 0o600
+    found = store(folder).load(max_rows=10**6)["pub-a"]
+    assert fields.concat(found.batches) == fields.concat([rows, batch(now - 10 * SECOND, 2)])
+    assert found.schema == rows.schema
+    assert found.last_ns == now - 9 * SECOND
 
 
-def test_segments_rotate_and_are_pruned_by_age_and_bytes(tmp_path: Path) -> None:
+def test_rows_are_pruned_by_age_and_the_oldest_go_past_max_bytes(tmp_path: Path) -> None:
     folder = tmp_path / "record"
     now = time.time_ns()
-    writer = store(folder, segment_bytes=1, keep_s=70.0)
-    for k in range(4):  # every flush begins a new segment: each is over 1 byte
-        writer.write("pub-a", batch(now - (100 - k * 20) * SECOND, 5))
-        writer.flush(now)
-    names = sorted(p.name for p in (folder / "pub-a").iterdir())
-    assert len(names) == 2, "segments whose rows are all older than keep_s stay"
-    assert store(folder, keep_s=1.0).load(max_rows=10**6) == {}
-    assert not (folder / "pub-a").exists(), "a channel all of whose rows expired stays on disk"
-    writer.close()
-
-
-def test_the_oldest_segments_go_past_max_bytes(tmp_path: Path) -> None:
-    folder = tmp_path / "record"
-    now = time.time_ns()
-    writer = store(folder, segment_bytes=1)
-    for k, channel in enumerate(["pub-a", "pub-b", "pub-a"]):
+    writer = store(folder, keep_s=70.0)
+    for k, channel in enumerate(["pub-a", "pub-b", "pub-a", "pub-b"]):
         writer.write(channel, batch(now - (100 - k * 20) * SECOND, 5))
-        writer.flush(now)
-    sizes = sum(p.stat().st_size for p in folder.glob("*/*"))
-    writer.max_bytes = sizes - 1
+    writer.flush(now)
+    assert loaded_times(folder, "pub-a")[0] == batch(now - 60 * SECOND, 5).times
+    writer.max_bytes = writer.bytes - 1
     writer.prune(now)
-    assert sorted(p.parent.name for p in folder.glob("*/*")) == ["pub-a", "pub-b"]
-    assert min(int(p.stem) for p in folder.glob("pub-a/*")) == now - 60 * SECOND
     writer.close()
+    assert loaded_times(folder, "pub-a")[0] == []  # pub-a's batch was the oldest
+    assert loaded_times(folder, "pub-b")[0] == batch(now - 40 * SECOND, 5).times
+    assert store(folder, keep_s=1.0).load(max_rows=10**6) == {}
 
 
-def test_a_segment_older_than_segment_s_is_closed_and_the_next_rows_begin_another(tmp_path: Path) -> None:
-    now = time.time_ns()
-    writer = store(tmp_path / "record", segment_s=0.05)
-    writer.write("pub-a", batch(now - 10 * SECOND, 2))
-    writer.flush()
-    time.sleep(0.1)
-    writer.flush()  # closes the old one, even with nothing to write
-    writer.write("pub-a", batch(now - 5 * SECOND, 2))
-    writer.close()
-    assert len(list((tmp_path / "record" / "pub-a").iterdir())) == 2
-    loaded = store(tmp_path / "record").load(max_rows=10**6)
-    assert (
-        fields.concat(loaded["pub-a"]).times
-        == batch(now - 10 * SECOND, 2).times + batch(now - 5 * SECOND, 2).times
-    )
-
-
-def test_a_truncated_segment_loads_up_to_its_damage(tmp_path: Path) -> None:
+def test_a_source_channel_whose_schema_changed_loads_back_in_its_new_schema(tmp_path: Path) -> None:
     folder = tmp_path / "record"
     now = time.time_ns()
     writer = store(folder)
-    writer.write("pub-a", batch(now - 100 * SECOND, 5))
-    writer.flush()
-    writer.write("pub-a", batch(now - 50 * SECOND, 5))
+    writer.write("source-host-100", batch(now - 100 * SECOND, 5))
+    other = Batch([now - 10 * SECOND], [Column("cpu7", fields.FLOAT64, [1.5])])
+    writer.forget("source-host-100")
+    writer.write("source-host-100", other)
     writer.close()
-    [segment] = list((folder / "pub-a").iterdir())
-    data = segment.read_bytes()
-    segment.write_bytes(data[: len(data) - 30])
-    loaded = store(folder).load(max_rows=10**6)
-    assert loaded["pub-a"] == [batch(now - 100 * SECOND, 5)]
+    found = store(folder).load(max_rows=10**6)["source-host-100"]
+    assert found.batches == [other]
+    assert found.schema == other.schema
 
 
 def test_a_record_folder_of_another_user_is_refused(tmp_path: Path) -> None:
@@ -223,6 +203,173 @@ def test_a_record_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     loose.chmod(0o777)
     with pytest.raises(UntrustedRunDir, match="writable by others"):
         store(loose)
+
+
+@pytest.mark.parametrize("lost", [DATABASE, LAST_TIMES])
+def test_the_last_time_of_a_channel_survives_the_loss_of_any_one_file(tmp_path: Path, lost: str) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("pub-a", batch(now - 10 * SECOND, 3))
+    writer.close()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / (lost + suffix)).unlink()
+    found = store(folder).load(max_rows=10**6)["pub-a"]
+    assert found.last_ns == now - 8 * SECOND
+    assert found.schema == batch(0, 1).schema
+
+
+def test_a_damaged_database_is_set_aside_and_its_readable_rows_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    for k in range(200):  # many pages: the damage hits some, not all
+        writer.write("pub-a", batch(now - (1000 - k) * SECOND, 1))
+    writer.close()
+    data = bytearray((folder / DATABASE).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = os.urandom(4096)
+    (folder / DATABASE).write_bytes(bytes(data))
+    times, last_ns = loaded_times(folder, "pub-a")
+    assert last_ns == now - 801 * SECOND, "the last time was lost with the damaged page"
+    expected = [now - (1000 - k) * SECOND for k in range(200)]
+    assert set(times) <= set(expected), "a damaged row was served altered"
+    assert times == sorted(times)
+    assert list(folder.glob(f"{DATABASE}.damaged-*")), "the damaged database was not kept aside"
+
+
+@pytest.mark.parametrize("damage", ["header", "truncated"])
+def test_a_database_that_does_not_open_or_ends_early_is_set_aside_and_the_last_time_kept(
+    tmp_path: Path, damage: str
+) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    for k in range(200):
+        writer.write("pub-a", batch(now - (1000 - k) * SECOND, 1))
+    writer.close()
+    data = (folder / DATABASE).read_bytes()
+    (folder / DATABASE).write_bytes(
+        os.urandom(100) + data[100:] if damage == "header" else data[: len(data) // 3]
+    )
+    reader = store(folder)
+    found = reader.load(max_rows=10**6)["pub-a"]
+    assert found.last_ns == now - 801 * SECOND
+    expected = [now - (1000 - k) * SECOND for k in range(200)]
+    times = [t for b in found.batches for t in b.times]
+    assert set(times) <= set(expected), "a row served altered"
+    assert times == sorted(times)
+    reader.write("pub-a", batch(now, 1))  # and it records again
+    reader.close()
+    assert loaded_times(folder, "pub-a")[1] == now
+
+
+def test_a_torn_entry_of_the_last_times_log_does_not_hide_the_next(tmp_path: Path) -> None:
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("pub-a", batch(now - 10 * SECOND, 1))
+    writer.close()
+    with open(folder / LAST_TIMES, "ab") as log:
+        log.write(b'\n["pub-a", 12')  # a crash mid-entry
+    writer = store(folder)
+    writer.load(max_rows=10)
+    writer.write("pub-a", batch(now - 5 * SECOND, 1))
+    writer.close()
+    (folder / DATABASE).unlink()
+    assert store(folder).load(max_rows=10)["pub-a"].last_ns == now - 5 * SECOND
+
+
+def test_a_write_to_a_full_disk_is_refused_whole_and_the_next_ones_after_space_comes_back_are_kept(
+    tmp_path: Path,
+) -> None:
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
+        now = time.time_ns() - 3000 * SECOND
+        writer = store(folder)
+        writer.load(max_rows=10)
+        acknowledged: list[int] = []
+        reasons: set[str] = set()
+        filler = folder.parent / "filler"
+        fill(filler)
+        for k in range(400):
+            rows = batch(now + k * SECOND, 1)
+            if k == 200:
+                filler.unlink()  # space comes back
+            if k % 10 == 0:
+                writer.flush()  # as the recorder does each second: the WAL is checkpointed
+            try:
+                writer.write("pub-a", rows)
+            except StoreError as exc:
+                reasons.add(str(exc).split(" (")[0])
+                continue
+            acknowledged += rows.times
+        writer.close()
+        assert reasons == {"the recorder could not store these rows"}, "the disk never filled"
+        assert len(acknowledged) >= 150, "writes after space came back failed"
+        times, last_ns = loaded_times(folder, "pub-a")
+        assert times == acknowledged
+        assert last_ns == acknowledged[-1]
+
+
+def test_a_store_that_cannot_open_on_a_full_disk_says_so_and_sets_nothing_aside(tmp_path: Path) -> None:
+    with record_folder() as (folder, skipped):
+        if skipped:
+            pytest.skip(skipped)
+        now = time.time_ns()
+        writer = store(folder)
+        writer.write("pub-a", batch(now - 10 * SECOND, 3))
+        writer.close()
+        fill(folder.parent / "filler")
+        with pytest.raises(StoreError, match="cannot open the record store"):
+            store(folder)
+        (folder.parent / "filler").unlink()
+        assert not list(folder.glob(f"{DATABASE}.damaged-*")), "a sound database was set aside"
+        assert loaded_times(folder, "pub-a")[0] == batch(now - 10 * SECOND, 3).times
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from services.common import fields
+from services.common.fields import Batch, Column
+from services.recorder.store import Store
+store = Store(Path(sys.argv[1]), keep_s=1e9, max_bytes=10**12)
+store.load(max_rows=10)
+start = int(sys.argv[2])
+for k in range(100_000):
+    store.write("pub-a", Batch([start + k], [Column("v", fields.INT64, [k])]))
+    print(k, flush=True)
+"""
+
+
+def test_a_kill_9_at_any_moment_of_a_write_loses_no_acknowledged_row(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    chance = random.Random(seed)
+    folder = tmp_path / "record"
+    start = time.time_ns() - 10**12
+    acknowledged = -1
+    for _ in range(4):
+        with subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(start + acknowledged + 1)],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as writer:
+            assert writer.stdout is not None
+            first = writer.stdout.readline()  # it runs: its store is open
+            time.sleep(chance.uniform(0, 0.3))
+            writer.send_signal(signal.SIGKILL)
+            told = [first, *writer.stdout.read().split("\n")]
+        done = [int(line) for line in told if line.strip()]
+        times, _ = loaded_times(folder, "pub-a")
+        ours = [t - start for t in times]
+        acknowledged += len(done)
+        assert ours[: acknowledged + 1] == list(range(acknowledged + 1)), f"seed {seed}"
+        assert len(ours) <= acknowledged + 2, "rows appeared that were never written"
+        acknowledged = len(ours) - 1  # a row written but killed before its acknowledgement may stay
 
 
 @settings(max_examples=200, deadline=None)
@@ -256,29 +403,3 @@ def test_rings_stay_within_every_bound_and_keep_each_channels_newest_rows(
             kept = found[0].times
             assert len(kept) == ring.rows
             assert kept == added[name][len(added[name]) - len(kept) :], "not the newest rows, in order"
-
-
-def test_a_source_channel_whose_schema_changed_loads_back_in_its_new_schema(tmp_path: Path) -> None:
-    folder = tmp_path / "record"
-    now = time.time_ns()
-    writer = store(folder)
-    writer.write("source-host-100", batch(now - 100 * SECOND, 5))
-    writer.flush()
-    other = Batch([now - 10 * SECOND], [Column("cpu7", fields.FLOAT64, [1.5])])
-    writer.reschema("source-host-100", other.schema)
-    writer.write("source-host-100", other)
-    writer.close()
-    loaded = store(folder).load(max_rows=10**6)
-    assert loaded["source-host-100"] == [other]
-
-
-def test_a_file_whose_name_only_looks_like_digits_is_left_alone_at_load(tmp_path: Path) -> None:
-    """str.isdigit() is true of '²', which int() refuses: not a segment of ours."""
-    folder = tmp_path / "record"
-    now = time.time_ns()
-    writer = store(folder)
-    writer.write("pub-a", batch(now - 10 * SECOND, 2))
-    writer.close()
-    (folder / "pub-a" / f"²{SUFFIX}").write_bytes(b"")
-    loaded = store(folder).load(max_rows=10**6)
-    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)

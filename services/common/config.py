@@ -275,8 +275,8 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
     )
     max_channels: int = setting(
         1000,
-        "most channels the recorder keeps, source channels at most half of them; publishing to a new "
-        "one past it fails",
+        "most channels the recorder keeps, source channels at most half of them (one nobody watches "
+        "gives its slot to a new one); publishing to a new one past it fails",
     )
     max_rows_per_s: float = setting(
         1000.0, "rows per second one published channel accepts (bursts of one second's worth)"
@@ -285,15 +285,9 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
     max_clock_skew_ms: float = setting(
         1000.0, "rows stamped further ahead of the recorder's clock are refused"
     )
-    record_dir: str = setting("", "folder of Arrow IPC segments kept on disk (off when empty)")
+    record_dir: str = setting("", "folder of the recorder's SQLite store of rows (off when empty)")
     record_keep_s: float = setting(3600.0, "seconds of rows kept on disk, and loaded back at start")
-    record_max_bytes: int = setting(1024 * 1024 * 1024, "bytes of segments kept on disk; the oldest go first")
-    segment_s: float = setting(
-        300.0, "a channel's segment file is closed and a new one begun after this long"
-    )
-    segment_bytes: int = setting(
-        16 * 1024 * 1024, "a segment file is closed and a new one begun at this size"
-    )
+    record_max_bytes: int = setting(1024 * 1024 * 1024, "bytes of rows kept on disk; the oldest go first")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -308,8 +302,6 @@ class RecorderSettings(CurveClientSettings, RunDirSettings):
             "max_publish_bytes",
             "record_keep_s",
             "record_max_bytes",
-            "segment_s",
-            "segment_bytes",
         )
         if self.max_channels > MAX_RECORDED_CHANNELS:  # its heartbeat lists them: under the broker's 1 MiB
             raise ConfigError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import decimal
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,10 @@ MAX_STRING = 1024
 """Characters in a string value."""
 TIME_KEY = "time"
 """The record key that holds a row's time when rows are written as JSON records."""
+LATEST_NS = 2**63
+"""Times are int64 ns since the epoch: from 1970-01-01T00:00:00Z (0) to 2262-04-11, exclusive."""
+OUT_OF_RANGE = "is outside 1970 to 2262: times are kept from 1970-01-01T00:00:00Z to 2262-04-11 (int64 ns)"
+"""The one reason a time before 1970 (or past 2262) is refused, however it was written."""
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", re.ASCII)
 Value = float | int | bool | str | None
 
@@ -137,10 +142,14 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
         return f"times: expected a list, got {type(times).__name__}"
     if len(times) > max_rows:
         return f"{len(times)} rows, the limit is {max_rows}"
-    previous = -(2**63) - 1
+    previous = -1
     for time in times:
-        if type(time) is not int or not previous < time < 2**63:
-            return f"times must be int64 ns, strictly increasing; got {str(time)[:40]} after {previous}"
+        if type(time) is not int:
+            return f"times must be int64 ns, strictly increasing; got {str(time)[:40]}"
+        if not 0 <= time < LATEST_NS:
+            return f"time {time} ns {OUT_OF_RANGE}"
+        if time <= previous:
+            return f"times must be strictly increasing; got {time} after {previous}"
         previous = time
     if not isinstance(columns, list):
         return f"columns: expected a list, got {type(columns).__name__}"
@@ -201,13 +210,18 @@ def checked(times: Any, columns: Any, max_rows: int) -> Batch:
 
 
 def parse_time(value: Any) -> int:
-    """A record's time as ns since the epoch: RFC 3339 text, or a number of epoch milliseconds."""
+    """A record's time as ns since the epoch: RFC 3339 text, or a number of epoch milliseconds.
+
+    A number means the decimal it is written as (a float's shortest repr, what JSON carries),
+    so 1796484188869.0 is exactly ...869 ms and 0.000001 ms is 1 ns; sub-ns digits round to even.
+    """
     if isinstance(value, bool) or value is None:
         raise InvalidRows(f"time must be RFC 3339 text or epoch milliseconds, got {value!r}")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 <= value < 2**63 / 1e6:
-            raise InvalidRows(f"time {value!r} ms is outside 1970 to 2262")
-        return round(value * 1_000_000)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRows(f"time {value!r} ms is not a time: a finite number of epoch milliseconds")
+        exact = decimal.Decimal(value if isinstance(value, int) else repr(value)).scaleb(6)
+        return _in_range(int(exact.to_integral_value(decimal.ROUND_HALF_EVEN)), f"{value!r} ms")
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
@@ -216,8 +230,15 @@ def parse_time(value: Any) -> int:
         if parsed.tzinfo is None:
             raise InvalidRows(f"time {value[:60]!r} has no time zone: add Z or an offset")
         delta = parsed - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return _in_range(ns, repr(value[:60]))
     raise InvalidRows(f"time must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}")
+
+
+def _in_range(time_ns: int, shown: str) -> int:
+    if not 0 <= time_ns < LATEST_NS:
+        raise InvalidRows(f"time {shown} {OUT_OF_RANGE}")
+    return time_ns
 
 
 def kind_of(value: Value) -> str | None:
@@ -235,19 +256,42 @@ def kind_of(value: Value) -> str | None:
     raise InvalidRows(f"value {str(value)[:60]!r} is not a number, bool, string or null")
 
 
-def from_records(records: Iterable[Mapping[str, Any]], schema: Schema | None, max_rows: int) -> Batch:
+def leaves_time_out(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a batch's first record has no time: then none may, and the recorder stamps them
+    (a Publish with `stamp`), as Grafana stamps what is pushed to it."""
+    return bool(records) and isinstance(records[0], Mapping) and TIME_KEY not in records[0]
+
+
+STAMPED_LATER = "the times of a stamped Publish: 1, 2, … ns, replaced by the recorder's on arrival"
+
+
+def from_records(
+    records: Iterable[Mapping[str, Any]], schema: Schema | None, max_rows: int, *, stamp: bool = False
+) -> Batch:
     """Rows written as JSON objects (`{"time": …, "<field>": value, …}`) as a checked Batch.
 
     With `schema`, each field must be in it (absent ones are null, an int fits a float64
     field); without one, the schema is taken from these rows in the order fields first
-    appear, and a field that is null in all of them is float64.
+    appear, and a field that is null in all of them is float64. With `stamp`, no record
+    has a time (see leaves_time_out) and the batch's times are STAMPED_LATER.
     """
     rows: list[tuple[int, Mapping[str, Any]]] = []
     for number, record in enumerate(records, 1):
         if not isinstance(record, Mapping):
             raise InvalidRows(f"row {number}: expected a JSON object, got {type(record).__name__}")
+        if stamp:
+            if TIME_KEY in record:
+                raise InvalidRows(
+                    f"row {number} has a {TIME_KEY!r} and row 1 has none: give every row of a batch "
+                    "its time, or none for the recorder to stamp them on arrival"
+                )
+            rows.append((number, record))
+            continue
         if TIME_KEY not in record:
-            raise InvalidRows(f"row {number}: no {TIME_KEY!r}")
+            raise InvalidRows(
+                f"row {number}: no {TIME_KEY!r}: give every row of a batch its time, "
+                "or none for the recorder to stamp them on arrival"
+            )
         try:
             rows.append((parse_time(record[TIME_KEY]), record))
         except InvalidRows as exc:

@@ -284,6 +284,9 @@ class Publish(Message):
     """Counts the publisher's batches up from 1 (0: none); sent again unchanged with the same
     rows, it is answered as before and applied once (the recorder remembers the last per
     publisher and channel)."""
+    stamp: bool = False
+    """The rows have no time of their own (`times` are fields.STAMPED_LATER): the recorder stamps
+    them on arrival, strictly after the channel's last row."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from services.common import protocol, rundir
 from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
+from services.common.fencing import Fence, fence
 from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.receive import Refusing
@@ -401,11 +402,12 @@ class BrokerConnection:
         a moment ago, or nobody's business) or another epoch (refused, unless the broker has told no
         placement yet: the stream bridges those rows from history)."""
         held = self.holders.get(channel)
-        if held is None or epoch == held.epoch:
-            return held
-        if held.epoch:
+        if held is None:
+            return None
+        verdict = fence(held.epoch, epoch)
+        if verdict is Fence.REFUSE:
             self._refuse("epoch", f"{channel}: epoch {epoch}, the placement is {held.epoch}")
-        return None
+        return held if verdict is Fence.TAKE else None
 
     def _ahead(self, channel: str, last_ns: int) -> bool:
         """Whether a frame's last row is further ahead of this clock than max_clock_skew_ms (refused)."""

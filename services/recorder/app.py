@@ -7,15 +7,17 @@ Event channels cannot be recomputed, so someone must keep their rows: this proce
   channel; then recorded and sent on to frames_in as Events under this recorder's epoch,
   or refused with a reason and nothing changed.
 - **Sources** (services.recorder.sourcerows): a SUB on the broker's frames_out reads every
-  `source-*` channel's Events and records them (the newest epoch only, times strictly
-  after the last recorded).
+  `source-*` channel's Events and records them (only under the placement the broker's
+  status tells, times strictly after the last recorded); a channel nobody watches gives
+  its slot up to a new one.
 - **History** (ROUTER `history_endpoint`, services.recorder.history): the recorded rows of
   a time range.
 - **Broker**: it heartbeats as a worker of role RECORDER listing its published channels
   under its epoch (its start time), so a panel holding `pub-x` is placed here.
 
-Rows live in bounded rings (services.recorder.ring) and, with `record_dir`, in Arrow IPC
-segments (services.recorder.segments) loaded back at start. One thread serves all, each
+Rows live in bounded rings (services.recorder.ring) and, with `record_dir`, in a SQLite
+store (services.recorder.store) loaded back at start: rows are stored before they are
+acknowledged, and rows that cannot be stored are refused. One thread serves all, each
 ROUTER peer its fair share of a turn (services.common.fairshare), so a flooding publisher
 waits in its own queue, and a publisher that waits for each reply, however fast, is never
 refused for its pace.
@@ -48,18 +50,21 @@ from services.recorder.history import History
 from services.recorder.intake import event_channel
 from services.recorder.publishing import Publishing
 from services.recorder.ring import Rings
-from services.recorder.segments import Store
 from services.recorder.sourcerows import SourceRows
+from services.recorder.store import Store
 
 log = logging.getLogger("zmqstream.recorder")
 TURN_MS = 50
 """The longest a loop turn waits: how late a stop, a heartbeat or a flush can be."""
 FLUSH_S = 1.0
-"""How often accepted rows are written to the segments (what a crash may lose)."""
+"""How often the store is made durable against a machine crash (what one may lose), and pruned."""
 REQUEST_HWM = 16
 """Messages a peer may queue for us; with MAX_DATA_BYTES each, what one peer can hold of ours."""
 REPLY_HWM = 4
 """Replies a peer may leave unread (a HistoryReply is up to MAX_CONTROL_BYTES)."""
+ASK_EVERY_S = 0.25
+"""The broker's status is asked at most this often for frames waiting for their placement (each
+answer lists every channel: a broker of 10,000 pays for it, so not at every frame)."""
 LOG_EVERY = 1000
 """Refusals are logged first and then once per this many, not one line each."""
 
@@ -84,12 +89,9 @@ class Recorder:
                 Path(settings.record_dir),
                 keep_s=settings.record_keep_s,
                 max_bytes=settings.record_max_bytes,
-                segment_s=settings.segment_s,
-                segment_bytes=settings.segment_bytes,
             )
-            for channel, batches in self.store.load(settings.ring_rows).items():
-                for batch in batches:
-                    self.rings.add(channel, batch)
+            for channel, found in self.store.load(settings.ring_rows).items():
+                self.rings.restore(channel, found.schema, found.last_ns, found.batches)
             log.info("history loaded", extra=fields(channels=len(self.rings.channels)))
         self.refused = 0
         self.share = FairShare()
@@ -128,17 +130,28 @@ class Recorder:
         self.publishing = Publishing(
             settings, self.rings, self.epoch, self._record, self.frames.send, self.heartbeat, self._refusal
         )
-        self.source_rows = SourceRows(settings, self.rings, self.store, self._record)
+        self.asked_at = -ASK_EVERY_S
+        self.ask_due = False
+        self.source_rows = SourceRows(settings, self.rings, self.store, self._record, self.ask_placements)
         self.history_answers = History(self.rings, self._refusal)
 
     # -- the broker ------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Every published channel under this run's epoch: the broker places held ones here."""
-        self.link.heartbeat(  # channels are only ever added, so their number is a version
-            len(self.rings.channels),
-            lambda: {path: self.epoch for path in self.rings.channels if event_channel(path, PUBLISHED)},
-        )
+        """Every published channel under this run's epoch: the broker places held ones here; and
+        what it says of the source channels (their placements, who watches them)."""
+        published = sorted(path for path in self.rings.channels if event_channel(path, PUBLISHED))
+        self.link.heartbeat(tuple(published), lambda: dict.fromkeys(published, self.epoch))
+        self.ask_placements(force=True)
+
+    def ask_placements(self, force: bool = False) -> None:
+        """Ask the broker's status now, or as soon as ASK_EVERY_S since the last ask allows."""
+        now = time.monotonic()
+        self.ask_due = not force and now - self.asked_at < ASK_EVERY_S
+        if not self.ask_due:
+            self.asked_at = now
+            with contextlib.suppress(zmq.Again):  # a broker away: the next heartbeat asks again
+                self.control.send_multipart(protocol.encode(self.source_rows.request()), zmq.NOBLOCK)
 
     def handle_control(self) -> None:
         for frames in queued(self.control.recv_multipart):
@@ -146,6 +159,9 @@ class Recorder:
                 message = protocol.decode(frames)
                 if isinstance(message, protocol.Welcome) and self.link.welcome(message):
                     self.heartbeat()  # a new broker (or the first): tell it our channels now
+                elif isinstance(message, protocol.StatusReply):
+                    for refused in self.source_rows.told(message):
+                        self._refusal("source rows refused", refused)
 
     # -- sources ---------------------------------------------------------------------
 
@@ -157,9 +173,10 @@ class Recorder:
     # -- common ----------------------------------------------------------------------
 
     def _record(self, channel: str, batch: Batch) -> None:
-        self.rings.add(channel, batch)
+        """Stored first (StoreError: nothing recorded, the caller refuses), then served."""
         if self.store is not None:
             self.store.write(channel, batch)
+        self.rings.add(channel, batch)
 
     def _refusal(self, what: str, error: str) -> None:
         self.refused += 1
@@ -174,6 +191,8 @@ class Recorder:
         next_heartbeat = next_flush = 0.0
         while not stop.is_set():
             now = time.monotonic()
+            if self.ask_due and now - self.asked_at >= ASK_EVERY_S:
+                self.ask_placements()
             if now >= next_heartbeat:
                 self.heartbeat()
                 next_heartbeat = now + heartbeat_s
@@ -192,7 +211,7 @@ class Recorder:
                 self.share.serve(self.history, self.history_answers.answer)
 
     def close(self) -> None:
-        """Write what is pending to the segments, close every socket (then ctx.term returns)."""
+        """Close the store and every socket (then ctx.term returns)."""
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -26,12 +26,13 @@ from services.common.logs import fields
 from services.common.wording import count
 from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
+from services.recorder.store import StoreError
 
 log = logging.getLogger("zmqstream.recorder")
 MAX_PUBLISHERS = 100_000
 """(publisher, channel) pairs whose last batch is remembered (~200 bytes each); the least recent go."""
 Record = Callable[[str, Batch], None]
-"""record(channel, batch): into the ring, and the segments if any."""
+"""record(channel, batch): into the store if any (StoreError: nothing recorded), then the ring."""
 
 
 @dataclass
@@ -83,9 +84,12 @@ class Publishing:
             again = self._retried(message)
             if again is not None:
                 return again
-        batch = Batch(message.times, message.columns)
         ring = self.rings.channels.get(channel)
         now_ns = time.time_ns()
+        batch = Batch(message.times, message.columns)
+        if message.stamp:  # on arrival, strictly increasing, as Grafana stamps what is pushed to it
+            first = max(now_ns, ring.last_time + 1) if ring is not None else now_ns
+            batch = Batch(list(range(first, first + len(batch))), batch.columns)
         problem = publish_problem(
             channel,
             batch,
@@ -107,9 +111,12 @@ class Publishing:
         budget = self.budgets.get(channel) or Budget(rate, rate, now)
         if not budget.allows(len(batch), now):
             return _over_budget(message.request_id, channel, len(batch), rate, budget)
+        try:
+            self.record(channel, batch)
+        except StoreError as exc:
+            return protocol.PublishReply(message.request_id, 0, str(exc))
         budget.take(len(batch))
         self.budgets[channel] = budget
-        self.record(channel, batch)
         self._applied(message, len(batch))  # recorded: a copy of it now changes nothing
         self.send(protocol.events_frame(channel, self.epoch, batch))
         if ring is None:

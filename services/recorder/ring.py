@@ -191,6 +191,20 @@ class Rings:
             )
             self.bytes -= oldest.drop_oldest(0, self.bytes - self.total_bytes)
 
+    def restore(self, channel: str, schema: Schema, last_time: int, batches: list[Batch]) -> None:
+        """A channel as the disk had it: its rows, and its last time even if none of them is left."""
+        self.channels[channel] = ChannelRing(schema, last_time)
+        for batch in batches:
+            self.add(channel, batch)
+        ring = self.channels[channel]
+        ring.last_time = max(ring.last_time, last_time)
+
+    def forget(self, channel: str) -> None:
+        """Drop a channel altogether, its slot freed."""
+        ring = self.channels.pop(channel, None)
+        if ring is not None:
+            self.bytes -= ring.bytes
+
     def reschema(self, channel: str, schema: Schema) -> None:
         """Forget a channel's rows for rows of `schema` to come (its last time is kept)."""
         ring = self.channels[channel]
