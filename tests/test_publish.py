@@ -280,3 +280,14 @@ def test_a_publish_whose_recorder_died_unanswered_is_sent_again_to_the_next_one(
     assert answered == [3]
     _, columns = recorded(history(pipeline.history_endpoint, "pub-resent"))
     assert columns[0].values == [0, 1, 2]  # the new recorder: the resent rows, once
+
+
+def test_records_without_a_time_are_stamped_by_the_recorder_on_arrival(pipeline: Pipeline) -> None:
+    before_ns = time.time_ns()
+    with Publisher(pipeline.publish_endpoint) as publisher:
+        assert publisher.publish("pub-stamped", [{"v": 1}, {"v": 2}]) == 2
+        assert publisher.publish("pub-stamped", [{"v": 3}]) == 1
+    times, columns = recorded(history(pipeline.history_endpoint, "pub-stamped"))
+    assert columns[0].values == [1, 2, 3]
+    assert times == sorted(set(times)), "strictly increasing"
+    assert before_ns <= times[0] and times[-1] <= time.time_ns()

@@ -102,28 +102,30 @@ class Publisher:
         """Publish `records` into `channel`; the number accepted, or PublishError and none of them
         (more rows than a burst of the channel's budget go in bursts: a refusal keeps the earlier)."""
         records = list(records)
+        stamp = fields.leaves_time_out(records)  # no "time": the recorder stamps them on arrival
         schema = self.schemas.get(channel)
-        batch = _batch(records, schema)
+        batch = _batch(records, schema, stamp)
         try:
-            return self.publish_batch(channel, batch)
+            return self.publish_batch(channel, batch, stamp=stamp)
         except Refused as exc:
             told = exc.schema
             if told is None or told == schema:
                 raise
             self.schemas[channel] = told  # convert the same records to the channel's schema, once
-            return self.publish_batch(channel, _batch(records, told))
+            return self.publish_batch(channel, _batch(records, told, stamp), stamp=stamp)
 
-    def publish_batch(self, channel: str, batch: Batch) -> int:
+    def publish_batch(self, channel: str, batch: Batch, *, stamp: bool = False) -> int:
         """Publish rows already typed (a checked Batch); the number accepted, or PublishError.
 
         Paced to the channel's budget: rows over it wait until it takes them (`on_wait` is
-        told each wait), and more rows than a burst go in bursts, in order.
+        told each wait), and more rows than a burst go in bursts, in order. With `stamp`, the
+        batch's times are fields.STAMPED_LATER and the recorder stamps its rows on arrival.
         """
         while True:
-            reply = self._exchange(channel, batch)
+            reply = self._exchange(channel, batch, stamp)
             if reply.most_rows and len(batch) > reply.most_rows:
                 return sum(
-                    self.publish_batch(channel, batch.rows(at, at + reply.most_rows))
+                    self.publish_batch(channel, batch.rows(at, at + reply.most_rows), stamp=stamp)
                     for at in range(0, len(batch), reply.most_rows)
                 )
             if not reply.wait_ms:
@@ -136,7 +138,7 @@ class Publisher:
         self.schemas[channel] = batch.schema
         return reply.accepted
 
-    def _exchange(self, channel: str, batch: Batch) -> protocol.PublishReply:
+    def _exchange(self, channel: str, batch: Batch, stamp: bool) -> protocol.PublishReply:
         """Send the batch and wait for its reply, sending it again while none comes (Unreachable
         past the timeout). A batch sent again after an Unreachable or a wait for the budget keeps
         its sequence number, so the recorder applies it once whether or not a copy went in."""
@@ -144,7 +146,7 @@ class Publisher:
         sequence = unanswered[1] if unanswered and unanswered[0] == batch else next(self._sequences)
         request_id = next(self._ids)
         frames = protocol.encode(
-            protocol.Publish(request_id, channel, batch.times, batch.columns, self.identity, sequence)
+            protocol.Publish(request_id, channel, batch.times, batch.columns, self.identity, sequence, stamp)
         )
         size = sum(len(frame) for frame in frames)
         if size > protocol.MAX_DATA_BYTES:
@@ -250,9 +252,9 @@ class Publisher:
         self._connected = False
 
 
-def _batch(records: list[Mapping[str, Any]], schema: Schema | None) -> Batch:
+def _batch(records: list[Mapping[str, Any]], schema: Schema | None, stamp: bool) -> Batch:
     try:
-        return fields.from_records(records, schema, protocol.MAX_ROWS)
+        return fields.from_records(records, schema, protocol.MAX_ROWS, stamp=stamp)
     except InvalidRows as exc:
         raise Refused(str(exc)) from None
 
