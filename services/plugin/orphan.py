@@ -44,7 +44,7 @@ def remove_at_forced_exit(folder: Path) -> None:
     _leftovers.append(folder)
 
 
-def watch_parent(parent: int, stop_soon: Callable[[], None]) -> threading.Thread:
+def watch_parent(parent: int, stop_soon: Callable[[], object]) -> threading.Thread:
     """A thread that calls `stop_soon` once `parent` is no longer our parent, and ends the
     process GRACE_S later if it still runs (a thread: a busy event loop cannot delay it)."""
 
