@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -285,4 +286,25 @@ def test_a_file_whose_name_only_looks_like_digits_is_left_alone_at_load(tmp_path
     writer.close()
     (folder / "pub-a" / f"²{SUFFIX}").write_bytes(b"")
     loaded = store(folder).load(max_rows=10**6)
+    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)
+
+
+def test_a_fifo_named_like_a_segment_is_skipped_at_load(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes to it: the recorder hung at start, deaf to SIGTERM."""
+    folder = tmp_path / "record"
+    now = time.time_ns()
+    writer = store(folder)
+    writer.write("pub-a", batch(now - 10 * SECOND, 2))
+    writer.close()
+    fifo = folder / "pub-a" / f"{now - 5 * SECOND}{SUFFIX}"
+    os.mkfifo(fifo, 0o600)
+    loaded: dict[str, list[Batch]] = {}
+    loading = threading.Thread(target=lambda: loaded.update(store(folder).load(max_rows=10**6)), daemon=True)
+    loading.start()
+    loading.join(10)
+    hung = loading.is_alive()
+    if hung:  # let the blocked open return, so the test ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        loading.join(10)
+    assert not hung, "load hung on the FIFO"
     assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,12 @@ def read_segment(path: Path) -> list[Batch]:
 
 
 def _open_read(path: Path) -> BinaryIO:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A regular file only: opening a FIFO named like a segment would block the recorder for good."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file: remove it from the record folder")
+    os.set_blocking(fd, True)
     return open(fd, "rb")
 
 
@@ -171,7 +177,7 @@ class Store:
         paths = sorted(
             (int(p.name.removesuffix(SUFFIX)), p)
             for p in folder.iterdir()
-            if p.name.endswith(SUFFIX) and _is_ns(p.name.removesuffix(SUFFIX)) and not p.is_symlink()
+            if p.name.endswith(SUFFIX) and _is_ns(p.name.removesuffix(SUFFIX)) and _is_regular(p)
         )
         newest_first: list[list[Batch]] = []
         rows = 0
@@ -305,6 +311,14 @@ class Store:
 def _is_ns(name: str) -> bool:
     """A segment's name: ASCII digits (str.isdigit() is true of '²', which int() refuses)."""
     return name.isascii() and name.isdigit()
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file, not a symlink, FIFO or device: what a segment of ours is."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _is_channel(name: str) -> bool:
