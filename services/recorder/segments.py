@@ -15,6 +15,7 @@ Grafana shows.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -75,9 +76,15 @@ def from_record_batch(record: pa.RecordBatch) -> Batch:
     return fields.checked(times, columns, max(1, len(times)))
 
 
-def read_segment(path: Path) -> list[Batch]:
-    """The batches of one segment, up to a truncated or damaged tail (a crash mid-write)."""
-    batches: list[Batch] = []
+def read_segment(path: Path, max_rows: int) -> list[Batch]:
+    """The last `max_rows` rows of one segment, up to a truncated or damaged tail (a crash mid-write).
+
+    Only those rows become Python values: a small compressed segment can hold millions of
+    rows (5M took 621 MiB when all were converted), so memory is bounded by `max_rows`
+    and one decoded record batch, not by the file.
+    """
+    records: collections.deque[pa.RecordBatch] = collections.deque()
+    kept = 0
     try:
         with _open_read(path) as file:
             reader = pa.ipc.open_stream(file)
@@ -86,9 +93,23 @@ def read_segment(path: Path) -> list[Batch]:
                     record = reader.read_next_batch()
                 except StopIteration:
                     break
-                batches.append(from_record_batch(record))
-    except (OSError, pa.ArrowException, fields.InvalidRows) as exc:
+                if record.num_rows > max_rows:
+                    record = record.slice(record.num_rows - max_rows)
+                records.append(record)
+                kept += record.num_rows
+                while kept - records[0].num_rows >= max_rows:
+                    kept -= records.popleft().num_rows
+    except (OSError, pa.ArrowException) as exc:
         log.warning("segment read up to a damaged part", extra=log_fields(path=str(path), error=str(exc)))
+    batches: list[Batch] = []
+    for record in records:
+        try:
+            batches.append(from_record_batch(record))
+        except fields.InvalidRows as exc:
+            log.warning("segment read up to a damaged part", extra=log_fields(path=str(path), error=str(exc)))
+            break
+    if batches and kept > max_rows:
+        batches[0] = batches[0].last(len(batches[0]) - (kept - max_rows))
     return batches
 
 
@@ -183,7 +204,7 @@ class Store:
         rows = 0
         next_first = 2**63 - 1
         for first_ns, path in reversed(paths):
-            batches = read_segment(path) if rows < max_rows else []
+            batches = read_segment(path, max_rows - rows) if rows < max_rows else []
             # Unread (enough rows already): its rows end before the next segment begins.
             last_ns = batches[-1].times[-1] if batches else next_first - 1
             next_first = first_ns
