@@ -348,3 +348,21 @@ def test_a_small_compressed_segment_of_millions_of_rows_loads_in_bounded_memory(
     print(f"\n[figure] a 5M-row zstd segment loaded: {loaded:,} rows kept, peak RSS {peak_mib} MiB")
     assert loaded == 100_000, "the last ring_rows rows, not all five million"
     assert peak_mib < 300
+
+
+def test_the_record_folder_swapped_for_a_symlink_after_start_is_not_followed(tmp_path: Path) -> None:
+    """A parent another user may write to lets them rename the folder and plant a symlink in
+    its place: the store goes on in the folder it checked, through its descriptor."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    folder, elsewhere = parent / "record", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    now = time.time_ns()
+    writer = store(folder)
+    folder.rename(parent / "moved")
+    folder.symlink_to(elsewhere)
+    writer.write("pub-a", batch(now - 10 * SECOND, 2))
+    writer.close()
+    assert list(elsewhere.iterdir()) == [], "written through the planted symlink"
+    loaded = store(parent / "moved").load(max_rows=10**6)
+    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)

@@ -76,8 +76,9 @@ def from_record_batch(record: pa.RecordBatch) -> Batch:
     return fields.checked(times, columns, max(1, len(times)))
 
 
-def read_segment(path: Path, max_rows: int) -> list[Batch]:
-    """The last `max_rows` rows of one segment, up to a truncated or damaged tail (a crash mid-write).
+def read_segment(path: str, max_rows: int, dir_fd: int | None = None) -> list[Batch]:
+    """The last `max_rows` rows of one segment (`path` relative to `dir_fd`), up to a truncated or
+    damaged tail (a crash mid-write).
 
     Only those rows become Python values: a small compressed segment can hold millions of
     rows (5M took 621 MiB when all were converted), so memory is bounded by `max_rows`
@@ -86,7 +87,7 @@ def read_segment(path: Path, max_rows: int) -> list[Batch]:
     records: collections.deque[pa.RecordBatch] = collections.deque()
     kept = 0
     try:
-        with _open_read(path) as file:
+        with _open_read(path, dir_fd) as file:
             reader = pa.ipc.open_stream(file)
             while True:
                 try:
@@ -113,9 +114,9 @@ def read_segment(path: Path, max_rows: int) -> list[Batch]:
     return batches
 
 
-def _open_read(path: Path) -> BinaryIO:
+def _open_read(path: str, dir_fd: int | None) -> BinaryIO:
     """A regular file only: opening a FIFO named like a segment would block the recorder for good."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(f"{path} is not a regular file: remove it from the record folder")
@@ -125,7 +126,8 @@ def _open_read(path: Path) -> BinaryIO:
 
 @dataclass(slots=True)
 class Segment:
-    path: Path
+    path: str
+    """`<channel>/<first ns>.arrows`, relative to the record folder's descriptor."""
     first_ns: int
     last_ns: int
     size: int
@@ -160,7 +162,8 @@ class Store:
     def __init__(
         self, folder: Path, *, keep_s: float, max_bytes: int, segment_s: float, segment_bytes: int
     ) -> None:
-        rundir.prepare(folder, what="record folder", hint="Remove it or set --record-dir")
+        self.fd = rundir.hold(folder, what="record folder", hint="Remove it or set --record-dir")
+        """Every file is reached through it, never through the folder's path (see rundir.hold)."""
         self.folder = folder
         self.keep_ns = round(keep_s * 1e9)
         self.max_bytes = max_bytes
@@ -179,40 +182,53 @@ class Store:
         now_ns = time.time_ns() if now_ns is None else now_ns
         horizon = now_ns - self.keep_ns
         loaded: dict[str, list[Batch]] = {}
-        for entry in sorted(self.folder.iterdir()):
-            channel = entry.name
-            if not _is_channel(channel) or entry.is_symlink() or not entry.is_dir():
-                continue
+        with os.scandir(self.fd) as entries:
+            channels = sorted(
+                e.name for e in entries if e.is_dir(follow_symlinks=False) and _is_channel(e.name)
+            )
+        for channel in channels:
             files = self.channels[channel] = ChannelFiles()
-            batches = self._load_channel(entry, files, horizon, max_rows)
+            batches = self._load_channel(channel, files, horizon, max_rows)
             if batches:
                 loaded[channel] = batches
             if not files.segments:  # all expired: the channel is forgotten, its folder too
                 del self.channels[channel]
                 with contextlib.suppress(OSError):
-                    entry.rmdir()
+                    os.rmdir(channel, dir_fd=self.fd)
         self.prune(now_ns)
         return loaded
 
-    def _load_channel(self, folder: Path, files: ChannelFiles, horizon: int, max_rows: int) -> list[Batch]:
-        paths = sorted(
-            (int(p.name.removesuffix(SUFFIX)), p)
-            for p in folder.iterdir()
-            if p.name.endswith(SUFFIX) and _is_ns(p.name.removesuffix(SUFFIX)) and _is_regular(p)
-        )
+    def _load_channel(self, channel: str, files: ChannelFiles, horizon: int, max_rows: int) -> list[Batch]:
+        folder = os.open(channel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            with os.scandir(folder) as entries:
+                paths = sorted(
+                    (
+                        int(e.name.removesuffix(SUFFIX)),
+                        f"{channel}/{e.name}",
+                        e.stat(follow_symlinks=False).st_size,
+                    )
+                    for e in entries
+                    # Regular files only: not a symlink, and not a FIFO, whose open would block for good.
+                    if e.name.endswith(SUFFIX)
+                    and _is_ns(e.name.removesuffix(SUFFIX))
+                    and e.is_file(follow_symlinks=False)
+                )
+        finally:
+            os.close(folder)
         newest_first: list[list[Batch]] = []
         rows = 0
         next_first = 2**63 - 1
-        for first_ns, path in reversed(paths):
-            batches = read_segment(path, max_rows - rows) if rows < max_rows else []
+        for first_ns, path, size in reversed(paths):
+            batches = read_segment(path, max_rows - rows, self.fd) if rows < max_rows else []
             # Unread (enough rows already): its rows end before the next segment begins.
             last_ns = batches[-1].times[-1] if batches else next_first - 1
             next_first = first_ns
             if last_ns < horizon:
                 with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                    os.unlink(path, dir_fd=self.fd)
                 continue
-            files.segments.insert(0, Segment(path, first_ns, last_ns, path.stat().st_size))
+            files.segments.insert(0, Segment(path, first_ns, last_ns, size))
             if batches and files.schema is None:
                 files.schema = batches[-1].schema  # the newest segment's: what publishers send now
             kept = [b.after(horizon - 1) for b in batches if b.schema == files.schema]
@@ -290,11 +306,11 @@ class Store:
         segment.last_ns = batch.times[-1]
 
     def _begin(self, channel: str, files: ChannelFiles, first_ns: int) -> Segment:
-        folder = self.folder / channel
         with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, 0o700)
-        path = folder / f"{first_ns}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.mkdir(channel, 0o700, dir_fd=self.fd)
+        path = f"{channel}/{first_ns}{SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600, dir_fd=self.fd)
         file = open(fd, "wb")  # noqa: SIM115 - closed by Segment.close
         segment = Segment(path, first_ns, first_ns, 0, file, None, time.monotonic())
         segment.writer = pa.ipc.new_stream(file, files.arrow)
@@ -320,26 +336,21 @@ class Store:
         segment.close()
         files.segments.remove(segment)
         with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
+            os.unlink(segment.path, dir_fd=self.fd)
 
     def close(self) -> None:
         self.flush()
         for files in self.channels.values():
             for segment in files.segments:
                 segment.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _is_ns(name: str) -> bool:
     """A segment's name: ASCII digits (str.isdigit() is true of '²', which int() refuses)."""
     return name.isascii() and name.isdigit()
-
-
-def _is_regular(path: Path) -> bool:
-    """A regular file, not a symlink, FIFO or device: what a segment of ours is."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _is_channel(name: str) -> bool:
