@@ -283,23 +283,26 @@ def test_a_source_channel_whose_schema_changed_loads_back_in_its_new_schema(tmp_
 def test_a_file_whose_name_only_looks_like_digits_is_left_alone_at_load(tmp_path: Path) -> None:
     """str.isdigit() is true of '²', which int() refuses: not a segment of ours."""
     folder = tmp_path / "record"
-    now = time.time_ns()
-    writer = store(folder)
-    writer.write("pub-a", batch(now - 10 * SECOND, 2))
-    writer.close()
+    rows = two_rows_recorded(folder)
     (folder / "pub-a" / f"²{SUFFIX}").write_bytes(b"")
     loaded = store(folder).load(max_rows=10**6)
-    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)
+    assert fields.concat(loaded["pub-a"]) == rows
+
+
+def two_rows_recorded(folder: Path) -> Batch:
+    """Two rows of `pub-a`, ten seconds old, written to segments in `folder`."""
+    rows = batch(time.time_ns() - 10 * SECOND, 2)
+    writer = store(folder)
+    writer.write("pub-a", rows)
+    writer.close()
+    return rows
 
 
 def test_a_fifo_named_like_a_segment_is_skipped_at_load(tmp_path: Path) -> None:
     """Opening a FIFO blocks until someone writes to it: the recorder hung at start, deaf to SIGTERM."""
     folder = tmp_path / "record"
-    now = time.time_ns()
-    writer = store(folder)
-    writer.write("pub-a", batch(now - 10 * SECOND, 2))
-    writer.close()
-    fifo = folder / "pub-a" / f"{now - 5 * SECOND}{SUFFIX}"
+    rows = two_rows_recorded(folder)
+    fifo = folder / "pub-a" / f"{time.time_ns() - 5 * SECOND}{SUFFIX}"
     os.mkfifo(fifo, 0o600)
     loaded: dict[str, list[Batch]] = {}
     loading = threading.Thread(target=lambda: loaded.update(store(folder).load(max_rows=10**6)), daemon=True)
@@ -310,7 +313,7 @@ def test_a_fifo_named_like_a_segment_is_skipped_at_load(tmp_path: Path) -> None:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         loading.join(10)
     assert not hung, "load hung on the FIFO"
-    assert fields.concat(loaded["pub-a"]) == batch(now - 10 * SECOND, 2)
+    assert fields.concat(loaded["pub-a"]) == rows
 
 
 LOAD_PEAK = """
