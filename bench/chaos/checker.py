@@ -46,7 +46,7 @@ class Verdict:
     """Invariant → how many times it was checked."""
     violations: list[Violation] = field(default_factory=list)
     recoveries: dict[str, list[float]] = field(default_factory=dict)
-    """Fault kind → seconds from its end until each stream it stalled moved again."""
+    """Fault kind → seconds from its end until each stream open across it sent rows again."""
 
     def check(self, invariant: str, ok: bool, at: float, detail: str) -> None:
         self.checked[invariant] = self.checked.get(invariant, 0) + 1
@@ -76,6 +76,7 @@ class Checker:
             tick_s = 1.0 if channel in SOURCES else 0.1
         self._order(session)
         self._stalls(session, tick_s)
+        self._recoveries(session)
         if session.error:
             self.verdict.check(
                 "streams end only when closed or during a fault",
@@ -167,8 +168,6 @@ class Checker:
                 f"{session.path}: no rows from {start:.2f} to {end:.2f} ({end - start:.1f} s)"
                 + (f", {end - fault.end:.1f} s after {fault.label()} ended" if fault else ", no fault then"),
             )
-            if fault is not None:
-                self.verdict.recoveries.setdefault(fault.kind, []).append(max(0.0, end - fault.end))
             if end - start > NOTICE_BOUND_S + 3 * tick_s:
                 said = any(p.notices for p in session.packets if start < p.at <= end)
                 self.verdict.check(
@@ -177,6 +176,16 @@ class Checker:
                     start,
                     f"{session.path}: {end - start:.1f} s without rows and without a notice",
                 )
+
+    def _recoveries(self, session: Session) -> None:
+        """For each fault this stream was open across: from the fault's end to its next rows."""
+        arrivals = [p.at for p in session.packets if p.times]
+        for fault in self.faults:
+            if fault.kind == "starved" or session.opened > fault.start:
+                continue
+            after = next((at for at in arrivals if at >= fault.end), None)
+            if after is not None:
+                self.verdict.recoveries.setdefault(fault.kind, []).append(after - fault.end)
 
     def _paused(self, session: Session, start: float, end: float) -> bool:
         return session.paused is not None and start <= session.paused[1] and end >= session.paused[0]

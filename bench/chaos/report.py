@@ -62,7 +62,7 @@ def render(verdict: Verdict, faults: list[Injected], command: str, started: floa
 
 def _spread(values: list[float]) -> tuple[str, str, str, str]:
     if not values:
-        return "—", "—", "—", "no stall"
+        return "—", "—", "—", "no stream open across"
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     verdict = "pass" if ordered[-1] <= RECOVERY_BOUND_S else "FAIL"
