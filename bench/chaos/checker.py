@@ -101,7 +101,6 @@ class Checker:
         wrong: list[str] = []
         off_grid = 0
         previous_tick: int | None = None
-        previous_at = session.opened
         for packet in session.packets:
             names = [n for n in packet.columns if n.startswith("value")]
             for row, time_ns in enumerate(packet.times):
@@ -114,10 +113,8 @@ class Checker:
                 if got != expected and len(wrong) < 3:
                     wrong.append(f"tick {tick}: {got} != {expected}")
                 if previous_tick is not None and tick > previous_tick + 1:
-                    self._skipped(session, previous_at, packet, tick - previous_tick - 1)
+                    self._skipped(session, spec, previous_tick, tick, packet)
                 previous_tick = tick
-            if packet.times:
-                previous_at = packet.at
         self.verdict.check(
             "generator values are the pure function of (path, tick)",
             not wrong and not off_grid,
@@ -125,14 +122,17 @@ class Checker:
             f"{session.path}: {off_grid} rows off the tick grid; {'; '.join(wrong)}",
         )
 
-    def _skipped(self, session: Session, since: float, packet: Packet, missing: int) -> None:
+    def _skipped(self, session: Session, spec: ChannelSpec, before: int, tick: int, packet: Packet) -> None:
+        """Ticks missing between `before` and `tick`: excused if they were due during a fault
+        (or its recovery), or dropped for a slow reader with a notice saying so."""
+        due_from, due_to = spec.tick_time(before + 1) / 1e9, spec.tick_time(tick - 1) / 1e9
         dropped_said = any("dropped" in text for text in packet.notices)
-        ok = self._excused(since, packet.at, session) or (session.paused is not None and dropped_said)
+        ok = self._excused(due_from, due_to, session) or (session.paused is not None and dropped_said)
         self.verdict.check(
             "every tick arrives (skips only during a fault, drops said in the panel)",
             ok,
             packet.at,
-            f"{session.path}: {missing} ticks skipped between {since:.2f} and {packet.at:.2f}",
+            f"{session.path}: {tick - before - 1} ticks skipped, due from {due_from:.2f} to {due_to:.2f}",
         )
 
     def _published_rows(self, session: Session, channel: str) -> None:

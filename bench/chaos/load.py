@@ -101,6 +101,10 @@ class Traffic:
         self.cluster = cluster
         self.seed = seed
         self.stop = threading.Event()
+        self.stop_publishing = threading.Event()
+        """Set after the viewers are done: a stream open at the end must not see its publisher stop."""
+        self.calls: set[Any] = set()
+        """The RunStreams open now, cancelled at `join`."""
         self.sessions: list[Session] = []
         self.queries: list[Query] = []
         self.published = Published()
@@ -125,8 +129,15 @@ class Traffic:
         self.threads.append(thread)
 
     def join(self) -> None:
+        """Close every stream, then stop the publishers."""
         self.stop.set()
-        for thread in self.threads:
+        for call in list(self.calls):
+            call.cancel()
+        publishers = self.threads[-len(PUBLISHED) :]
+        for thread in self.threads[: -len(PUBLISHED)]:
+            thread.join(15)
+        self.stop_publishing.set()
+        for thread in publishers:
             thread.join(15)
 
     # -- streams -------------------------------------------------------------------
@@ -138,6 +149,7 @@ class Traffic:
             host = self.cluster.host
         request = pb.RunStreamRequest(pluginContext=Datasource().context(), path=path)
         call: Any = host.stream.RunStream(request)
+        self.calls.add(call)
         timer = threading.Timer(seconds, call.cancel)
         timer.start()
         frame = StreamingFrame()
@@ -158,13 +170,12 @@ class Traffic:
                         [n.get("text", "") for n in frame.notices],
                     )
                 )
-                if self.stop.is_set():
-                    call.cancel()
         except grpc.RpcError as error:
             code = error.code()
             session.error = "" if code == grpc.StatusCode.CANCELLED else f"{code.name}: {error.details()}"
         finally:
             timer.cancel()
+            self.calls.discard(call)
             session.closed = time.time()
             self.sessions.append(session)
         return session
@@ -212,7 +223,7 @@ class Traffic:
         last = 0
         sequence = 0
         with Publisher(self.cluster.pipeline.publish_endpoint, timeout_s=2) as publisher:
-            while not self.stop.wait(PUBLISH_EVERY_S):
+            while not self.stop_publishing.wait(PUBLISH_EVERY_S):
                 times = []
                 for _ in range(1 + sequence % 3):
                     last = max(last + 1000, time.time_ns() // 1000 * 1000)
