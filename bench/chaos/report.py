@@ -70,7 +70,7 @@ def _spread(values: list[float]) -> tuple[str, str, str, str]:
         f"{statistics.median(ordered):.2f}",
         f"{p99:.2f}",
         f"{ordered[-1]:.2f}",
-        f"{verdict} ({len(values)} stalls)",
+        f"{verdict} ({len(values)} streams)",
     )
 
 
