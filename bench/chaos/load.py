@@ -148,7 +148,13 @@ class Traffic:
         with self.cluster.lock:
             host = self.cluster.host
         request = pb.RunStreamRequest(pluginContext=Datasource().context(), path=path)
-        call: Any = host.stream.RunStream(request)
+        try:
+            call: Any = host.stream.RunStream(request)
+        except ValueError:  # the host was replaced (a plugin restart) and its channel closed
+            session.error = "UNAVAILABLE: the plugin was being replaced"
+            session.closed = time.time()
+            self.sessions.append(session)
+            return session
         self.calls.add(call)
         timer = threading.Timer(seconds, call.cancel)
         timer.start()
@@ -210,6 +216,8 @@ class Traffic:
             return Query(path, time.time(), frame.times_ns, [f.values for f in frame.value_fields], "")
         except grpc.RpcError as error:
             return Query(path, time.time(), [], [], f"{error.code().name}: {error.details()}")
+        except ValueError:  # the host was replaced (a plugin restart) and its channel closed
+            return Query(path, time.time(), [], [], "UNAVAILABLE: the plugin was being replaced")
 
     # -- publishers ----------------------------------------------------------------
 
