@@ -91,3 +91,23 @@ def test_history_must_hold_exactly_the_acknowledged_rows() -> None:
     assert verdict([1], []) == ["history holds every acknowledged row"]
     assert verdict([1], [Injected("kill9", "recorder", T0 + 1.2, T0 + 1.3)]) == [], "not flushed yet: allowed"
     assert verdict([1, 2, 3], []) == ["history holds only rows sent and not refused"]
+
+
+def test_a_published_stream_must_carry_every_acknowledged_row_in_its_span() -> None:
+    published = Published(
+        acked={"pub-chaos-a": [(T0, 1, 1.0), (T0, 2, 2.0), (T0, 3, 3.0)]},
+        values={"pub-chaos-a": {1: 1.0, 2: 2.0, 3: 3.0}},
+    )
+
+    def verdict(times: list[int]) -> list[str]:
+        rows = Packet(T0 + 0.1, times, {"v": [float(t) for t in times]}, [])
+        checker = Checker([], published)
+        checker.session(Session("pub-chaos-a", T0, T0 + 0.2, [rows]))
+        return [v.invariant for v in checker.verdict.violations]
+
+    assert verdict([1, 2, 3]) == []
+    assert verdict([1, 3]) == ["published streams carry every acknowledged row in their span"]
+    assert verdict([1, 4]) == [
+        "published streams carry only the rows publishers sent and were not refused",
+        "published streams carry every acknowledged row in their span",
+    ]

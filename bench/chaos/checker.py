@@ -150,6 +150,22 @@ class Checker:
             session.opened,
             f"{session.path}: {len(bad)} rows never sent or refused, first {bad[:2]}",
         )
+        streamed = {t for p in session.packets for t in p.times}
+        if not streamed:
+            return
+        first, last = min(streamed), max(streamed)
+        missing = [
+            answered
+            for answered, t, _ in self.published.acked.get(channel, [])
+            if first < t < last and t not in streamed and not self._excused(answered, answered, session)
+        ]
+        self.verdict.check(
+            "published streams carry every acknowledged row in their span",
+            not missing,
+            session.opened,
+            f"{session.path}: {len(missing)} acknowledged rows missing, first acknowledged at "
+            + ", ".join(f"{a:.2f}" for a in missing[:3]),
+        )
 
     def _stalls(self, session: Session, tick_s: float) -> None:
         """Silences between rows: only while a fault lasts plus the bound, and said in the panel."""
