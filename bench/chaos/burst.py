@@ -1,7 +1,9 @@
 """python -m bench.chaos.burst ADDRESS SEED: BURST stream opens at once against the plugin at ADDRESS.
 
-A process of its own, so the chaos run's viewers are not starved while it decodes a
-thousand streams. Prints its outcome as JSON: opens by kind (variant, plain) and result.
+As a dashboard of a thousand panels opens: a thousand distinct paths (Grafana runs one
+RunStream per path, however many panels show it), each subscribed then run. A process of
+its own, so the chaos run's viewers are not starved while it decodes a thousand streams.
+Prints its outcome as JSON: opens by kind (variant, plain) and result.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import grpc
 import orjson
 
-from bench.chaos.load import GENERATED, display
+from bench.chaos.load import display
 from services.hostemu.host import Datasource
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
@@ -27,9 +29,10 @@ HOLD_S = 2.0
 
 
 def paths(seed: int) -> list[str]:
-    rng = random.Random(seed)
+    """BURST_VARIANTS display variants of one channel, and 1 s channels of distinct ranges."""
+    upper = random.Random(seed).randrange(1000, 2000)
     variants = [display(VARIANT_CHANNEL, f"v{i}") for i in range(BURST_VARIANTS)]
-    return variants + [rng.choice(GENERATED) for _ in range(BURST - BURST_VARIANTS)]
+    return variants + [f"custom-0-{upper + i}-1000" for i in range(BURST - BURST_VARIANTS)]
 
 
 async def open_all(address: str, paths: list[str]) -> dict[str, int]:
@@ -37,12 +40,17 @@ async def open_all(address: str, paths: list[str]) -> dict[str, int]:
     context = Datasource().context()
     outcome: dict[str, int] = {}
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = pluginv2_pb2_grpc.StreamStub(channel)
+        stream = pluginv2_pb2_grpc.StreamStub(channel)
 
         async def one(path: str) -> None:
             kind = "variant" if path.startswith(VARIANT_CHANNEL) else "plain"
-            call = stub.RunStream(pb.RunStreamRequest(pluginContext=context, path=path))
             result = "silent"
+            try:
+                async with asyncio.timeout(10):
+                    await stream.SubscribeStream(pb.SubscribeStreamRequest(pluginContext=context, path=path))
+            except (grpc.aio.AioRpcError, TimeoutError):
+                pass  # RunStream says what is wrong
+            call = stream.RunStream(pb.RunStreamRequest(pluginContext=context, path=path))
             try:
                 async with asyncio.timeout(10):
                     async for _ in call:
