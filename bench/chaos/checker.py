@@ -273,7 +273,7 @@ class Checker:
         )
 
     def _may_lose(self, answered: float) -> bool:
-        """Acknowledged just before a recorder was killed: not yet flushed nor relayed (the README allows it)."""
+        """Acknowledged just before a recorder was killed: not yet flushed nor relayed (README allows it)."""
         return any(
             f.kind == "kill9"
             and f.target == "recorder"
