@@ -9,7 +9,7 @@ from support import running_pipeline
 from services.common.channels import ChannelSpec
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, PluginHost
-from services.plugin import backfill, history
+from services.plugin import backfill, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 
 KEY = (1, "uid", "custom-0-1-100")
@@ -31,7 +31,7 @@ def assert_gapless(frame: StreamingFrame, tick_ns: int) -> None:
 def assert_live_values(frame: StreamingFrame, spec: ChannelSpec) -> None:
     """Every row holds the channel's own value for its tick (what the workers publish)."""
     ticks = range(spec.last_tick(frame.times_ns[0]), spec.last_tick(frame.times_ns[-1]) + 1)
-    expected = history.values(spec, ticks)
+    expected = recomputed.values(spec, ticks)
     assert frame.times_ns == expected.times_ns
     assert frame.value_columns == expected.columns
 
@@ -112,7 +112,7 @@ def test_a_bad_path_is_still_not_found(host: PluginHost) -> None:
 def test_history_is_the_last_minute_or_1000_rows_and_at_least_one(tick_ms: float, rows: int) -> None:
     spec = ChannelSpec(0, 1, tick_ms)
     assert backfill.window(spec) == rows
-    recent = history.values(spec, backfill.recent(spec, 10**18 + 1))
+    recent = recomputed.values(spec, backfill.recent(spec, 10**18 + 1))
     assert len(recent) == rows
     assert recent.times_ns[-1] <= 10**18 + 1 < recent.times_ns[-1] + spec.tick_ns
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import zmq
 from support import ROOT, Pipeline, wait_for_workers
 
+from services.cli.status import render
+from services.common import protocol
 from services.common.security import create_keys
 from services.packaging.bundle import write_launchers
 
@@ -118,7 +120,10 @@ def test_watch_says_why_there_is_nothing_to_watch(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"zmqstream watch: Broker unreachable: no broker at {no_broker}: " in result.stderr
-    assert "does not exist. Is it running?" in result.stderr
+    assert (
+        "the run folder " + str(tmp_path / "nothing") + " does not exist as this process sees it"
+        in result.stderr
+    )
     assert elapsed < 15
 
     missing, _ = zmqstream("watch", "custom-1-2-100", "--plugin", str(tmp_path / "gpx_nothing"))
@@ -151,3 +156,44 @@ def test_watch_without_workers_and_with_them() -> None:
         assert f"no rows of {hourly} for 1 s" in silent.stderr
     finally:
         pipeline.close()
+
+
+def test_the_top_level_help_is_one_line_per_command() -> None:
+    (result, _) = zmqstream("--help", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for command in ("status", "watch", "publish", "keys"):
+        assert sum(line.startswith(f"zmqstream {command}") for line in lines) == 1, command
+        (entry,) = [i for i, line in enumerate(lines) if line.split()[:1] == [command]]
+        assert len(lines[entry].split()) > 2, f"{command}'s help is on its own line"
+        assert not lines[entry + 1].startswith(" " * 10), f"{command}'s help wraps"
+
+
+def test_status_counts_read_as_english() -> None:
+    worker: dict[str, protocol.Scalar] = {
+        "pid": 1,
+        "channels": 1,
+        "load": 10.0,
+        "ticks_late": 0,
+        "seen_s_ago": 0.1,
+    }
+    channel: dict[str, protocol.Scalar] = {"worker": "w1", "subscribers": 1, "epoch": 1}
+    reply = protocol.StatusReply("r", "b1", {"w1": worker}, {"custom-0-1-100": channel}, 1)
+    assert render(reply).splitlines()[0] == "broker b1: 1 worker, 1 channel, 1 plugin process"
+
+
+def test_every_command_takes_run_dir_and_its_variable(tmp_path: Path) -> None:
+    shim = str(write_launchers(tmp_path)[0])
+    folder = tmp_path / "elsewhere"
+    expected = f"no broker at ipc://{folder}/control"
+    by_flag, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), "--run-dir", str(folder))
+    by_variable, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), env={"ZMQSTREAM_RUN_DIR": str(folder)})
+    watched, _ = zmqstream("watch", "custom-1-2-100", "--plugin", shim, "--run-dir", str(folder))
+    for result in (by_flag, by_variable, watched):
+        assert result.returncode == 1
+        assert expected in result.stderr, result.stderr
+    for command in ("status", "watch", "publish"):
+        helped, _ = zmqstream(command, "--help")
+        assert "--run-dir" in helped.stdout, command
+        assert "ZMQSTREAM_RUN_DIR" in helped.stdout, command

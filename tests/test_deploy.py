@@ -34,6 +34,40 @@ def test_plugin_json_declares_a_streaming_backend() -> None:
     assert launcher_name("linux_amd64") == f"{PLUGIN['executable']}_linux_amd64"
 
 
+GRAFANA_CATEGORIES = ("tsdb", "logging", "cloud", "tracing", "profiling", "sql", "enterprise", "iot", "other")
+"""Grafana's datasource categories (its plugin.json schema)."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def test_plugin_json_claims_the_grafana_versions_the_tests_run_against() -> None:
+    floor = re.fullmatch(r">=(\d+\.\d+\.\d+)", PLUGIN["dependencies"]["grafanaDependency"])
+    assert floor, "a plain lower bound, as Grafana's plugin validator reads it"
+    frontend = DEPLOY.parent / "frontend"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    tested = [
+        json.loads((frontend / "package.json").read_text())["dependencies"]["@grafana/data"],
+        json.loads((frontend / "compat/grafana13/package.json").read_text())["dependencies"]["@grafana/data"],
+        *re.findall(r"ARG GRAFANA_VERSION=(\S+)", dockerfile),
+    ]
+    assert all(_version(v) >= _version(floor.group(1)) for v in tested), tested
+    assert min(_version(v)[:2] for v in tested) == _version(floor.group(1))[:2], "no older Grafana is tested"
+    assert PLUGIN["state"] in ("alpha", "beta")
+    assert PLUGIN["category"] in GRAFANA_CATEGORIES
+    assert PLUGIN["info"]["links"]
+    assert all(link["url"].startswith("https://") for link in PLUGIN["info"]["links"])
+
+
+def test_the_provisioned_dashboard_can_be_saved_from_the_ui_and_says_what_saving_means() -> None:
+    (provider,) = load("provisioning/dashboards/zmqstream.yaml")["providers"]
+    assert provider["allowUiUpdates"] is True
+    dashboard = json.loads((DEPLOY / "provisioning/dashboards/zmqstream.json").read_text())
+    assert dashboard["editable"] is True
+    assert "replaces what was saved" in dashboard["description"]
+
+
 def test_compose_allows_exactly_our_unsigned_plugin_and_publishes_only_grafana() -> None:
     compose = load("docker-compose.yaml")
     grafana = compose["services"]["grafana"]
@@ -79,6 +113,11 @@ def test_dashboard_queries_are_valid_channels_of_the_provisioned_datasource() ->
     assert {"kind": "source", "source": "host", "tickInterval": 1000}.items() <= targets[-1].items()
     for target in targets:
         assert target["datasource"] == {"type": PLUGIN["id"], "uid": datasource["uid"]}
+        if target.get("kind") == "published":  # repeated per value of the dashboard's channel variable
+            variable = target["channel"].removeprefix("$")
+            names = [v["name"] for v in dashboard["templating"]["list"] if v["query"] == "published"]
+            assert variable in names
+            continue
         if target.get("kind") == "source":  # the query JSON of the plan for issue 15
             EventChannel(SOURCE, target["source"], target["tickInterval"]).check(Limits())
             assert target["source"] in sources()
@@ -106,3 +145,35 @@ def test_docker_compose_config_validates() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_keeps_the_recorders_data_in_a_volume_and_logs_at_info() -> None:
+    compose = load("docker-compose.yaml")
+    pipeline = compose["services"]["pipeline"]
+    record_dir = pipeline["environment"]["ZMQSTREAM_RECORD_DIR"]
+    mounts = dict(volume.split(":")[::-1] for volume in pipeline["volumes"])
+    assert any(record_dir.startswith(target + "/") for target in mounts)
+    assert all(mounts[t] in compose["volumes"] for t in mounts if record_dir.startswith(t + "/"))
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_PLUGIN_ZMQSTREAM_STREAM_DATASOURCE_LOG_LEVEL"] == "INFO"
+    assert "GF_LOG_FILTERS" not in grafana
+
+
+def test_build_plugin_checks_its_inputs_before_making_anything(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"  # a checkout whose frontend was never built
+    (checkout / "services/packaging/protos").mkdir(parents=True)
+    (checkout / "deploy/plugin").mkdir(parents=True)
+    shutil.copy(DEPLOY.parent / "pyproject.toml", checkout)
+    shutil.copy(PLUGIN_JSON, checkout / "deploy/plugin/plugin.json")
+    venv, plugins = tmp_path / "venv", tmp_path / "plugins"
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "build-plugin.sh"), str(venv), str(plugins)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert result.returncode == 1
+    assert "frontend/dist/module.js is missing: build the frontend first (make frontend)" in result.stderr
+    assert not venv.exists()
+    assert not plugins.exists()

@@ -11,6 +11,7 @@ real recorder (services.recorder).
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import threading
 import time
@@ -27,13 +28,15 @@ from recording import recording_pipeline, wait_for_recorder
 from support import Pipeline, plugin_of
 
 from services.common import protocol
+from services.common.errors import InvalidChannel
 from services.common.fields import Batch, Column, from_records
 from services.common.security import create_keys
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, LiveStream, PluginHost, data_query
-from services.plugin import arrow, events
+from services.plugin import arrow, display, labelled, notices, queues
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.display import Display
 
 CHANNEL = "pub-lab.door"
 PUBLISHER_DS = Datasource(uid="publisher", json_data={"allowPublish": True})
@@ -357,6 +360,94 @@ def test_a_late_panel_gets_the_recorded_history_then_the_live_rows_without_dupli
     assert not caught_up.notices
 
 
+def published(host: PluginHost, channel: str, records: list[dict[str, Any]]) -> None:
+    """Publish `records` through PublishStream, again while the recorder is still starting."""
+    deadline = time.monotonic() + 15
+    while publish(host, channel, records, PUBLISHER_DS) != pb.PublishStreamResponse.OK:
+        assert time.monotonic() < deadline, "the recorder took no rows within 15 s"
+        time.sleep(0.2)
+
+
+def display_suffix(options: dict[str, Any]) -> str:
+    """Display options as the frontend appends them to a Live path (frontend/src/channel.ts)."""
+    return "/display=" + base64.urlsafe_b64encode(orjson.dumps(options)).decode().rstrip("=")
+
+
+def test_label_fields_become_frame_labels_and_logs_ask_for_the_logs_panel(
+    host: PluginHost, with_recorder: None
+) -> None:
+    channel = "pub-labelled"
+    start_ms = time.time_ns() // 1_000_000
+    rooms = ["kitchen", "kitchen", "lab", "kitchen", "lab"]
+    rows = [
+        {"time": start_ms + i, "temp": float(i), "room": room, "note": f"n{i}"}
+        for i, room in enumerate(rooms)
+    ]
+    published(host, channel, rows)
+    model = {"kind": "published", "channel": "labelled", "labels": ["room"], "logs": True}
+    now_ms = time.time_ns() // 1_000_000
+    response = host.query_data([data_query("A", model, start_ms - 1000, now_ms)]).responses["A"]
+    assert response.status == 200, response.error
+    frames = [read_frame(frame) for frame in response.frames]
+    assert [f.names for f in frames] == [["time", "temp", "note"]] * 2, "the label field is no field"
+    lab, kitchen = frames  # the set of the newest row first: the browser streams on from it
+    assert lab.field("temp").labels == {"room": "lab"}
+    assert lab.field("note").labels == {"room": "lab"}
+    assert lab.field("temp").values == [2.0, 4.0]
+    assert kitchen.field("temp").values == [0.0, 1.0, 3.0]
+    assert kitchen.field("temp").labels == {"room": "kitchen"}
+    assert all(f.meta and f.meta["preferredVisualisationType"] == "logs" for f in frames)
+    plain = host.query_data(
+        [data_query("A", {**model, "labels": [], "logs": False}, start_ms - 1000, now_ms)]
+    )
+    (frame,) = [read_frame(f) for f in plain.responses["A"].frames]
+    assert frame.names == ["time", "temp", "room", "note"]
+    assert "preferredVisualisationType" not in (frame.meta or {})
+
+    path = channel + display_suffix({"labels": ["room"], "logs": True})
+    initial = orjson.loads(host.subscribe(path).data)
+    assert initial["schema"]["meta"]["preferredVisualisationType"] == "logs"
+    assert [f.get("labels") for f in initial["schema"]["fields"]] == [None, {"room": "lab"}, {"room": "lab"}]
+    stream = reading(host.run_stream(path))
+    try:
+        published(host, channel, [{"time": now_ms + 10, "temp": 10.0, "room": "cellar", "note": "x"}])
+        read_until(stream, lambda: any(b'"cellar"' in packet for packet in stream.raw))
+    finally:
+        stream.cancel()
+    last = orjson.loads(next(p for p in reversed(stream.raw) if b'"cellar"' in p))
+    assert [f.get("labels") for f in last["schema"]["fields"]] == [
+        None,
+        {"room": "cellar"},
+        {"room": "cellar"},
+    ]
+    assert last["schema"]["meta"]["preferredVisualisationType"] == "logs"
+    assert last["data"]["values"][1:] == [[10.0], ["x"]]
+
+
+def test_a_publish_refused_for_a_type_mistake_says_why_on_the_channel_s_panels(
+    host: PluginHost, with_recorder: None
+) -> None:
+    """Grafana hands a publisher only the 403: the reason goes where the channel is watched."""
+    channel = "pub-typed"
+    start_ms = time.time_ns() // 1_000_000
+    published(host, channel, [{"time": start_ms, "temp": 20.0}])
+    stream = reading(host.run_stream(channel))
+    try:
+        read_until(stream, lambda: any(b"20.0" in packet for packet in stream.raw))
+        mistake = {"time": start_ms + 1, "temp": "hot"}
+        assert publish(host, channel, mistake, PUBLISHER_DS) == pb.PublishStreamResponse.PERMISSION_DENIED
+        read_until(stream, lambda: bool(stream.frame.notices))
+        (notice,) = stream.frame.notices
+        assert notice["severity"] == "warning"
+        assert notice["text"].startswith(f"a publish into {channel} was refused by the recorder: ")
+        assert "field 'temp' is string, the channel's schema has it as float64" in notice["text"]
+        published(host, channel, [{"time": start_ms + 2, "temp": 21.0}])  # accepted rows clear it
+        read_until(stream, lambda: not stream.frame.notices)
+    finally:
+        stream.cancel()
+    assert stream.frame.column("temp")[-1] == 21.0
+
+
 # -- the pieces, without processes -----------------------------------------------------------
 
 
@@ -395,7 +486,7 @@ def test_event_queue_is_bounded_in_bytes_increasing_and_one_schema_per_take() ->
 
 async def _queue_checks() -> None:
     dropped: list[int] = []
-    queue = events.EventQueue(max_bytes=events.batch_bytes(rows(0, 10)) * 2, on_drop=dropped.append)
+    queue = queues.EventQueue(max_bytes=queues.batch_bytes(rows(0, 10)) * 2, on_drop=dropped.append)
     for i in range(5):
         queue.put(rows(i * 100_000_000, 10))
     assert dropped == [10, 10, 10]
@@ -418,6 +509,8 @@ async def _queue_checks() -> None:
 def test_the_frontend_golden_event_packets_are_what_the_plugin_writes_today() -> None:
     golden = (Path(__file__).parent / "golden" / "event_stream_packets.jsonl").read_bytes().splitlines()
     assert golden == capture_events.packets()
+    logs = (Path(__file__).parent / "golden" / "event_logs_packets.jsonl").read_bytes().splitlines()
+    assert logs == capture_events.logs_packets()
 
 
 def test_the_sources_resource_offers_the_built_in_source(host: PluginHost) -> None:
@@ -643,3 +736,33 @@ def test_a_source_nobody_installed_is_refused_by_name_not_waited_for(host: Plugi
     assert answer.status == pb.SubscribeStreamResponse.NOT_FOUND
     assert any("unknown source 'nosuch'; known: host" in str(e.get("error")) for e in host.logs)
     assert host.subscribe("source-host-1000").status == pb.SubscribeStreamResponse.OK
+
+
+def test_label_runs_cut_where_labels_change_and_a_null_is_no_label() -> None:
+    batch = Batch(
+        [1, 2, 3, 4],
+        [
+            Column("v", "float64", [1.0, 2.0, 3.0, 4.0]),
+            Column("on", "bool", [True, True, None, False]),
+            Column("site", "string", ["a", "a", "a", "b"]),
+        ],
+    )
+    cut = labelled.runs(batch, ("site", "on"))
+    assert [(run.times, labels) for run, labels in cut] == [
+        ([1, 2], (("site", "a"), ("on", "true"))),
+        ([3], (("site", "a"),)),
+        ([4], (("site", "b"), ("on", "false"))),
+    ]
+    assert all(run.schema.fields == (("v", "float64"),) for run, _ in cut)
+    assert labelled.runs(batch, ("absent",)) == [(batch, ())]
+    with pytest.raises(InvalidChannel, match="not a field name"):
+        display.from_model({"labels": ["time"]})
+    with pytest.raises(InvalidChannel, match="labels must be a list"):
+        display.from_model({"labels": "room"})
+
+
+def test_a_notice_on_a_logs_stream_keeps_the_logs_panel() -> None:
+    frame_schema = labelled.frame_schema(None, Display(logs=True))
+    sent = orjson.loads(notices.notice_packet(frame_schema, notices.INFO, "nothing yet"))
+    assert sent["schema"]["meta"]["preferredVisualisationType"] == "logs"
+    assert sent["schema"]["meta"]["notices"] == [{"severity": "info", "text": "nothing yet"}]

@@ -140,3 +140,38 @@ def test_the_committed_stream_capture_still_matches_today_s_frames() -> None:
     gaps = {b - a for a, b in itertools.pairwise(times)}
     assert gaps == {ONE.tick_ns}, f"the capture repeats, reorders or skips ticks: {sorted(gaps)[:5]}"
     assert all(10 <= v <= 20 for v in frame.column("value"))
+
+
+def test_a_query_frame_of_text_booleans_and_nulls_goes_to_the_browser_as_grafana_sends_it() -> None:
+    """hostemu's to_json: the /api/ds/query JSON of an event frame, with its meta, read back."""
+    from services.common import fields as kinds
+    from services.common.fields import Column
+    from services.hostemu.arrowframe import read_frame
+    from services.plugin.arrow import event_frame_file
+
+    times = [BASE_NS, BASE_NS + 1_500_000]
+    columns = [
+        Column("temp", kinds.FLOAT64, [21.5, math.nan]),
+        Column("count", kinds.INT64, [None, 7]),
+        Column("door", kinds.STRING, ["open", None]),
+        Column("ok", kinds.BOOL, [True, False]),
+    ]
+    meta = {"typeVersion": [0, 0], "preferredVisualisationType": "logs"}
+    body = read_frame(event_frame_file(times, columns, ref_id="A", meta=meta)).to_json()
+    assert body["schema"]["meta"] == meta
+    assert [(f["name"], f["type"]) for f in body["schema"]["fields"]] == [
+        ("time", "time"),
+        ("temp", "number"),
+        ("count", "number"),
+        ("door", "string"),
+        ("ok", "boolean"),
+    ]
+    panel = StreamingFrame()
+    panel.push(orjson.loads(orjson.dumps(body)))  # through JSON, as the browser gets it
+    assert panel.times_ns == times
+    assert panel.column("door") == ["open", None]
+    assert panel.column("ok") == [True, False]
+    assert panel.column("count") == [None, 7]
+    assert panel.column("temp")[0] == 21.5
+    assert math.isnan(panel.column("temp")[1])
+    assert panel.meta["preferredVisualisationType"] == "logs"

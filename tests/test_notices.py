@@ -85,7 +85,9 @@ def test_a_misaddressed_broker_and_a_pipeline_without_workers_are_named() -> Non
             assert f"the broker at {pipeline.control_endpoint} has no live generator worker" in text
             assert "Start the workers" in text
             idle.cancel()
-            assert "no generator worker is alive" in host.check_health().message
+            health = host.check_health().message
+            assert "no generator worker is alive: start the workers where the broker runs" in health
+            assert "supervisorctl start 'generator:*'" in health
         finally:
             host.stop()
     finally:

@@ -19,7 +19,7 @@ from services.common.channels import ChannelSpec
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import PluginHost, data_query
-from services.plugin import backfill, history
+from services.plugin import backfill, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 
 MARGIN_MS = 1000
@@ -61,7 +61,7 @@ def suffix(options: bytes) -> str:
 
 def assert_exact_values(panel: StreamingFrame, spec: ChannelSpec) -> None:
     first, last = spec.last_tick(panel.times_ns[0]), spec.last_tick(panel.times_ns[-1])
-    every = history.values(spec, range(first, last + 1))
+    every = recomputed.values(spec, range(first, last + 1))
     by_time = dict(zip(every.times_ns, zip(*every.columns, strict=True), strict=True))
     assert [by_time[t] for t in panel.times_ns] == list(zip(*panel.value_columns, strict=True))
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import grp
+import os
 import socket
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from users import User
 
 from services.hostemu.host import Datasource, PluginHost, data_query, grafana_env, parse_handshake
 from services.packaging.bundle import write_launchers
+from services.plugin import listen
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 
@@ -71,6 +73,26 @@ def test_the_socket_lands_in_plugin_unix_socket_dir(tmp_path: Path) -> None:
     finally:
         host.stop()
     assert list(chosen.iterdir()) == []
+
+
+def test_without_a_socket_dir_it_prefers_grafanas_runtime_folder_to_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packaged Grafana's private /tmp is aged out by systemd-tmpfiles; /run/grafana is not."""
+    runtime = Path(listen.RUNTIME_FOLDER)
+    if os.geteuid() != 0 or runtime.exists():
+        pytest.skip("needs root and no /run/grafana of a real Grafana to borrow")
+    monkeypatch.delenv("TMPDIR", raising=False)
+    runtime.mkdir(mode=0o750, parents=True)
+    try:
+        host = launch(tmp_path)
+        try:
+            assert socket_of(host).parent.parent == runtime
+        finally:
+            host.stop()
+        assert list(runtime.iterdir()) == []
+    finally:
+        runtime.rmdir()
 
 
 def test_an_unusable_socket_dir_is_said_in_words(tmp_path: Path) -> None:

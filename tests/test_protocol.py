@@ -34,7 +34,7 @@ SAMPLES: list[protocol.Message] = [
         6, [1, 2], [Column("temp", "float64", [21.5, None]), Column("door", "string", ["open", "shut"])]
     ),
     protocol.Publish(3, "pub-room", [5], [Column("ok", "bool", [True]), Column("n", "int64", [-(2**63)])]),
-    protocol.PublishReply(3, 0, "field 'n' is int64, the channel's schema has it as string"),
+    protocol.PublishReply(3, 0, "field 'n' is int64, the channel's schema has it as string", {"n": "string"}),
     protocol.HistoryRequest("h1", "pub-room", 0, 10, 1000),
     protocol.HistoryReply("h1", "pub-room", [5], [Column("n", "int64", [1])], truncated=True),
 ]

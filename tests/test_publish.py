@@ -193,6 +193,6 @@ def test_a_line_that_is_not_utf8_is_refused_by_number_and_the_others_go_in(pipel
     )
     assert result.returncode == 1, result.stderr
     assert b"line 1 refused" in result.stderr, result.stderr
-    assert b"1 rows published" in result.stderr, result.stderr
+    assert b"1 row published to pub-latin1, 1 line refused" in result.stderr, result.stderr
     _, columns = recorded(history(pipeline.history_endpoint, "pub-latin1"))
     assert columns[0].values == ["ok"]

@@ -14,7 +14,7 @@ from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.host import Datasource, PluginHost, data_query
-from services.plugin import history
+from services.plugin import recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.query import parse_query
 
@@ -171,7 +171,9 @@ def test_the_query_model_takes_defaults_and_numeric_strings() -> None:
 def test_the_query_spec_is_the_stream_spec() -> None:
     spec = parse_query(orjson.dumps(query_model(10.0, 20, 100.00, "sine", 2)), LIMITS)
     assert spec.path == "custom-10-20-100-sine-2"
-    assert history.values(spec, range(5)) == history.values(ChannelSpec(10, 20, 100, "sine", 2), range(5))
+    assert recomputed.values(spec, range(5)) == recomputed.values(
+        ChannelSpec(10, 20, 100, "sine", 2), range(5)
+    )
 
 
 def test_a_time_range_before_1677_fails_its_query_alone(host: PluginHost) -> None:

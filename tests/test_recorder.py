@@ -103,12 +103,14 @@ def test_bad_rows_get_a_clear_error_and_change_nothing(pipeline: Pipeline) -> No
             )
             with pytest.raises(
                 Refused, match="field 'temp' is string, the channel's schema has it as float64"
-            ):
+            ) as refused:
                 publisher.publish_batch(channel, wrong_type)
+            assert refused.value.schema == Batch(before.times, before.columns).schema  # as data, too
             with pytest.raises(
                 Refused, match=r"s ahead of the recorder's clock .* check the publisher's clock"
-            ):
+            ) as refused:
                 publisher.publish(channel, rows(now_ms() + 3_600_000, 1))
+            assert refused.value.schema is None  # its rows fit the schema
             with pytest.raises(Refused, match=f"bytes, the limit is {MAX_PUBLISH_BYTES}: publish fewer rows"):
                 publisher.publish(channel, rows(later, 2000))
             with pytest.raises(Refused, match="is not after the channel's last row"):
@@ -133,7 +135,7 @@ def test_a_publisher_flooding_over_the_rate_is_refused_and_others_still_publish(
                 reasons.add(str(exc).split(":")[0])
                 refused += 1
         assert refused >= 15
-        assert reasons == {"pub-flood accepts at most 1000 rows/s (bursts of 1000 rows)"}
+        assert reasons == {"pub-flood accepts at most 1,000 rows/s (bursts of 1,000 rows)"}
         began = time.monotonic()
         assert calm.publish("pub-calm", rows(start, 1)) == 1
         assert time.monotonic() - began < 1
@@ -514,3 +516,45 @@ def test_source_channels_a_viewer_invents_cannot_take_every_channel_from_publish
             time.sleep(0.5)
         with Publisher(pipeline.publish_endpoint) as publisher:
             assert publisher.publish("pub-mine", rows(now_ms() - 1000, 1)) == 1
+
+
+def test_the_recorder_tells_a_new_broker_its_channels_at_once_then_only_renews_its_lease() -> None:
+    """The broker link the generator workers use: a Welcome from a broker not yet told gets a full
+    heartbeat at once, not at the next beat; beats after it are `unchanged` while nothing changed."""
+    pipeline = Pipeline(0, recorder=True, recorder_args=["--worker-heartbeat-s", "3"])
+    try:
+        pipeline.stop_broker()
+        with zmq.Context() as ctx, ctx.socket(zmq.ROUTER) as broker:
+            broker.linger = 0
+            broker.bind(pipeline.control_endpoint)
+
+            def beat(within_s: float) -> tuple[bytes, protocol.WorkerHeartbeat]:
+                assert broker.poll(round(within_s * 1000)), f"no heartbeat within {within_s} s"
+                peer, *frames = broker.recv_multipart()
+                return peer, protocol.expect(frames, protocol.WorkerHeartbeat)
+
+            peer, first = beat(10)
+            assert first.role == protocol.RECORDER
+            welcome = protocol.Welcome(f"ipc://{pipeline.run_dir}/frames_in", "broker-new")
+            broker.send_multipart([peer, *protocol.encode(welcome)])
+            _, told = beat(0.5)  # its beats are 3 s apart: this one answers the Welcome
+            assert not told.unchanged
+            _, next_beat = beat(4)
+            assert next_beat.unchanged
+            assert next_beat.channels == {}
+    finally:
+        pipeline.close()
+
+
+def test_a_refusal_over_the_rate_counts_one_row_as_one_row() -> None:
+    with (
+        recording_pipeline(recorder_args=["--max-rows-per-s", "1"]) as pipeline,
+        Publisher(pipeline.publish_endpoint) as publisher,
+    ):
+        start = now_ms() - 60_000
+        assert publisher.publish("pub-slow", rows(start, 1)) == 1
+        with pytest.raises(Refused) as refused:
+            publisher.publish("pub-slow", rows(start + 10, 1))
+    assert str(refused.value).startswith(
+        "pub-slow accepts at most 1 row/s (bursts of 1 row): 1 row now is over it; send it again later"
+    )

@@ -450,6 +450,16 @@ def test_a_published_channel_is_placed_on_the_recorder_that_offers_it_under_its_
     assert sent(reg) == []  # nothing asked of anyone: the recorder runs it already
 
 
+def test_status_lists_a_recorder_s_published_channels_that_nobody_holds_yet() -> None:
+    """What the plugin's `streams` resource offers a query editor: every channel one could publish into."""
+    reg = registry()
+    recorder_beat(reg, 0.0, {PUBLISHED: 5, "pub-idle": 6})
+    subscribe(reg, "p1", PUBLISHED, 0.1)
+    channels = reg.status("q", "b1", now=0.2).channels
+    assert channels["pub-idle"] == {"worker": "r1", "subscribers": 0, "epoch": 6}
+    assert channels[PUBLISHED] == {"worker": "r1", "subscribers": 1, "epoch": 5}
+
+
 def test_a_published_channel_waits_for_a_recorder_and_is_never_given_to_a_generator() -> None:
     reg = registry()
     beat(reg, "w1", 0.0)

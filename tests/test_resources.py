@@ -1,14 +1,17 @@
 """CallResource through the real plugin: the JSON API the frontend uses to offer choices."""
 
+import time
 from collections.abc import Iterator
 
 import pytest
-from support import dead_broker_datasource, running_pipeline
+from recording import now_ms, recording_pipeline
+from support import Pipeline, dead_broker_datasource, plugin_of, running_pipeline
 
 from services.common.config import PluginSettings
 from services.common.waveforms import BUILTINS, registry
 from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.publish.client import Publisher
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +83,57 @@ def test_channels_without_a_broker_is_503_not_a_crash(host: PluginHost) -> None:
     assert "broker unavailable" in reply.json()["error"]
     assert host.call_resource("generators").code == 200
     assert host.process.poll() is None
+
+
+@pytest.fixture(scope="module")
+def recorded() -> Iterator[tuple[Pipeline, PluginHost]]:
+    """A broker, a worker and a recorder holding pub-lab.door, and the plugin in front of them."""
+    with recording_pipeline() as pipeline, plugin_of(pipeline) as plugin:
+        with Publisher(pipeline.publish_endpoint) as publisher:
+            row = {"time": now_ms(), "temp": 21.5, "room": "kitchen", "open": True}
+            publisher.publish("pub-lab.door", [row])
+        yield pipeline, plugin
+
+
+def test_streams_lists_published_channels_sources_and_generators_with_their_fields(
+    recorded: tuple[Pipeline, PluginHost],
+) -> None:
+    _, plugin = recorded
+    stream = plugin.run_stream("source-host-1000")  # a running source channel: the recorder records it
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            reply = plugin.call_resource("streams")
+            assert reply.code == 200
+            found = reply.json()
+            host_fields = next(s["fields"] for s in found["sources"] if s["name"] == "host")
+            if host_fields or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        stream.cancel()
+    assert found["problems"] == []
+    assert {
+        "name": "lab.door",
+        "fields": [
+            {"name": "temp", "type": "number"},
+            {"name": "room", "type": "string"},
+            {"name": "open", "type": "boolean"},
+        ],
+    } in found["published"]
+    assert {"name": "cpu", "type": "number"} in host_fields
+    assert [g["name"] for g in found["generators"]][: len(BUILTINS)] == list(BUILTINS)
+    assert "burn" not in [g["name"] for g in found["generators"]]
+
+
+def test_streams_without_a_broker_still_lists_what_is_installed_and_says_what_is_missing(
+    host: PluginHost,
+) -> None:
+    reply = host.call_resource("streams", ds=dead_broker_datasource())
+    assert reply.code == 200
+    found = reply.json()
+    assert found["published"] == []
+    assert "host" in [s["name"] for s in found["sources"]]
+    assert found["generators"]
+    (problem,) = found["problems"]
+    assert problem.startswith("broker unavailable, so no published channel is listed")

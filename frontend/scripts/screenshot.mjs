@@ -1,7 +1,8 @@
 // Render the QueryEditor in headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core), type into it like a person, check what it shows, and save screenshots
 // to screenshots/query-editor*.png for people to look at: as typed, invalid, with template
-// variables, and with alias, unit and Latest value mode.
+// variables, with alias, unit and Latest value mode, and each kind (generator, source,
+// published, their pickers open) in Grafana's dark and light themes.
 import { build } from 'esbuild';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -92,8 +93,39 @@ try {
   const shown = await tab.getByTestId('zmqstream-path').textContent();
   check(shown.includes('legend “room {{series}}”') && shown.includes('unit celsius'), `display options shown: ${shown}`);
   await tab.screenshot({ path: join(root, 'screenshots', 'query-editor-display.png') });
+
+  // Each kind in Grafana's dark and light themes, its picker open on what the backend lists.
+  const KINDS = {
+    generator: { query: { lowerLimit: 0, upperLimit: 100, tickInterval: 500, generator: 'sine', series: 2, unit: 'celsius' }, picker: undefined, path: 'custom-0-100-500-sine-2' },
+    source: { query: { kind: 'source', source: 'host', tickInterval: 1000, unit: 'percent' }, picker: 'Source', path: 'source-host-1000', listed: 'meter', fields: 'cpu (number)' },
+    published: { query: { kind: 'published', channel: 'lab.door', labels: ['room'], logs: true }, picker: 'Channel', path: 'pub-lab.door', listed: 'deploys', fields: 'room (string)' },
+  };
+  const shots = [];
+  for (const theme of ['dark', 'light']) {
+    for (const [kind, { query, picker, path, listed, fields }] of Object.entries(KINDS)) {
+      await tab.goto(`${url}?theme=${theme}&query=${encodeURIComponent(JSON.stringify({ refId: 'A', ...query }))}`);
+      await tab.getByText('zmqstream query editor').waitFor({ timeout: 15_000 });
+      await tab.getByText('Tick interval (ms)').first().waitFor({ timeout: 15_000, state: kind === 'published' ? 'detached' : 'visible' });
+      const shownPath = await tab.getByTestId('zmqstream-path').textContent();
+      check(shownPath.includes(path), `${kind} path: ${shownPath}`);
+      if (fields) {
+        check((await tab.getByTestId('zmqstream-fields').textContent()).includes(fields), `${kind} fields shown`);
+      }
+      await settle();
+      const name = `query-editor-${kind}-${theme}.png`;
+      await tab.screenshot({ path: join(root, 'screenshots', name) });
+      shots.push(name);
+      if (picker) {
+        await tab.locator(`#zmqstream-${picker === 'Source' ? 'source' : 'channel'}`).click();
+        await tab.getByRole('option', { name: new RegExp(listed) }).waitFor({ timeout: 5_000 });
+        const open = `query-editor-${kind}-picker-${theme}.png`;
+        await tab.screenshot({ path: join(root, 'screenshots', open) });
+        shots.push(open);
+      }
+    }
+  }
   check(errors.length === 0, `page errors: ${errors.join('; ')}`);
-  console.log('browser check passed: screenshots/query-editor{,-invalid,-variables,-display}.png');
+  console.log(`browser check passed: screenshots/query-editor{,-invalid,-variables,-display}.png, ${shots.join(', ')}`);
 } finally {
   await browser.close();
   server.close();

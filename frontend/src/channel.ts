@@ -22,6 +22,9 @@ const PUBLISHED = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 /** services/plugin/display.py's limits. */
 const MAX_ALIAS_CHARS = 64;
 const MAX_UNIT_CHARS = 40;
+/** A record field's name (services/common/fields.py) and the most label fields a query may name. */
+const FIELD_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+const MAX_LABELS = 8;
 /** Grafana's limit on a channel id, `ds/<uid>/<path>`. */
 const MAX_CHANNEL_CHARS = 160;
 /** Most rows a panel's buffer keeps, whatever its time range and tick. */
@@ -68,8 +71,11 @@ export function toNumber(value: number | string | undefined, fallback: number | 
   return text === '' ? fallback : Number(text);
 }
 
+/** A query's display options; labels and logs belong to event channels (sources, published) only. */
 export function displayOf(query: StreamQuery): DisplayFields {
-  return { alias: (query.alias ?? '').trim(), unit: (query.unit ?? '').trim() };
+  const events = kindOf(query) !== 'generator';
+  const labels = events && Array.isArray(query.labels) ? query.labels.map((l) => String(l).trim()).filter((l) => l !== '') : [];
+  return { alias: (query.alias ?? '').trim(), unit: (query.unit ?? '').trim(), labels, logs: events && query.logs === true };
 }
 
 /** Everything wrong with a (resolved) query, field by field; empty when it can run. */
@@ -83,10 +89,16 @@ export function validateQuery(query: StreamQuery, limits: Limits, datasourceUid:
       errors[key] = `${key === 'alias' ? 'Alias' : 'Unit'} must not contain control characters`;
     }
   }
+  const badLabel = display.labels.find((name) => !FIELD_NAME.test(name));
+  if (badLabel !== undefined) {
+    errors.labels = `Label field ${JSON.stringify(badLabel)} is not a field name (letters, digits, _, . and -, starting with a letter or _)`;
+  } else if (display.labels.length > MAX_LABELS) {
+    errors.labels = `At most ${MAX_LABELS} label fields`;
+  }
   if (Object.keys(errors).length === 0) {
     const channel = `ds/${datasourceUid}/${queryLivePath(query)}`;
     if (channel.length > MAX_CHANNEL_CHARS) {
-      errors.alias = `Alias and unit make the stream's channel ${channel.length} characters, over Grafana's ${MAX_CHANNEL_CHARS}: shorten them`;
+      errors.alias = `Alias, unit and labels make the stream's channel ${channel.length} characters, over Grafana's ${MAX_CHANNEL_CHARS}: shorten them`;
     }
   }
   const rows = toNumber(query.bufferRows, undefined);
@@ -189,6 +201,12 @@ function withDisplay(path: string, display: DisplayFields): string {
   }
   if (display.unit) {
     options.unit = display.unit;
+  }
+  if (display.labels.length > 0) {
+    options.labels = display.labels;
+  }
+  if (display.logs) {
+    options.logs = true;
   }
   if (Object.keys(options).length === 0) {
     return path;

@@ -8,6 +8,7 @@ import {
   dateTime,
   FieldType,
   LiveChannelScope,
+  MetricFindValue,
   ScopedVars,
   StreamingFrameAction,
   StreamingFrameOptions,
@@ -16,7 +17,8 @@ import { DataSourceWithBackend, getGrafanaLiveSrv, getTemplateSrv } from '@grafa
 import { map, merge, Observable, of, switchMap } from 'rxjs';
 
 import { kindOf, limitsFrom, MAX_BUFFER_ROWS, queryLivePath, toNumber, validateQuery, withDefaults } from './channel';
-import { BUILTIN_GENERATORS, DEFAULT_LIMITS, GeneratorInfo, Limits, StreamMode, StreamOptions, StreamQuery } from './types';
+import { catalogFrom, VARIABLE_QUERIES, variableValues } from './catalog';
+import { DEFAULT_LIMITS, FALLBACK_CATALOG, Limits, StreamCatalog, StreamMode, StreamOptions, StreamQuery } from './types';
 
 /**
  * QueryData stops this far before now and the subscription brings the rest, so the
@@ -51,6 +53,13 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
         const text = templates.replace(value, scopedVars).trim();
         out[key] = text !== '' && Number.isFinite(Number(text)) ? Number(text) : text;
       }
+    }
+    if (kindOf(query) === 'generator') {
+      delete out.labels; // an event channel's options, left over from another kind: not the backend's concern
+      delete out.logs;
+    } else if (Array.isArray(query.labels)) {
+      // a multi-value variable becomes one label field per value
+      out.labels = query.labels.flatMap((name) => templates.replace(String(name), scopedVars, 'csv').split(','));
     }
     return out;
   }
@@ -123,25 +132,32 @@ export class DataSource extends DataSourceWithBackend<StreamQuery, StreamOptions
     return query.mode === StreamMode.Latest ? stream.pipe(map(latestOnly)) : stream;
   }
 
-  /** Generators the backend offers (custom ones included), or the built-ins if it cannot say. */
-  async generators(): Promise<GeneratorInfo[]> {
+  /**
+   * Every stream the backend can name: generators, sources with their fields, published
+   * channels the recorder knows (its `streams` resource), or the built-ins and why not.
+   */
+  async catalog(): Promise<StreamCatalog> {
     try {
-      const answer = await this.getResource<{ generators: GeneratorInfo[] }>('generators');
-      return Array.isArray(answer?.generators) && answer.generators.length > 0 ? answer.generators : BUILTIN_GENERATORS;
-    } catch {
-      return BUILTIN_GENERATORS;
+      return catalogFrom(await this.getResource<unknown>('streams'));
+    } catch (error) {
+      return { ...FALLBACK_CATALOG, problems: [`the backend's stream list: ${errorText(error)}`] };
     }
   }
 
-  /** Sources the backend knows (the built-in `host` and installed ones), or just `host` if it cannot say. */
-  async sources(): Promise<string[]> {
-    try {
-      const answer = await this.getResource<{ sources: Array<{ name: string }> }>('sources');
-      const names = Array.isArray(answer?.sources) ? answer.sources.map((s) => s.name).filter((n) => typeof n === 'string') : [];
-      return names.length > 0 ? names : ['host'];
-    } catch {
-      return ['host'];
+  /**
+   * A dashboard variable's values (Grafana's query variable): `published`, `sources` or
+   * `generators` lists those names, so a dashboard can repeat a panel per published channel.
+   */
+  async metricFindQuery(query: string, options?: { scopedVars?: ScopedVars }): Promise<MetricFindValue[]> {
+    const asked = getTemplateSrv().replace(String(query ?? ''), options?.scopedVars).trim() || 'published';
+    if (!VARIABLE_QUERIES.includes(asked)) {
+      throw new Error(`unknown variable query ${JSON.stringify(asked)}: use one of ${VARIABLE_QUERIES.join(', ')}`);
     }
+    const found = await this.catalog();
+    if (found.problems.length > 0 && variableValues(found, asked).length === 0) {
+      throw new Error(found.problems.join('; '));
+    }
+    return variableValues(found, asked).map((text) => ({ text, value: text }));
   }
 
   /** This datasource's effective limits from the backend, or what its settings say. */
@@ -186,4 +202,10 @@ function latestOnly(response: DataQueryResponse): DataQueryResponse {
     fields: frame.fields.map((field) => ({ ...field, values: field.values.slice(-1) })),
   }));
   return { ...response, data };
+}
+
+function errorText(error: unknown): string {
+  const data = (error as { data?: { error?: unknown; message?: unknown } })?.data;
+  const text = data?.error ?? data?.message ?? (error as { message?: unknown })?.message ?? error;
+  return String(text);
 }

@@ -34,6 +34,10 @@ export interface StreamQuery extends DataQuery {
   alias?: string;
   /** A Grafana unit id (`celsius`, `percent`, `ms`). */
   unit?: string;
+  /** An event channel's string fields shown as labels of its other fields (legend, "Labels to fields"). */
+  labels?: string[];
+  /** An event channel's rows asked for Grafana's Logs panel (frame meta `preferredVisualisationType`). */
+  logs?: boolean;
   mode?: StreamMode;
   /** Most rows the panel keeps; empty: the panel's time range. */
   bufferRows?: number | string;
@@ -52,6 +56,8 @@ export interface QueryFields {
 export interface DisplayFields {
   alias: string;
   unit: string;
+  labels: string[];
+  logs: boolean;
 }
 
 export const DEFAULT_QUERY: QueryFields = {
@@ -95,9 +101,40 @@ export interface GeneratorInfo {
   description: string;
 }
 
+/** A field of an event channel, as the recorder last recorded it. */
+export interface FieldInfo {
+  name: string;
+  type: 'number' | 'string' | 'boolean';
+}
+
+/** A source or a published channel the backend knows; `fields` is empty until the recorder has its rows. */
+export interface ChannelInfo {
+  name: string;
+  fields: FieldInfo[];
+}
+
+/**
+ * What the editor and dashboard variables may pick: the backend's `streams` resource.
+ * `problems` says what it could not ask (no broker, no recorder): the lists are then partial.
+ */
+export interface StreamCatalog {
+  generators: GeneratorInfo[];
+  sources: ChannelInfo[];
+  published: ChannelInfo[];
+  problems: string[];
+}
+
 /** The backend's built-ins, offered when its `generators` resource cannot be reached. */
 export const BUILTIN_GENERATORS: GeneratorInfo[] = [
   { name: 'uniform', description: 'a random value in [lower, upper] every tick' },
   { name: 'random_walk', description: 'a bounded random walk between lower and upper' },
   { name: 'sine', description: 'a sine between lower and upper, series out of phase' },
 ];
+
+/** What the editor offers when the backend cannot be asked. */
+export const FALLBACK_CATALOG: StreamCatalog = {
+  generators: BUILTIN_GENERATORS,
+  sources: [{ name: 'host', fields: [] }],
+  published: [],
+  problems: [],
+};

@@ -43,6 +43,12 @@ describe('ConfigEditor', () => {
     });
   });
 
+  it("shows the plugin's per-datasource defaults, which the settings can only tighten", () => {
+    render(<Harness onSaved={vi.fn()} />);
+    expect(screen.getByLabelText('Max values/s')).toHaveProperty('placeholder', '50,000');
+    expect(screen.getByLabelText('Max channels')).toHaveProperty('placeholder', '1,000');
+  });
+
   it('says what a broker address should look like', async () => {
     const user = userEvent.setup();
     render(<Harness onSaved={vi.fn()} />);

@@ -7,8 +7,13 @@ import { DataSource } from '../src/datasource';
 import { StreamQuery } from '../src/types';
 import { datasource, useVariables } from './fakes';
 
-function setup(query: StreamQuery, ds: DataSource = datasource()) {
-  vi.spyOn(ds, 'getResource').mockRejectedValue(new Error('no backend in this test'));
+function setup(query: StreamQuery, ds: DataSource = datasource(), streams?: unknown) {
+  const resource = vi.spyOn(ds, 'getResource');
+  if (streams === undefined) {
+    resource.mockRejectedValue(new Error('no backend in this test'));
+  } else {
+    resource.mockImplementation(async (path: string) => (path === 'streams' ? streams : Promise.reject(new Error('no limits here'))));
+  }
   const onChange = vi.fn();
   const onRunQuery = vi.fn();
   const view = render(<QueryEditor query={query} onChange={onChange} onRunQuery={onRunQuery} datasource={ds} />);
@@ -99,15 +104,22 @@ describe('QueryEditor', () => {
     expect(fromVariable).toMatch(/Lower limit must be a plain number/);
   });
 
-  it('sets alias, unit and mode, and shows them with the path', async () => {
+  it('sets alias, unit (picked or typed) and mode, and shows them with the path', async () => {
     const user = userEvent.setup();
     const { onChange, onRunQuery, view } = setup(TUTORIAL);
-    await user.type(screen.getByLabelText('Unit'), 'c');
-    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, unit: 'c' });
+    const unit = document.getElementById('zmqstream-unit')!;
+    await user.type(unit, 'Celsius');
+    await user.click(await screen.findByText('Temperature / Celsius (°C)')); // Grafana's own unit list
+    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, unit: 'celsius' });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+    view.unmount();
+    const again = setup(TUTORIAL);
+    await user.type(document.getElementById('zmqstream-unit')!, '$unit{Enter}'); // a custom unit: a dashboard variable
+    expect(again.onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, unit: '$unit' });
     await user.click(screen.getByText('Latest value'));
-    expect(onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, mode: 'latest' });
-    expect(onRunQuery).toHaveBeenCalledTimes(2); // on leaving Unit, and on choosing the mode
-    view.rerender(<QueryEditor query={{ ...TUTORIAL, alias: 'room {{series}}', unit: 'celsius' }} onChange={onChange} onRunQuery={onRunQuery} datasource={datasource()} />);
+    expect(again.onChange).toHaveBeenLastCalledWith({ ...TUTORIAL, mode: 'latest' });
+    expect(again.onRunQuery).toHaveBeenCalledTimes(2);
+    again.view.rerender(<QueryEditor query={{ ...TUTORIAL, alias: 'room {{series}}', unit: 'celsius' }} onChange={onChange} onRunQuery={onRunQuery} datasource={datasource()} />);
     expect(screen.getByTestId('zmqstream-path').textContent).toBe('Stream path: custom-10-20-100 · legend “room {{series}}” · unit celsius');
   });
 
@@ -119,6 +131,26 @@ describe('QueryEditor', () => {
   });
 });
 
+/** What the backend's `streams` resource answers (services/plugin/catalog.py). */
+const STREAMS = {
+  generators: [{ name: 'uniform', description: 'a random value' }, { name: 'sawtooth', description: 'a custom one' }],
+  sources: [
+    { name: 'host', fields: [{ name: 'cpu', type: 'number' }] },
+    { name: 'meter', fields: [] },
+  ],
+  published: [
+    { name: 'lab.door', fields: [{ name: 'temp', type: 'number' }, { name: 'room', type: 'string' }, { name: 'ok', type: 'boolean' }] },
+    { name: 'room', fields: [{ name: 'message', type: 'string' }] },
+  ],
+  problems: [],
+};
+
+async function choose(label: string, option: string) {
+  const user = userEvent.setup();
+  await user.click(document.getElementById(label)!);
+  await user.click(await screen.findByText(option, { selector: '[role="option"] *, [role="option"]' }));
+}
+
 describe('QueryEditor kinds', () => {
   it('offers a source name and its tick for a source, a channel name for a published channel', async () => {
     const user = userEvent.setup();
@@ -126,15 +158,53 @@ describe('QueryEditor kinds', () => {
     expect(screen.queryByLabelText('Lower Limit')).toBeNull();
     expect(screen.getByLabelText('Tick interval (ms)')).toHaveProperty('value', '500');
     expect(screen.getByTestId('zmqstream-path').textContent).toContain('source-meter-500');
-    await user.click(screen.getByText('host')); // the picker: the backend's sources, or the built-in one
+    await choose('zmqstream-source', 'host'); // no backend: the built-in source is still offered
     expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ source: 'host' }));
     await user.click(screen.getByText('Published'));
     expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ kind: 'published' }));
     view.rerender(
       <QueryEditor query={{ refId: 'A', kind: 'published', channel: 'lab.door' }} onChange={onChange} onRunQuery={vi.fn()} datasource={datasource()} />
     );
-    expect(screen.getByLabelText('Channel')).toHaveProperty('value', 'lab.door');
+    expect(screen.getByText('lab.door')).toBeTruthy(); // a saved channel the backend did not list stays shown
     expect(screen.queryByLabelText('Tick interval (ms)')).toBeNull();
     expect(screen.getByTestId('zmqstream-path').textContent).toContain('pub-lab.door');
+    expect(screen.getByTestId('zmqstream-catalog-problems').textContent).toMatch(/no backend in this test/);
+  });
+
+  it("picks a published channel from the backend's list, shows its fields, and still takes a typed one", async () => {
+    const user = userEvent.setup();
+    const { onChange, onRunQuery } = setup({ refId: 'A', kind: 'published' }, datasource(), STREAMS);
+    await choose('zmqstream-channel', 'lab.door');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', kind: 'published', channel: 'lab.door' });
+    expect(onRunQuery).toHaveBeenCalledTimes(1);
+    await user.type(document.getElementById('zmqstream-channel')!, 'kitchen{Enter}');
+    expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', kind: 'published', channel: 'kitchen' });
+    expect(screen.queryByTestId('zmqstream-catalog-problems')).toBeNull();
+  });
+
+  it('lists installed sources with their fields and the custom generators', async () => {
+    const source: StreamQuery = { refId: 'A', kind: 'source', source: 'host', tickInterval: 1000 };
+    const { onChange, view } = setup(source, datasource(), STREAMS);
+    await waitFor(() => expect(screen.getByTestId('zmqstream-fields').textContent).toBe('cpu (number)'));
+    await choose('zmqstream-source', 'meter');
+    expect(onChange).toHaveBeenLastCalledWith({ ...source, source: 'meter' });
+    view.rerender(<QueryEditor query={{ ...source, source: 'meter' }} onChange={onChange} onRunQuery={vi.fn()} datasource={datasource()} />);
+    expect(screen.getByTestId('zmqstream-fields').textContent).toBe('fields not recorded yet');
+    view.unmount();
+    setup(TUTORIAL, datasource(), STREAMS);
+    expect(await screen.findByText('sawtooth')).toBeTruthy();
+  });
+
+  it("offers a published channel's text fields as label fields, and asks for logs", async () => {
+    const user = userEvent.setup();
+    const query: StreamQuery = { refId: 'A', kind: 'published', channel: 'lab.door' };
+    const { onChange, view } = setup(query, datasource(), STREAMS);
+    await waitFor(() => expect(screen.getByTestId('zmqstream-fields').textContent).toContain('room (string)'));
+    await choose('zmqstream-labels', 'room');
+    expect(onChange).toHaveBeenLastCalledWith({ ...query, labels: ['room'] });
+    await user.click(screen.getByLabelText('Logs'));
+    expect(onChange).toHaveBeenLastCalledWith({ ...query, logs: true });
+    view.rerender(<QueryEditor query={{ ...query, labels: ['room'], logs: true }} onChange={onChange} onRunQuery={vi.fn()} datasource={datasource()} />);
+    expect(screen.getByTestId('zmqstream-path').textContent).toMatch(/^Stream path: pub-lab\.door · labels from room · as logs$/);
   });
 });

@@ -51,9 +51,9 @@ describe('limitsFrom', () => {
 
 describe('livePath', () => {
   const fields = { ...DEFAULT_QUERY, lowerLimit: 10, upperLimit: 20, tickInterval: 100 };
-  it('is the channel path alone without display options', () => expect(livePath(fields, { alias: '', unit: '' })).toBe('custom-10-20-100'));
+  it('is the channel path alone without display options', () => expect(livePath(fields, { alias: '', unit: '', labels: [], logs: false })).toBe('custom-10-20-100'));
   it('carries alias and unit as base64url JSON after the channel, as services/plugin/display.py reads them', () => {
-    const path = livePath(fields, { alias: 'Température {{series}}', unit: 'celsius' });
+    const path = livePath(fields, { alias: 'Température {{series}}', unit: 'celsius', labels: [], logs: false });
     const [channel, encoded] = path.split('/display=');
     expect(channel).toBe('custom-10-20-100');
     expect(encoded).toMatch(/^[A-Za-z0-9_-]+$/);

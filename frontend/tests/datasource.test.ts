@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { firstValueFrom, Observable, toArray } from 'rxjs';
 
+import { queryLivePath } from '../src/channel';
 import { LIVE_MARGIN_MS } from '../src/datasource';
 import { StreamMode, StreamQuery } from '../src/types';
 import { datasource, FakeLive, useBackend, useVariables } from './fakes';
@@ -243,5 +244,67 @@ describe('event channels (kind source and published)', () => {
       expect.stringMatching(/^B: Channel names are/),
     ]);
     expect(live.opened).toHaveLength(0);
+  });
+});
+
+describe('dashboard variables listing streams (metricFindQuery)', () => {
+  const STREAMS = {
+    generators: [{ name: 'uniform', description: '' }, { name: 'sine', description: '' }],
+    sources: [{ name: 'host', fields: [{ name: 'cpu', type: 'number' }] }],
+    published: [{ name: 'lab.door', fields: [] }, { name: 'room', fields: [{ name: 'temp', type: 'number' }, { name: 'bogus', type: 'date' }] }],
+    problems: [],
+  };
+
+  function backed(answer: unknown) {
+    const ds = datasource();
+    vi.spyOn(ds, 'getResource').mockImplementation(async (path: string) => (path === 'streams' ? answer : undefined));
+    return { ds };
+  }
+
+  it('lists published channels (the default), sources or generators', async () => {
+    const { ds } = backed(STREAMS);
+    expect(await ds.metricFindQuery('published')).toEqual([
+      { text: 'lab.door', value: 'lab.door' },
+      { text: 'room', value: 'room' },
+    ]);
+    expect((await ds.metricFindQuery('')).map((v) => v.text)).toEqual(['lab.door', 'room']);
+    expect((await ds.metricFindQuery('sources')).map((v) => v.text)).toEqual(['host']);
+  });
+
+  it('resolves a variable in the variable query, and refuses an unknown one saying what it takes', async () => {
+    const { ds } = backed(STREAMS);
+    useVariables({ what: 'generators' });
+    expect((await ds.metricFindQuery('$what')).map((v) => v.text)).toEqual(['uniform', 'sine']);
+    await expect(ds.metricFindQuery('channels')).rejects.toThrow(/use one of published, sources, generators/);
+  });
+
+  it('keeps what the catalog says and leaves out what it cannot read', async () => {
+    const { ds } = backed(STREAMS);
+    const found = await ds.catalog();
+    expect(found.published[1].fields).toEqual([{ name: 'temp', type: 'number' }]);
+    expect(found.sources[0].fields).toEqual([{ name: 'cpu', type: 'number' }]);
+  });
+
+  it('says why when the backend cannot list the published channels', async () => {
+    const ds = datasource();
+    vi.spyOn(ds, 'getResource').mockRejectedValue({ data: { error: 'broker unavailable: no answer' } });
+    await expect(ds.metricFindQuery('published')).rejects.toThrow(/broker unavailable: no answer/);
+    expect((await ds.metricFindQuery('sources')).map((v) => v.text)).toEqual(['host']); // the built-in
+  });
+});
+
+describe('label fields and logs in the Live path', () => {
+  it('carries them after the channel, resolving a multi-value variable into one label field each', () => {
+    useVariables({ lbl: 'room,site' });
+    const ds = datasource();
+    const query = ds.applyTemplateVariables({ refId: 'A', kind: 'published', channel: 'lab', labels: ['$lbl'], logs: true }, {});
+    expect(query.labels).toEqual(['room', 'site']);
+    const path = queryLivePath(query);
+    const [channel, encoded] = path.split('/display=');
+    expect(channel).toBe('pub-lab');
+    expect(JSON.parse(atob(encoded.replace(/-/g, '+').replace(/_/g, '/')))).toEqual({ labels: ['room', 'site'], logs: true });
+    expect(queryLivePath({ refId: 'A', labels: ['room'], logs: true })).toBe('custom-0-100-1000'); // a generator has neither
+    const generator = ds.applyTemplateVariables({ refId: 'A', labels: ['$nope'], logs: true }, {});
+    expect([generator.labels, generator.logs]).toEqual([undefined, undefined]); // nor sends them to QueryData
   });
 });

@@ -4,11 +4,15 @@ import { DataFrameJSON, dataFrameFromJSON, FieldType, getFieldDisplayName, Strea
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const CAPTURE = join(__dirname, '..', '..', 'tests', 'golden', 'stream_packets.jsonl');
-const packets: DataFrameJSON[] = readFileSync(CAPTURE, 'utf8')
-  .trim()
-  .split('\n')
-  .map((line) => JSON.parse(line));
+/** One packet per line of a golden file our plugin wrote (tests/golden/<name>). */
+function goldenPackets(name: string): DataFrameJSON[] {
+  return readFileSync(join(__dirname, '..', '..', 'tests', 'golden', name), 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
+}
+
+const packets = goldenPackets('stream_packets.jsonl');
 
 /** Times and values straight from the JSON, as the plugin meant them. */
 function expected(): { times: number[]; values: number[] } {
@@ -66,11 +70,7 @@ describe('legends of our frames in Grafana', () => {
 });
 
 describe('event frames from our plugin in Grafana (tests/golden/event_stream_packets.jsonl)', () => {
-  const GOLDEN = join(__dirname, '..', '..', 'tests', 'golden', 'event_stream_packets.jsonl');
-  const events: DataFrameJSON[] = readFileSync(GOLDEN, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line));
+  const events = goldenPackets('event_stream_packets.jsonl');
 
   it('decode typed fields with dataFrameFromJSON: number, string and boolean, nulls kept', () => {
     const frame = dataFrameFromJSON(structuredClone(events[0]));
@@ -102,5 +102,30 @@ describe('event frames from our plugin in Grafana (tests/golden/event_stream_pac
       ['level', FieldType.string],
     ]);
     expect(frame.fields[1].values.slice(-1)).toEqual(['low']);
+  });
+});
+
+describe('logs frames with label fields from our plugin in Grafana (tests/golden/event_logs_packets.jsonl)', () => {
+  const logs = goldenPackets('event_logs_packets.jsonl');
+
+  it('ask for the Logs panel and carry the label field as labels, not as a field', () => {
+    const frame = dataFrameFromJSON(structuredClone(logs[0]));
+    expect(frame.meta?.preferredVisualisationType).toBe('logs');
+    expect(frame.fields.map((f) => [f.name, f.type])).toEqual([
+      ['time', FieldType.time],
+      ['message', FieldType.string],
+      ['level', FieldType.string],
+    ]);
+    expect(frame.fields[1].labels).toEqual({ service: 'api' });
+    expect(getFieldDisplayName(frame.fields[1], frame, [frame])).toBe('message api');
+  });
+
+  it('stream into a StreamingDataFrame: new labels come as a new schema, and the logs meta stays', () => {
+    const [api, db] = structuredClone(logs);
+    const frame = StreamingDataFrame.fromDataFrameJSON(api, { maxLength: 100 });
+    frame.push(db);
+    expect(frame.meta?.preferredVisualisationType).toBe('logs');
+    expect(frame.fields[1].labels).toEqual({ service: 'db' });
+    expect(frame.fields[1].values.slice(-1)).toEqual(['connection reset']);
   });
 });

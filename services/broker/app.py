@@ -23,6 +23,7 @@ from services.common.config import BrokerSettings
 from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
+from services.common.receive import Refusing
 from services.common.security import secure_server, start_authenticator
 from services.common.sockets import advertised, configure
 
@@ -95,8 +96,8 @@ class Broker:
             rcvhwm=10_000,
             max_message_bytes=protocol.MAX_REQUEST_BYTES,
         )
-        self.refused = 0
-        """Control messages refused or failed since start."""
+        self.guard = Refusing(log, "control message")
+        """Counts the control messages refused or failed since start."""
         if settings.curve_server_secret:
             secure_server(self.control, settings.curve_server_secret)
         self.control.bind(settings.control_endpoint)
@@ -136,14 +137,8 @@ class Broker:
                 routing_id, *frames = self.control.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
+            with self.guard:
                 self._handle(routing_id, protocol.decode(frames))
-            except PipelineError as exc:
-                self.refused += 1
-                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some input: log it, keep serving everyone else
-                self.refused += 1
-                log.exception("control message failed")
 
     def _handle(self, routing_id: bytes, message: protocol.Message) -> None:
         now = time.monotonic()

@@ -395,8 +395,10 @@ class Registry:
             }
             for worker_id, w in self.workers.items()
         }
-        channels: dict[str, dict[str, protocol.Scalar]] = {
-            path: {"worker": c.worker or "", "subscribers": len(c.holders), "epoch": c.epoch}
-            for path, c in self.channels.items()
-        }
+        channels: dict[str, dict[str, protocol.Scalar]] = {}
+        for worker_id, w in self.workers.items():  # a recorder's published channels, held or not
+            for path, epoch in w.offered.items():
+                channels[path] = {"worker": worker_id, "subscribers": 0, "epoch": epoch}
+        for path, c in self.channels.items():
+            channels[path] = {"worker": c.worker or "", "subscribers": len(c.holders), "epoch": c.epoch}
         return protocol.StatusReply(request_id, broker, workers, channels, len(self.plugins))

@@ -1,8 +1,8 @@
 """`zmqstream`: the command line for people without Grafana at hand.
 
 zmqstream status              the broker's view: workers, channels, subscribers
-zmqstream watch <path>        a live sparkline of a channel, through the real plugin
-zmqstream publish <channel>   JSON lines from stdin as rows of a channel pub-<name>
+zmqstream watch <path>        a channel's live values, through the real plugin
+zmqstream publish <channel>   JSON lines from stdin as rows of pub-<name>
 zmqstream keys <dir> <name>…  CURVE certificates for a multi-host pipeline
 """
 
@@ -15,8 +15,13 @@ from services.cli import keys, publish, status, watch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zmqstream", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="zmqstream",
+        description=__doc__,
+        epilog="`zmqstream <command> --help` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the docstring: one line per command
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>", title="commands")
     status.add_parser(commands)
     watch.add_parser(commands)
     publish.add_parser(commands)

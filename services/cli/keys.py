@@ -16,9 +16,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "keys", help="write CURVE certificate pairs (see services/common/security.py)"
-    )
+    parser = commands.add_parser("keys", help="write CURVE certificate pairs for a multi-host pipeline")
     parser.add_argument("folder", type=Path, help="where to write <name>.key and <name>.key_secret")
     parser.add_argument("names", nargs="+", help="one pair per name, e.g. broker worker-a plugin")
     parser.set_defaults(run=run)

@@ -22,10 +22,10 @@ from typing import Any, TextIO
 
 import orjson
 
-from services.cli.flags import add_access_flags
+from services.cli.flags import add_access_flags, add_run_dir_flag
 from services.common.errors import PipelineError
-from services.common.rundir import default_run_dir
 from services.common.security import ClientKeys
+from services.common.wording import count
 from services.publish import Publisher, Refused
 
 BATCH_BYTES = 256 * 1024
@@ -142,29 +142,24 @@ def run(args: argparse.Namespace) -> int:
         for batch in batches(lines, args.batch_rows, args.batch_ms / 1000):
             job.send(batch)
     except PipelineError as exc:  # Unreachable, an untrusted run folder: nothing more can go
-        print(f"zmqstream publish: {exc}; {job.published} rows were published before", file=sys.stderr)
+        print(f"zmqstream publish: {exc}; {count(job.published, 'row')} published before", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
     finally:
         publisher.close()
     print(
-        f"zmqstream publish: {job.published} rows published to {args.channel}, {job.refused} lines refused",
+        f"zmqstream publish: {count(job.published, 'row')} published to {args.channel}, "
+        f"{count(job.refused, 'line')} refused",
         file=sys.stderr,
     )
     return 1 if job.refused else 0
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "publish", help="publish JSON lines from stdin into a channel pub-<name> (through the recorder)"
-    )
+    parser = commands.add_parser("publish", help="publish JSON lines from stdin into pub-<name>")
     parser.add_argument("channel", help="the channel, pub-<name>")
-    parser.add_argument(
-        "--run-dir",
-        default=default_run_dir(),
-        help="the pipeline's run folder (default: %(default)s) [env ZMQSTREAM_RUN_DIR]",
-    )
+    add_run_dir_flag(parser)
     parser.add_argument(
         "--endpoint", default="", help="the recorder's publish endpoint (default: <run-dir>/publish)"
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import PipelineError
+from services.common.wording import count
 
 FLOAT64 = "float64"
 INT64 = "int64"
@@ -38,6 +39,11 @@ TIME_KEY = "time"
 """The record key that holds a row's time when rows are written as JSON records."""
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", re.ASCII)
 Value = float | int | bool | str | None
+
+
+def is_field_name(name: str) -> bool:
+    """Whether `name` may name a field (the plugin checks a query's label fields with it too)."""
+    return bool(_NAME_RE.fullmatch(name)) and name != TIME_KEY
 
 
 class InvalidRows(PipelineError):
@@ -65,19 +71,23 @@ class Batch:
     def schema(self) -> Schema:
         return Schema(tuple((column.name, column.kind) for column in self.columns))
 
-    def after(self, time_ns: int) -> Batch:
-        """The rows later than `time_ns` (all of them, or a copy of the tail)."""
-        times = self.times
-        if not times or times[0] > time_ns:
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop) of every column (itself when that is all of them)."""
+        if start <= 0 and stop >= len(self.times):
             return self
-        start = bisect.bisect_right(times, time_ns)
-        return Batch(times[start:], [Column(c.name, c.kind, c.values[start:]) for c in self.columns])
+        columns = [Column(c.name, c.kind, c.values[start:stop]) for c in self.columns]
+        return Batch(self.times[start:stop], columns)
+
+    def after(self, time_ns: int) -> Batch:
+        """The rows later than `time_ns`."""
+        return self.rows(bisect.bisect_right(self.times, time_ns), len(self.times))
+
+    def until(self, time_ns: int) -> Batch:
+        """The rows stamped at or before `time_ns`."""
+        return self.rows(0, bisect.bisect_right(self.times, time_ns))
 
     def last(self, count: int) -> Batch:
-        if count >= len(self.times):
-            return self
-        start = len(self.times) - count
-        return Batch(self.times[start:], [Column(c.name, c.kind, c.values[start:]) for c in self.columns])
+        return self.rows(len(self.times) - count, len(self.times))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +150,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
     for column in columns:
         if not isinstance(column, Column):
             return f"expected a column, got {type(column).__name__}"
-        if not isinstance(column.name, str) or not _NAME_RE.fullmatch(column.name) or column.name == TIME_KEY:
+        if not isinstance(column.name, str) or not is_field_name(column.name):
             return (
                 f"field name {str(column.name)[:80]!r} is not [A-Za-z_][A-Za-z0-9_.-]* "
                 f"(at most {MAX_NAME} characters), nor {TIME_KEY!r}"
@@ -151,7 +161,7 @@ def problem(times: Any, columns: Any, max_rows: int) -> str:
         if column.kind not in KINDS:
             return f"field {column.name!r}: kind {str(column.kind)[:40]!r} is not one of {', '.join(KINDS)}"
         if not isinstance(column.values, list) or len(column.values) != len(times):
-            return f"field {column.name!r}: expected {len(times)} values"
+            return f"field {column.name!r}: expected {count(len(times), 'value')}"
         wrong = _first_wrong(column.kind, column.values)
         if wrong is not None:
             return f"field {column.name!r} ({column.kind}): value {str(wrong)[:60]!r} does not fit"

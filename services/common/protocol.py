@@ -55,7 +55,7 @@ Sockets:
 | StatusRequest    | anyone → broker  | ask for the broker's view                                 |
 | StatusReply      | broker → asker   | workers, channels, subscribers                            |
 | Publish          | publisher → recorder | rows for a published channel                          |
-| PublishReply     | recorder → publisher | how many were accepted, or why none                   |
+| PublishReply     | recorder → publisher | how many were accepted, or why none (and the schema)  |
 | HistoryRequest   | plugin → recorder | an event channel's recorded rows in a time range         |
 | HistoryReply     | recorder → plugin | those rows, or why not                                   |
 
@@ -291,6 +291,8 @@ class PublishReply(Message):
     accepted: int
     """Rows accepted: all of the Publish, or none (then `error` says why)."""
     error: str = ""
+    schema: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The channel's fields and kinds, in order, when the rows did not fit them: convert and send again."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -419,7 +421,7 @@ def _checker(annotation: str) -> Check:
 
 _FIELDS: dict[type[Message], tuple[tuple[str, Check, bool], ...]] = {
     cls: tuple(
-        (field.name, _checker(str(field.type)), field.default is dataclasses.MISSING)
+        (field.name, _checker(str(field.type)), field.default is field.default_factory is dataclasses.MISSING)
         for field in dataclasses.fields(cls)
     )
     for cls in _CLASSES.values()

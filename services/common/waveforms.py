@@ -13,20 +13,17 @@ tick index in `ticks`. Users add their own through the entry point group
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections.abc import Mapping
 from functools import cache
-from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from services.common.channels import GENERATOR_NAME_RE, ChannelSpec
-from services.common.logs import fields
+from services.common.channels import ChannelSpec
+from services.common.entrypoints import load_installed
 
 ENTRY_POINT_GROUP = "zmqstream.generators"
 _MASK = (1 << 64) - 1
 _TWO_64 = float(1 << 64)
-log = logging.getLogger(__name__)
 
 
 class Generator(Protocol):
@@ -124,17 +121,11 @@ def registry() -> Mapping[str, Generator]:
 
     A plugin that fails to load, or takes a built-in's name, is logged and left out.
     """
-    found: dict[str, Generator] = dict(BUILTINS)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name in found or not GENERATOR_NAME_RE.fullmatch(entry.name):
-            log.error("generator name refused", extra=fields(generator=entry.name))
-            continue
-        try:
-            loaded = entry.load()
-            generator = loaded() if isinstance(loaded, type) else loaded
-            generator.generate  # noqa: B018 - fail now, not at the first tick
-        except Exception as exc:
-            log.error("generator failed to load", extra=fields(generator=entry.name, error=repr(exc)))
-            continue
-        found[entry.name] = generator
-    return found
+    return load_installed(ENTRY_POINT_GROUP, "generator", dict(BUILTINS), _generator)
+
+
+def _generator(loaded: Any) -> Generator:
+    """An installed generator (a class is made once), with generate() now, not at the first tick."""
+    generator = loaded() if isinstance(loaded, type) else loaded
+    generator.generate  # noqa: B018
+    return cast(Generator, generator)

@@ -3,9 +3,9 @@
 One thread does the tickers: it sleeps precisely until the next deadline (zmq poll for
 long waits so control messages and sources' rows are served, time.sleep for the last two
 milliseconds), publishes what is due, and heartbeats its full channel list so a
-restarted broker can adopt running channels. Sources (services.sources) are polled in
-threads of their own and hand their rows to this one, so a source that blocks never
-delays a tick.
+restarted broker can adopt running channels. Sources (services.sources, run by
+services.generator.runner) are polled in threads of their own and hand their rows to this
+one, so a source that blocks never delays a tick.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import zmq
 from services.common import protocol
 from services.common.channels import SOURCE, UNCHECKED, EventChannel, parse_channel
 from services.common.config import WorkerSettings
-from services.common.errors import PipelineError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
-from services.common.security import ClientKeys, secure_client
-from services.common.sockets import advertised, configure, host_of, reconnect
+from services.common.receive import Refusing
 from services.common.waveforms import registry
+from services.common.workerlink import WorkerLink
+from services.generator.runner import SourceChannels
 from services.generator.ticker import Scheduler
 from services.sources import registry as source_registry
-from services.sources.runner import SourceChannels
 
 log = logging.getLogger("zmqstream.generator")
 PRECISE_SLEEP_NS = 2_000_000
@@ -43,8 +42,6 @@ OUTBOX_FRAMES = 64
 """Frames held for one batched send at most: a long catch-up pass still sends as it goes."""
 CONTROL_BUDGET_NS = 20_000_000
 """A loop turn serves control messages for at most this long, as the scheduler's pass does."""
-FULL_HEARTBEAT_EVERY = 5
-"""Every 5th heartbeat lists the channels even if none changed (1 s at the default 0.2 s)."""
 
 
 class Worker:
@@ -56,21 +53,12 @@ class Worker:
     ) -> None:
         """`source_cpus`: where the sources' threads run (empty: where this thread may)."""
         self.settings = settings
-        self.control = configure(ctx.socket(zmq.DEALER))
-        self.control.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a broker that is not there
-        self.frames = configure(ctx.socket(zmq.PUB), sndhwm=settings.send_hwm)
-        if settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
-            for sock in (self.control, self.frames):
-                secure_client(sock, keys)
-        self.control.connect(settings.control_endpoint)
-        self.frames_endpoint = ""
+        self.link = WorkerLink(
+            ctx, settings, worker=settings.worker_id, role=protocol.GENERATOR, send_hwm=settings.send_hwm
+        )
+        self.control, self.frames = self.link.control, self.link.frames
+        self.guard = Refusing(log, "control message")
         self.outbox: list[bytes] = []
-        self.broker = ""
-        """The broker instance id from its last Welcome."""
-        self.reported: tuple[str, int, int] | None = None
-        """(broker, scheduler and sources versions) that the last full heartbeat told; None: tell again."""
-        self.beats_since_full = 0
         self.refused: set[str] = set()
         self.scheduler = Scheduler(
             self._publish,
@@ -116,24 +104,11 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Renew the lease; list the channels only if the broker may not know them yet."""
-        told = (self.broker, self.scheduler.version, self.sources.version)
-        full = self.reported != told or self.beats_since_full + 1 >= FULL_HEARTBEAT_EVERY
-        message = protocol.WorkerHeartbeat(
-            worker=self.settings.worker_id,
-            channels={**self.scheduler.channels, **self.sources.channels} if full else {},
-            pid=os.getpid(),
-            ticks_late=self.scheduler.lateness.late,
-            unchanged=not full,
+        self.link.heartbeat(
+            (self.scheduler.version, self.sources.version),
+            lambda: {**self.scheduler.channels, **self.sources.channels},
+            self.scheduler.lateness.late,
         )
-        try:  # never block: a broker gone for minutes must not stall the tickers or SIGTERM
-            self.control.send_multipart(protocol.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            self.reported = None  # the broker may not have heard us: list the channels next time
-            return
-        if full:
-            self.reported, self.beats_since_full = told, 0
-        else:
-            self.beats_since_full += 1
 
     def handle_control(self) -> None:
         """Serve queued control messages for at most CONTROL_BUDGET_NS; the rest wait for the next turn.
@@ -146,19 +121,13 @@ class Worker:
             if time.monotonic_ns() > give_up_at:
                 return
             frames = self.control.recv_multipart()
-            try:
+            with self.guard:  # the tickers must go on
                 self._dispatch(protocol.decode(frames))
-            except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some input: the tickers must go on
-                log.exception("control message failed")
 
     def _dispatch(self, message: protocol.Message) -> None:
         match message:
-            case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
-                self._publish_to(advertised(endpoint, host_of(self.settings.control_endpoint)))
-                if broker != self.broker:  # a new broker (or the first): tell it our channels now
-                    self.broker = broker
+            case protocol.Welcome():
+                if self.link.welcome(message):  # a new broker (or the first): tell it our channels now
                     self.heartbeat()
             case protocol.StartTicker(channel=channel, epoch=epoch):
                 self._start(channel, epoch)
@@ -167,12 +136,6 @@ class Worker:
                     log.info("ticker stopped", extra=fields(channel=channel, epoch=epoch))
                 elif self.sources.stop(channel, epoch):
                     log.info("source stopped", extra=fields(channel=channel, epoch=epoch))
-
-    def _publish_to(self, endpoint: str) -> None:
-        """(Re)connect the PUB socket to the broker's frames_in, as the Welcome names it."""
-        if endpoint != self.frames_endpoint:
-            self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)
-            log.info("publishing frames", extra=fields(endpoint=endpoint))
 
     def _start(self, channel: str, epoch: int) -> None:
         if channel in self.refused:  # already logged; the broker re-asks on every heartbeat
@@ -230,8 +193,7 @@ class Worker:
 
     def close(self) -> None:
         self.sources.close()
-        self.control.close()
-        self.frames.close()
+        self.link.close()
 
 
 def tighten_timer_slack() -> None:

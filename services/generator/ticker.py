@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from services.common.channels import ChannelSpec
 from services.common.protocol import FLOAT_BYTES, float_bytes
 from services.common.waveforms import Generator, channel_seed
+from services.generator.placements import Placements
 
 Publish = Callable[[str, int, int, list[bytes]], None]
 """publish(channel, first_tick, epoch, columns as float64 bytes)"""
@@ -64,7 +65,7 @@ class Lateness:
         self.worst_ns = max(self.worst_ns, late_ns)
 
 
-class Scheduler:
+class Scheduler(Placements[Ticker]):
     """Tickers in a heap of plain ints, `wake_ns << ID_BITS | ticker id`: ints compare in
     half the time tuples do, and the heap is what every tick of every channel goes through.
     A stopped ticker's entry stays in the heap until it comes up, then is dropped."""
@@ -80,27 +81,17 @@ class Scheduler:
         pass_budget_ns: int = 20_000_000,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        super().__init__()
         self._publish = publish
         self._pass_budget_ns = pass_budget_ns
         self._clock = clock
         self._failed = failed
         self._publish_interval_ns = publish_interval_ns
         self._max_rows = max_rows
-        self._tickers: dict[str, Ticker] = {}
         self._by_id: dict[int, Ticker] = {}
         self._heap: list[int] = []
         self._ids = itertools.count()
         self.lateness = Lateness(lateness_budget_ns)
-        self.version = 0
-        """Moves on whenever the set of channels changes."""
-
-    @property
-    def channels(self) -> dict[str, int]:
-        """Each running channel and the epoch it runs under."""
-        return {path: ticker.epoch for path, ticker in self._tickers.items()}
-
-    def __contains__(self, channel: str) -> bool:
-        return channel in self._tickers
 
     def start(self, spec: ChannelSpec, generator: Generator, now_ns: int, epoch: int) -> None:
         """Run a channel from its first tick after `now_ns`; a running one only takes a newer epoch."""
@@ -108,30 +99,19 @@ class Scheduler:
         if self.advance_epoch(path, epoch):
             return
         ticker = Ticker(spec, generator, spec.last_tick(now_ns) + 1, next(self._ids) & ID_MASK, epoch)
-        self._tickers[path] = self._by_id[ticker.id] = ticker
-        self.version += 1
+        self._place(path, ticker)
+        self._by_id[ticker.id] = ticker
         heapq.heappush(self._heap, spec.tick_time(ticker.next_tick) << ID_BITS | ticker.id)
-
-    def advance_epoch(self, channel: str, epoch: int) -> bool:
-        """A running channel takes `epoch` if it is newer; whether the channel runs here."""
-        ticker = self._tickers.get(channel)
-        if ticker is None:
-            return False
-        if epoch > ticker.epoch:
-            ticker.epoch = epoch
-            self.version += 1
-        return True
 
     def stop(self, channel: str, epoch: int | None = None) -> bool:
         """Forget a channel (only if it runs under `epoch` or older, when given); whether it stopped.
 
         Its heap entry is dropped when it comes up.
         """
-        ticker = self._tickers.get(channel)
-        if ticker is None or (epoch is not None and ticker.epoch > epoch):
+        ticker = self._unplace(channel, epoch)
+        if ticker is None:
             return False
-        del self._tickers[channel], self._by_id[ticker.id]
-        self.version += 1
+        del self._by_id[ticker.id]
         return True
 
     def next_deadline(self) -> int | None:

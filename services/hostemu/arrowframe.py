@@ -19,10 +19,14 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from services.common import fields as kinds
+from services.common.fields import Batch, Column
 from services.hostemu.dataframe import FrameError
-from services.plugin.frames import data as frame_data
+from services.plugin.eventframes import data as frame_data
 
 TSTYPES = ("time", "number", "string", "boolean", "enum", "other")
+KINDS = {"double": kinds.FLOAT64, "int64": kinds.INT64, "bool": kinds.BOOL, "string": kinds.STRING}
+"""The column kind of each Arrow type a frame's value field may have (services.plugin.arrow)."""
 
 
 @dataclass
@@ -56,7 +60,8 @@ class ArrowFrame:
         return [f for f in self.fields if not f.arrow_type.startswith("timestamp")]
 
     def to_json(self) -> dict[str, Any]:
-        """The frame as Grafana's /api/ds/query hands it to the browser (DataFrameJSON)."""
+        """The frame as Grafana's /api/ds/query hands it to the browser (DataFrameJSON): numbers,
+        text and booleans, nulls as null, NaN and ±Inf in `entities`, and the frame's meta."""
         fields: list[dict[str, Any]] = []
         for f in self.fields:
             entry: dict[str, Any] = {"name": f.name, "type": f.tstype}
@@ -65,8 +70,15 @@ class ArrowFrame:
             if f.config is not None:
                 entry["config"] = f.config
             fields.append(entry)
-        schema = {"name": self.name, "refId": self.ref_id, "fields": fields}
-        return {"schema": schema, "data": frame_data(self.times_ns, [f.values for f in self.value_fields])}
+        schema: dict[str, Any] = {"name": self.name, "refId": self.ref_id, "fields": fields}
+        if self.meta is not None:
+            schema["meta"] = self.meta
+        columns = []
+        for f in self.value_fields:
+            if f.arrow_type not in KINDS:
+                raise FrameError(f"field {f.name!r}: no JSON for Arrow type {f.arrow_type}")
+            columns.append(Column(f.name, KINDS[f.arrow_type], f.values))
+        return {"schema": schema, "data": frame_data(Batch(self.times_ns, columns))}
 
     @property
     def times_ns(self) -> list[int]:

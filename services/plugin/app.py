@@ -28,10 +28,10 @@ from services.common.logs import fields, setup_logging
 from services.common.waveforms import registry as generators
 from services.plugin import orphan, standalone
 from services.plugin._proto import goplugin_pb2_grpc, pluginv2_pb2_grpc
+from services.plugin.broker_connection import BrokerConnections
 from services.plugin.identity import CHECKOUT_PLUGIN_DIR, PLUGIN_ID
 from services.plugin.listen import SERVER_OPTIONS, Listener, listen
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import Pipelines
 from services.plugin.querydata import DataService
 from services.plugin.resources import ResourceService
 from services.plugin.servicers import ControllerService, DiagnosticsService, StdioService, StreamService
@@ -65,23 +65,23 @@ def check_launched_by_host(env: dict[str, str] | os._Environ[str]) -> str:
 
 def build_server(
     settings: PluginSettings, stop: asyncio.Event, *, host_controls: bool
-) -> tuple[grpc.aio.Server, Pipelines]:
+) -> tuple[grpc.aio.Server, BrokerConnections]:
     """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
-    pipelines = Pipelines(settings)
+    brokers = BrokerConnections(settings)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *SERVER_OPTIONS]
     )
-    metrics = PluginMetrics(pipelines)
-    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(pipelines, settings, metrics), server)
+    metrics = PluginMetrics(brokers)
+    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics), server)
     pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
-        DiagnosticsService(pipelines, settings, metrics), server
+        DiagnosticsService(brokers, settings, metrics), server
     )
-    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, pipelines.recorder), server)
-    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(pipelines, settings, metrics), server)
+    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers.recorder), server)
+    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(brokers, settings, metrics), server)
     if host_controls:
         goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
         goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)
-    return server, pipelines
+    return server, brokers
 
 
 async def add_health(server: grpc.aio.Server) -> None:
@@ -102,7 +102,7 @@ async def serve(
 ) -> None:
     """Serve until `stop`: for the host (handshake on stdout), or standalone (announced in `plugin_dir`)."""
     standalone_mode = plugin_dir is not None
-    server, pipelines = build_server(settings, stop, host_controls=not standalone_mode)
+    server, brokers = build_server(settings, stop, host_controls=not standalone_mode)
     await add_health(server)
     if plugin_dir is None:
         listener = listen(server, os.environ)
@@ -116,7 +116,7 @@ async def serve(
     )
     try:
         await server.start()
-        pipelines.get()  # connect to the default broker now, not at the first request
+        brokers.get()  # connect to the default broker now, not at the first request
         with announcing:
             if plugin_dir is None:
                 print_handshake(listener.network, listener.address)
@@ -135,7 +135,7 @@ async def serve(
             await stop.wait()
             log.info("plugin stopping")
             await server.stop(SHUTDOWN_GRACE_S)
-            await pipelines.close()
+            await brokers.close()
     finally:
         listener.close()
 

@@ -88,10 +88,12 @@ def event_frame_file(
     ref_id: str,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     meta: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> bytes:
     """An event channel's rows (time, then its typed, nullable columns) as Arrow IPC file bytes.
 
-    `configs`: field config by field name (unit, display name), for the fields that have one.
+    `configs`: field config by field name (unit, display name), for the fields that have one;
+    `labels`: the labels of every field but time (services.plugin.labelled).
     """
     schema_meta = {"name": "", "refId": ref_id}
     if meta is not None:
@@ -106,6 +108,8 @@ def event_frame_file(
                 f"field {column.name!r} has {len(column.values)} values for {len(times_ns)} times"
             )
         field_meta = {"tstype": TSTYPES[column.kind]}
+        if labels:
+            field_meta["labels"] = _json(labels)
         config = (configs or {}).get(column.name)
         if config:
             field_meta["config"] = _json(config)

@@ -27,7 +27,7 @@ it keeps a Ledger per Grafana channel (org, datasource uid, path as sent):
   RunStream Grafana starts again after an error carries on from there, gaplessly.
 
 All of it relies on the values being pure functions of (channel, tick): the bridge and
-the history are the very values the workers publish (services.plugin.history). "Due"
+the history are the very values the workers publish (services.plugin.recomputed). "Due"
 is read on the plugin's clock and ticks are stamped on the workers': across hosts the
 clocks must agree (NTP), or a promise runs ahead of the live rows and those are dropped.
 """

@@ -50,7 +50,7 @@ class DatasourceConfig:
 
     @property
     def broker(self) -> tuple[str, tuple[str, str]]:
-        """What Pipelines.get needs to reach this datasource's broker."""
+        """What BrokerConnections.get needs to reach this datasource's broker."""
         return self.broker_address, self.curve
 
     @classmethod

@@ -12,6 +12,10 @@ path, so they travel in the path after the channel, as one base64url JSON object
     custom-10-20-100                                   no display options
     custom-10-20-100/display=eyJ1bml0IjoiY2Vsc2l1cyJ9  {"unit": "celsius"}
 
+An event channel's query may also name `labels`, text fields whose values label its
+other fields instead of being fields (services.plugin.labelled), and ask for `logs`,
+frames Grafana shows in its Logs panel (meta `preferredVisualisationType`).
+
 and the plugin holds the channel part's canonical broker channel, whatever follows it.
 The frontend writes that suffix (frontend/src/channel.ts); QueryData reads the same
 options from the query model's `alias` and `unit`.
@@ -29,6 +33,11 @@ import orjson
 
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel
+from services.common.fields import is_field_name
+from services.common.wording import count
+
+MAX_LABELS = 8
+"""Label fields one query may name."""
 
 MAX_ALIAS_CHARS = 64
 MAX_UNIT_CHARS = 40
@@ -43,6 +52,8 @@ class Display:
 
     alias: str = ""
     unit: str = ""
+    labels: tuple[str, ...] = ()
+    logs: bool = False
 
     def check(self) -> Display:
         limits = (("alias", self.alias, MAX_ALIAS_CHARS), ("unit", self.unit, MAX_UNIT_CHARS))
@@ -51,6 +62,13 @@ class Display:
                 raise InvalidChannel(f"{key} is {len(value)} characters, the limit is {limit}")
             if any(ord(c) < 32 for c in value):
                 raise InvalidChannel(f"{key} must not contain control characters")
+        if len(self.labels) > MAX_LABELS:
+            raise InvalidChannel(
+                f"labels names {count(len(self.labels), 'field')}, the limit is {MAX_LABELS}"
+            )
+        for name in self.labels:
+            if not is_field_name(name):
+                raise InvalidChannel(f"label field {name[:80]!r} is not a field name")
         return self
 
 
@@ -89,7 +107,14 @@ def from_model(model: dict[str, Any]) -> Display:
         if not isinstance(value, str):
             raise InvalidChannel(f"{key} must be a string, got {type(value).__name__}")
         values.append(value.strip())
-    return Display(*values).check()
+    labels = model.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+        raise InvalidChannel("labels must be a list of field names")
+    logs = model.get("logs") or False
+    if not isinstance(logs, bool):
+        raise InvalidChannel(f"logs must be true or false, got {type(logs).__name__}")
+    alias, unit = values
+    return Display(alias, unit, tuple(dict.fromkeys(n.strip() for n in labels)), logs).check()
 
 
 def from_query(raw: bytes) -> Display:

@@ -19,7 +19,9 @@ must be a `pub-*` channel (another valid path is PERMISSION_DENIED, a malformed 
 NOT_FOUND). The data is one JSON record `{"time": …, "<field>": value}` or a list of them
 (time optional: now), at most MAX_PUBLISH_BYTES and MAX_PUBLISH_ROWS, and each datasource
 at most PUBLISH_PER_S requests a second. Rows the plugin or the recorder refuses are
-PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way.
+PERMISSION_DENIED, no recorder answering is NOT_FOUND; the reason is logged either way,
+and a refusal of the rows themselves is shown on the channel's panels (services.plugin.refusals),
+since Grafana passes a publisher nothing but the status.
 An accepted publish answers OK with no data: the recorder's Events reach the stream like
 any publisher's. Grafana (live.go, handleOnPublish) then lets Centrifuge publish the
 client's own JSON into the channel as well, over the websocket (over HTTP it publishes
@@ -34,7 +36,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -42,14 +44,16 @@ import orjson
 from services.common.channels import PUBLISHED, EventChannel
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
-from services.plugin import backfill, events, frames, notices
+from services.plugin import backfill, eventframes, frames, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
-from services.plugin.events import SubscriptionRefused
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import Pipeline, Pipelines
+from services.plugin.notices import StreamEnded
+from services.plugin.queues import SubscriptionRefused
 from services.plugin.recorder import RecorderUnavailable
+from services.plugin.refusals import Refusals
 
 log = logging.getLogger("zmqstream.plugin.events")
 EDITOR_ROLES = ("Editor", "Admin")
@@ -63,22 +67,15 @@ MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
 
 
-class StreamEnded(Exception):
-    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
-
-    def __init__(self, message: str, packet: bytes) -> None:
-        super().__init__(message)
-        self.packet = packet
-
-
 class EventStreams:
-    def __init__(self, pipelines: Pipelines, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
-        self.pipelines = pipelines
-        self.settings = pipelines.settings
-        self.recorder = pipelines.recorder
+    def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
+        self.brokers = brokers
+        self.settings = brokers.settings
+        self.recorder = brokers.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.refusals = Refusals()
 
     # -- SubscribeStream ---------------------------------------------------------------
 
@@ -97,18 +94,23 @@ class EventStreams:
             # is not (the stream is shared: it would drop everyone's rows until then).
             self.ledger.promise(key, from_ns - 1)
         if batch.times:
-            data = events.packet(batch, events.schema(batch.schema, shown))
+            last, labels = labelled.runs(batch, shown.labels)[-1]  # one frame: the newest labels' rows
+            data = eventframes.packet(last, labelled.frame_schema(last.schema, shown, labels))
         elif problem:
-            data = notices.notice_packet(events.schema(None, shown), notices.ERROR, problem)
-        elif known := await self._latest_schema(channel, to_ns):
-            data = frames.schema_only(events.schema(known, shown))  # nothing new: the panel keeps its fields
+            data = notices.notice_packet(labelled.frame_schema(None, shown), notices.ERROR, problem)
+        elif known := await self._latest_schema(channel, to_ns, shown):
+            data = frames.schema_only(known)  # nothing new: the panel keeps its fields
         else:
-            data = notices.notice_packet(events.schema(None, shown), notices.INFO, _nothing_yet(channel))
+            data = notices.notice_packet(
+                labelled.frame_schema(None, shown), notices.INFO, _nothing_yet(channel)
+            )
         self.metrics.sent("initial", len(batch), len(data))
         return data
 
-    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
-        """The schema of the channel's last recorded row, None if it has none.
+    async def _latest_schema(
+        self, channel: EventChannel, to_ns: int, shown: Display
+    ) -> dict[str, Any] | None:
+        """The frame schema of the channel's last recorded row, None if it has none.
 
         A frame of other fields would replace the panel's (the browser keeps rows only
         while the fields stay the same), so a frame without rows still carries the schema.
@@ -117,7 +119,10 @@ class EventStreams:
             batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
             return None
-        return batch.schema if batch.times else None
+        if not batch.times:
+            return None
+        last, labels = labelled.runs(batch, shown.labels)[-1]
+        return labelled.frame_schema(last.schema, shown, labels)
 
     async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
@@ -134,16 +139,15 @@ class EventStreams:
     # -- RunStream ---------------------------------------------------------------------
 
     async def run(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, pipeline: Pipeline
-    ) -> AsyncIterator[bytes]:
+        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, broker: BrokerConnection
+    ) -> AsyncGenerator[bytes, None]:
         """The packets of one stream, until cancelled; StreamEnded if its channel is refused."""
-        queue = pipeline.hold_events(
-            channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer")
-        )
+        queue = broker.hold_events(channel, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         floor = max(self.ledger.open(key), self.ledger.promised(key))
-        sent_schema: Schema | None = None
-        notice = notices.PanelNotice(channel, events.schema(None, shown))
+        sent_schema: tuple[Schema, labelled.Labels] | None = None
+        notice = notices.PanelNotice(channel, labelled.frame_schema(None, shown))
         dropped_seen = 0
+        refusal_seen = self.refusals.seen(channel.path)
         try:
             if queue.error:
                 raise SubscriptionRefused(queue.error)
@@ -151,9 +155,9 @@ class EventStreams:
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
             batch, problem = await self._history(channel, start, time.time_ns())
             if not batch.times:
-                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                known = None if problem else await self._latest_schema(channel, time.time_ns(), shown)
                 if known is not None:
-                    notice.frame_schema = events.schema(known, shown)  # the panel's fields, for later notices
+                    notice.frame_schema = known  # the panel's fields, for later notices
                 else:
                     notice.shown = problem or _nothing_yet(channel)
                     severity = notices.ERROR if problem else notices.INFO
@@ -161,28 +165,34 @@ class EventStreams:
             bridged = False
             outgoing = [batch]
             while True:
-                for batch in outgoing:
+                for batch, labels in (
+                    run for whole in outgoing for run in labelled.runs(whole, shown.labels)
+                ):
                     if not batch.times:
                         continue
-                    if batch.schema != sent_schema:
-                        notice.frame_schema = events.schema(batch.schema, shown)
+                    changed = (batch.schema, labels) != sent_schema
+                    if changed:
+                        notice.frame_schema = labelled.frame_schema(batch.schema, shown, labels)
                     frame_schema = notice.rows(queue.dropped_rows - dropped_seen)
                     dropped_seen = queue.dropped_rows
-                    if batch.schema != sent_schema and frame_schema is None:
+                    if changed and frame_schema is None:
                         frame_schema = notice.frame_schema
-                    data = events.packet(batch, frame_schema)
-                    sent_schema = batch.schema
+                    data = eventframes.packet(batch, frame_schema)
+                    sent_schema = (batch.schema, labels)
                     floor = batch.times[-1]
                     self.ledger.sent(key, floor)
                     self.metrics.sent("stream", len(batch), len(data))
                     yield data
+                if refused := self.refusals.since(channel.path, refusal_seen):
+                    refusal_seen, notice.shown = refused  # cleared by the next rows (PanelNotice.rows)
+                    yield notices.notice_packet(notice.frame_schema, notices.WARNING, notice.shown)
                 if sent_schema is None:  # nothing sent yet: a new subscriber may have been promised more
                     floor = max(floor, self.ledger.promised(key))
                 try:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
-                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
+                    if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
@@ -199,7 +209,7 @@ class EventStreams:
                 str(exc), notices.notice_packet(notice.frame_schema, notices.ERROR, str(exc))
             ) from None
         finally:
-            pipeline.release(channel.path, queue)
+            broker.release(channel.path, queue)
 
     # -- PublishStream -----------------------------------------------------------------
 
@@ -226,6 +236,7 @@ class EventStreams:
             reply = await self.recorder.publish(channel.path, batch)
         except InvalidRows as exc:
             log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
+            self.refusals.tell(channel.path, f"a publish into {channel.path} was refused: {exc}")
             return refused
         except RecorderUnavailable as exc:
             log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
@@ -233,6 +244,10 @@ class EventStreams:
         if reply.error or reply.accepted != len(batch):
             log.warning(
                 "publish refused by the recorder", extra=fields(path=request.path, error=reply.error[:300])
+            )
+            why = reply.error[:300] or f"{reply.accepted} of {len(batch)} rows accepted"
+            self.refusals.tell(
+                channel.path, f"a publish into {channel.path} was refused by the recorder: {why}"
             )
             return refused
         log.debug("published", extra=fields(path=request.path, rows=len(batch)))

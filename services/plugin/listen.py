@@ -2,7 +2,8 @@
 
 A loopback TCP port is open to every local user, who could then call the plugin as if
 they were Grafana. So, as hashicorp/go-plugin's servers on Unix: a socket in a private
-0700 folder made under PLUGIN_UNIX_SOCKET_DIR (else TMPDIR, else /tmp), mode 0600, or,
+0700 folder made under PLUGIN_UNIX_SOCKET_DIR (else TMPDIR, else /run/grafana where its user
+may write there, else /tmp), mode 0600, or,
 when PLUGIN_UNIX_SOCKET_GROUP names a group, 0660 and that group's (the folder 0710 so the
 group can reach it); the handshake then says `unix|<path>`. Both go when the plugin exits.
 Only when the path would not fit a sockaddr_un does it fall back to TCP on 127.0.0.1,
@@ -25,6 +26,9 @@ from services.common.rundir import group_id
 
 SUN_PATH_MAX = 107
 """sockaddr_un holds 108 bytes on Linux, the last one the terminating NUL."""
+RUNTIME_FOLDER = "/run/grafana"
+"""A packaged Grafana's RuntimeDirectory: unlike its private /tmp, systemd-tmpfiles never ages
+it out, so a long-lived plugin's socket is still there when Grafana reconnects (grafana#131592)."""
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 """Without this a TCP bind succeeds on a port another process listens on, and shares it."""
 
@@ -45,7 +49,7 @@ class Listener:
 
 def listen(server: grpc.aio.Server, env: Mapping[str, str]) -> Listener:
     """Bind `server` where the host expects it (see the module's docstring)."""
-    base = env.get("PLUGIN_UNIX_SOCKET_DIR") or tempfile.gettempdir()
+    base = env.get("PLUGIN_UNIX_SOCKET_DIR") or socket_base(env)
     try:
         folder = Path(tempfile.mkdtemp(prefix="plugin", dir=base))
     except OSError as exc:
@@ -70,6 +74,13 @@ def listen(server: grpc.aio.Server, env: Mapping[str, str]) -> Listener:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return Listener("unix", str(path), folder)
+
+
+def socket_base(env: Mapping[str, str]) -> str:
+    """TMPDIR if the host set one, else Grafana's runtime folder when writable, else /tmp."""
+    if env.get("TMPDIR") or not os.access(RUNTIME_FOLDER, os.W_OK | os.X_OK):
+        return tempfile.gettempdir()
+    return RUNTIME_FOLDER
 
 
 def listen_tcp(server: grpc.aio.Server, env: Mapping[str, str]) -> Listener:

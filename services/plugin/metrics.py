@@ -5,7 +5,7 @@ Three sources, one text:
   kind: `stream` packets, `initial` frames of SubscribeStream, `query` frames), drop rows
   (`rows_dropped` by reason) and answer (`queries`, `resource_requests`), plus the gauge of
   running streams, all in this process's own CollectorRegistry (never the global one);
-- the pipelines' own counts, read at collection time (channels held, rows received,
+- the broker connections' own counts, read at collection time (channels held, rows received,
   frames refused), with this process's CPU and memory;
 - the broker's view, asked for at collection time with a short timeout, per broker:
   `zmqstream_broker_up` is 0 (and the rest absent) when a broker does not answer.
@@ -42,7 +42,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.common.protocol import StatusReply
-from services.plugin.pipeline import BrokerUnavailable, Pipeline, Pipelines
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections, BrokerUnavailable
 
 BROKER_TIMEOUT_S = 0.5
 """How long a scrape waits for each broker's status; Grafana waits on the whole scrape."""
@@ -52,8 +52,8 @@ QUERY_STATUSES = ("200", "400", "413", "429", "500")
 
 
 class PluginMetrics:
-    def __init__(self, pipelines: Pipelines) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections) -> None:
+        self.brokers = brokers
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series (process-wide: ours)
         self.registry = CollectorRegistry()
         registry = self.registry
@@ -86,7 +86,7 @@ class PluginMetrics:
         for status in QUERY_STATUSES:
             self.queries.labels(status)
         ProcessCollector(namespace="zmqstream_plugin", registry=registry)
-        registry.register(_PipelineCollector(pipelines))
+        registry.register(_ConnectionsCollector(brokers))
 
     def sent(self, kind: str, rows: int, size: int) -> None:
         totals = self._sent.totals[kind]
@@ -100,18 +100,18 @@ class PluginMetrics:
 
     async def exposition(self, timeout_s: float = BROKER_TIMEOUT_S) -> bytes:
         """The Prometheus text: this process's metrics, then each broker's view."""
-        pipelines = list(self.pipelines.by_endpoint.values())
-        statuses = await asyncio.gather(*(_status(pipeline, timeout_s) for pipeline in pipelines))
-        brokers = CollectorRegistry()
-        brokers.register(
-            _BrokerCollector(dict(zip((p.control_endpoint for p in pipelines), statuses, strict=True)))
+        brokers = list(self.brokers.by_endpoint.values())
+        statuses = await asyncio.gather(*(_status(broker, timeout_s) for broker in brokers))
+        views = CollectorRegistry()
+        views.register(
+            _BrokerCollector(dict(zip((p.control_endpoint for p in brokers), statuses, strict=True)))
         )
-        return bytes(generate_latest(self.registry) + generate_latest(brokers))
+        return bytes(generate_latest(self.registry) + generate_latest(views))
 
 
-async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply | None:
+async def _status(broker: BrokerConnection, timeout_s: float) -> StatusReply | None:
     try:
-        return await pipeline.status(timeout_s)
+        return await broker.status(timeout_s)
     except BrokerUnavailable:
         return None
 
@@ -137,11 +137,11 @@ class _SentCollector:
         return families
 
 
-class _PipelineCollector:
-    """The pipelines' counts, read when scraped."""
+class _ConnectionsCollector:
+    """The broker connections' counts, read when scraped."""
 
-    def __init__(self, pipelines: Pipelines) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections) -> None:
+        self.brokers = brokers
 
     def collect(self) -> Iterable[Metric]:
         held = GaugeMetricFamily(
@@ -156,11 +156,11 @@ class _PipelineCollector:
             "wrong series count (shape), ticks ahead of the clock (future)",
             labels=["broker", "reason"],
         )
-        for pipeline in list(self.pipelines.by_endpoint.values()):
-            endpoint = pipeline.control_endpoint
-            held.add_metric([endpoint], len(pipeline.holders))
-            received.add_metric([endpoint], pipeline.rows_received)
-            for reason, count in pipeline.frames_refused.items():
+        for broker in list(self.brokers.by_endpoint.values()):
+            endpoint = broker.control_endpoint
+            held.add_metric([endpoint], len(broker.holders))
+            received.add_metric([endpoint], broker.rows_received)
+            for reason, count in broker.frames_refused.items():
                 refused.add_metric([endpoint, reason], count)
         return [held, received, refused]
 

@@ -7,7 +7,7 @@ are the same. So a notice goes out as a schema-only packet whose meta carries it
 cleared by the next packet whose schema has a meta without it; the rows stay.
 
 A stream says why when:
-- no row came between two of the pipeline's heartbeats (1 s) and the broker is known to
+- no row came between two of the broker connection's heartbeats (1 s) and the broker is known to
   be out of reach (no socket, permission denied, connection refused or lost, CURVE
   refused: services.plugin.link);
 - no row came for longer than three ticks and the broker does not answer, or has no live
@@ -27,18 +27,29 @@ from typing import Any
 
 from services.common import protocol
 from services.common.channels import PUBLISHED, Channel, ChannelSpec
+from services.common.wording import count
 from services.plugin import frames
+from services.plugin.broker_connection import BrokerConnection, BrokerUnavailable
 from services.plugin.link import ADDRESS_HINT
-from services.plugin.pipeline import BrokerUnavailable, Pipeline
 
 STATUS_REUSE_S = 1.0
 """A broker status asked for stalled streams serves every other one for this long."""
 DROPS_CLEAR_S = 5.0
 """A dropped-rows notice is cleared after this long without a drop."""
 INFO, ERROR, WARNING = "info", "error", "warning"
-_asked: weakref.WeakKeyDictionary[Pipeline, tuple[float, asyncio.Future[protocol.StatusReply | str]]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+class StreamEnded(Exception):
+    """The stream cannot go on (its channel was refused): `packet` tells the panel why."""
+
+    def __init__(self, message: str, packet: bytes) -> None:
+        super().__init__(message)
+        self.packet = packet
+
+
+_asked: weakref.WeakKeyDictionary[
+    BrokerConnection, tuple[float, asyncio.Future[protocol.StatusReply | str]]
+] = weakref.WeakKeyDictionary()
 
 
 def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> bytes:
@@ -47,10 +58,13 @@ def notice_packet(frame_schema: dict[str, Any], severity: str, text: str) -> byt
 
 
 def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"typeVersion": [0, 0]}
+    """The schema with `notices` in its meta, keeping the rest of its meta (a logs panel's type)."""
+    meta: dict[str, Any] = {"typeVersion": [0, 0], **frame_schema.get("meta", {})}
+    meta.pop("notices", None)
     if notices:
         meta["notices"] = notices
-    return {"meta": meta, **frame_schema}  # the SDK's key order: meta before fields
+    rest = {key: value for key, value in frame_schema.items() if key != "meta"}
+    return {"meta": meta, **rest}  # the SDK's key order: meta before fields
 
 
 class PanelNotice:
@@ -67,12 +81,12 @@ class PanelNotice:
         self.last_row = time.monotonic()
         self.last_drop = 0.0
 
-    async def stalled(self, pipeline: Pipeline, timeout_s: float) -> bytes | None:
+    async def stalled(self, broker: BrokerConnection, timeout_s: float) -> bytes | None:
         """After a wait without rows: the packet that tells why (None if nothing new to say)."""
-        text = pipeline.problem()
+        text = broker.problem()
         idle_s = time.monotonic() - self.last_row
         if not text and idle_s > self.quiet_s:
-            text = await _broker_problem(pipeline, timeout_s, idle_s, self.role)
+            text = await _broker_problem(broker, timeout_s, idle_s, self.role)
         if not text or text == self.shown:
             return None
         self.shown = text
@@ -86,8 +100,8 @@ class PanelNotice:
         if dropped:
             self.last_drop = now
             text = (
-                f"{dropped:,} rows dropped: Grafana reads this stream slower than it ticks, so the panel "
-                "shows the newest rows only. Slow the tick, lower the series or show fewer panels"
+                f"{count(dropped, 'row')} dropped: Grafana reads this stream slower than it ticks, so the "
+                "panel shows the newest rows only. Slow the tick, lower the series or show fewer panels"
             )
         elif self.shown and now - self.last_drop >= DROPS_CLEAR_S:
             text = ""
@@ -98,21 +112,21 @@ class PanelNotice:
         return _with_meta(self.frame_schema, notices)
 
 
-async def _broker_problem(pipeline: Pipeline, timeout_s: float, idle_s: float, role: str) -> str:
-    """The broker's answer, asked once for every stalled stream of `pipeline` (a status names
+async def _broker_problem(broker: BrokerConnection, timeout_s: float, idle_s: float, role: str) -> str:
+    """The broker's answer, asked once for every stalled stream of `broker` (a status names
     every channel: hundreds of streams stalled at once must not each ask for one)."""
     now = time.monotonic()
-    asked = _asked.get(pipeline)
+    asked = _asked.get(broker)
     if asked is None or now - asked[0] > STATUS_REUSE_S:
-        asked = _asked[pipeline] = (now, asyncio.ensure_future(_ask(pipeline, timeout_s)))
+        asked = _asked[broker] = (now, asyncio.ensure_future(_ask(broker, timeout_s)))
     status = await asyncio.shield(asked[1])
-    problem = status if isinstance(status, str) else missing_role(status, role, pipeline.control_endpoint)
+    problem = status if isinstance(status, str) else missing_role(status, role, broker.control_endpoint)
     return f"no rows for {idle_s:.0f} s: {problem}" if problem else ""
 
 
-async def _ask(pipeline: Pipeline, timeout_s: float) -> protocol.StatusReply | str:
+async def _ask(broker: BrokerConnection, timeout_s: float) -> protocol.StatusReply | str:
     try:
-        return await pipeline.status(timeout_s)
+        return await broker.status(timeout_s)
     except BrokerUnavailable as exc:
         return f"{exc}. {ADDRESS_HINT}"
 

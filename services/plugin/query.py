@@ -35,7 +35,7 @@ from services.common.channels import (
     parse_path,
 )
 from services.common.errors import InvalidChannel
-from services.plugin.history import generator_for
+from services.plugin.recomputed import generator_for
 
 DEFAULTS: dict[str, Any] = {
     "lowerLimit": 0.0,

@@ -5,7 +5,7 @@ Each query is answered on its own (one bad query never fails the others):
   with the reason (errorSource `downstream`: the request, not the plugin, is at fault),
   as it is for a time range Grafana's int64 nanoseconds cannot hold;
 - the ticks stamped within the time range, cut at now (the stream has not sent later
-  ones), then at most maxDataPoints of them by striding (services.plugin.history), so each
+  ones), then at most maxDataPoints of them by striding (services.plugin.recomputed), so each
   value is exactly the value the live stream sent for that tick;
 - its values (ticks times series) must fit the request's budget and the plugin's budget of
   values in flight, or the answer is a 413 (request) or 429 (plugin) saying both figures
@@ -38,14 +38,16 @@ import grpc
 from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import InvalidChannel
+from services.common.fields import Batch
 from services.common.logs import fields
-from services.plugin import arrow, display, events, history, notices
+from services.common.wording import count
+from services.plugin import arrow, display, eventframes, labelled, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
-from services.plugin.recorder import Recorder, RecorderUnavailable
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -65,7 +67,7 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: Recorder) -> None:
+    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: RecorderClient) -> None:
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
@@ -117,14 +119,14 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
     async def _events(
         self, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
     ) -> tuple[pb.DataResponse, int, int]:
-        """An event channel's recorded rows in the query's range, as one typed frame; and the
-        rows and values (rows times fields) it holds."""
+        """An event channel's recorded rows in the query's range, as typed frames (one per set of
+        labels, services.plugin.labelled); and the rows and values (rows times fields) they hold."""
         try:
             from_ns, to_ns = _range_ns(query, now_ns)
+            shown = display.from_query(query.json)
         except InvalidChannel as exc:
             return refusal(400, str(exc)), 0, 0
         max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
-        shown = display.from_query(query.json)
         text = ""
         try:
             batch, truncated = await self.recorder.history(channel.path, from_ns, to_ns, max_rows)
@@ -145,14 +147,23 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
             meta["notices"] = [{"severity": notices.ERROR if batch is None else notices.INFO, "text": text}]
         elif truncated:
             meta["notices"] = [
-                {"severity": notices.INFO, "text": f"the last {len(batch or ())} rows of the range"}
+                {"severity": notices.INFO, "text": f"the last {count(len(batch or ()), 'row')} of the range"}
             ]
-        times, columns = (batch.times, batch.columns) if batch is not None else ([], [])
-        configs = {c.name: events.field_config(c.name, c.kind, shown) for c in columns}
-        frame = await asyncio.to_thread(
-            arrow.event_frame_file, times, columns, ref_id=query.refId, configs=configs, meta=meta
-        )
-        return pb.DataResponse(frames=[frame], status=200), len(times), points
+        meta.update(labelled.meta(shown))
+        answered = []
+        for rows, labels in labelled.groups(batch or Batch([], []), shown.labels):
+            configs = {c.name: eventframes.field_config(c.name, c.kind, shown) for c in rows.columns}
+            frame = await asyncio.to_thread(
+                arrow.event_frame_file,
+                rows.times,
+                rows.columns,
+                ref_id=query.refId,
+                configs=configs,
+                meta=meta,
+                labels=dict(labels),
+            )
+            answered.append(frame)
+        return pb.DataResponse(frames=answered, status=200), len(batch or ()), points
 
     def _check_budget(self, points: int, held: int) -> None:
         per_request, in_flight = self.settings.max_points_per_request, self.settings.max_points_in_flight
@@ -196,7 +207,7 @@ def answer(
     """The response holding `ticks` of `spec` and how many rows it holds; never raises on bad input."""
     try:
         times, columns = packed_values(spec, ticks)
-    except history.HistoryError as exc:
+    except recomputed.RecomputeError as exc:
         return pb.DataResponse(error=str(exc), status=500, errorSource="plugin"), 0
     value_fields = [
         arrow.NumberField(field.name, column, field.labels, field.config)
@@ -207,7 +218,7 @@ def answer(
 
 
 def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[array[float]]]:
-    """history.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
+    """recomputed.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
 
     A Python float in a list costs 32 bytes, a packed one 8: a 500,000-value query peaks
     at a few MB more than its answer instead of four times it.
@@ -215,7 +226,7 @@ def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[arr
     times: array[int] = array("q")
     columns = [array("d") for _ in range(spec.series)]
     for start in range(0, len(ticks), CHUNK_TICKS):
-        rows = history.values(spec, ticks[start : start + CHUNK_TICKS])
+        rows = recomputed.values(spec, ticks[start : start + CHUNK_TICKS])
         times.extend(rows.times_ns)
         for column, values in zip(columns, rows.columns, strict=True):
             column.extend(values)
@@ -237,6 +248,6 @@ def _range_ns(query: pb.DataQuery, now_ns: int) -> tuple[int, int]:
 
 def ticks_for(spec: ChannelSpec, query: pb.DataQuery, now_ns: int) -> range:
     """The ticks a query shows: within its time range, not after now, at most maxDataPoints."""
-    ticks = history.ticks_between(spec, *_range_ns(query, now_ns))
+    ticks = recomputed.ticks_between(spec, *_range_ns(query, now_ns))
     max_points = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
-    return history.strided(ticks, max_points)
+    return recomputed.strided(ticks, max_points)

@@ -15,7 +15,6 @@ services.common.protocol, and one answering a request nobody waits for is droppe
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import logging
@@ -31,8 +30,9 @@ from zmq.utils.monitor import parse_monitor_message
 from services.common import probe, protocol, rundir
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
-from services.common.fields import Batch, Column
+from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
 
@@ -170,23 +170,20 @@ class _Channel:
             self.pending.pop(request_id, None)
 
     def _send(self, frames: list[bytes]) -> bool:
-        """Sent now, or False (no recorder connected: IMMEDIATE), as Pipeline._send does."""
+        """Sent now, or False (no recorder connected: IMMEDIATE), as BrokerConnection._send does."""
         sent = cast("asyncio.Future[object]", self.socket.send_multipart(frames, flags=zmq.NOBLOCK))
         return sent.done() and sent.exception() is None
 
     async def _read(self) -> None:
+        guard = Refusing(log, "recorder reply")
         while True:
             frames = await self.socket.recv_multipart()
-            try:
+            with guard:
                 message = protocol.decode(frames)
                 request_id = getattr(message, "request_id", None)
                 future = self.pending.get(request_id) if isinstance(request_id, str | int) else None
                 if future is not None and not future.done():
                     future.set_result(message)
-            except PipelineError as exc:
-                log.warning("recorder reply refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some reply: the reader must go on
-                log.exception("recorder reply failed")
 
     async def close(self) -> None:
         for task in (self.reader, self.watcher):
@@ -197,7 +194,7 @@ class _Channel:
         self.socket.close()
 
 
-class Recorder:
+class RecorderClient:
     def __init__(self, ctx: zmq.asyncio.Context, settings: PluginSettings) -> None:
         self.timeout_s = settings.broker_timeout_s
         keys = None
@@ -222,9 +219,7 @@ class Recorder:
         batch = Batch(reply.times, reply.columns)
         # Its range and count are the recorder's promise; a peer that breaks it is cut back to it.
         if batch.times and (batch.times[0] < from_ns or batch.times[-1] > to_ns):
-            end = bisect.bisect_right(batch.times, to_ns)
-            batch = Batch(batch.times[:end], [Column(c.name, c.kind, c.values[:end]) for c in batch.columns])
-            batch = batch.after(from_ns - 1)
+            batch = batch.until(to_ns).after(from_ns - 1)
         return batch.last(max_rows), reply.truncated
 
     async def publish(self, channel: str, batch: Batch) -> protocol.PublishReply:

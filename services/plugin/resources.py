@@ -1,5 +1,7 @@
 """CallResource: a small JSON API under /api/datasources/uid/<uid>/resources/ for the frontend.
 
+    GET streams    → generators, sources and published channels with their fields
+                     (services.plugin.catalog): what the query editor and variables list
     GET generators → {"generators": [{"name": "uniform", "description": "…"}, …]}
                      (without those marked `hidden = True`, such as the benchmarks' `burn`)
     GET sources    → {"sources": [{"name": "host"}, …]}: the built-in source and those installed
@@ -28,12 +30,12 @@ import orjson
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError
 from services.common.logs import fields
-from services.common.waveforms import registry
+from services.plugin import catalog
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.broker_connection import BrokerConnections, BrokerUnavailable, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
-from services.plugin.pipeline import BrokerUnavailable, Pipelines, TooManyBrokers
 from services.sources import installed_names
 
 log = logging.getLogger("zmqstream.plugin.resources")
@@ -43,11 +45,12 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
         self.routes: dict[str, Handler] = {
+            "streams": self.streams,
             "channels": self.channels,
             "generators": self.generators,
             "sources": self.sources,
@@ -81,13 +84,18 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
             log.exception("resource failed", extra=fields(resource=name))
             return 500, {"error": f"{name} failed: {exc}"}
 
+    async def streams(self, config: DatasourceConfig) -> Reply:
+        problems: list[str] = []
+        paths: list[str] = []
+        try:
+            broker = self.brokers.get(*config.broker)
+            paths = list((await broker.status(self.settings.broker_timeout_s)).channels)
+        except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:
+            problems.append(f"broker unavailable, so no published channel is listed: {exc}")
+        return 200, await catalog.streams(paths, self.brokers.recorder, problems)
+
     async def generators(self, config: DatasourceConfig) -> Reply:
-        found = [
-            {"name": name, "description": str(getattr(generator, "description", ""))}
-            for name, generator in registry().items()
-            if getattr(generator, "hidden", False) is not True
-        ]
-        return 200, {"generators": found}
+        return 200, {"generators": catalog.generators()}
 
     async def sources(self, config: DatasourceConfig) -> Reply:
         return 200, {"sources": [{"name": name} for name in sorted(installed_names())]}
@@ -102,13 +110,13 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def channels(self, config: DatasourceConfig) -> Reply:
         try:
-            pipeline = self.pipelines.get(*config.broker)
-            status = await pipeline.status(self.settings.broker_timeout_s)
+            broker = self.brokers.get(*config.broker)
+            status = await broker.status(self.settings.broker_timeout_s)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: the CURVE keys
             return 503, {"error": f"broker unavailable: {exc}"}
         return 200, {
             "broker": status.broker,
-            "endpoint": pipeline.control_endpoint,
+            "endpoint": broker.control_endpoint,
             "plugins": status.plugins,
             "channels": [
                 {"path": path, "worker": info.get("worker", ""), "subscribers": info.get("subscribers", 0)}

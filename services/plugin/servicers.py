@@ -2,24 +2,21 @@
 
 A stream's life: SubscribeStream checks the path (NOT_FOUND with the reason logged if it
 is bad; display options after the channel, services.plugin.display, shape the frames, but
-the channel held is the canonical one) and answers the schema with the channel's recent
-history, or with the rows after the subscriber's own (services.plugin.backfill says where
-that history ends and why); RunStream holds the channel in the pipeline and
-relays its rows as JSON frames, all rows queued since the last packet in one packet, so a
-channel faster than the gRPC stream costs more rows per packet, not more packets. It never
-sends a tick twice or time backwards, and its first packet bridges the end of the
-history to the first live row. Both calls first ask admission control
+the channel held is the canonical one) and answers the schema with the channel's history;
+RunStream relays the channel's rows as they come. Both calls first ask admission control
 (services.plugin.admission) whether the datasource and the plugin have room for the
 channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
-RESOURCE_EXHAUSTED, with the reason logged and counted. Whatever keeps a stream from
-starting or moving is also told in its panel, as a frame notice (services.plugin.notices).
+RESOURCE_EXHAUSTED, with the reason logged and counted. Then the channel's kind chooses
+who answers: services.plugin.rowstreams for pure channels (history recomputed),
+services.plugin.eventstreams for event channels (history recorded). Whatever keeps a
+stream from starting or moving is also told in its panel, as a frame notice
+(services.plugin.notices).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,34 +30,30 @@ from services.common.channels import Channel, ChannelSpec, EventChannel, parse_c
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
-from services.common.protocol import FLOAT_BYTES, StatusReply, floats
-from services.plugin import backfill, display, events, frames, history, notices
+from services.common.protocol import StatusReply
+from services.common.wording import count
+from services.plugin import backfill, display, eventframes, frames, notices
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
-from services.plugin.datasource import DatasourceConfig
-from services.plugin.display import Display
-from services.plugin.events import SubscriptionRefused
-from services.plugin.eventstreams import EventStreams, StreamEnded
-from services.plugin.history import HistoryError, generator_for
-from services.plugin.link import ADDRESS_HINT
-from services.plugin.metrics import PluginMetrics
-from services.plugin.pacing import LoopLag
-from services.plugin.pipeline import (
-    NO_TICK,
+from services.plugin.broker_connection import (
+    BrokerConnection,
+    BrokerConnections,
     BrokerUnavailable,
-    Pipeline,
-    Pipelines,
-    Taken,
     TooManyBrokers,
     UntrustedBroker,
 )
+from services.plugin.datasource import DatasourceConfig
+from services.plugin.display import Display
+from services.plugin.eventstreams import EventStreams
+from services.plugin.link import ADDRESS_HINT
+from services.plugin.metrics import PluginMetrics
+from services.plugin.notices import StreamEnded
+from services.plugin.recomputed import generator_for
+from services.plugin.rowstreams import RowStreams
 from services.sources import source_for
 
 log = logging.getLogger("zmqstream.plugin")
-INLINE_TICKS = 100
-"""Ticks recomputed on the event loop itself (≤ 0.2 ms); more go to a thread, which costs
-a hand-off but lets the streams go on between the GIL's switches."""
 Health = pb.CheckHealthResponse.HealthStatus
 RECONNECT_POLL_S = 0.05
 """How often CheckHealth asks again while a new broker connection comes up."""
@@ -72,25 +65,15 @@ def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
     return (context.orgId, context.dataSourceInstanceSettings.uid, path)
 
 
-def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
-    """Whether ticks are missing between what a stream sent last (`floor`) and `first_tick`."""
-    return floor != backfill.NOTHING and spec.tick_time(first_tick) - floor > spec.tick_ns
-
-
-def _segment_rows(spec: ChannelSpec, first: int, values: list[bytes]) -> tuple[list[int], list[list[float]]]:
-    """A segment of the queue (consecutive ticks from `first`) as times and float columns."""
-    return spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES)), [floats(v) for v in values]
-
-
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
-        self.lag = LoopLag()
-        self.events = EventStreams(pipelines, metrics, self.ledger)
+        self.rows = RowStreams(brokers, metrics, self.ledger)
+        self.events = EventStreams(brokers, metrics, self.ledger)
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[Channel, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
@@ -129,15 +112,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         key = stream_key(request.pluginContext, request.path)
         if isinstance(spec, EventChannel):
             data = await self.events.initial(key, spec, shown, after_ms)
-            return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
-        end_ns = self.ledger.history_end(key, spec, time.time_ns())
-        ticks = backfill.recent(spec, end_ns) if after_ms is None else backfill.since(spec, after_ms, end_ns)
-        times, columns = await self._recomputed(spec, ticks)
-        if times:
-            data = frames.packet(times, columns, frames.schema(spec, shown))
         else:
-            data = frames.schema_only(frames.schema(spec, shown))
-        self.metrics.sent("initial", len(times), len(data))
+            data = await self.rows.initial(key, spec, shown, after_ms)
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
 
     async def PublishStream(
@@ -163,12 +139,11 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
-        channel = spec.path
         stream_schema = (
-            events.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
+            eventframes.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
         )
         try:
-            pipeline = self.pipelines.get(*config.broker)
+            broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
             self.metrics.streams_refused.labels("run", budget).inc()
@@ -180,112 +155,27 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec)
-        if isinstance(spec, EventChannel):
-            self.metrics.streams.inc()
-            try:
-                async for data in self.events.run(key, spec, shown, pipeline):
-                    yield pb.StreamPacket(data=data)
-            except StreamEnded as exc:
-                yield pb.StreamPacket(data=exc.packet)
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            finally:
-                self.admission.leave(config.uid, spec)
-                self.ledger.close(key)
-                self.metrics.streams.dec()
-            return
-        queue = pipeline.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
-        floor = max(self.ledger.open(key), self.ledger.promised(key))
         self.metrics.streams.inc()
-        log.debug("stream started", extra=fields(path=request.path, channel=channel))
-        frame_schema: dict[str, object] | None = stream_schema
-        drops_seen = dropped = 0
-        notice = notices.PanelNotice(spec, stream_schema)
+        if isinstance(spec, EventChannel):
+            stream = self.events.run(key, spec, shown, broker)
+        else:
+            stream = self.rows.run(key, spec, shown, broker)
         try:
-            if queue.error:  # refused at once (a broker folder we do not trust): nothing goes out
-                raise SubscriptionRefused(queue.error)
-            # The first packet goes out now, not when the first live row comes: the ticks due
-            # since the history's end (for a fresh stream, the latest tick) are recomputed.
-            due = spec.last_tick(time.time_ns())
-            since = spec.last_tick(floor) if floor != backfill.NOTHING else due - 1
-            times, columns = await self._recomputed(spec, range(since + 1, due + 1))
-            while True:
-                if times:
-                    data = frames.packet(times, columns, notice.rows(dropped) or frame_schema)
-                    floor = times[-1]
-                    self.ledger.sent(key, floor)
-                    self.metrics.sent("stream", len(times), len(data))
+            async with contextlib.aclosing(stream):  # its channel released before the stream counts as left
+                async for data in stream:
                     yield pb.StreamPacket(data=data)
-                    frame_schema = None
-                    # Overloaded: a pause, so the next packets are fewer and fuller (pacing).
-                    if pause := self.lag.pause_s():
-                        await asyncio.sleep(pause)
-                elif frame_schema is not None:
-                    # Nothing sent yet: a new subscriber may have been promised more.
-                    floor = max(floor, self.ledger.promised(key))
-                after = spec.last_tick(floor) if floor != backfill.NOTHING else NO_TICK
-                try:
-                    taken = await queue.take(self.settings.max_rows_per_packet, after)
-                except TimeoutError:  # no row for a heartbeat: the panel may be told why
-                    times = []  # sent already
-                    if told := await notice.stalled(pipeline, self.settings.broker_timeout_s):
-                        yield pb.StreamPacket(data=told)
-                    continue
-                self.metrics.dropped("already_sent", taken.repeated)
-                dropped = queue.dropped_rows - drops_seen
-                drops_seen = queue.dropped_rows
-                segments = taken.segments
-                if len(segments) == 1 and not _gap_before(spec, floor, segments[0][0]):  # the common case
-                    times, columns = _segment_rows(spec, *segments[0])
-                else:
-                    times, columns = await self._assembled(spec, floor, taken, bridge=not dropped)
-        except SubscriptionRefused as exc:
-            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
+        except StreamEnded as exc:
+            yield pb.StreamPacket(data=exc.packet)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
-            pipeline.release(channel, queue)
             self.admission.leave(config.uid, spec)
             self.ledger.close(key)
             self.metrics.streams.dec()
-            log.debug("stream stopped", extra=fields(channel=channel, dropped_rows=queue.dropped_rows))
-
-    async def _assembled(
-        self, spec: ChannelSpec, floor: int, taken: Taken, *, bridge: bool
-    ) -> tuple[list[int], list[list[float]]]:
-        """One packet's rows from what the queue handed over, with the gaps before its segments
-        recomputed; not the first gap after rows were dropped for a slow client (`bridge`)."""
-        times: list[int] = []
-        columns: list[list[float]] = [[] for _ in range(spec.series)]
-        for first, values in taken.segments:
-            if bridge and _gap_before(spec, floor, first):
-                # The ticks before the first live row, or a ticker moved off a dead worker.
-                gap = backfill.between(spec, floor, spec.tick_time(first))
-                gap_times, gap_columns = await self._recomputed(spec, gap)
-                times += gap_times
-                for column, recomputed in zip(columns, gap_columns, strict=True):
-                    column += recomputed
-            segment_times, segment_columns = _segment_rows(spec, first, values)
-            times += segment_times
-            for column, live in zip(columns, segment_columns, strict=True):
-                column += live
-            floor, bridge = times[-1], True
-        return times, columns
-
-    async def _recomputed(self, spec: ChannelSpec, ticks: range) -> tuple[list[int], list[list[float]]]:
-        """The values of `ticks`; a few inline, more in a thread so the streams go on meanwhile."""
-        try:
-            if len(ticks) <= INLINE_TICKS:
-                rows = history.values(spec, ticks)
-            else:
-                rows = await asyncio.to_thread(history.values, spec, ticks)
-        except HistoryError as exc:
-            log.warning("cannot recompute ticks", extra=fields(channel=spec.path, error=str(exc)))
-            return [], [[] for _ in range(spec.series)]
-        return rows.times_ns, rows.columns
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
-    def __init__(self, pipelines: Pipelines, settings: PluginSettings, metrics: PluginMetrics) -> None:
-        self.pipelines = pipelines
+    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+        self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
 
@@ -295,27 +185,27 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         with contextlib.suppress(TooManyBrokers, ConfigError):  # the metrics of the brokers connected
-            self.pipelines.get(*config.broker)
+            self.brokers.get(*config.broker)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
         config = DatasourceConfig.from_context(request.pluginContext, self.settings)
         try:
-            pipeline = self.pipelines.get(*config.broker)
+            broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
         try:
-            status = await _status(pipeline, self.settings.broker_timeout_s)
+            status = await _status(broker, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
-            return _health(Health.ERROR, str(exc), {"endpoint": pipeline.control_endpoint})
+            return _health(Health.ERROR, str(exc), {"endpoint": broker.control_endpoint})
         except BrokerUnavailable as exc:
-            return _health(Health.ERROR, _unreachable(pipeline, exc), {"endpoint": pipeline.control_endpoint})
+            return _health(Health.ERROR, _unreachable(broker, exc), {"endpoint": broker.control_endpoint})
         workers = notices.workers_of(status, protocol.GENERATOR)
         recorders = notices.workers_of(status, protocol.RECORDER)
         details = {
             "broker": status.broker,
-            "endpoint": pipeline.control_endpoint,
+            "endpoint": broker.control_endpoint,
             "workers": workers,
             "recorders": recorders,
             "channels": len(status.channels),
@@ -327,16 +217,21 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             else "no recorder is alive (published channels and the history of source channels need one)"
         )
         if workers == 0:
-            message = f"Broker at {pipeline.control_endpoint} is up, but no generator worker is alive"
+            message = (
+                f"Broker at {broker.control_endpoint} is up, but no generator worker is alive: start the "
+                "workers where the broker runs (supervisord starts them with it; `supervisorctl start "
+                "'generator:*'` starts them again, and a worker that stops at once says why in its log)"
+            )
             return _health(Health.ERROR, message, details)
+        running = sum(1 for info in status.channels.values() if info.get("subscribers"))
         message = (
-            f"Broker at {pipeline.control_endpoint} is up: {workers} worker"
-            f"{'s' if workers != 1 else ''} alive, {len(status.channels)} channels running; {recorder}"
+            f"Broker at {broker.control_endpoint} is up: {count(workers, 'worker')} alive, "
+            f"{count(running, 'channel')} running; {recorder}"
         )
         return _health(Health.OK, message, details)
 
 
-async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply:
+async def _status(broker: BrokerConnection, timeout_s: float) -> StatusReply:
     """The broker's status within `timeout_s`, retried while a connection is still being made.
 
     A new connection (a datasource's first check) is not up at once, and the reason it
@@ -345,16 +240,16 @@ async def _status(pipeline: Pipeline, timeout_s: float) -> StatusReply:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await pipeline.status(max(0.01, deadline - time.monotonic()))
+            return await broker.status(max(0.01, deadline - time.monotonic()))
         except BrokerUnavailable:
-            if pipeline.problem() or time.monotonic() >= deadline:
+            if broker.problem() or time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(RECONNECT_POLL_S)
 
 
-def _unreachable(pipeline: Pipeline, error: BrokerUnavailable) -> str:
+def _unreachable(broker: BrokerConnection, error: BrokerUnavailable) -> str:
     """The real cause when it is known (services.plugin.link), else where the address came from."""
-    problem = pipeline.problem()
+    problem = broker.problem()
     if problem:
         return f"Broker unreachable: {problem}"
     return f"Broker unreachable: {error}. {ADDRESS_HINT}"

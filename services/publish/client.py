@@ -6,7 +6,7 @@
 
 Rows are JSON-like records (services.common.fields.from_records). A channel's schema is
 the recorder's, fixed by its first rows; the client need not know it: a refusal over
-the schema names it, and the client converts the same records to it (an int into a
+the schema carries it (PublishReply.schema), and the client converts the same records to it (an int into a
 float64 field, a missing field as null) and sends them once more. Every call returns
 within its timeout: the socket queues only to a connected recorder (IMMEDIATE), nothing
 blocks (NOBLOCK), and a monitor tells a refused connection or CURVE handshake at once.
@@ -32,7 +32,6 @@ from services.common.fields import Batch, InvalidRows, Schema
 from services.common.probe import CURVE_FAILED, RETRIED
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import configure
-from services.recorder.intake import schema_of_refusal
 
 
 class PublishError(PipelineError):
@@ -41,6 +40,11 @@ class PublishError(PipelineError):
 
 class Refused(PublishError):
     """The recorder (or the client, before sending) refused the rows; nothing of them was recorded."""
+
+    def __init__(self, reason: str, schema: Schema | None = None) -> None:
+        super().__init__(reason)
+        self.schema = schema
+        """The channel's schema, when the rows did not fit it."""
 
 
 class Unreachable(PublishError):
@@ -84,7 +88,7 @@ class Publisher:
         try:
             return self.publish_batch(channel, batch)
         except Refused as exc:
-            told = schema_of_refusal(str(exc))
+            told = exc.schema
             if told is None or told == schema:
                 raise
             self.schemas[channel] = told  # convert the same records to the channel's schema, once
@@ -109,7 +113,7 @@ class Publisher:
             raise Unreachable(f"the recorder at {self.endpoint} takes no more messages now") from None
         reply = self._reply(sock, request_id, deadline)
         if reply.error:
-            raise Refused(reply.error)
+            raise Refused(reply.error, Schema(tuple(reply.schema.items())) if reply.schema else None)
         self.schemas[channel] = batch.schema
         return reply.accepted
 

@@ -1,9 +1,8 @@
 """What the recorder accepts into a channel: every check a Publish or a source's rows must pass.
 
 A refusal is a sentence for the publisher saying what to do, and changes nothing: the
-checks run before any row is recorded. A refusal over the schema ends with
-`SCHEMA_MARK` and the schema (`Schema.describe`), so a client that sent rows without
-knowing it can convert them and send again (services.publish).
+checks run before any row is recorded. A refusal over the schema names it for the reader;
+the PublishReply carries it as data, for a client to convert its rows (services.publish).
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from dataclasses import dataclass
 from services.common.channels import PUBLISHED, SOURCE, UNCHECKED, EventChannel, parse_channel
 from services.common.errors import InvalidChannel
 from services.common.fields import Batch, InvalidRows, Schema
-
-SCHEMA_MARK = "the channel's schema: "
 
 
 def event_channel(path: str, kind: str | None = None) -> EventChannel | None:
@@ -82,7 +79,7 @@ def publish_problem(
         try:
             schema.check(batch)
         except InvalidRows as exc:
-            return f"{exc}; {SCHEMA_MARK}{schema.describe()}"
+            return f"{exc}; the channel's schema: {schema.describe()}"
     if last_time is not None and batch.times[0] <= last_time:
         return (
             f"time {stamp(batch.times[0])} is not after the channel's last row ({stamp(last_time)}): "
@@ -102,17 +99,3 @@ def size_problem(size: int, max_bytes: int) -> str:
     if size > max_bytes:
         return f"the message is {size} bytes, the limit is {max_bytes}: publish fewer rows at a time"
     return ""
-
-
-def schema_of_refusal(error: str) -> Schema | None:
-    """The schema a schema refusal names (see SCHEMA_MARK), or None."""
-    at = error.rfind(SCHEMA_MARK)
-    if at < 0:
-        return None
-    pairs = []
-    for part in error[at + len(SCHEMA_MARK) :].split(", "):
-        name, _, kind = part.partition(": ")
-        if not name or not kind:
-            return None
-        pairs.append((name, kind))
-    return Schema(tuple(pairs))

@@ -113,19 +113,13 @@ class ChannelRing:
                 start = end - (max_rows - taken)
                 truncated = True
             if end > start:
-                parts.append(_slice(batch, start, end))
+                parts.append(batch.rows(start, end))
                 taken += end - start
             if truncated:
                 break
         if not parts:
             return Batch([], [Column(name, kind, []) for name, kind in self.schema.fields]), truncated
         return fields.concat(parts[::-1]), truncated
-
-
-def _slice(batch: Batch, start: int, end: int) -> Batch:
-    if start == 0 and end == len(batch):
-        return batch
-    return Batch(batch.times[start:end], [Column(c.name, c.kind, c.values[start:end]) for c in batch.columns])
 
 
 class Rings:

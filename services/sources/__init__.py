@@ -23,18 +23,16 @@ then. Users add sources through the entry point group `zmqstream.sources`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from services.common.channels import GENERATOR_NAME_RE, SOURCE, EventChannel
+from services.common.entrypoints import load_installed
 from services.common.errors import InvalidChannel
-from services.common.logs import fields
 
 ENTRY_POINT_GROUP = "zmqstream.sources"
-log = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
 
@@ -80,18 +78,10 @@ def registry() -> Mapping[str, SourceClass]:
     does not load or is not a class with a `poll` method, is logged and left out: one
     broken package must not take the worker down with it.
     """
-    found = builtins()
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name in found or not GENERATOR_NAME_RE.fullmatch(entry.name):
-            log.error("source name refused", extra=fields(source=entry.name))
-            continue
-        try:
-            loaded = entry.load()
-        except Exception as exc:
-            log.error("source failed to load", extra=fields(source=entry.name, error=repr(exc)))
-            continue
-        if not isinstance(loaded, type) or not callable(getattr(loaded, "poll", None)):
-            log.error("source is not a class with poll()", extra=fields(source=entry.name))
-            continue
-        found[entry.name] = loaded
-    return found
+    return load_installed(ENTRY_POINT_GROUP, "source", builtins(), _source_class)
+
+
+def _source_class(loaded: Any) -> SourceClass:
+    if not isinstance(loaded, type) or not callable(getattr(loaded, "poll", None)):
+        raise TypeError(f"{loaded!r} is not a class with poll()")
+    return cast(SourceClass, loaded)

@@ -8,15 +8,36 @@ type Props = DataSourcePluginOptionsEditorProps<StreamOptions, StreamSecureOptio
 type SecretSetting = keyof StreamSecureOptions;
 type NumberSetting = 'minTickMs' | 'maxSeries' | 'maxChannels' | 'maxValuesPerSecond';
 
+/**
+ * Each limit can only tighten the plugin's (grafana.ini [plugin.zmqstream-stream-datasource]);
+ * the placeholder is the plugin's default (services/common/config.py), which an empty field keeps.
+ */
 const NUMBER_SETTINGS: Array<{ key: NumberSetting; label: string; placeholder: string; tooltip: string }> = [
-  { key: 'minTickMs', label: 'Minimum tick (ms)', placeholder: String(DEFAULT_LIMITS.minTickMs), tooltip: 'Queries may not tick faster than this' },
-  { key: 'maxSeries', label: 'Max series', placeholder: String(DEFAULT_LIMITS.maxSeries), tooltip: 'Most series one query may ask for' },
-  { key: 'maxChannels', label: 'Max channels', placeholder: '1000', tooltip: 'Most streams this datasource runs at once' },
+  {
+    key: 'minTickMs',
+    label: 'Minimum tick (ms)',
+    placeholder: String(DEFAULT_LIMITS.minTickMs),
+    tooltip: "Queries may not tick faster than this. It can only raise the plugin's min_tick_ms (1 ms by default)",
+  },
+  {
+    key: 'maxSeries',
+    label: 'Max series',
+    placeholder: String(DEFAULT_LIMITS.maxSeries),
+    tooltip: "Most series one query may ask for. It can only lower the plugin's max_series (10 by default)",
+  },
+  {
+    key: 'maxChannels',
+    label: 'Max channels',
+    placeholder: '1,000',
+    tooltip: "Most streams this datasource runs at once. It can only lower the plugin's max_channels_per_datasource (1,000 by default)",
+  },
   {
     key: 'maxValuesPerSecond',
     label: 'Max values/s',
-    placeholder: '100000',
-    tooltip: 'Most values per second (rows/s times series) its streams carry at once; new streams past it are refused',
+    placeholder: '50,000',
+    tooltip:
+      "Most values per second (rows/s times series) this datasource's streams carry at once; new streams past it are refused. " +
+      "It can only lower the plugin's max_values_per_s_per_datasource (50,000 by default)",
   },
 ];
 

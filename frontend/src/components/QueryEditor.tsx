@@ -1,14 +1,16 @@
-import { QueryEditorProps } from '@grafana/data';
-import { Alert, InlineField, InlineFieldRow, Input, RadioButtonGroup } from '@grafana/ui';
+import { QueryEditorProps, SelectableValue } from '@grafana/data';
+import { getTemplateSrv } from '@grafana/runtime';
+import { Alert, InlineField, InlineFieldRow, InlineSwitch, Input, MultiSelect, RadioButtonGroup, Select, UnitPicker } from '@grafana/ui';
 import React, { ChangeEvent, useEffect, useState } from 'react';
 
+import { describeFields } from '../catalog';
 import { channelPath, displayOf, kindOf, QueryErrors, validateQuery, withDefaults } from '../channel';
 import { DataSource } from '../datasource';
-import { BUILTIN_GENERATORS, GeneratorInfo, Limits, QueryKind, StreamMode, StreamOptions, StreamQuery } from '../types';
+import { ChannelInfo, FALLBACK_CATALOG, Limits, QueryKind, StreamCatalog, StreamMode, StreamOptions, StreamQuery } from '../types';
 
 type Props = QueryEditorProps<DataSource, StreamQuery, StreamOptions>;
 type NumberField = 'lowerLimit' | 'upperLimit' | 'tickInterval' | 'series' | 'bufferRows';
-type TextField = 'alias' | 'unit' | 'source' | 'channel';
+type TextField = 'alias';
 
 const KINDS: Array<{ label: string; value: QueryKind; description: string }> = [
   { label: 'Generator', value: 'generator', description: 'Values computed from the channel and the tick' },
@@ -29,8 +31,9 @@ const MODES = [
 ];
 
 /**
- * The tutorial's three inputs plus generator and series, and how the panel shows them
- * (alias, unit, mode, buffer). Number fields take numbers or template variables; what
+ * The tutorial's three inputs plus generator and series, the source or published channel
+ * picked from what the backend knows (typing stays possible, `$variables` too), and how
+ * the panel shows them (alias, unit, labels, logs, mode, buffer). Number fields take numbers or template variables; what
  * the query would run is checked with its variables resolved, so a variable with a bad
  * value shows the same message as a bad number typed in. A valid query runs on blur;
  * an invalid one shows why and runs nothing.
@@ -43,15 +46,13 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
     series: text(query.series),
     bufferRows: text(query.bufferRows),
   }));
-  const [generators, setGenerators] = useState<GeneratorInfo[]>(BUILTIN_GENERATORS);
+  const [catalog, setCatalog] = useState<StreamCatalog>(FALLBACK_CATALOG);
   const [limits, setLimits] = useState<Limits>(datasource.limits);
-  const [sources, setSources] = useState<string[]>(['host']);
 
   useEffect(() => {
     let live = true;
-    datasource.generators().then((found) => live && setGenerators(found));
+    datasource.catalog().then((found) => live && setCatalog(found));
     datasource.effectiveLimits().then((found) => live && setLimits(found));
-    datasource.sources().then((found) => live && setSources(found));
     return () => {
       live = false;
     };
@@ -66,6 +67,10 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
   const kind = kindOf(query);
   const tickField = CHANNEL_FIELDS.find((f) => f.field === 'tickInterval')!;
   const shownFields = kind === 'generator' ? CHANNEL_FIELDS : kind === 'source' ? [tickField] : [];
+  const picked = kind === 'source' ? pick(catalog.sources, query.source) : pick(catalog.published, query.channel);
+  const variables = getTemplateSrv()
+    .getVariables()
+    .map((v) => `$${v.name}`);
 
   const onNumber = (field: NumberField) => (event: ChangeEvent<HTMLInputElement>) => {
     const value = event.currentTarget.value;
@@ -93,24 +98,25 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
           <RadioButtonGroup options={KINDS} value={kind} onChange={(next) => choose({ kind: next })} />
         </InlineField>
       </InlineFieldRow>
-      {kind === 'source' && (
+      {kind !== 'generator' && (
         <InlineFieldRow>
-          <InlineField label="Source" labelWidth={18} tooltip="An installed source's name: host is built in" invalid={Boolean(errors.source)}>
-            <Input id="zmqstream-source" aria-label="Source" width={26} placeholder="host" value={query.source ?? ''} onChange={onText('source')} onBlur={() => runIfValid()} />
-          </InlineField>
-          <RadioButtonGroup
-            options={sources.map((name) => ({ label: name, value: name }))}
-            value={(query.source ?? '').trim()}
-            onChange={(name) => choose({ source: name })}
+          <StreamPicker
+            kind={kind}
+            value={(kind === 'source' ? query.source : query.channel) ?? ''}
+            channels={kind === 'source' ? catalog.sources : catalog.published}
+            variables={variables}
+            invalid={Boolean(kind === 'source' ? errors.source : errors.channel)}
+            onChange={(name) => choose(kind === 'source' ? { source: name } : { channel: name })}
           />
+          <div data-testid="zmqstream-fields" style={{ opacity: 0.7, fontSize: 12, alignSelf: 'center', paddingLeft: 8 }}>
+            {describeFields(picked)}
+          </div>
         </InlineFieldRow>
       )}
-      {kind === 'published' && (
-        <InlineFieldRow>
-          <InlineField label="Channel" labelWidth={18} tooltip="The published channel's name, without pub-" invalid={Boolean(errors.channel)}>
-            <Input id="zmqstream-channel" aria-label="Channel" width={26} placeholder="lab.door" value={query.channel ?? ''} onChange={onText('channel')} onBlur={() => runIfValid()} />
-          </InlineField>
-        </InlineFieldRow>
+      {catalog.problems.length > 0 && (
+        <div data-testid="zmqstream-catalog-problems" style={{ opacity: 0.7, fontSize: 12, padding: '0 0 4px' }}>
+          Lists may be incomplete: {catalog.problems.join('; ')}
+        </div>
       )}
       <InlineFieldRow>
         {shownFields.map(({ field, label, tooltip, placeholder }) => (
@@ -131,7 +137,7 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
         <InlineFieldRow>
           <InlineField label="Generator" labelWidth={18} invalid={Boolean(errors.generator)}>
             <RadioButtonGroup
-              options={generators.map((g) => ({ label: g.name, value: g.name, description: g.description }))}
+              options={catalog.generators.map((g) => ({ label: g.name, value: g.name, description: g.description }))}
               value={generator}
               onChange={(name) => choose({ generator: name })}
             />
@@ -142,10 +148,37 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
         <InlineField label="Alias" labelWidth={18} tooltip="Legend name; {{series}} becomes the series number" invalid={Boolean(errors.alias)}>
           <Input id="zmqstream-alias" aria-label="Alias" width={26} placeholder="value {{series}}" value={query.alias ?? ''} onChange={onText('alias')} onBlur={() => runIfValid()} />
         </InlineField>
-        <InlineField label="Unit" labelWidth={8} tooltip="A Grafana unit id: celsius, percent, ms, …" invalid={Boolean(errors.unit)}>
-          <Input id="zmqstream-unit" aria-label="Unit" width={16} placeholder="none" value={query.unit ?? ''} onChange={onText('unit')} onBlur={() => runIfValid()} />
+        <InlineField label="Unit" labelWidth={8} tooltip="Grafana's units; type a custom one or a $variable" invalid={Boolean(errors.unit)} data-testid="zmqstream-unit">
+          <UnitPicker id="zmqstream-unit" width={24} value={query.unit || undefined} onChange={(unit) => choose({ unit: unit ?? '' })} />
         </InlineField>
       </InlineFieldRow>
+      {kind !== 'generator' && (
+        <InlineFieldRow>
+          <InlineField
+            label="Label fields"
+            labelWidth={18}
+            tooltip="Text fields whose values label the other fields (legend, Labels to fields), instead of being fields themselves"
+            invalid={Boolean(errors.labels)}
+          >
+            <MultiSelect
+              inputId="zmqstream-labels"
+              aria-label="Label fields"
+              width={40}
+              placeholder="none"
+              allowCustomValue
+              options={withCurrent(
+                (picked?.fields ?? []).filter((f) => f.type === 'string').map((f) => f.name).concat(variables),
+                query.labels ?? []
+              )}
+              value={query.labels ?? []}
+              onChange={(chosen: Array<SelectableValue<string>>) => choose({ labels: chosen.map((c) => c.value ?? '').filter((v) => v !== '') })}
+            />
+          </InlineField>
+          <InlineField label="Logs" labelWidth={8} tooltip="Ask Grafana to show the rows in its Logs panel (text rows: a message per row)">
+            <InlineSwitch id="zmqstream-logs" aria-label="Logs" value={query.logs === true} onChange={(event) => choose({ logs: event.currentTarget.checked || undefined })} />
+          </InlineField>
+        </InlineFieldRow>
+      )}
       <InlineFieldRow>
         <InlineField label="Mode" labelWidth={18}>
           <RadioButtonGroup options={MODES} value={query.mode ?? StreamMode.Append} onChange={(mode) => choose({ mode })} />
@@ -167,6 +200,8 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
           Stream path: <code>{channelPath(resolved)}</code>
           {shown.alias && <> · legend “{shown.alias}”</>}
           {shown.unit && <> · unit {shown.unit}</>}
+          {shown.labels.length > 0 && <> · labels from {shown.labels.join(', ')}</>}
+          {shown.logs && <> · as logs</>}
         </div>
       ) : (
         <Alert severity="error" title="This query cannot stream" data-testid="zmqstream-errors">
@@ -179,6 +214,57 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
       )}
     </div>
   );
+}
+
+/** The source or published channel: a pick from what the backend knows, or typed (a `$variable` too). */
+function StreamPicker(props: {
+  kind: QueryKind;
+  value: string;
+  channels: ChannelInfo[];
+  variables: string[];
+  invalid: boolean;
+  onChange: (name: string) => void;
+}) {
+  const { kind, value, channels, variables, invalid, onChange } = props;
+  const label = kind === 'source' ? 'Source' : 'Channel';
+  const tooltip =
+    kind === 'source'
+      ? 'An installed source (host is built in); its fields once the recorder has its rows'
+      : 'A published channel the recorder knows, without pub-; type a new one to stream it before its first row';
+  const options: Array<SelectableValue<string>> = withCurrent(
+    channels.map((c) => c.name),
+    value.trim() ? [value.trim()] : []
+  ).map((option) => ({ ...option, description: option.value?.startsWith('$') ? 'dashboard variable' : describeFields(channels.find((c) => c.name === option.value)) }));
+  for (const name of variables) {
+    if (!options.some((o) => o.value === name)) {
+      options.push({ label: name, value: name, description: 'dashboard variable' });
+    }
+  }
+  return (
+    <InlineField label={label} labelWidth={18} tooltip={tooltip} invalid={invalid}>
+      <Select
+        inputId={`zmqstream-${kind === 'source' ? 'source' : 'channel'}`}
+        aria-label={label}
+        width={32}
+        placeholder={kind === 'source' ? 'host' : 'pick or type a channel'}
+        allowCustomValue
+        options={options}
+        value={value.trim() || null}
+        onChange={(chosen: SelectableValue<string>) => onChange(chosen?.value ?? '')}
+        onCreateOption={(typed: string) => onChange(typed.trim())}
+      />
+    </InlineField>
+  );
+}
+
+/** Options for `names`, plus those of `current` not among them (a typed or saved value stays shown). */
+function withCurrent(names: string[], current: string[]): Array<SelectableValue<string>> {
+  const all = [...names, ...current.filter((c) => !names.includes(c))];
+  return [...new Set(all)].map((name) => ({ label: name, value: name }));
+}
+
+function pick(channels: ChannelInfo[], name: string | undefined): ChannelInfo | undefined {
+  return channels.find((c) => c.name === (name ?? '').trim());
 }
 
 /** Typed number fields as the query holds them: numbers, or text such as `$lower`. */

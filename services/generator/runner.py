@@ -5,7 +5,7 @@ publishes the tickers' rows. Its own thread polls it on a drift-free grid (poll 
 k * tick since the Unix epoch; polls a slow source misses are skipped, never run back to
 back), stamps records that have no time, orders them by time and turns them into a typed
 batch (fields.from_records, the first batch fixing the channel's schema), then hands the
-batch over (services.sources.handoff). Converting there, not in the main thread, keeps a
+batch over (services.generator.handoff). Converting there, not in the main thread, keeps a
 source's 1,000 rows of 64 fields from holding up every ticker for the tens of
 milliseconds they take (the GIL switches threads every 5 ms). The main thread keeps the
 channel's times strictly increasing and publishes Events under the channel's current
@@ -18,7 +18,6 @@ kind is dropped with the field named, and the channel goes on with its schema.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import os
@@ -31,10 +30,11 @@ from typing import Any
 from services.common import fields as typed
 from services.common import protocol
 from services.common.channels import EventChannel
-from services.common.fields import Batch, Column, InvalidRows, Schema
+from services.common.fields import Batch, InvalidRows, Schema
 from services.common.logs import fields
+from services.generator.handoff import Handoff, Waker
+from services.generator.placements import Placements
 from services.sources import SourceClass
-from services.sources.handoff import Handoff, Waker
 
 log = logging.getLogger("zmqstream.sources")
 QUEUE_BYTES = 4 * 1024 * 1024
@@ -238,7 +238,7 @@ class Running:
     dropped_log: Throttle = field(default_factory=Throttle)
 
 
-class SourceChannels:
+class SourceChannels(Placements[Running]):
     """The source channels one worker runs, from StartTicker to StopTicker, seen from its main thread."""
 
     def __init__(
@@ -250,22 +250,13 @@ class SourceChannels:
         queue_bytes: int = QUEUE_BYTES,
         cpus: frozenset[int] = frozenset(),
     ) -> None:
+        super().__init__()
         self._sources = sources
         self.cpus = cpus
         self._send = send
         self.max_rows = max_rows
         self.queue_bytes = queue_bytes
         self.waker = Waker()
-        self._running: dict[str, Running] = {}
-        self.version = 0
-        """Moves on whenever the set of channels or an epoch changes."""
-
-    @property
-    def channels(self) -> dict[str, int]:
-        return {path: running.epoch for path, running in self._running.items()}
-
-    def __contains__(self, path: str) -> bool:
-        return path in self._running
 
     def start(self, channel: EventChannel, epoch: int) -> bool:
         """Run a source channel under `epoch`; False if no source has its name."""
@@ -276,18 +267,8 @@ class SourceChannels:
             return False
         handoff: Handoff[Batch] = Handoff(self.queue_bytes, self.waker)
         thread = SourceThread(channel, make, handoff, self.waker, self.max_rows, self.cpus)
-        self._running[channel.path] = Running(channel, epoch, thread, handoff)
-        self.version += 1
+        self._place(channel.path, Running(channel, epoch, thread, handoff))
         thread.start()
-        return True
-
-    def advance_epoch(self, path: str, epoch: int) -> bool:
-        running = self._running.get(path)
-        if running is None:
-            return False
-        if epoch > running.epoch:
-            running.epoch = epoch
-            self.version += 1
         return True
 
     def stop(self, path: str, epoch: int | None = None) -> bool:
@@ -295,12 +276,10 @@ class SourceChannels:
 
         A poll under way finishes first, in its thread; its rows are never published.
         """
-        running = self._running.get(path)
-        if running is None or (epoch is not None and running.epoch > epoch):
+        running = self._unplace(path, epoch)
+        if running is None:
             return False
-        del self._running[path]
         running.thread.stopping.set()
-        self.version += 1
         return True
 
     def drain(self, refuse: Callable[[str, str], None]) -> bool:
@@ -313,7 +292,7 @@ class SourceChannels:
             return False
         self.waker.clear()
         give_up_at = time.monotonic_ns() + DRAIN_BUDGET_NS
-        for path, running in list(self._running.items()):
+        for path, running in list(self._placed.items()):
             if time.monotonic_ns() > give_up_at:
                 self.waker.wake()  # the rest at the next turn
                 return True
@@ -327,7 +306,7 @@ class SourceChannels:
 
     def _publish(self, running: Running, batch: Batch) -> None:
         path = running.channel.path
-        fresh = _before(batch.after(running.last_ns), time.time_ns() + MAX_AHEAD_NS)
+        fresh = batch.after(running.last_ns).until(time.time_ns() + MAX_AHEAD_NS)
         running.rows_dropped += len(batch) - len(fresh)
         thread = running.thread
         drops = running.rows_dropped + thread.rows_dropped + running.handoff.dropped
@@ -353,27 +332,16 @@ class SourceChannels:
             self._send(frame)
             return
         middle = len(batch) // 2
-        self._send_within_limit(path, epoch, _rows(batch, 0, middle))
-        self._send_within_limit(path, epoch, _rows(batch, middle, len(batch)))
+        self._send_within_limit(path, epoch, batch.rows(0, middle))
+        self._send_within_limit(path, epoch, batch.rows(middle, len(batch)))
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Stop every source; wait up to `wait_s` in all for their threads to close them."""
-        threads = [running.thread for running in self._running.values()]
-        for path in list(self._running):
+        threads = [running.thread for running in self._placed.values()]
+        for path in list(self._placed):
             self.stop(path)
         give_up_at = time.monotonic() + wait_s
         for thread in threads:
             thread.join(max(0.0, give_up_at - time.monotonic()))
         if not any(thread.is_alive() for thread in threads):  # else a late wake() could hit a reused fd
             self.waker.close()
-
-
-def _rows(batch: Batch, start: int, stop: int) -> Batch:
-    columns = [Column(c.name, c.kind, c.values[start:stop]) for c in batch.columns]
-    return Batch(batch.times[start:stop], columns)
-
-
-def _before(batch: Batch, limit_ns: int) -> Batch:
-    """The rows stamped at or before `limit_ns`."""
-    end = bisect.bisect_right(batch.times, limit_ns)
-    return batch if end == len(batch) else _rows(batch, 0, end)

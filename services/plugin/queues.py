@@ -1,40 +1,27 @@
-"""Event channels in the plugin: their per-stream queues and their typed data-frame JSON.
+"""The queues between the broker connection and the streams: one per stream, bounded in bytes.
 
-An event channel's rows carry their own times and typed columns (services.common.fields),
-so nothing here can be recomputed: a stream relays what arrives, in time order, and its
-history comes from the recorder (services.plugin.recorder).
-
-EventQueue is RowQueue's counterpart for Events: bounded in bytes (an estimate of what the
-batches hold), oldest batches dropped past it and counted, and `take` hands a stream only
-rows strictly after what it sent, all of one schema: a batch of another schema waits for
-the next packet, which then carries the new schema instead of mixing two in one frame.
-
-The frames are written as the SDK's FrameToJSON writes nullable fields (shared docs §3):
-`{"name","type","typeInfo":{"frame":<go type>,"nullable":true}}`, nulls as JSON null,
-NaN and ±Inf of float64 fields as null with their rows in `entities`.
+A RowQueue holds a pure channel's Rows (float64 columns from a first tick), an EventQueue an
+event channel's Events (typed batches with their own times); both share StreamQueue: at
+most `max_bytes` queued (for events an estimate of what the batches hold), the oldest
+batches dropped past it and counted, and a Wakeup that tells the waiting stream of rows,
+of a refusal or of a stall. `take` hands a stream only rows strictly after what it sent;
+an EventQueue's, all of one schema: a batch of another schema waits for the next packet,
+which then carries the new schema instead of mixing two in one frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import orjson
-
 from services.common import fields as f
 from services.common.errors import PipelineError
-from services.common.fields import Batch, Column, Schema
-from services.plugin.display import DEFAULT, Display
-from services.plugin.frames import TIME_FIELD
+from services.common.fields import Batch, Schema
+from services.common.protocol import FLOAT_BYTES
 
-TYPES = {f.FLOAT64: "number", f.INT64: "number", f.BOOL: "boolean", f.STRING: "string"}
-"""Frontend field type of each column kind."""
-GO_TYPES = {f.FLOAT64: "float64", f.INT64: "int64", f.BOOL: "bool", f.STRING: "string"}
-"""The SDK's typeInfo.frame of each kind (the non-nullable Go name; `nullable` says the rest)."""
 Item = TypeVar("Item")
 """What a StreamQueue holds per batch."""
 ROW_BYTES = 8
@@ -54,7 +41,7 @@ class Wakeup:
     puts: int = 0
     puts_checked: int = 0
     stalled: bool = False
-    """Set by the pipeline's heartbeat when no row came since the one before (check_stall)."""
+    """Set by the broker connection's heartbeat when no row came since the one before (check_stall)."""
 
     def put(self) -> None:
         self.puts += 1
@@ -175,8 +162,8 @@ class EventQueue(StreamQueue[tuple[Batch, int]]):
             if not fresh.times:
                 continue
             if rows + len(fresh) > max_rows:
-                rest = _slice(fresh, max_rows - rows, len(fresh))
-                fresh = _slice(fresh, 0, max_rows - rows)
+                rest = fresh.rows(max_rows - rows, len(fresh))
+                fresh = fresh.rows(0, max_rows - rows)
                 self.batches.appendleft((rest, batch_bytes(rest)))
                 self.size_bytes += batch_bytes(rest)
             schema = fresh.schema
@@ -185,83 +172,81 @@ class EventQueue(StreamQueue[tuple[Batch, int]]):
         return EventsTaken(f.concat(kept) if kept else None, repeated)
 
 
-def _slice(batch: Batch, start: int, stop: int) -> Batch:
-    return Batch(
-        batch.times[start:stop], [Column(c.name, c.kind, c.values[start:stop]) for c in batch.columns]
-    )
+NO_TICK = -(2**63)
+"""A tick index before every tick."""
+Segment = tuple[int, list[bytes]]
+"""(first tick, columns as float64 bytes): consecutive ticks of one channel."""
 
 
-# -- frames ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Taken:
+    """What RowQueue.take hands a stream: strictly increasing segments, all after its floor."""
+
+    segments: list[Segment]
+    repeated: int
+    """Rows left out because the stream had sent those ticks already."""
 
 
-def schema(batch_schema: Schema | None, shown: Display = DEFAULT) -> dict[str, Any]:
-    """The frame schema of rows of `batch_schema` (time only while none is known).
+@dataclass(slots=True)
+class RowQueue(StreamQueue[Segment]):
+    """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
 
-    A number field gets the query's unit, and its alias as `displayNameFromDS` with
-    `{{field}}` replaced by the field's name; other fields are shown as they are.
-    """
-    frame_fields: list[dict[str, Any]] = [TIME_FIELD]
-    for name, kind in batch_schema.fields if batch_schema else ():
-        entry: dict[str, Any] = {
-            "name": name,
-            "type": TYPES[kind],
-            "typeInfo": {"frame": GO_TYPES[kind], "nullable": True},
-        }
-        config = field_config(name, kind, shown)
-        if config:
-            entry["config"] = config
-        frame_fields.append(entry)
-    return {"fields": frame_fields}
+    def put(self, first_tick: int, columns: list[bytes]) -> None:
+        self._queue((first_tick, columns), len(columns[0]) * len(columns))
 
+    def _measure(self, item: Segment) -> tuple[int, int]:
+        columns = item[1]
+        return len(columns[0]) * len(columns), len(columns[0]) // FLOAT_BYTES
 
-def field_config(name: str, kind: str, shown: Display) -> dict[str, Any]:
-    if TYPES[kind] != "number":
-        return {}
-    config: dict[str, Any] = {}
-    if shown.alias:
-        config["displayNameFromDS"] = shown.alias.replace("{{field}}", name)
-    if shown.unit:
-        config["unit"] = shown.unit
-    return config
+    async def take(self, max_rows: int, after_tick: int) -> Taken:
+        """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
 
+        TimeoutError instead when a heartbeat found no new row (check_stall): the stream may say why.
 
-def data(batch: Batch) -> dict[str, Any]:
-    """The `data` object of a batch: ms times (the rest in `nanos`), typed values, nulls as null."""
-    times = batch.times
-    values: list[list[Any]] = [[t // 1_000_000 for t in times]]
-    entities: list[dict[str, list[int]] | None] = [None]
-    for column in batch.columns:
-        if column.kind == f.FLOAT64:
-            cleaned, found = _finite(column.values)
-            values.append(cleaned)
-            entities.append(found)
-        else:
-            values.append(column.values)
-            entities.append(None)
-    body: dict[str, Any] = {"values": values}
-    if any(entities):
-        body["entities"] = entities
-    nanos = [t % 1_000_000 for t in times]
-    if any(nanos):
-        body["nanos"] = [nanos, *([None] * len(batch.columns))]
-    return body
-
-
-def _finite(column: Sequence[Any]) -> tuple[list[Any], dict[str, list[int]] | None]:
-    """A float64 column with NaN and ±Inf as null, and where they were (the SDK's `entities`)."""
-    found: dict[str, list[int]] = {"NaN": [], "Inf": [], "NegInf": []}
-    cleaned = list(column)
-    for row, value in enumerate(column):
-        if value is None or math.isfinite(value):
-            continue
-        cleaned[row] = None
-        found["NaN" if value != value else "Inf" if value > 0 else "NegInf"].append(row)
-    present = {kind: rows for kind, rows in found.items() if rows}
-    return cleaned, present or None
+        Batches may arrive in any order (a ticker moved, a stale worker woke up): each tick
+        is kept only if it is later than every tick kept before it, so what a stream sends
+        is strictly increasing whatever came in. Consecutive batches join into one segment.
+        """
+        await self.wakeup.wait(self.batches)
+        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
+            first, columns = self.batches[0]
+            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
+                self.batches.clear()
+                self.size_bytes = 0
+                return Taken([(first, columns)], 0)
+        taken = Taken([], 0)
+        cursor, rows, pending = after_tick, 0, self.batches
+        chunks: list[list[bytes]] = []
+        first_of_run = NO_TICK
+        while pending and rows < max_rows:
+            first, columns = pending.popleft()
+            self.size_bytes -= len(columns[0]) * len(columns)
+            count = len(columns[0]) // FLOAT_BYTES
+            skip = max(0, min(count, cursor - first + 1))
+            if skip:
+                taken.repeated += skip
+                if skip == count:
+                    continue
+                columns = [column[skip * FLOAT_BYTES :] for column in columns]
+                first, count = first + skip, count - skip
+            if rows + count > max_rows:  # the rest waits for the next packet
+                keep = (max_rows - rows) * FLOAT_BYTES
+                rest = [column[keep:] for column in columns]
+                pending.appendleft((first + max_rows - rows, rest))
+                self.size_bytes += len(rest[0]) * len(rest)
+                columns = [column[:keep] for column in columns]
+                count = max_rows - rows
+            if not chunks or first != cursor + 1:
+                if chunks:
+                    taken.segments.append((first_of_run, _joined(chunks)))
+                chunks, first_of_run = [[] for _ in columns], first
+            for chunk, column in zip(chunks, columns, strict=True):
+                chunk.append(column)
+            cursor, rows = first + count - 1, rows + count
+        if chunks:
+            taken.segments.append((first_of_run, _joined(chunks)))
+        return taken
 
 
-def packet(batch: Batch, frame_schema: dict[str, Any] | None = None) -> bytes:
-    """One StreamPacket's JSON: schema+data when `frame_schema` is given, else data only."""
-    if frame_schema is None:
-        return orjson.dumps({"data": data(batch)})
-    return orjson.dumps({"schema": frame_schema, "data": data(batch)})
+def _joined(chunks: list[list[bytes]]) -> list[bytes]:
+    return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]

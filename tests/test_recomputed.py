@@ -1,4 +1,4 @@
-"""History: the values the workers publish, recomputed for any tick range, strided without smoothing."""
+"""Recomputed rows: the values the workers publish, for any tick range, strided without smoothing."""
 
 import pytest
 from hypothesis import given
@@ -9,7 +9,7 @@ from services.common.errors import InvalidChannel
 from services.common.protocol import floats
 from services.common.waveforms import BUILTINS, registry
 from services.generator.ticker import Scheduler
-from services.plugin import history
+from services.plugin import recomputed
 
 
 def published(spec: ChannelSpec, start_ns: int, until_ns: int) -> tuple[list[int], list[list[float]]]:
@@ -40,7 +40,7 @@ def test_history_equals_what_a_worker_published(generator: str) -> None:
     spec = ChannelSpec(-5, 5, 2.5, generator, 3)
     start = 1_795_000_000_000_000_000
     times, columns = published(spec, start, start + 500_000_000)
-    rows = history.values(spec, history.ticks_between(spec, times[0], times[-1]))
+    rows = recomputed.values(spec, recomputed.ticks_between(spec, times[0], times[-1]))
     assert rows.times_ns == times
     assert rows.columns == columns  # exactly, not approximately
 
@@ -48,9 +48,9 @@ def test_history_equals_what_a_worker_published(generator: str) -> None:
 def test_ticks_between_is_inclusive_at_both_ends_and_empty_when_reversed() -> None:
     spec = ChannelSpec(0, 1, 100)
     one, three = spec.tick_time(1), spec.tick_time(3)
-    assert history.ticks_between(spec, one, three) == range(1, 4)
-    assert history.ticks_between(spec, one + 1, three - 1) == range(2, 3)
-    assert len(history.ticks_between(spec, three, one)) == 0
+    assert recomputed.ticks_between(spec, one, three) == range(1, 4)
+    assert recomputed.ticks_between(spec, one + 1, three - 1) == range(2, 3)
+    assert len(recomputed.ticks_between(spec, three, one)) == 0
 
 
 @given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(1, 5000))
@@ -58,7 +58,7 @@ def test_strided_keeps_at_most_max_points_aligned_to_the_stride(
     start: int, length: int, max_points: int
 ) -> None:
     ticks = range(start, start + length)
-    kept = history.strided(ticks, max_points)
+    kept = recomputed.strided(ticks, max_points)
     assert len(kept) <= max_points
     assert all(k in ticks for k in (kept[:1] or []))
     assert not kept or kept[-1] in ticks
@@ -70,14 +70,14 @@ def test_strided_keeps_at_most_max_points_aligned_to_the_stride(
 
 
 def test_strided_is_stable_as_the_range_slides() -> None:
-    a = set(history.strided(range(1000, 11_000), 100))
-    b = set(history.strided(range(1037, 11_037), 100))
+    a = set(recomputed.strided(range(1000, 11_000), 100))
+    b = set(recomputed.strided(range(1037, 11_037), 100))
     assert len(a & b) >= 98
 
 
 def test_an_unknown_generator_is_refused_with_the_known_ones() -> None:
     with pytest.raises(InvalidChannel, match="unknown generator 'nope'; known: uniform, random_walk, sine"):
-        history.values(ChannelSpec(0, 1, 10, "nope"), range(3))
+        recomputed.values(ChannelSpec(0, 1, 10, "nope"), range(3))
 
 
 class Broken:
@@ -112,6 +112,6 @@ class Words:
 def test_a_misbehaving_generator_is_a_history_error(
     monkeypatch: pytest.MonkeyPatch, generator: object, message: str
 ) -> None:
-    monkeypatch.setattr(history, "registry", lambda: {"custom": generator})
-    with pytest.raises(history.HistoryError, match=message):
-        history.values(ChannelSpec(0, 1, 10, "custom"), range(3))
+    monkeypatch.setattr(recomputed, "registry", lambda: {"custom": generator})
+    with pytest.raises(recomputed.RecomputeError, match=message):
+        recomputed.values(ChannelSpec(0, 1, 10, "custom"), range(3))

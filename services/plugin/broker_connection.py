@@ -32,14 +32,14 @@ from services.common.channels import ChannelSpec, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
-from services.common.protocol import FLOAT_BYTES
+from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
-from services.plugin.events import EventQueue, StreamQueue
 from services.plugin.link import Link
-from services.plugin.recorder import Recorder
+from services.plugin.queues import EventQueue, RowQueue
+from services.plugin.recorder import RecorderClient
 
-log = logging.getLogger("zmqstream.plugin.pipeline")
+log = logging.getLogger("zmqstream.plugin.broker_connection")
 FRAMES_PER_TURN = 1000
 """Messages read per event-loop turn at most, so a flood cannot starve the gRPC side."""
 LOG_EVERY_S = 10.0
@@ -59,103 +59,18 @@ class TooManyBrokers(PipelineError):
     """A new broker address past the plugin's cap on open broker connections."""
 
 
-NO_TICK = -(2**63)
-"""A tick index before every tick."""
-Segment = tuple[int, list[bytes]]
-"""(first tick, columns as float64 bytes): consecutive ticks of one channel."""
-
-
-@dataclass(slots=True)
-class Taken:
-    """What RowQueue.take hands a stream: strictly increasing segments, all after its floor."""
-
-    segments: list[Segment]
-    repeated: int
-    """Rows left out because the stream had sent those ticks already."""
-
-
-@dataclass(slots=True)
-class RowQueue(StreamQueue[Segment]):
-    """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
-
-    def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self._queue((first_tick, columns), len(columns[0]) * len(columns))
-
-    def _measure(self, item: Segment) -> tuple[int, int]:
-        columns = item[1]
-        return len(columns[0]) * len(columns), len(columns[0]) // FLOAT_BYTES
-
-    async def take(self, max_rows: int, after_tick: int) -> Taken:
-        """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
-
-        TimeoutError instead when a heartbeat found no new row (check_stall): the stream may say why.
-
-        Batches may arrive in any order (a ticker moved, a stale worker woke up): each tick
-        is kept only if it is later than every tick kept before it, so what a stream sends
-        is strictly increasing whatever came in. Consecutive batches join into one segment.
-        """
-        await self.wakeup.wait(self.batches)
-        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
-            first, columns = self.batches[0]
-            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
-                self.batches.clear()
-                self.size_bytes = 0
-                return Taken([(first, columns)], 0)
-        taken = Taken([], 0)
-        cursor, rows, pending = after_tick, 0, self.batches
-        chunks: list[list[bytes]] = []
-        first_of_run = NO_TICK
-        while pending and rows < max_rows:
-            first, columns = pending.popleft()
-            self.size_bytes -= len(columns[0]) * len(columns)
-            count = len(columns[0]) // FLOAT_BYTES
-            skip = max(0, min(count, cursor - first + 1))
-            if skip:
-                taken.repeated += skip
-                if skip == count:
-                    continue
-                columns = [column[skip * FLOAT_BYTES :] for column in columns]
-                first, count = first + skip, count - skip
-            if rows + count > max_rows:  # the rest waits for the next packet
-                keep = (max_rows - rows) * FLOAT_BYTES
-                rest = [column[keep:] for column in columns]
-                pending.appendleft((first + max_rows - rows, rest))
-                self.size_bytes += len(rest[0]) * len(rest)
-                columns = [column[:keep] for column in columns]
-                count = max_rows - rows
-            if not chunks or first != cursor + 1:
-                if chunks:
-                    taken.segments.append((first_of_run, _joined(chunks)))
-                chunks, first_of_run = [[] for _ in columns], first
-            for chunk, column in zip(chunks, columns, strict=True):
-                chunk.append(column)
-            cursor, rows = first + count - 1, rows + count
-        if chunks:
-            taken.segments.append((first_of_run, _joined(chunks)))
-        return taken
-
-
 @dataclass(slots=True)
 class Held:
     """A channel this plugin holds: its spec, the streams' queues, and the placement relayed."""
 
     spec: ChannelSpec | EventChannel
-    queues: list[RowQueue] = field(default_factory=list)
-    event_queues: list[EventQueue] = field(default_factory=list)
-    """An event channel's streams (its `queues` stay empty)."""
-
-    def all_queues(self) -> list[RowQueue | EventQueue]:
-        return [*self.queues, *self.event_queues]
-
+    queues: list[RowQueue | EventQueue] = field(default_factory=list)
+    """All of the channel's kind: RowQueues for a pure channel (hold), EventQueues for an event one."""
     epoch: int = 0
     """The placement whose rows are relayed (0: none told yet)."""
 
 
-def _joined(chunks: list[list[bytes]]) -> list[bytes]:
-    return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
-
-
-class Pipeline:
+class BrokerConnection:
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
@@ -258,24 +173,14 @@ class Pipeline:
             self.frames.subscribe(protocol.topic(channel))
             self._frames_touched()
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
-        if isinstance(queue, EventQueue):
-            held.event_queues.append(queue)
-        else:
-            held.queues.append(queue)
+        held.queues.append(queue)
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
-        if held is None:
+        if held is None or queue not in held.queues:
             return
-        if isinstance(queue, EventQueue):
-            if queue not in held.event_queues:
-                return
-            held.event_queues.remove(queue)
-        elif queue in held.queues:
-            held.queues.remove(queue)
-        else:
-            return
-        if not held.queues and not held.event_queues:
+        held.queues.remove(queue)
+        if not held.queues:
             del self.holders[channel]
             self.frames.unsubscribe(protocol.topic(channel))
             self._frames_touched()
@@ -290,7 +195,7 @@ class Pipeline:
     async def status(self, timeout_s: float) -> protocol.StatusReply:
         if self.untrusted:
             raise UntrustedBroker(self.untrusted)
-        if self.control.closed:  # closed as idle (Pipelines) while a caller still held it
+        if self.control.closed:  # closed as idle (BrokerConnections) while a caller still held it
             raise BrokerUnavailable(f"the connection to the broker at {self.control_endpoint} was closed")
         request_id = uuid.uuid4().hex
         future: asyncio.Future[protocol.StatusReply] = asyncio.get_running_loop().create_future()
@@ -329,19 +234,16 @@ class Pipeline:
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
             self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
             for held in self.holders.values():
-                for queue in held.all_queues():
+                for queue in held.queues:
                     queue.check_stall()
             await asyncio.sleep(self.settings.plugin_heartbeat_s)
 
     async def _read_control(self) -> None:
+        guard = Refusing(log, "control message")
         while True:
             frames = await self.control.recv_multipart()
-            try:
+            with guard:
                 self._on_control(protocol.decode(frames))
-            except PipelineError as exc:
-                log.warning("control message refused", extra=fields(error=str(exc)[:300]))
-            except Exception:  # a bug of ours on some input: the streams must go on
-                log.exception("control message failed")
 
     def _on_control(self, message: protocol.Message) -> None:
         match message:
@@ -364,7 +266,7 @@ class Pipeline:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
                 if held := self.holders.get(channel):
-                    for queue in held.all_queues():
+                    for queue in held.queues:
                         queue.fail(error)
             case (
                 protocol.SubscribeReply(channel=channel, epoch=epoch)
@@ -425,7 +327,7 @@ class Pipeline:
         if self._ahead(channel, spec.tick_time(rows.first_tick + count - 1)):
             return
         self.rows_received += count
-        for queue in held.queues:
+        for queue in cast("list[RowQueue]", held.queues):  # a pure channel's, as checked above
             queue.put(rows.first_tick, rows.columns)
 
     def _on_data(self, frame: bytes) -> None:
@@ -450,7 +352,7 @@ class Pipeline:
         if self._ahead(channel, batch.times[-1]):
             return
         self.rows_received += len(batch)
-        for queue in held.event_queues:
+        for queue in cast("list[EventQueue]", held.queues):  # an event channel's, as checked above
             queue.put(batch)
 
     def _placed(self, channel: str, epoch: int) -> Held | None:
@@ -497,8 +399,8 @@ Curve = tuple[str, str]
 BrokerKey = tuple[str, Curve]
 
 
-class Pipelines:
-    """One Pipeline per broker address and keys; datasources may name different brokers.
+class BrokerConnections:
+    """One BrokerConnection per broker address and keys; datasources may name different brokers.
 
     Each connection costs file descriptors, and any datasource may name any address, so
     they are bounded: a connection other than the default one is closed once no stream
@@ -509,22 +411,22 @@ class Pipelines:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
-        self.recorder = Recorder(self.ctx, settings)
+        self.recorder = RecorderClient(self.ctx, settings)
         """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
-        self.by_endpoint: dict[BrokerKey, Pipeline] = {}
+        self.by_endpoint: dict[BrokerKey, BrokerConnection] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
         self._closer: asyncio.Task[None] | None = None
 
-    def get(self, endpoint: str = "", curve: Curve = ("", "")) -> Pipeline:
+    def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
 
         ConfigError if the keys are unusable (TooManyBrokers is one too), saying what to do.
         """
         endpoint = endpoint or self.settings.control_endpoint
         key = (endpoint, curve)
-        pipeline = self.by_endpoint.get(key)
-        if pipeline is None:
+        broker = self.by_endpoint.get(key)
+        if broker is None:
             if len(self.by_endpoint) >= self.settings.max_brokers:
                 raise TooManyBrokers(
                     f"the plugin already has its maximum of {self.settings.max_brokers} broker "
@@ -532,36 +434,34 @@ class Pipelines:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            pipeline = self.by_endpoint[key] = Pipeline(self.ctx, endpoint, self.settings, _keys(curve))
-            pipeline.start()
+            broker = self.by_endpoint[key] = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve))
+            broker.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
         self.last_used[key] = time.monotonic()
-        return pipeline
+        return broker
 
     async def _close_idle(self) -> None:
         while True:
             await asyncio.sleep(self.settings.broker_idle_s / 2)
             now = time.monotonic()
-            for key, pipeline in list(self.by_endpoint.items()):
+            for key, broker in list(self.by_endpoint.items()):
                 if key == (self.settings.control_endpoint, ("", "")):
                     continue
-                if pipeline.holders or pipeline.pending_status:
+                if broker.holders or broker.pending_status:
                     self.last_used[key] = now
                 elif now - self.last_used[key] >= self.settings.broker_idle_s:
                     del self.by_endpoint[key], self.last_used[key]
-                    log.info(
-                        "idle broker connection closed", extra=fields(endpoint=pipeline.control_endpoint)
-                    )
-                    await pipeline.close()
+                    log.info("idle broker connection closed", extra=fields(endpoint=broker.control_endpoint))
+                    await broker.close()
 
     async def close(self) -> None:
         if self._closer is not None:
             self._closer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
-        for pipeline in self.by_endpoint.values():
-            await pipeline.close()
+        for broker in self.by_endpoint.values():
+            await broker.close()
         await self.recorder.close()
         self.ctx.term()
 

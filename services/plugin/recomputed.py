@@ -19,7 +19,7 @@ from services.common.errors import InvalidChannel, PipelineError
 from services.common.waveforms import Generator, channel_seed, registry
 
 
-class HistoryError(PipelineError):
+class RecomputeError(PipelineError):
     """A generator failed, or returned columns of the wrong shape."""
 
 
@@ -62,26 +62,26 @@ def strided(ticks: range, max_points: int) -> range:
 def values(spec: ChannelSpec, ticks: range) -> Rows:
     """The values of `spec` at `ticks`, exactly as the workers generate them.
 
-    InvalidChannel if the generator is unknown; HistoryError if it fails or misbehaves
+    InvalidChannel if the generator is unknown; RecomputeError if it fails or misbehaves
     (a user-installed generator may), so a caller can answer with an error, not crash.
     """
     generator = generator_for(spec)
     try:
         columns = generator.generate(spec, channel_seed(spec.path), ticks)
     except Exception as exc:
-        raise HistoryError(f"generator {spec.generator!r} failed: {exc!r}") from exc
+        raise RecomputeError(f"generator {spec.generator!r} failed: {exc!r}") from exc
     if (
         not isinstance(columns, list)
         or len(columns) != spec.series
         or any(not isinstance(column, list) or len(column) != len(ticks) for column in columns)
     ):
-        raise HistoryError(
+        raise RecomputeError(
             f"generator {spec.generator!r} must return {spec.series} lists of {len(ticks)} floats"
         )
     try:
         floats = [[float(value) for value in column] for column in columns]
     except (TypeError, ValueError) as exc:
-        raise HistoryError(
+        raise RecomputeError(
             f"generator {spec.generator!r} returned a value that is not a number: {exc}"
         ) from None
     return Rows(spec.tick_times(ticks), floats)
