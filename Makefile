@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ZMQSTREAM_WORKERS ?= $(shell nproc)
 export ZMQSTREAM_RUN_DIR ?= /tmp/zmqstream-$(shell id -u)
 
-.PHONY: setup python proto frontend bundle package run ctl stop install test test-tools test-python test-frontend lint bench bench-quick clean
+.PHONY: setup python proto frontend bundle package run ctl stop install test test-tools test-python test-frontend lint bench bench-quick chaos clean
 
 setup: python proto frontend bundle  ## everything `run` and `test` need, from a fresh clone
 
@@ -72,13 +72,16 @@ test-tools:  ## what `make test` needs beyond `make setup`, named at once (.ci/r
 test-frontend: frontend $(GRAFANA13)/node_modules/.package-lock.json
 	cd frontend && npm run typecheck && npm test && npm run test:grafana13 && npm run test:browser
 
-test: test-tools setup lint bench-quick test-frontend test-python  ## what CI runs (pytest last: its summary closes the log)
+test: test-tools setup lint bench-quick chaos test-frontend test-python  ## what CI runs (pytest last: its summary closes the log)
 
 bench: python proto  ## every benchmark, full size: the table in BENCHMARKS.md
 	$(PY) -m bench
 
 bench-quick: python proto  ## the same benchmarks, short and small (CI runs this; no target is enforced)
 	$(PY) -m bench --quick
+
+chaos: python proto  ## 60 s of seeded faults against the pipeline under load (seed printed); fails on a violation
+	$(PY) -m bench.chaos --seconds 60
 
 clean:
 	rm -rf build $(VENV) services/plugin/_proto frontend/node_modules frontend/dist $(GRAFANA13)/node_modules

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -403,3 +404,49 @@ def test_rings_stay_within_every_bound_and_keep_each_channels_newest_rows(
             kept = found[0].times
             assert len(kept) == ring.rows
             assert kept == added[name][len(added[name]) - len(kept) :], "not the newest rows, in order"
+
+
+def test_a_fifo_where_a_store_file_belongs_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes to it: the recorder hung at start, deaf to SIGTERM."""
+    for name in (DATABASE, LAST_TIMES):
+        folder = tmp_path / name / "record"
+        store(folder).close()
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name, 0o600)
+        outcome: list[str] = []
+
+        def start(folder: Path = folder, outcome: list[str] = outcome) -> None:
+            try:
+                opened = store(folder)
+                opened.load(max_rows=10)
+                opened.close()
+                outcome.append("started")
+            except StoreError as exc:
+                outcome.append(str(exc))
+
+        starting = threading.Thread(target=start, daemon=True)
+        starting.start()
+        starting.join(10)
+        hung = starting.is_alive()
+        if hung:  # let a blocked open return, so the test ends
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_NONBLOCK))
+            starting.join(10)
+        assert not hung, f"the store's start hung on a FIFO named {name}"
+        assert "is not a regular file" in outcome[0], outcome
+
+
+def test_the_record_folder_swapped_for_a_symlink_after_start_is_not_followed(tmp_path: Path) -> None:
+    """A parent another user may write to lets them rename the folder and plant a symlink in
+    its place: the store goes on in the folder it checked, through its descriptor."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    folder, elsewhere = parent / "record", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rows = batch(time.time_ns() - 10 * SECOND, 2)
+    writer = store(folder)
+    folder.rename(parent / "moved")
+    folder.symlink_to(elsewhere)
+    writer.write("pub-a", rows)
+    writer.close()
+    assert list(elsewhere.iterdir()) == [], "written through the planted symlink"
+    assert fields.concat(store(parent / "moved").load(max_rows=10**6)["pub-a"].batches) == rows

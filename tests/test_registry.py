@@ -527,3 +527,36 @@ def test_an_unknown_role_is_ignored() -> None:
     reg = registry()
     reg.worker_heartbeat(protocol.WorkerHeartbeat("x1", {}, role="king"), b"x1", 0.0)
     assert reg.workers == {}
+
+
+def test_an_epoch_claim_of_int64_max_is_refused_and_epochs_stay_in_range() -> None:
+    reg = Registry(Limits(), plugin_lease_s=3, worker_lease_s=1, max_channels=10, epoch_clock=lambda: 1_000)
+    beat(reg, "w1", 0)
+    beat(reg, "w2", 0)
+    subscribe(reg, "p1", TUTORIAL, 0)
+    owner = reg.channels[TUTORIAL].worker
+    other = "w2" if owner == "w1" else "w1"
+    sent(reg)
+    beat(reg, other, 0.1, {TUTORIAL: 2**63 - 1})  # forged: a worker that does not run it
+    assert sent(reg) == [(other.encode(), protocol.StopTicker(TUTORIAL, 2**63 - 1))]
+    assert reg.channels[TUTORIAL].worker == owner
+    beat(reg, owner, 0.2, {TUTORIAL: 2**63 - 1})  # its own worker claiming it: run ours again
+    assert sent(reg) == [
+        (owner.encode(), protocol.StopTicker(TUTORIAL, 2**63 - 1)),
+        (owner.encode(), protocol.StartTicker(TUTORIAL, 1_000)),
+    ]
+    beat(reg, other, 1.5)
+    reg.expire(1.5)  # the owner died: the channel moves under the next epoch, which fits int64
+    commands = reg.outbox
+    assert reg.channels[TUTORIAL].epoch == 1_001
+    for _, message in commands:
+        assert protocol.decode(protocol.encode(message)) == message
+
+
+def test_a_recorder_offering_int64_max_is_not_placed_under_it() -> None:
+    reg = Registry(Limits(), plugin_lease_s=3, worker_lease_s=1, max_channels=10, epoch_clock=lambda: 1_000)
+    subscribe(reg, "p1", "pub-room", 0)
+    offer = protocol.WorkerHeartbeat("rec", {"pub-room": 2**63 - 1}, role=protocol.RECORDER)
+    reg.worker_heartbeat(offer, b"rec", 0)
+    assert reg.channels["pub-room"].worker is None
+    assert told(reg) == []

@@ -21,6 +21,7 @@ told to stop: a worker that wakes from a freeze after its channel moved cannot t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from services.broker.liveness import Liveness
 from services.common import protocol
 from services.common.channels import PUBLISHED, ChannelSpec, EventChannel, Limits, parse_channel
 from services.common.errors import InvalidChannel
+from services.common.logs import fields
+
+log = logging.getLogger("zmqstream.broker")
 
 EVENT_FIELDS_GUESS = 10
 """Values per row an event channel is assumed to carry, for placing it (its fields are its source's)."""
@@ -236,6 +240,8 @@ class Registry:
             channel = self.channels.get(path)
             if channel is None or not channel.published:
                 continue
+            if epoch > channel.epoch and not self._plausible(worker_id, path, epoch):
+                continue
             if channel.worker == worker_id:
                 if epoch != channel.epoch:  # the recorder restarted: its rows carry its new epoch
                     self._place(path, channel, epoch)
@@ -251,6 +257,11 @@ class Registry:
     def _reconcile_running(self, worker_id: str, worker: Worker, path: str, epoch: int, now: float) -> None:
         """A worker runs `path` under `epoch`: adopt it, correct its epoch, or stop it if superseded."""
         channel = self.channels.get(path)
+        if epoch > (channel.epoch if channel else 0) and not self._plausible(worker_id, path, epoch):
+            self.outbox.append((worker.routing_id, protocol.StopTicker(path, epoch)))
+            if channel is not None and channel.worker == worker_id:  # ours: run it under our epoch
+                self.outbox.append((worker.routing_id, protocol.StartTicker(path, channel.epoch)))
+            return
         if channel is None:  # running before this broker started: adopt it for a lease
             try:
                 spec = parse_channel(path, self.limits)
@@ -281,6 +292,13 @@ class Registry:
         worker.assigned.add(path)
         worker.load += channel.load
         self._place(path, channel, epoch)
+
+    def _plausible(self, worker_id: str, path: str, epoch: int) -> bool:
+        """Whether a worker's claimed epoch may be adopted: the next placements must stay in int64."""
+        problem = protocol.epoch_problem(epoch, self.epoch_clock())
+        if problem:
+            log.warning("epoch claim refused", extra=fields(worker=worker_id, channel=path, error=problem))
+        return not problem
 
     def _assign(self, path: str, channel: Channel, now: float, replying_to: str = "") -> None:
         if channel.published:

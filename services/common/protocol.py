@@ -98,6 +98,10 @@ is ~0.7 MiB)."""
 MAX_DATA_BYTES = 4 * 1024 * 1024
 """Largest data frame a socket accepts (1,000 ticks of 10 series are 80 kB)."""
 FLOAT_BYTES = 8
+EPOCH_AHEAD_NS = 86_400 * 10**9
+"""How far past its receiver's clock a claimed epoch may be. Epochs are wall-clock ns (or the
+last + 1), so a larger claim is forged or broken, and adopting it would carry the next
+placements (last + 1) out of int64 and freeze the channel."""
 _BIG_ENDIAN = sys.byteorder == "big"
 Scalar = str | int | float | bool | None
 NOT_RECORDED = "no rows recorded for "
@@ -375,6 +379,13 @@ def _int(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"expected int, got {_kind(value)}"
     return "" if -(2**63) <= value < 2**63 else f"{value} is outside int64"
+
+
+def epoch_problem(epoch: int, now_ns: int) -> str:
+    """Why a peer's claimed epoch may not be adopted ('' if it may): it must keep the next ones in int64."""
+    if 0 <= epoch <= now_ns + EPOCH_AHEAD_NS:
+        return ""
+    return f"epoch {epoch} is not between 0 and a day past this clock ({now_ns} ns): forged or broken"
 
 
 def _bool(value: Any) -> str:

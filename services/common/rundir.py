@@ -115,6 +115,12 @@ def prepare(folder: Path, group: str = "", *, what: str = "run folder", hint: st
     Mode 0700, or 0770 with `group`: the group's members (Grafana's user) may connect.
     `what` and `hint` name the folder in errors (the recorder's record folder is prepared alike).
     """
+    os.close(hold(folder, group, what=what, hint=hint))
+
+
+def hold(folder: Path, group: str = "", *, what: str = "run folder", hint: str = HINT) -> int:
+    """`prepare`, and an fd on the folder checked, for work relative to it (`dir_fd`): a
+    parent another user may write to cannot swap the folder for a symlink under us."""
     gid = group_id(group) if group else None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +145,10 @@ def prepare(folder: Path, group: str = "", *, what: str = "run folder", hint: st
                     f"cannot give {what} {folder} to group {group}: you must belong to it"
                 ) from None
         os.fchmod(fd, 0o770 if gid is not None else 0o700)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def check(folder: Path, group: str = "") -> None:

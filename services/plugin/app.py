@@ -106,6 +106,8 @@ async def serve(
     await add_health(server)
     if plugin_dir is None:
         listener = listen(server, os.environ)
+        if listener.folder is not None:
+            orphan.remove_at_forced_exit(listener.folder)
     else:  # Grafana attaches to the TCP address written in standalone.txt
         port = server.add_insecure_port(bind or "127.0.0.1:0")
         listener = Listener("tcp", f"127.0.0.1:{port}" if not bind or bind.endswith(":0") else bind)
@@ -165,17 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             await serve(settings, stop, bind=bind, plugin_dir=plugin_dir)
             return
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        parent_watch = asyncio.create_task(orphan.watch_parent(host_pid, stop))
+        orphan.watch_parent(host_pid, lambda: loop.call_soon_threadsafe(stop.set))
         address = standalone.attached_address(plugin_dir, PLUGIN_ID, os.environ)
-        try:
-            if address:
-                print_handshake("tcp", address)
-                from_files = not os.environ.get(standalone.address_env(PLUGIN_ID))
-                await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
-            else:
-                await serve(settings, stop)
-        finally:
-            parent_watch.cancel()
+        if address:
+            print_handshake("tcp", address)
+            from_files = not os.environ.get(standalone.address_env(PLUGIN_ID))
+            await standalone.point_host_at(address, plugin_dir, stop, from_files=from_files)
+        else:
+            await serve(settings, stop)
 
     try:
         asyncio.run(run())

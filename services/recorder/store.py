@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import time
 import zlib
 from collections.abc import Iterator
@@ -163,11 +164,14 @@ class Store:
     """Every channel's rows under `folder`."""
 
     def __init__(self, folder: Path, *, keep_s: float, max_bytes: int) -> None:
-        rundir.prepare(folder, what="record folder", hint="Remove it or set --record-dir")
-        self.folder = folder
+        self.shown = folder
+        self.folder_fd = rundir.hold(folder, what="record folder", hint="Remove it or set --record-dir")
+        self.folder = Path(f"/proc/self/fd/{self.folder_fd}")
+        """The folder checked at start, through its descriptor: a parent another user may write to
+        cannot swap it for a symlink under us (every file of the store is reached through it)."""
         self.keep_ns = round(keep_s * 1e9)
         self.max_bytes = max_bytes
-        self.last_times = LastTimes(folder / LAST_TIMES)
+        self.last_times = LastTimes(self.folder / LAST_TIMES)
         self.known: dict[str, tuple[Schema, int]] = {}
         """Each stored channel's schema and last time (what last-times is compacted to)."""
         self.bytes = 0
@@ -177,11 +181,13 @@ class Store:
             self.db = self._open()
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):  # a full disk, an I/O error: nothing to set aside; try again later
-                raise StoreError(f"cannot open the record store {folder / DATABASE}: {exc}") from None
+                raise StoreError(f"cannot open the record store {self.shown / DATABASE}: {exc}") from None
             self._salvage(exc)  # not even its header reads
 
     def _open(self) -> sqlite3.Connection:
         path = self.folder / DATABASE
+        for suffix in ("", "-wal", "-shm"):
+            _refuse_special(self.folder / (DATABASE + suffix), self.shown / (DATABASE + suffix))
         with contextlib.suppress(FileExistsError):  # created private: SQLite gives -wal and -shm its mode
             os.close(
                 os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -207,7 +213,7 @@ class Store:
             recovered = self._load(max_rows, horizon)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
-                raise StoreError(f"cannot read the record store {self.folder / DATABASE}: {exc}") from None
+                raise StoreError(f"cannot read the record store {self.shown / DATABASE}: {exc}") from None
             self.db.close()
             self._salvage(exc)
             recovered = self._load(max_rows, horizon)
@@ -244,7 +250,7 @@ class Store:
         aside = self.folder / f"{DATABASE}.damaged-{time.time_ns()}"
         log.error(
             "record database damaged: set aside, its readable rows kept",
-            extra=log_fields(path=str(aside), error=str(error)),
+            extra=log_fields(path=str(self.shown / aside.name), error=str(error)),
         )
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
@@ -370,6 +376,7 @@ class Store:
         self.flush()
         self.db.close()
         self.last_times.close()
+        os.close(self.folder_fd)
 
 
 def _newest(
@@ -427,8 +434,25 @@ def _readable(db: sqlite3.Connection) -> Iterator[tuple[str, int, int, int, byte
 
 
 def _open_read(path: Path) -> BinaryIO:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A regular file for reading; StoreError for anything else (a FIFO would block the start)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path.name} in the record folder is not a regular file: remove it")
     return open(fd, "rb")
+
+
+def _refuse_special(path: Path, shown: Path) -> None:
+    """StoreError unless `path` is absent or a regular file: SQLite would block on a FIFO for
+    good (deaf to SIGTERM) and follow a symlink."""
+    try:
+        _open_read(path).close()
+    except FileNotFoundError:
+        return
+    except StoreError:
+        raise StoreError(f"{shown} is not a regular file: remove it, or set another --record-dir") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open {shown}: {exc.strerror} (a symlink is refused): remove it") from None
 
 
 def _sync_folder(folder: Path) -> None:

@@ -1,0 +1,113 @@
+"""The chaos run's schedule replays from its seed, and its checker catches each broken promise."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench.chaos import schedule
+from bench.chaos.checker import RECOVERY_BOUND_S, Checker
+from bench.chaos.faults import Injected
+from bench.chaos.load import Packet, Published, Session
+from services.common.channels import UNCHECKED, parse_path
+from services.common.waveforms import channel_seed, registry
+
+PATH = "custom-0-10-100-sine-3"
+SPEC = parse_path(PATH, UNCHECKED)
+T0 = 1_800_000_000.0
+
+
+def packet(ticks: range, at: float, notices: list[str] | None = None) -> Packet:
+    """The rows of `ticks` as the plugin sends them (the reference's values), arriving at `at`."""
+    columns = registry()[SPEC.generator].generate(SPEC, channel_seed(SPEC.path), ticks)
+    names = ["value", "value#1", "value#2"]
+    return Packet(at, SPEC.tick_times(ticks), dict(zip(names, columns, strict=True)), notices or [])
+
+
+def checked(session: Session, faults: list[Injected] | None = None) -> list[str]:
+    checker = Checker(faults or [], Published())
+    checker.session(session)
+    return [v.invariant for v in checker.verdict.violations]
+
+
+def stream(*packets: Packet) -> Session:
+    return Session(PATH, packets[0].at - 0.1, packets[-1].at + 0.1, list(packets))
+
+
+def test_the_schedule_is_the_same_for_a_seed_and_uses_every_kind() -> None:
+    plan = schedule.plan(42, 600)
+    assert plan == schedule.plan(42, 600)
+    assert plan != schedule.plan(43, 600)
+    assert {f.kind for f in plan} == set(schedule.KINDS)
+    assert all(a.at_s + a.hold_s < b.at_s for a, b in itertools.pairwise(plan)), "one at a time"
+
+
+def test_a_sound_stream_passes() -> None:
+    k = SPEC.last_tick(int(T0 * 1e9))
+    assert checked(stream(packet(range(k, k + 5), T0), packet(range(k + 5, k + 10), T0 + 0.5))) == []
+
+
+def test_a_wrong_value_a_repeated_tick_and_a_skipped_tick_are_each_caught() -> None:
+    k = SPEC.last_tick(int(T0 * 1e9))
+    wrong = packet(range(k, k + 5), T0)
+    wrong.columns["value#1"][2] += 1e-9
+    assert checked(stream(wrong)) == ["generator values are the pure function of (path, tick)"]
+    repeated = stream(packet(range(k, k + 5), T0), packet(range(k + 4, k + 6), T0 + 0.3))
+    assert checked(repeated) == ["stream times strictly increase (no repeat, no step back)"]
+    skipped = stream(packet(range(k, k + 5), T0), packet(range(k + 7, k + 9), T0 + 0.3))
+    assert checked(skipped) == ["every tick arrives (skips only during a fault, drops said in the panel)"]
+
+
+def test_a_gap_needs_a_fault_a_bounded_recovery_and_a_notice() -> None:
+    k = SPEC.last_tick(int(T0 * 1e9))
+    gap = stream(packet(range(k, k + 5), T0), packet(range(k + 5, k + 55), T0 + 5))
+    assert checked(gap) == [
+        "gaps only during a fault plus the recovery bound",
+        "a gap is never silent (a notice in the panel meanwhile)",
+    ]
+    kill = Injected("kill9", "w1", T0 + 0.5, T0 + 0.6)
+    said = stream(packet(range(k, k + 5), T0), packet(range(0), T0 + 4, ["no rows"]), gap.packets[1])
+    assert checked(said, [kill]) == []
+    late = Injected("kill9", "w1", T0 - RECOVERY_BOUND_S, T0 - RECOVERY_BOUND_S + 0.1)
+    assert checked(said, [late]) == ["gaps only during a fault plus the recovery bound"]
+
+
+def test_history_must_hold_exactly_the_acknowledged_rows() -> None:
+    published = Published(
+        acked={"pub-a": [(T0, 1, 1.0), (T0 + 1, 2, 2.0)]},
+        refused={"pub-a": {3}},
+        values={"pub-a": {1: 1.0, 2: 2.0, 3: 3.0}},
+    )
+
+    def verdict(times: list[int], faults: list[Injected]) -> list[str]:
+        checker = Checker(faults, published)
+        checker.history("pub-a", times, [float(t) for t in times], "", T0 + 10)
+        return [v.invariant for v in checker.verdict.violations]
+
+    assert verdict([1, 2], []) == []
+    assert verdict([1], []) == ["history holds every acknowledged row"]
+    assert verdict([1], [Injected("kill9", "recorder", T0 + 1.2, T0 + 1.3)]) == [], "not flushed yet: allowed"
+    assert verdict([1, 2, 3], []) == ["history holds only rows sent and not refused"]
+
+
+def test_a_published_stream_must_carry_every_acknowledged_row_in_its_span() -> None:
+    published = Published(
+        acked={"pub-chaos-a": [(T0, 1, 1.0), (T0, 2, 2.0), (T0, 3, 3.0)]},
+        values={"pub-chaos-a": {1: 1.0, 2: 2.0, 3: 3.0}},
+    )
+
+    def verdict(times: list[int]) -> list[str]:
+        rows = Packet(T0 + 0.1, times, {"v": [float(t) for t in times]}, [])
+        checker = Checker([], published)
+        checker.session(Session("pub-chaos-a", T0, T0 + 0.2, [rows]))
+        return [v.invariant for v in checker.verdict.violations]
+
+    assert verdict([1, 2, 3]) == []
+    assert verdict([1, 3]) == ["published streams carry every acknowledged row in their span"]
+    assert verdict([1, 4]) == [
+        "published streams carry only the rows publishers sent and were not refused",
+        "published streams carry every acknowledged row in their span",
+    ]
