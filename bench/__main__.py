@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cost, events, latency, rows, scaling, start, streams, ticker
+from bench import cost, dashboard, events, latency, many, rowcost, rows, scaling, start, streams, ticker
 from bench.measure import Result
 
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
@@ -20,6 +20,9 @@ SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
     "scaling": scaling.run,
     "cost": cost.run,
     "events": events.run,
+    "dashboard": dashboard.run,
+    "many": many.run,
+    "rowcost": rowcost.run,
 }
 
 

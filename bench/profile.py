@@ -1,17 +1,24 @@
 """Where the CPU goes in the scenarios whose targets are missed: py-spy over one process.
 
-    .venv/bin/python -m bench.profile [--scenario streams|start|ticker] [--seconds 8] [--raw FILE]
+    .venv/bin/python -m bench.profile [--scenario NAME] [--seconds 8] [--raw FILE]
+
+NAME is one of:
 
 - streams (default): the plugin while 1,000 RunStreams carry 20,000 rows/s, once every
   stream has sent.
-- start: the plugin while 1,000 RunStreams are opened at once (bench.start).
+- start: the plugin while 1,000 RunStreams are opened at once (bench.start's Python client).
+- go-start: the plugin while the Go client (bench/goclient) opens 1,000 channels at 1 Hz in
+  Grafana's order (SubscribeStream 32 at a time, then every RunStream); the recording
+  begins just before the first request.
+- many: the plugin carrying 10,000 streams at 1 Hz (bench.many), once every stream has sent.
 - ticker: the worker running 10,000 channels x 10 Hz with its ticker thread on CPU 1 and
   the broker and this reader on CPU 0 (bench.ticker's pinned run).
 
 It prints each process's CPU over the window and where the profiled process's samples
 fall: asyncio and gRPC's C core (samples whose innermost Python frame is the event loop
 running a callback), other threads, and zmqstream's own functions (the innermost frame
-under services/). Needs py-spy (dev extra) and the right to ptrace (root, or
+under services/); then the innermost frames of all samples (what the time is spent in,
+whoever called it). Needs py-spy (dev extra) and the right to ptrace (root, or
 kernel.yama.ptrace_scope 0).
 """
 
@@ -27,6 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import goclient
+from bench import many as many_scenario
 from bench import start as start_scenario
 from bench import ticker as ticker_scenario
 from bench.harness import RawPlugin, read_streams
@@ -70,6 +79,16 @@ def summarize(raw: str) -> list[tuple[str, float]]:
     return [(bucket, 100 * n / total) for bucket, n in counts.most_common()]
 
 
+def leaves(raw: str) -> list[tuple[str, float]]:
+    """Shares of the innermost frames of every sample (the function the time is spent in)."""
+    counts: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        counts[stack.split(";")[-1].strip()] += int(samples)
+    total = sum(counts.values()) or 1
+    return [(frame, 100 * n / total) for frame, n in counts.most_common()]
+
+
 class Spy:
     """py-spy recording one process for `seconds` into `raw_path`, and every process's CPU meanwhile."""
 
@@ -89,6 +108,52 @@ class Spy:
     def buckets(self) -> list[tuple[str, float]]:
         self.process.wait(timeout=self.seconds + 30)
         return summarize(self.raw_path.read_text())
+
+
+def go_profile(
+    args: list[str], settings: dict[str, str], marker: str, seconds: float, raw_path: Path
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """The Go client driving the plugin with `args`; py-spy from its stderr line `marker` on."""
+    client = goclient.client()
+    if client.binary is None:
+        raise SystemExit(f"needs the Go client: {client.why_not}")
+    pipeline = Pipeline(2)
+    try:
+        running = goclient.launch_on(client.binary, pipeline, ["-hold", "1s", *args], settings)
+        plugin_pid = int(running.wait_for(goclient.PLUGIN_UP).rsplit(" ", 1)[1])
+        running.wait_for(marker)
+        pids = {"plugin": plugin_pid, **pipeline_pids(pipeline), "client (this process)": running.process.pid}
+        spy = Spy(pids, "plugin", seconds, raw_path)
+        time.sleep(seconds)
+        cpu = spy.cpu()
+        buckets = spy.buckets()
+        running.finish()
+    finally:
+        pipeline.close()
+    return cpu, buckets
+
+
+def profile_go_start(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    args = [
+        "-n",
+        str(STREAMS),
+        "-paths",
+        "custom-0-{i}-1000",
+        "-tick-ms",
+        "1000",
+        "-seconds",
+        f"{seconds + 2}s",
+    ]
+    return go_profile(args, {}, goclient.PLUGIN_UP, seconds, raw_path)
+
+
+def profile_many(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    count = 10_000
+    args = ["-n", str(count), "-paths", f"custom-0-{{i}}-{many_scenario.TICK_MS}", "-tick-ms", "1000"]
+    args += ["-wait", "90s", "-warmup", "2s", "-seconds", f"{seconds + 2}s"]
+    return go_profile(
+        args, {"max_channels_per_datasource": str(count)}, goclient.WINDOW_OPEN, seconds, raw_path
+    )
 
 
 def pipeline_pids(pipeline: Pipeline) -> dict[str, int]:
@@ -152,7 +217,13 @@ def profile_ticker(seconds: float, raw_path: Path) -> tuple[dict[str, float], li
     return cpu, spy.buckets()
 
 
-PROFILES = {"streams": profile_streams, "start": profile_start, "ticker": profile_ticker}
+PROFILES = {
+    "streams": profile_streams,
+    "start": profile_start,
+    "go-start": profile_go_start,
+    "many": profile_many,
+    "ticker": profile_ticker,
+}
 
 
 def main() -> int:
@@ -172,6 +243,9 @@ def main() -> int:
     for bucket, share in buckets:
         if share >= 0.5:
             print(f"  {share:5.1f} %  {bucket}")
+    print("\ninnermost frames (py-spy)")
+    for frame, share in leaves(raw_path.read_text())[:15]:
+        print(f"  {share:5.1f} %  {frame}")
     print(f"\nraw stacks: {raw_path}")
     return 0
 

@@ -1,18 +1,24 @@
 """Stream start at scale: a dashboard of many panels (or many viewers) opened at once.
 
-Every stream is opened as Grafana opens one for its first subscriber: SubscribeStream (the
-initial frame of history), then RunStream. All of them at the same instant, on a running
-pipeline; the figure is, per stream, the time from that instant to its first live packet.
-A stream with no packet by the end is silent. The channels tick every 100 ms, so a fresh
-ticker's first row is due within 100 ms of its placement.
+With the Go client (bench/goclient), as Grafana restarts with many open panels: SubscribeStream
+for every `custom-0-<i>-50` channel, 32 at a time, then every RunStream at once; per stream
+the time from its RunStream call to its first packet, streams that sent nothing, rows out
+of order, the plugin's CPU per stream started; then the steady 20,000 rows/s those
+channels make, with the plugin's CPU and the client's.
+
+Without Go, the Python client opens every stream at the same instant (RunStream alone,
+then SubscribeStream + RunStream); the figure is, per stream, the time from that instant
+to its first live packet. The channels tick every second.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 
+from bench import goclient
 from bench.measure import Result, percentile
 from services.hostemu.host import Datasource
 from services.hostemu.localpipeline import Pipeline, wait_for_workers
@@ -54,8 +60,65 @@ async def first_packets(address: str, paths: list[str], *, subscribe: bool) -> l
         return [task.result() if task in done else float("inf") for task in tasks]
 
 
+GO_TICK_MS = 50
+"""1,000 channels at 50 ms: the 20,000 rows/s of the streams scenario."""
+
+
 def run(quick: bool) -> list[Result]:
     count = 200 if quick else 1000
+    client = goclient.client()
+    if client.binary is not None:
+        return run_go(client.binary, count, 3 if quick else 8)
+    return [Result("start", f"client: {client.label}", 0, ""), *run_python(count)]
+
+
+def run_go(binary: Path, count: int, seconds: float) -> list[Result]:
+    """Grafana's order through go-plugin, then the steady window (module docstring)."""
+    args = ["-n", str(count), "-paths", f"custom-0-{{i}}-{GO_TICK_MS}", "-tick-ms", str(GO_TICK_MS)]
+    figures = goclient.run_pipeline(binary, 2, [*args, "-seconds", f"{seconds}s"])
+    firsts = goclient.arrived(figures["first_packet_s"])
+    p99 = percentile(firsts, 99) if len(firsts) == count else float("inf")
+    slowest = max(firsts, default=float("inf")) if len(firsts) == count else float("inf")
+    per_stream_us = 1e6 * figures["start_plugin_cpu_s"] / count
+    window = figures["window_s"]
+    how = f"Go client, SubscribeStream (32 at a time) then RunStream x {count}"
+    return [
+        Result("start", f"{how}: first packet after RunStream, median", percentile(firsts, 50), "s"),
+        Result("start", "first packet after RunStream, p99", p99, "s", "≤ 0.5", p99 <= 0.5),
+        Result("start", "first packet after RunStream, slowest", slowest, "s", "≤ 1", slowest <= 1.0),
+        Result("start", "first SubscribeStream → last first packet", figures["start_s"], "s"),
+        Result("start", "silent streams", figures["silent"], "streams", "0", figures["silent"] == 0),
+        Result(
+            "start",
+            "streams with rows out of order",
+            figures["out_of_order"],
+            "streams",
+            "0",
+            figures["out_of_order"] == 0,
+        ),
+        Result("start", "plugin CPU per stream started", per_stream_us, "µs", "≤ 300", per_stream_us <= 300),
+        Result("start", "client CPU per stream started", 1e6 * figures["start_client_cpu_s"] / count, "µs"),
+        Result(
+            "start",
+            f"steady rows/s ({count * 1000 // GO_TICK_MS:,} offered)",
+            figures["rows"] / seconds,
+            "rows/s",
+        ),
+        Result("start", "steady plugin CPU", figures["plugin_cpu_s"] / window, "cores"),
+        Result("start", "steady client CPU (Go)", figures["client_cpu_s"] / window, "cores"),
+        Result("start", "steady p99 tick → client", figures["latency_ms"].get("p99", float("nan")), "ms"),
+        Result(
+            "start",
+            "streams that failed: " + (", ".join(sorted(figures["failed"])) or "none"),
+            sum(figures["failed"].values()),
+            "streams",
+            "0",
+            not figures["failed"],
+        ),
+    ]
+
+
+def run_python(count: int) -> list[Result]:
     paths = [f"custom-{i}-{i + 1}-{TICK_MS}" for i in range(count)]
     results = []
     for subscribe, how in ((False, "RunStream"), (True, "SubscribeStream + RunStream")):

@@ -1,0 +1,55 @@
+"""10,000 concurrent streams at 1 Hz in one plugin (issue #22).
+
+The Go client opens `custom-0-<i>-1000` for i up to 10,000 in Grafana's order
+(SubscribeStream 32 at a time, then every RunStream), waits for every first packet and
+a warm-up, then measures a window: the plugin's CPU in cores, its memory per stream (its
+RSS then, less its RSS before the first stream, over the streams), and the streams late by
+more than 2 ticks (a row that arrived over 2 s after its tick time, or 2 s without a row).
+"""
+
+from __future__ import annotations
+
+from bench import goclient
+from bench.measure import Result
+
+TICK_MS = 1000
+
+
+def run(quick: bool) -> list[Result]:
+    count = 1000 if quick else 10_000
+    seconds = 4 if quick else 10
+    client = goclient.client()
+    if client.binary is None:
+        return [Result("many", f"not run: needs the Go client ({client.why_not})", 0, "")]
+    args = ["-n", str(count), "-paths", f"custom-0-{{i}}-{TICK_MS}", "-tick-ms", str(TICK_MS)]
+    settings = {"max_channels_per_datasource": str(count)}
+    figures = goclient.run_pipeline(
+        client.binary, 2, [*args, "-wait", "90s", "-warmup", "3s", "-seconds", f"{seconds}s"], settings
+    )
+    cores = figures["plugin_cpu_s"] / figures["window_s"]
+    kib = (figures["plugin_rss_kib"] - figures["plugin_rss_before_kib"]) / count
+    late = figures["late_streams"]  # a stream with no row in the window counts: 2 ticks without one
+    return [
+        Result("many", f"{count:,} streams at 1 Hz: all started in", figures["start_s"], "s"),
+        Result("many", "plugin CPU", cores, "cores", "≤ 1", cores <= 1),
+        Result("many", "plugin memory per stream", kib, "KiB", "≤ 20", kib <= 20),
+        Result(
+            "many",
+            "streams late by more than 2 ticks (failed and silent ones too)",
+            late,
+            "streams",
+            "0",
+            late == 0,
+        ),
+        Result("many", "rows/s carried", figures["rows"] / seconds, "rows/s"),
+        Result("many", "p99 tick → client", figures["latency_ms"].get("p99", float("nan")), "ms"),
+        Result("many", "client CPU (Go)", figures["client_cpu_s"] / figures["window_s"], "cores"),
+        Result(
+            "many",
+            "streams that failed: " + (", ".join(sorted(figures["failed"])) or "none"),
+            sum(figures["failed"].values()),
+            "streams",
+            "0",
+            not figures["failed"],
+        ),
+    ]

@@ -1,0 +1,65 @@
+"""bench's Go client (bench/goclient): it launches the plugin as Grafana 12.4+ does and reads
+its streams in order, and bench says which client it used when Go is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
+
+from bench import goclient
+from services.hostemu.localpipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    built = goclient.client()
+    if built.binary is None:
+        pytest.skip(built.why_not)
+    return built.binary
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().split("=", 1) for entry in raw if b"=" in entry)
+
+
+def test_plugin_gets_grafanas_environment_and_streams_arrive_in_order(binary: Path) -> None:
+    pipeline = Pipeline(1)
+    try:
+        args = ["-hold", "1s", "-n", "3", "-paths", "custom-0-{i}-50", "-warmup", "0.2s", "-seconds", "1s"]
+        running = goclient.launch_on(binary, pipeline, args, {})
+        pid = int(running.wait_for(goclient.PLUGIN_UP).rsplit(" ", 1)[1])
+        env = environ(pid)  # during -hold: the plugin is up, no stream yet
+        figures = running.finish()
+    finally:
+        pipeline.close()
+    assert env["grafana_plugin_type"] == "datasource"
+    assert env["GF_PLUGIN_RUN_DIR"] == str(pipeline.run_dir)
+    assert env["PLUGIN_PROTOCOL_VERSIONS"] == "2"
+    assert "PATH" not in env  # none of the host's own (Grafana 12.4+)
+    assert "HOME" not in env
+    assert figures["plugin_pid"] == pid
+    assert figures["failed"] == {}
+    assert figures["silent"] == 0
+    assert figures["out_of_order"] == 0
+    assert figures["rows"] >= 3 * 10  # 1 s of three 50 ms channels, less the slack of a busy machine
+    assert all(0 <= s < 20 for s in figures["first_packet_s"])
+
+
+def test_without_go_bench_says_it_falls_back(tmp_path: Path) -> None:
+    for tool in ("bash", "dirname"):  # what build.sh needs before it looks for Go
+        found = shutil.which(tool)
+        assert found is not None
+        (tmp_path / tool).symlink_to(found)
+    built = goclient.build({**os.environ, "PATH": str(tmp_path)})
+    assert built.binary is None
+    assert built.label.startswith("Python client: Go client not built (")
+    assert (
+        "go protoc protoc-gen-go protoc-gen-go-grpc not installed; apt-get install golang-go" in built.label
+    )
