@@ -1,7 +1,7 @@
 """Recomputed rows: the values the workers publish, for any tick range, strided without smoothing."""
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.common.channels import ChannelSpec
@@ -50,17 +50,21 @@ def test_history_equals_what_a_worker_published(generator: str) -> None:
     st.floats(0, 1e12),
     st.integers(1, 4),
     st.integers(0, 2**64 - 1),
-    st.integers(0, 2**45),
+    st.integers(0, 2**50),
     st.integers(bulk.MIN_TICKS, 3000),
     st.integers(1, 50),
 )
+@example(0.0, 1.0, 1, 7, 2**50, bulk.MIN_TICKS, 1)  # times past int64
 def test_bulk_uniform_is_bit_for_bit_the_workers_uniform(
     lower: float, width: float, series: int, seed: int, start: int, length: int, step: int
 ) -> None:
     spec = ChannelSpec(lower, lower + width, 10, "uniform", series)
     ticks = range(start, start + length * step, step)
-    assert bulk.handles(spec, ticks)
+    assert bulk.handles(spec, ticks) == (spec.tick_time(ticks[-1]) < 2**63), "int64 holds their times"
+    if not bulk.handles(spec, ticks):
+        return
     assert bulk.columns(spec, seed, ticks) == BUILTINS["uniform"].generate(spec, seed, ticks)
+    assert bulk.times(spec, ticks) == spec.tick_times(ticks)
 
 
 def test_ticks_between_is_inclusive_at_both_ends_and_empty_when_reversed() -> None:

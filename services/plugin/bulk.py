@@ -18,11 +18,25 @@ from services.common.waveforms import GOLDEN, MIX_1, MIX_2, TWO_64, series_seed
 
 MIN_TICKS = 16
 """Below this many ticks numpy's per-call cost is more than the Python loop's."""
+INT64_END = 2**63
+"""Tick times at or past this (the year 2262) do not fit numpy's int64: Python computes them."""
 
 
 def handles(spec: ChannelSpec, ticks: range) -> bool:
-    """Whether `columns` computes these ticks of this channel (else waveforms does)."""
-    return spec.generator == "uniform" and len(ticks) >= MIN_TICKS and ticks.start >= 0 and ticks.step > 0
+    """Whether `times` and `columns` compute these ticks of this channel (else Python does)."""
+    return (
+        spec.generator == "uniform"
+        and len(ticks) >= MIN_TICKS
+        and ticks.start >= 0
+        and ticks.step > 0
+        and spec.tick_time(ticks[-1]) < INT64_END
+    )
+
+
+def times(spec: ChannelSpec, ticks: range) -> list[int]:
+    """spec.tick_times(ticks), for ticks that `handles`."""
+    stamps = np.arange(ticks.start, ticks.stop, ticks.step, dtype=np.int64) * np.int64(spec.tick_ns)
+    return (stamps + np.int64(spec.phase_ns)).tolist()  # type: ignore[no-any-return]
 
 
 def columns(spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:

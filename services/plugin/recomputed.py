@@ -69,7 +69,7 @@ def values(spec: ChannelSpec, ticks: range) -> Rows:
     """
     generator = generator_for(spec)
     if bulk.handles(spec, ticks):  # a built-in: no checks needed
-        return Rows(spec.tick_times(ticks), bulk.columns(spec, channel_seed(spec.path), ticks))
+        return Rows(bulk.times(spec, ticks), bulk.columns(spec, channel_seed(spec.path), ticks))
     try:
         columns = generator.generate(spec, channel_seed(spec.path), ticks)
     except Exception as exc:
