@@ -1,7 +1,9 @@
-"""The plugin's frames socket against a real broker-side XPUB: a subscription per channel held,
-and one for every topic once many are (broker_connection.SUBSCRIBE_ALL_AT)."""
+"""The plugin's frames socket and fan-out against a real broker-side XPUB: a subscription per
+channel held, one for every topic once many are (broker_connection.SUBSCRIBE_ALL_AT), and one
+packet built for every stream of a channel that sends the same rows."""
 
 import asyncio
+import time
 
 import zmq
 import zmq.asyncio
@@ -9,8 +11,12 @@ import zmq.asyncio
 from services.common import protocol
 from services.common.channels import Limits, parse_path
 from services.common.config import PluginSettings
+from services.plugin import backfill
 from services.plugin.broker_connection import SUBSCRIBE_ALL_AT, BrokerConnections
+from services.plugin.display import Display
+from services.plugin.metrics import PluginMetrics
 from services.plugin.queues import RowQueue
+from services.plugin.rowstreams import RowStreams
 
 EPOCH = 7
 ALL = b""
@@ -36,6 +42,14 @@ class FakeBroker:
             replies: list[protocol.Message] = [protocol.Welcome(self.frames_endpoint, "fake")]
             if isinstance(message, protocol.Subscribe):
                 replies.append(protocol.SubscribeReply(message.channel, epoch=EPOCH))
+            if isinstance(
+                message, protocol.PluginHeartbeat
+            ):  # a Subscribe sent before the connection is lost
+                replies += [
+                    protocol.Placement(channel, EPOCH)
+                    for channel, epoch in message.channels.items()
+                    if not epoch
+                ]
             for reply in replies:
                 await self.control.send_multipart([peer, *protocol.encode(reply)])
 
@@ -93,3 +107,41 @@ async def scenario() -> None:
 
 def test_many_channels_held_cost_one_frames_subscription_not_one_each() -> None:
     asyncio.run(scenario())
+
+
+async def variants_scenario() -> tuple[bytes, bytes, bytes, bytes]:
+    ctx = zmq.asyncio.Context()
+    broker = FakeBroker(ctx)
+    argv = ["--control-endpoint", broker.control_endpoint, "--max-clock-skew-ms", "20000"]
+    brokers = BrokerConnections(PluginSettings.load(argv, env={}))
+    rows = RowStreams(brokers, PluginMetrics(brokers), backfill.Ledger())
+    spec = parse_path("custom-0-1-10000", Limits())  # a tick of 10 s: both streams start at the same one
+    connection = brokers.get()
+    celsius, kelvin = (
+        rows.run(("1", "ds", spec.path + f"/{unit}"), spec, Display(unit=unit), connection)
+        for unit in ("celsius", "kelvin")
+    )
+    try:
+        firsts = [await anext(celsius), await anext(kelvin)]  # the latest tick, each with its own schema
+        await broker.subscriptions(quiet_s=1.0)  # connected
+        while connection.holders[spec.path].epoch != EPOCH:  # noqa: ASYNC110 - placed (by the next heartbeat)
+            await asyncio.sleep(0.05)
+        due = spec.last_tick(time.time_ns())
+        await broker.frames.send(
+            protocol.rows_frame(spec.path, due + 1, EPOCH, [protocol.float_bytes([0.5])])
+        )
+        return (*firsts, await asyncio.wait_for(anext(celsius), 5), await asyncio.wait_for(anext(kelvin), 5))
+    finally:
+        await celsius.aclose()
+        await kelvin.aclose()
+        await brokers.close()
+        broker.task.cancel()
+        ctx.destroy(linger=0)
+
+
+def test_display_variants_of_a_channel_share_its_packets() -> None:
+    first_celsius, first_kelvin, celsius, kelvin = asyncio.run(variants_scenario())
+    assert b"celsius" in first_celsius, "each its own schema"
+    assert b"kelvin" in first_kelvin
+    assert b"schema" not in celsius
+    assert celsius is kelvin, "one packet built for both"
