@@ -89,6 +89,23 @@ def leaves(raw: str) -> list[tuple[str, float]]:
     return [(frame, 100 * n / total) for frame, n in counts.most_common()]
 
 
+OUTERMOST = {"<module>", "main"}
+"""The plugin's entry frames, on every sample of its main thread."""
+
+
+def inclusive(raw: str) -> list[tuple[str, float]]:
+    """Shares of the samples each of zmqstream's functions is on the stack of (it and its callees)."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        total += int(samples)
+        names = {frame.split(" (")[0] for frame in stack.split(";") if "services/" in frame}
+        for name in names - OUTERMOST:
+            counts[name] += int(samples)
+    return [(name, 100 * n / (total or 1)) for name, n in counts.most_common()]
+
+
 class Spy:
     """py-spy recording one process for `seconds` into `raw_path`, and every process's CPU meanwhile."""
 
@@ -231,7 +248,11 @@ def main() -> int:
     parser.add_argument("--scenario", choices=PROFILES, default="streams")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
+    parser.add_argument("--from-raw", type=Path, help="only print the frames of stacks kept before")
     args = parser.parse_args()
+    if args.from_raw:
+        print_stacks(args.from_raw)
+        return 0
     raw_path = args.raw or Path(tempfile.mkdtemp(prefix="zs-profile")) / f"{args.scenario}.txt"
     cpu, buckets = PROFILES[args.scenario](args.seconds, raw_path)
     print(f"{args.scenario}: CPU (cores) while profiled")
@@ -243,11 +264,20 @@ def main() -> int:
     for bucket, share in buckets:
         if share >= 0.5:
             print(f"  {share:5.1f} %  {bucket}")
-    print("\ninnermost frames (py-spy)")
-    for frame, share in leaves(raw_path.read_text())[:15]:
-        print(f"  {share:5.1f} %  {frame}")
-    print(f"\nraw stacks: {raw_path}")
+    print_stacks(raw_path)
     return 0
+
+
+def print_stacks(raw_path: Path) -> None:
+    """The innermost frames, and zmqstream's functions with their callees, of a recording."""
+    raw = raw_path.read_text()
+    print("\ninnermost frames (py-spy)")
+    for frame, share in leaves(raw)[:15]:
+        print(f"  {share:5.1f} %  {frame}")
+    print("\nzmqstream's functions, callees included")
+    for name, share in inclusive(raw)[:20]:
+        print(f"  {share:5.1f} %  {name}")
+    print(f"\nraw stacks: {raw_path}")
 
 
 if __name__ == "__main__":

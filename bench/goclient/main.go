@@ -76,6 +76,7 @@ type stream struct {
 	path                string
 	called, first, live time.Time
 	failed, message     string
+	failedAt            time.Time
 	lastNs              int64
 	outOfOrder          bool
 	rows, packets       int
@@ -100,6 +101,7 @@ type result struct {
 	OutOfOrder     int                `json:"out_of_order"`
 	Failed         map[string]int     `json:"failed"`
 	Errors         map[string]string  `json:"errors"`
+	FailedAtS      []float64          `json:"failed_at_s"`
 	WindowS        float64            `json:"window_s"`
 	Rows           int                `json:"rows"`
 	Packets        int                `json:"packets"`
@@ -315,6 +317,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 				if err != nil {
 					if ctx.Err() == nil {
 						s.failed, s.message = "RunStream "+code(err), err.Error()
+						s.failedAt = now
 					}
 					return
 				}
@@ -360,6 +363,9 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 		if s.failed != "" {
 			r.Failed[s.failed]++
 			r.Errors[s.failed] = s.message // one of them, to say what went wrong
+			if !s.failedAt.IsZero() {
+				r.FailedAtS = append(r.FailedAtS, s.failedAt.Sub(start).Seconds())
+			}
 		}
 		if s.outOfOrder {
 			r.OutOfOrder++
