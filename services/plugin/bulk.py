@@ -1,11 +1,11 @@
 """The built-in `uniform` generator over many ticks at once, in numpy, bit for bit as waveforms computes it.
 
 A panel's initial frame holds up to 1,000 ticks of its channel, recomputed in the plugin;
-in Python, tick by tick, that was about 2 ms of CPU per SubscribeStream, most of what
-opening a dashboard of fast channels cost. Here the same splitmix64 arithmetic runs on
-uint64 arrays (which wrap as the Python code's `& _MASK` does), and the last step is one
-correctly rounded int → float conversion and a division by 2⁶⁴, exact as the Python
-`int / float`; `lower + span * u` is then the same two float operations. Any other
+in Python, tick by tick, that took about 1.3 ms of CPU per SubscribeStream (0.3 ms here),
+a third of the plugin's work when 1,000 panels of 50 ms channels open. Here the same
+splitmix64 arithmetic runs on uint64 arrays (which wrap as the Python code's `& _MASK`
+does), and the last step is one correctly rounded int → float conversion and a division
+by 2⁶⁴, exact as the Python `int / float`; `lower + span * u` is then the same two float operations. Any other
 generator, and negative tick indices, keep the Python path.
 """
 

@@ -38,7 +38,7 @@ INLINE_TICKS = 100
 """Ticks recomputed on the event loop itself (≤ 0.2 ms); more go to a thread, which costs
 a hand-off but lets the streams go on between the GIL's switches."""
 INLINE_BULK_TICKS = 10_000
-"""The same for ticks computed in bulk (services.plugin.bulk: 1,000 in about 0.05 ms)."""
+"""The same for ticks computed in bulk (services.plugin.bulk: 1,000 in about 0.1 ms)."""
 
 
 def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
