@@ -53,10 +53,11 @@ class FakeBroker:
             for reply in replies:
                 await self.control.send_multipart([peer, *protocol.encode(reply)])
 
-    async def subscriptions(self, quiet_s: float = 0.3) -> list[tuple[bool, bytes]]:
-        """(subscribe?, topic) of each subscription message until none came for `quiet_s`."""
+    async def subscriptions(self, quiet_s: float = 0.3, first_s: float = 0.3) -> list[tuple[bool, bytes]]:
+        """(subscribe?, topic) of each subscription message, the first within `first_s`, then
+        until none came for `quiet_s`."""
         seen = []
-        while await self.frames.poll(quiet_s * 1000):
+        while await self.frames.poll((quiet_s if seen else first_s) * 1000):
             message = await self.frames.recv()
             seen.append((message[:1] == b"\x01", message[1:]))
         return seen
@@ -76,7 +77,7 @@ async def scenario() -> None:
     queues: list[RowQueue] = []
     try:
         queues.append(connection.hold(specs[0]))
-        first = await broker.subscriptions(quiet_s=1.0)  # the SUB connects on the Welcome
+        first = await broker.subscriptions(first_s=5)  # the SUB connects on the Welcome
         assert first == [(True, protocol.topic(specs[0].path))]
         queues += [connection.hold(spec) for spec in specs[1:]]
         held_many = await broker.subscriptions()
@@ -89,6 +90,14 @@ async def scenario() -> None:
         await broker.frames.send(protocol.rows_frame(last.path, 5, EPOCH, [protocol.float_bytes([0.5])]))
         taken = await asyncio.wait_for(queues[-1].take(10, 0), 5)
         assert [first for first, _ in taken.segments] == [5]
+
+        others = protocol.rows_frame(
+            "custom-0-1-5", 5, EPOCH, [b"not floats"]
+        )  # a channel not held, malformed
+        await broker.frames.send(others)
+        await broker.frames.send(protocol.rows_frame(last.path, 6, EPOCH, [protocol.float_bytes([0.5])]))
+        await asyncio.wait_for(queues[-1].take(10, 5), 5)
+        assert connection.frames_refused["malformed"] == 0, "not ours: passed over, as a topic filter would"
 
         keep = SUBSCRIBE_ALL_AT // 2 - 1
         for spec, queue in zip(specs[keep:], queues[keep:], strict=True):
@@ -123,7 +132,7 @@ async def variants_scenario() -> tuple[bytes, bytes, bytes, bytes]:
     )
     try:
         firsts = [await anext(celsius), await anext(kelvin)]  # the latest tick, each with its own schema
-        await broker.subscriptions(quiet_s=1.0)  # connected
+        await broker.subscriptions(first_s=5)  # connected
         while connection.holders[spec.path].epoch != EPOCH:  # noqa: ASYNC110 - placed (by the next heartbeat)
             await asyncio.sleep(0.05)
         due = spec.last_tick(time.time_ns())

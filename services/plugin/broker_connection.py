@@ -344,6 +344,8 @@ class BrokerConnection:
 
     def _on_rows(self, frame: bytes) -> None:
         end = frame.find(protocol.TOPIC_END)
+        if self.subscribed_all and frame[:end].decode(errors="replace") not in self.holders:
+            return  # not held (SUBSCRIBE_ALL_AT): passed over undecoded, as a topic filter would
         if frame[end + 1 : end + 3] != protocol.ROWS_HEADER:  # Events, or a frame decode_data refuses
             self._on_data(frame)
             return
