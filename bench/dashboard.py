@@ -46,12 +46,5 @@ def run(quick: bool) -> list[Result]:
         Result(
             "dashboard", "panels with no live row", figures["silent"], "panels", "0", figures["silent"] == 0
         ),
-        Result(
-            "dashboard",
-            "panels that failed: " + (", ".join(sorted(figures["failed"])) or "none"),
-            sum(figures["failed"].values()),
-            "panels",
-            "0",
-            not figures["failed"],
-        ),
+        goclient.failures("dashboard", figures, "panels"),
     ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.measure import Result
 from services.hostemu.localpipeline import Pipeline
 from services.packaging.bundle import ROOT, write_launchers
 
@@ -108,7 +109,7 @@ class Running:
             raise
         self.reader.join(5)
         if self.process.returncode != 0:
-            message = "\n".join(self.stderr).strip()[:3000]
+            message = "\n".join(self.stderr).strip()[-6000:]  # a goroutine dump ends with the waiting ones
             raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {message}")
         figures: dict[str, Any] = json.loads(out)
         return figures
@@ -124,6 +125,20 @@ def launch_on(binary: Path, pipeline: Pipeline, args: list[str], settings: dict[
     shim = write_launchers(pipeline.run_dir)[0]
     ini = [f"-setting={key}={value}" for key, value in {"run_dir": str(pipeline.run_dir), **settings}.items()]
     return Running(binary, ["-plugin", str(shim), "-workers", str(len(pipeline.workers)), *ini, *args])
+
+
+def failures(scenario: str, figures: dict[str, Any], what: str = "streams") -> Result:
+    """The streams that ended with an error, by call and status, and when (from the first request)."""
+    at = figures.get("failed_at_s") or []
+    span = f", {min(at):.2f} to {max(at):.2f} s after the first request" if at else ""
+    return Result(
+        scenario,
+        f"{what} that failed: " + (", ".join(sorted(figures["failed"])) or "none") + span,
+        sum(figures["failed"].values()),
+        what,
+        "0",
+        not figures["failed"],
+    )
 
 
 def arrived(seconds: list[float]) -> list[float]:

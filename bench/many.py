@@ -9,18 +9,10 @@ more than 2 ticks (a row that arrived over 2 s after its tick time, or 2 s witho
 
 from __future__ import annotations
 
-from typing import Any
-
 from bench import goclient
 from bench.measure import Result
 
 TICK_MS = 1000
-
-
-def when(figures: dict[str, Any]) -> str:
-    """When the failures came, in seconds from the first request (one burst, or spread out)."""
-    at = figures.get("failed_at_s") or []
-    return f", {min(at):.2f} to {max(at):.2f} s after the first request" if at else ""
 
 
 def run(quick: bool) -> list[Result]:
@@ -52,12 +44,5 @@ def run(quick: bool) -> list[Result]:
         Result("many", "rows/s carried", figures["rows"] / seconds, "rows/s"),
         Result("many", "p99 tick → client", figures["latency_ms"].get("p99", float("nan")), "ms"),
         Result("many", "client CPU (Go)", figures["client_cpu_s"] / figures["window_s"], "cores"),
-        Result(
-            "many",
-            "streams that failed: " + (", ".join(sorted(figures["failed"])) or "none") + when(figures),
-            sum(figures["failed"].values()),
-            "streams",
-            "0",
-            not figures["failed"],
-        ),
+        goclient.failures("many", figures),
     ]

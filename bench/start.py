@@ -107,14 +107,7 @@ def run_go(binary: Path, count: int, seconds: float) -> list[Result]:
         Result("start", "steady plugin CPU", figures["plugin_cpu_s"] / window, "cores"),
         Result("start", "steady client CPU (Go)", figures["client_cpu_s"] / window, "cores"),
         Result("start", "steady p99 tick → client", figures["latency_ms"].get("p99", float("nan")), "ms"),
-        Result(
-            "start",
-            "streams that failed: " + (", ".join(sorted(figures["failed"])) or "none"),
-            sum(figures["failed"].values()),
-            "streams",
-            "0",
-            not figures["failed"],
-        ),
+        goclient.failures("start", figures),
     ]
 
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -148,7 +149,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		defer client.Kill()
+		defer stop(client, pid)
 		conn, r.PluginPid, r.HandshakeS = c, pid, time.Since(started).Seconds()
 		r.Client = "Go, hashicorp/go-plugin client"
 	} else {
@@ -177,8 +178,28 @@ func run(o options) error {
 	}
 	fmt.Fprintf(os.Stderr, "%s %d\n", PluginUp, r.PluginPid)
 	time.Sleep(o.hold)
+	limit := o.wait + o.warmup + o.window + time.Minute
+	watchdog := time.AfterFunc(limit, func() {
+		fmt.Fprintf(os.Stderr, "zsbench-client: still running after %s; its goroutines:\n", limit)
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		os.Exit(2)
+	})
 	drive(o, conn, pctx, &r)
+	watchdog.Stop()
 	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// stop is go-plugin's Kill (Shutdown, close, 2 s, SIGKILL), bounded: 1.0.1's Shutdown call has no
+// deadline, so a plugin that never answers it would keep this client, and the benchmark, waiting.
+func stop(client *plugin.Client, pid int) {
+	stopped := make(chan struct{})
+	go func() { client.Kill(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		fmt.Fprintln(os.Stderr, "zsbench-client: the plugin did not stop within 5 s of Shutdown; killed")
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // launch starts the plugin as Grafana 12.4+ does: its environment is Grafana's variables, the
