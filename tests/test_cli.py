@@ -118,7 +118,10 @@ def test_watch_says_why_there_is_nothing_to_watch(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"zmqstream watch: Broker unreachable: no broker at {no_broker}: " in result.stderr
-    assert "does not exist. Is it running?" in result.stderr
+    assert (
+        "the run folder " + str(tmp_path / "nothing") + " does not exist as this process sees it"
+        in result.stderr
+    )
     assert elapsed < 15
 
     missing, _ = zmqstream("watch", "custom-1-2-100", "--plugin", str(tmp_path / "gpx_nothing"))
@@ -151,3 +154,19 @@ def test_watch_without_workers_and_with_them() -> None:
         assert f"no rows of {hourly} for 1 s" in silent.stderr
     finally:
         pipeline.close()
+
+
+def test_every_command_takes_run_dir_and_its_variable(tmp_path: Path) -> None:
+    shim = str(write_launchers(tmp_path)[0])
+    folder = tmp_path / "elsewhere"
+    expected = f"no broker at ipc://{folder}/control"
+    by_flag, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), "--run-dir", str(folder))
+    by_variable, _ = zmqstream("status", "--timeout", str(TIMEOUT_S), env={"ZMQSTREAM_RUN_DIR": str(folder)})
+    watched, _ = zmqstream("watch", "custom-1-2-100", "--plugin", shim, "--run-dir", str(folder))
+    for result in (by_flag, by_variable, watched):
+        assert result.returncode == 1
+        assert expected in result.stderr, result.stderr
+    for command in ("status", "watch", "publish"):
+        helped, _ = zmqstream(command, "--help")
+        assert "--run-dir" in helped.stdout, command
+        assert "ZMQSTREAM_RUN_DIR" in helped.stdout, command

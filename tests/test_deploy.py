@@ -106,3 +106,35 @@ def test_docker_compose_config_validates() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_keeps_the_recorders_data_in_a_volume_and_logs_at_info() -> None:
+    compose = load("docker-compose.yaml")
+    pipeline = compose["services"]["pipeline"]
+    record_dir = pipeline["environment"]["ZMQSTREAM_RECORD_DIR"]
+    mounts = dict(volume.split(":")[::-1] for volume in pipeline["volumes"])
+    assert any(record_dir.startswith(target + "/") for target in mounts)
+    assert all(mounts[t] in compose["volumes"] for t in mounts if record_dir.startswith(t + "/"))
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_PLUGIN_ZMQSTREAM_STREAM_DATASOURCE_LOG_LEVEL"] == "INFO"
+    assert "GF_LOG_FILTERS" not in grafana
+
+
+def test_build_plugin_checks_its_inputs_before_making_anything(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"  # a checkout whose frontend was never built
+    (checkout / "services/packaging/protos").mkdir(parents=True)
+    (checkout / "deploy/plugin").mkdir(parents=True)
+    shutil.copy(DEPLOY.parent / "pyproject.toml", checkout)
+    shutil.copy(PLUGIN_JSON, checkout / "deploy/plugin/plugin.json")
+    venv, plugins = tmp_path / "venv", tmp_path / "plugins"
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "build-plugin.sh"), str(venv), str(plugins)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert result.returncode == 1
+    assert "frontend/dist/module.js is missing: build the frontend first (make frontend)" in result.stderr
+    assert not venv.exists()
+    assert not plugins.exists()

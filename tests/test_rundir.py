@@ -19,6 +19,7 @@ from users import User
 
 from services.cli.status import fetch
 from services.common import protocol
+from services.common.errors import PipelineError
 from services.hostemu.host import PluginHost
 from services.packaging.bundle import write_launchers
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -211,7 +212,9 @@ def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
 ) -> None:
     host = PluginHost(write_launchers(tmp_path)[0], {"run_dir": str(folder_name)})
     try:
-        assert "does not exist. Is it running?" in host.check_health().message  # nothing there yet
+        assert (
+            f"the run folder {folder_name} does not exist" in host.check_health().message
+        )  # nothing there yet
         made_by(stranger, folder_name, "777")
         with fake_broker(folder_name):
             assert answers(folder_name)
@@ -221,3 +224,30 @@ def test_a_plugin_started_first_does_not_connect_into_a_folder_planted_later(
             assert f"is owned by uid {stranger.uid}" in health.message
     finally:
         host.stop()
+
+
+def test_every_process_takes_run_dir_without_the_variable(folder_name: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ZMQSTREAM_RUN_DIR"}
+    flags = ["--run-dir", str(folder_name)]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", module, *flags], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        for module in ("services.broker", "services.recorder", "services.generator")
+    ]
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                roles = sorted(
+                    w.get("role", "generator")
+                    for w in fetch(f"ipc://{folder_name}/control", 1).workers.values()
+                )
+            except PipelineError:
+                roles = []
+            if roles == ["generator", "recorder"]:
+                break
+            assert time.monotonic() < deadline, roles
+            time.sleep(0.1)
+        assert (folder_name / "publish").exists()
+    finally:
+        for process in processes:
+            stop(process)

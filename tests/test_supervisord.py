@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from services.cli.status import fetch
 from services.common.errors import PipelineError
 from services.hostemu.host import PluginHost
 from services.packaging.bundle import write_launchers
+from services.plugin.identity import CHECKOUT_PLUGIN_DIR, PLUGIN_ID
 
 SUPERVISORD = Path(ROOT) / ".venv" / "bin" / "supervisord"
 STOPPED = re.compile(r" INFO stopped: (\S+) \(")
@@ -29,7 +31,13 @@ class Supervised:
         env = {**os.environ, "ZMQSTREAM_RUN_DIR": str(self.run_dir), "ZMQSTREAM_WORKERS": "2"}
         self.log = open(self.run_dir / "supervisord.out", "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
-            [str(SUPERVISORD), "-c", str(ROOT / "supervisord.conf")],
+            [
+                str(SUPERVISORD),
+                "-c",
+                str(ROOT / "supervisord.conf"),
+                "--user",
+                str(os.getuid()),
+            ],  # as make run
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -114,9 +122,47 @@ def test_supervisord_runs_restarts_and_stops_the_pipeline(supervised: Supervised
     assert elapsed < 5
     supervised.log.flush()
     log = (supervised.run_dir / "supervisord.out").read_text()
-    stopped = list(dict.fromkeys(STOPPED.findall(log)))  # nodaemon echoes each line twice
+    stopped = STOPPED.findall(log)
     assert sorted(stopped) == ["broker", "generator_00", "generator_01", "recorder"], stopped
     assert stopped[-1] == "broker", f"the broker must stop last: {stopped}"
     assert stopped[-2] == "recorder", (
         f"the recorder must stop after the generators, before the broker: {stopped}"
     )
+
+
+def test_make_runs_start_is_quiet_then_says_where_everything_is(supervised: Supervised) -> None:
+    ready = subprocess.run(
+        [sys.executable, "-m", "services.install.ready", "--timeout", "30"],
+        cwd=ROOT,
+        env={**os.environ, "ZMQSTREAM_RUN_DIR": str(supervised.run_dir), "ZMQSTREAM_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ready.returncode == 0, ready.stderr
+    said = ready.stdout
+    assert f"zmqstream ready: 2 generator workers and the recorder, sockets in {supervised.run_dir}" in said
+    assert f"plugin folder  {CHECKOUT_PLUGIN_DIR}" in said
+    assert f"[plugin.{PLUGIN_ID}] run_dir = {supervised.run_dir}" in said
+    assert "make stop" in said
+    supervised.log.flush()
+    lines = [
+        line for line in (supervised.run_dir / "supervisord.out").read_text().splitlines() if line[:1] != "{"
+    ]
+    assert any("spawned: 'broker'" in line for line in lines), lines
+    assert not [line for line in lines if " CRIT " in line], lines
+    assert len(lines) == len(set(lines)), "a supervisord line printed twice"
+    ctl = subprocess.run(
+        [
+            str(SUPERVISORD.with_name("supervisorctl")),
+            "-c",
+            str(ROOT / "supervisord.conf"),
+            "status",
+            "broker",
+        ],
+        env={**os.environ, "ZMQSTREAM_RUN_DIR": str(supervised.run_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "RUNNING" in ctl.stdout, ctl.stdout + ctl.stderr

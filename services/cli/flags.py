@@ -6,6 +6,7 @@ import argparse
 import os
 
 from services.common.config import env_name
+from services.common.rundir import default_run_dir
 
 
 def add_access_flags(parser: argparse.ArgumentParser, peer: str, server_key: str) -> None:
@@ -20,3 +21,12 @@ def add_access_flags(parser: argparse.ArgumentParser, peer: str, server_key: str
     ):
         env = env_name(flag.replace("-", "_"))
         parser.add_argument(f"--{flag}", default=os.environ.get(env, ""), help=f"{help} [env {env}]")
+
+
+def add_run_dir_flag(parser: argparse.ArgumentParser) -> None:
+    """--run-dir: the pipeline's folder of ipc sockets, as its broker's."""
+    parser.add_argument(
+        "--run-dir",
+        default=default_run_dir(),
+        help="the pipeline's run folder (default: %(default)s) [env ZMQSTREAM_RUN_DIR]",
+    )

@@ -22,9 +22,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from services.cli.flags import add_access_flags
+from services.cli.flags import add_access_flags, add_run_dir_flag
 from services.common.errors import PipelineError
-from services.common.rundir import default_run_dir
 from services.common.security import ClientKeys
 from services.publish import Publisher, Refused
 
@@ -160,11 +159,7 @@ def add_parser(commands: Any) -> None:
         "publish", help="publish JSON lines from stdin into a channel pub-<name> (through the recorder)"
     )
     parser.add_argument("channel", help="the channel, pub-<name>")
-    parser.add_argument(
-        "--run-dir",
-        default=default_run_dir(),
-        help="the pipeline's run folder (default: %(default)s) [env ZMQSTREAM_RUN_DIR]",
-    )
+    add_run_dir_flag(parser)
     parser.add_argument(
         "--endpoint", default="", help="the recorder's publish endpoint (default: <run-dir>/publish)"
     )

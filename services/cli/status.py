@@ -9,9 +9,8 @@ from typing import Any
 
 import orjson
 
-from services.cli.flags import add_access_flags
+from services.cli.flags import add_access_flags, add_run_dir_flag
 from services.common import protocol
-from services.common.config import default_endpoint
 from services.common.errors import PipelineError
 from services.common.probe import Access, ask
 
@@ -67,7 +66,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     access = Access(
-        args.control_endpoint, args.curve_client_secret, args.curve_server_public, args.socket_group
+        args.control_endpoint or f"ipc://{args.run_dir}/control",
+        args.curve_client_secret,
+        args.curve_server_public,
+        args.socket_group,
     )
     try:
         reply = fetch(access, args.timeout)
@@ -89,10 +91,9 @@ def _as_dict(reply: protocol.StatusReply) -> dict[str, Any]:
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("status", help="the broker's workers, channels and subscribers")
+    add_run_dir_flag(parser)
     parser.add_argument(
-        "--control-endpoint",
-        default=default_endpoint("control"),
-        help="the broker's control endpoint (default: %(default)s)",
+        "--control-endpoint", default="", help="the broker's control endpoint (default: <run-dir>/control)"
     )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the broker")
     add_access_flags(parser, "the broker", "the broker's")

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from services.cli.flags import add_run_dir_flag
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import HandshakeError, LiveStream, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -166,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         host = PluginHost(  # as if forwarded: ZMQSTREAM_RUN_DIR and the rest of this shell apply
             args.plugin,
-            {"control_endpoint": args.control_endpoint} if args.control_endpoint else None,
+            {
+                "run_dir": args.run_dir,
+                **({"control_endpoint": args.control_endpoint} if args.control_endpoint else {}),
+            },
             forward_host_env=True,
         )
     except (OSError, HandshakeError) as exc:
@@ -199,7 +203,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--plugin", type=Path, default=default_plugin, help="plugin executable (default: %(default)s)"
     )
-    parser.add_argument("--control-endpoint", default="", help="broker control endpoint for the plugin")
+    add_run_dir_flag(parser)
+    parser.add_argument(
+        "--control-endpoint",
+        default="",
+        help="broker control endpoint for the plugin (default: <run-dir>/control)",
+    )
     parser.add_argument(
         "--rows", type=int, default=0, help="stop after this many rows (default: until Ctrl-C)"
     )

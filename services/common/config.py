@@ -172,29 +172,43 @@ class CurveClientSettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class RunDirSettings(Settings):
-    """Who may use the run folder's ipc sockets besides their owner (services.common.rundir)."""
+    """The run folder of a pipeline's ipc sockets, and who may use them besides their owner.
 
+    Every `*_endpoint` field left empty is the ipc socket of that name in `run_dir`
+    (`frames_in_endpoint`: `ipc://<run_dir>/frames-in`); see services.common.rundir.
+    """
+
+    run_dir: str = setting(
+        default_run_dir,
+        "the pipeline's folder of ipc sockets (one pipeline per folder)",
+        "/tmp/zmqstream-<uid>",
+    )
     socket_group: str = setting(
         "", "group allowed in the run folder and its ipc sockets, e.g. grafana (default: owner only)"
     )
 
+    SHARES_SOCKETS: ClassVar[bool] = True
+    """A pipeline process, whose user must then belong to the socket group (the plugin only connects)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        for field in dataclasses.fields(self):
+            if field.name.endswith("_endpoint") and not getattr(self, field.name):
+                socket = field.name.removesuffix("_endpoint").replace("_", "-")
+                object.__setattr__(self, field.name, f"ipc://{self.run_dir}/{socket}")  # still constructing
         if self.socket_group:
             rundir.group_id(self.socket_group)
+            if self.SHARES_SOCKETS:
+                rundir.require_member(self.socket_group)
 
 
 @dataclasses.dataclass(frozen=True)
 class BrokerSettings(LimitSettings, RunDirSettings):
     """The broker: subscription accounting, ticker placement, frame forwarding."""
 
-    control_endpoint: str = setting(
-        lambda: default_endpoint("control"), "ROUTER the workers and plugins talk to"
-    )
-    frames_in_endpoint: str = setting(lambda: default_endpoint("frames-in"), "XSUB the workers publish to")
-    frames_out_endpoint: str = setting(
-        lambda: default_endpoint("frames-out"), "XPUB the plugins subscribe to"
-    )
+    control_endpoint: str = setting("", "ROUTER the workers and plugins talk to", "ipc://<run_dir>/control")
+    frames_in_endpoint: str = setting("", "XSUB the workers publish to", "ipc://<run_dir>/frames-in")
+    frames_out_endpoint: str = setting("", "XPUB the plugins subscribe to", "ipc://<run_dir>/frames-out")
     advertise_host: str = setting(
         "", "host put in advertised tcp endpoints bound to * (default: the client's own)"
     )
@@ -214,7 +228,7 @@ class BrokerSettings(LimitSettings, RunDirSettings):
 class WorkerSettings(CurveClientSettings, RunDirSettings):
     """A generator worker: runs tickers and publishes their rows."""
 
-    control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
+    control_endpoint: str = setting("", "the broker's ROUTER", "ipc://<run_dir>/control")
     worker_id: str = setting(lambda: f"{os.uname().nodename}-{os.getpid()}", "name shown by the broker")
     worker_heartbeat_s: float = setting(0.2, "how often a worker reports to the broker")
     publish_interval_ms: float = setting(
@@ -241,12 +255,12 @@ MAX_RECORDED_CHANNELS = 10_000
 class RecorderSettings(CurveClientSettings, RunDirSettings):
     """The recorder: published channels, and the recent history of every event channel."""
 
-    control_endpoint: str = setting(lambda: default_endpoint("control"), "the broker's ROUTER")
+    control_endpoint: str = setting("", "the broker's ROUTER", "ipc://<run_dir>/control")
     frames_out_endpoint: str = setting(
-        lambda: default_endpoint("frames-out"), "the broker's XPUB, where source channels' rows are read"
+        "", "the broker's XPUB, where source channels' rows are read", "ipc://<run_dir>/frames-out"
     )
-    publish_endpoint: str = setting(lambda: default_endpoint("publish"), "ROUTER publishers send rows to")
-    history_endpoint: str = setting(lambda: default_endpoint("history"), "ROUTER plugins ask for history on")
+    publish_endpoint: str = setting("", "ROUTER publishers send rows to", "ipc://<run_dir>/publish")
+    history_endpoint: str = setting("", "ROUTER plugins ask for history on", "ipc://<run_dir>/history")
     recorder_id: str = setting("recorder", "name shown by the broker")
     worker_heartbeat_s: float = setting(0.2, "how often the recorder reports to the broker")
     curve_server_secret: str = setting(
@@ -321,10 +335,8 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
     """The gRPC plugin process Grafana launches."""
 
     ENV_PREFIXES = (GRAFANA_INI_PREFIX, ENV_PREFIX)
+    SHARES_SOCKETS = False
 
-    run_dir: str = setting(
-        default_run_dir, "the folder of the broker's ipc sockets (as the broker's)", "/tmp/zmqstream-<uid>"
-    )
     control_endpoint: str = setting(
         "",
         "the broker's ROUTER, unless the datasource's brokerAddress names another",
@@ -386,9 +398,6 @@ class PluginSettings(LimitSettings, CurveClientSettings, RunDirSettings):
             raise ConfigError(f"max_clock_skew_ms must not be negative, got {self.max_clock_skew_ms!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for name in ("control_endpoint", "history_endpoint", "publish_endpoint"):
-            if not getattr(self, name):  # frozen, but this is still its construction
-                object.__setattr__(self, name, f"ipc://{self.run_dir}/{name.removesuffix('_endpoint')}")
 
 
 ALL_SETTINGS: tuple[type[Settings], ...] = (BrokerSettings, WorkerSettings, RecorderSettings, PluginSettings)

@@ -15,6 +15,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -60,6 +61,8 @@ def check_ipc(access: Access) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if not os.path.lexists(folder):
+            raise Unreachable(f"no broker at {access.endpoint}: {missing_folder(folder)}") from None
         raise Unreachable(f"no broker at {access.endpoint}: {path} does not exist. Is it running?") from None
     except PermissionError:
         raise Unreachable(
@@ -73,6 +76,18 @@ def check_ipc(access: Access) -> None:
             f"permission denied on {access.endpoint}: run as the broker's user, "
             "or give both a --socket-group you belong to"
         )
+
+
+def missing_folder(folder: Path) -> str:
+    """Why a run folder may be missing, in words: a service's private /tmp, or no pipeline there."""
+    said = f"the run folder {folder} does not exist as this process sees it."
+    if str(folder).startswith(("/tmp/", "/var/tmp/")):
+        return (
+            f"{said} A Grafana installed as a service (grafana-server.service) gives its plugins a "
+            "private /tmp, where a pipeline's folder in /tmp is invisible: install the pipeline with "
+            "deploy/install.sh and set run_dir = /run/zmqstream (README: Grafana installed as a service)"
+        )
+    return f"{said} Is the pipeline running with this run folder (zmqstream status --run-dir {folder})?"
 
 
 def ipc_listening(endpoint: str) -> bool:

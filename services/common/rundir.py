@@ -26,6 +26,7 @@ import errno
 import fcntl
 import grp
 import os
+import pwd
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,6 +53,28 @@ def group_id(name: str) -> int:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"socket_group: there is no group {name!r} (create it or unset it)") from None
+
+
+def require_member(group: str) -> None:
+    """Refuse to start a pipeline process whose user is not in the socket group.
+
+    Its sockets would stay out of the group's reach (the recorder's chgrp fails, the broker's
+    folder cannot be given to the group): better one clear line at start than half a pipeline.
+    """
+    if not group or os.geteuid() == 0:  # root may chgrp to any group
+        return
+    gid = group_id(group)
+    if gid == os.getegid() or gid in os.getgroups():
+        return
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    raise ConfigError(
+        f"socket_group {group}: user {user} is not in group {group}, so the pipeline cannot share "
+        f"its sockets with it. Add it (usermod -aG {group} {user}) and restart the pipeline, "
+        "or unset socket_group"
+    )
 
 
 def ipc_folder(endpoint: str) -> Path | None:

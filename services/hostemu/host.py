@@ -131,8 +131,14 @@ class PluginHost:
         forward_host_env: bool = False,
         handshake_timeout_s: float = 20.0,
         cwd: str | Path = "/",
+        own_mounts: bool = False,
     ) -> None:
-        """Launch `executable` with its grafana.ini `settings`; `env` adds variables on top."""
+        """Launch `executable` with its grafana.ini `settings`; `env` adds variables on top.
+
+        `own_mounts`: the executable enters a mount namespace of its own (a sandbox with a
+        private /tmp, as a packaged Grafana's plugins have), so its Unix socket is reached
+        through /proc/<pid>/root, as Grafana inside the same sandbox would see it.
+        """
         self.executable = str(Path(executable).resolve())
         full_env = {**grafana_env(settings, forward_host_env=forward_host_env), **(env or {})}
         self.process = subprocess.Popen(
@@ -149,6 +155,8 @@ class PluginHost:
         self._stderr.start()
         try:
             self.address = parse_handshake(self._read_handshake(handshake_timeout_s))
+            if own_mounts and self.address.startswith("unix:"):
+                self.address = f"unix:/proc/{self.process.pid}/root{self.address.removeprefix('unix:')}"
         except BaseException:
             self.process.kill()
             self.process.wait()

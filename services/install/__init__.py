@@ -1,0 +1,1 @@
+"""Where zmqstream runs: what `make run` says when the pipeline is up."""
