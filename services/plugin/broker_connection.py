@@ -36,7 +36,7 @@ from services.common.security import ClientKeys, secure_client
 from services.common.sockets import advertised, configure, host_of
 from services.plugin.link import Link
 from services.plugin.queues import EventQueue, RowQueue
-from services.plugin.recorder import RecorderClient
+from services.plugin.recorder import Endpoints, RecorderClient
 
 log = logging.getLogger("zmqstream.plugin.broker_connection")
 FRAMES_PER_TURN = 1000
@@ -44,6 +44,8 @@ FRAMES_PER_TURN = 1000
 LOG_EVERY_S = 10.0
 """Refused frames are counted always, logged at most this often per reason."""
 REFUSAL_REASONS = ("malformed", "epoch", "shape", "future")
+UNWELCOMED_BEAT_S = 0.05
+"""How often a connection heartbeats before the broker's first Welcome."""
 
 
 class BrokerUnavailable(PipelineError):
@@ -76,8 +78,12 @@ class BrokerConnection:
         control_endpoint: str,
         settings: PluginSettings,
         keys: ClientKeys | None = None,
+        recorder: Endpoints = ("", ""),
+        pinned: bool = False,
     ) -> None:
-        """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off)."""
+        """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off).
+        `recorder`: its recorder's (history, publish) endpoints until the broker's Welcome names
+        them; `pinned`: for good (the plugin's settings name them)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
@@ -91,6 +97,8 @@ class BrokerConnection:
         if keys is not None:
             for sock in (self.control, self.frames):
                 secure_client(sock, keys)
+        self.recorder = RecorderClient(ctx, settings, control_endpoint, keys, recorder, pinned)
+        """This broker's recorder: history of its event channels, rows published into them."""
         self.link = Link(control_endpoint, settings.socket_group)
         self.connected = False
         self.untrusted = ""
@@ -136,12 +144,16 @@ class BrokerConnection:
         self._frames_touched()
 
     async def close(self) -> None:
+        """Say goodbye (the broker releases our channels now, with no lease to wait out), then close."""
         self._loop.remove_reader(self.frames.FD)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.connected:
+            self._send(protocol.Goodbye(self.settings.plugin_id))  # sent within the socket's linger
+        await self.recorder.close()
         self.control.close()
         self.frames.close()
 
@@ -235,7 +247,9 @@ class BrokerConnection:
             for held in self.holders.values():
                 for queue in held.queues:
                     queue.check_stall()
-            await asyncio.sleep(self.settings.plugin_heartbeat_s)
+            # Until the first Welcome (where frames and the recorder are), again soon: a send
+            # before the connection is up fails (IMMEDIATE), and a query would wait a whole beat.
+            await asyncio.sleep(self.settings.plugin_heartbeat_s if self.broker else UNWELCOMED_BEAT_S)
 
     async def _read_control(self) -> None:
         while True:
@@ -249,8 +263,12 @@ class BrokerConnection:
 
     def _on_control(self, message: protocol.Message) -> None:
         match message:
-            case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
-                endpoint = advertised(endpoint, host_of(self.control_endpoint))
+            case protocol.Welcome(frames_endpoint=endpoint, broker=broker, recorder=recorder):
+                host = host_of(self.control_endpoint)
+                if "history" in recorder and "publish" in recorder:  # this broker's recorder, as we reach it
+                    history, publish = (advertised(recorder[name], host) for name in ("history", "publish"))
+                    self.recorder.locate(history, publish)
+                endpoint = advertised(endpoint, host)
                 untrusted = _untrusted(endpoint, self.settings)
                 if untrusted:
                     log.error("frames endpoint refused", extra=fields(endpoint=endpoint, error=untrusted))
@@ -413,8 +431,6 @@ class BrokerConnections:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
-        self.recorder = RecorderClient(self.ctx, settings)
-        """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
         self.by_endpoint: dict[BrokerKey, BrokerConnection] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
@@ -436,12 +452,25 @@ class BrokerConnections:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            broker = self.by_endpoint[key] = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve))
+            recorder = self._recorder_of(endpoint)
+            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder)
+            self.by_endpoint[key] = broker
             broker.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
         self.last_used[key] = time.monotonic()
         return broker
+
+    def _recorder_of(self, endpoint: str) -> tuple[Endpoints, bool]:
+        """Where the recorder of the broker at `endpoint` is until it says, and whether to keep to it.
+
+        The plugin's own broker: its recorder settings, kept if grafana.ini names them (not the
+        run folder's sockets). Another broker: unknown until its Welcome.
+        """
+        if endpoint != self.settings.control_endpoint:
+            return ("", ""), False
+        own = (self.settings.history_endpoint, self.settings.publish_endpoint)
+        return own, own != tuple(f"ipc://{self.settings.run_dir}/{name}" for name in ("history", "publish"))
 
     async def _close_idle(self) -> None:
         while True:
@@ -464,7 +493,6 @@ class BrokerConnections:
                 await self._closer
         for broker in self.by_endpoint.values():
             await broker.close()
-        await self.recorder.close()
         self.ctx.term()
 
 

@@ -40,17 +40,18 @@ from typing import Any
 import orjson
 
 from services.common.channels import PUBLISHED, EventChannel
+from services.common.errors import ConfigError
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
 from services.plugin import backfill, eventframes, frames, notices
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.broker_connection import BrokerConnection, BrokerConnections
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.metrics import PluginMetrics
 from services.plugin.notices import StreamEnded
 from services.plugin.queues import SubscriptionRefused
-from services.plugin.recorder import RecorderUnavailable
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.events")
 EDITOR_ROLES = ("Editor", "Admin")
@@ -68,7 +69,6 @@ class EventStreams:
     def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
         self.brokers = brokers
         self.settings = brokers.settings
-        self.recorder = brokers.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -76,13 +76,19 @@ class EventStreams:
     # -- SubscribeStream ---------------------------------------------------------------
 
     async def initial(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, after_ms: int | None
+        self,
+        key: backfill.StreamKey,
+        channel: EventChannel,
+        shown: Display,
+        after_ms: int | None,
+        recorder: RecorderClient,
     ) -> bytes:
-        """The initial frame: recorded rows up to what a running stream sent (or now, promised)."""
+        """The initial frame: recorded rows up to what a running stream sent (or now, promised);
+        `recorder`: the datasource's broker's."""
         sent = self.ledger.running_end(key)
         to_ns = sent if sent != backfill.NOTHING else time.time_ns()
         from_ns = (after_ms + 1) * 1_000_000 if after_ms is not None else to_ns - backfill.WINDOW_NS
-        batch, problem = await self._history(channel, from_ns, to_ns)
+        batch, problem = await self._history(recorder, channel, from_ns, to_ns)
         if sent == backfill.NOTHING and batch.times:
             self.ledger.promise(key, batch.times[-1])
         elif sent == backfill.NOTHING and after_ms is not None and not problem and from_ns <= to_ns:
@@ -93,7 +99,7 @@ class EventStreams:
             data = eventframes.packet(batch, eventframes.schema(batch.schema, shown))
         elif problem:
             data = notices.notice_packet(eventframes.schema(None, shown), notices.ERROR, problem)
-        elif known := await self._latest_schema(channel, to_ns):
+        elif known := await self._latest_schema(recorder, channel, to_ns):
             # Nothing new: the panel keeps its fields.
             data = frames.schema_only(eventframes.schema(known, shown))
         else:
@@ -101,25 +107,29 @@ class EventStreams:
         self.metrics.sent("initial", len(batch), len(data))
         return data
 
-    async def _latest_schema(self, channel: EventChannel, to_ns: int) -> Schema | None:
+    async def _latest_schema(
+        self, recorder: RecorderClient, channel: EventChannel, to_ns: int
+    ) -> Schema | None:
         """The schema of the channel's last recorded row, None if it has none.
 
         A frame of other fields would replace the panel's (the browser keeps rows only
         while the fields stay the same), so a frame without rows still carries the schema.
         """
         try:
-            batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
+            batch, _ = await recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
             return None
         return batch.schema if batch.times else None
 
-    async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
+    async def _history(
+        self, recorder: RecorderClient, channel: EventChannel, from_ns: int, to_ns: int
+    ) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
         none and why not ('' when it answered)."""
         if to_ns < from_ns:
             return Batch([], []), ""
         try:
-            batch, _ = await self.recorder.history(channel.path, from_ns, to_ns, backfill.MAX_ROWS)
+            batch, _ = await recorder.history(channel.path, from_ns, to_ns, backfill.MAX_ROWS)
         except RecorderUnavailable as exc:
             log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
             return Batch([], []), f"no history for {channel.path}: {exc}"
@@ -141,9 +151,10 @@ class EventStreams:
                 raise SubscriptionRefused(queue.error)
             # The first packet now: what the recorder has after what was promised or sent.
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
-            batch, problem = await self._history(channel, start, time.time_ns())
+            recorder = broker.recorder
+            batch, problem = await self._history(recorder, channel, start, time.time_ns())
             if not batch.times:
-                known = None if problem else await self._latest_schema(channel, time.time_ns())
+                known = None if problem else await self._latest_schema(recorder, channel, time.time_ns())
                 if known is not None:
                     # The panel's fields, for later notices.
                     notice.frame_schema = eventframes.schema(known, shown)
@@ -185,7 +196,7 @@ class EventStreams:
                     bridged = True
                     live = taken.batch
                     start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
-                    gap, _ = await self._history(channel, start, live.times[0] - 1)
+                    gap, _ = await self._history(recorder, channel, start, live.times[0] - 1)
                     outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
@@ -216,7 +227,10 @@ class EventStreams:
             return refused
         try:
             batch = _rows(request.data)
-            reply = await self.recorder.publish(channel.path, batch)
+            reply = await self.brokers.get(*config.broker).recorder.publish(channel.path, batch)
+        except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's broker or keys
+            log.warning("publish failed", extra=fields(path=request.path, error=str(exc)))
+            return pb.PublishStreamResponse.NOT_FOUND
         except InvalidRows as exc:
             log.warning("publish refused", extra=fields(path=request.path, error=str(exc)))
             return refused

@@ -110,7 +110,13 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
         key = stream_key(request.pluginContext, request.path)
         if isinstance(spec, EventChannel):
-            data = await self.events.initial(key, spec, shown, after_ms)
+            try:
+                recorder = self.brokers.get(*config.broker).recorder  # the datasource's broker's
+            except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's broker or keys
+                log.warning("subscription refused", extra=fields(path=request.path, error=str(exc)))
+                data = notices.notice_packet(eventframes.schema(None, shown), notices.ERROR, str(exc))
+                return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
+            data = await self.events.initial(key, spec, shown, after_ms, recorder)
         else:
             data = await self.rows.initial(key, spec, shown, after_ms)
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
