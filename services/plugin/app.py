@@ -114,7 +114,8 @@ async def serve(
     )
     try:
         await server.start()
-        brokers.get()  # connect to the default broker now, not at the first request
+        with contextlib.suppress(ConfigError):  # unusable CURVE key files: CheckHealth and streams say so
+            brokers.get()  # connect to the default broker now, not at the first request
         with announcing:
             if plugin_dir is None:
                 print_handshake(listener.network, listener.address)

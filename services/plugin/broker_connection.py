@@ -33,7 +33,7 @@ from services.common.config import PluginSettings
 from services.common.errors import ConfigError, PipelineError
 from services.common.logs import fields
 from services.common.security import ClientKeys, secure_client
-from services.common.sockets import advertised, configure, host_of
+from services.common.sockets import advertised, configure, endpoint_problem, host_of
 from services.plugin.link import Link
 from services.plugin.queues import EventQueue, RowQueue
 from services.plugin.recorder import Endpoints, RecorderClient
@@ -86,20 +86,20 @@ class BrokerConnection:
         them; `pinned`: for good (the plugin's settings name them)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
+        if keys is None and settings.curve_client_secret:  # before any socket: this may fail
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
         # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
         self.frames: zmq.Socket[bytes] = configure(
             zmq.Socket(ctx, zmq.SUB), rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES
         )
-        if keys is None and settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         if keys is not None:
             for sock in (self.control, self.frames):
                 secure_client(sock, keys)
         self.recorder = RecorderClient(ctx, settings, control_endpoint, keys, recorder, pinned)
         """This broker's recorder: history of its event channels, rows published into them."""
-        self.link = Link(control_endpoint, settings.socket_group)
+        self.link = Link(control_endpoint, settings.socket_group, self.control, keys is not None)
         self.connected = False
         self.untrusted = ""
         """Why this broker is not used ('' when it is): its folder is not one we trust."""
@@ -137,7 +137,7 @@ class BrokerConnection:
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._read_control(), name="control"),
-            asyncio.create_task(self.link.watch(self.control), name="link"),
+            asyncio.create_task(self.link.watch(), name="link"),
         ]
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.frames.FD, self._drain_frames)
@@ -439,9 +439,14 @@ class BrokerConnections:
     def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
 
-        ConfigError if the keys are unusable (TooManyBrokers is one too), saying what to do.
+        ConfigError if the address or keys are unusable (TooManyBrokers is one too), saying what to do.
         """
         endpoint = endpoint or self.settings.control_endpoint
+        if problem := endpoint_problem(endpoint):
+            raise ConfigError(
+                f"Broker address {endpoint[:200]!r} is not a ZeroMQ endpoint: {problem}. Write "
+                "tcp://host:port or ipc:///path/to/control, or leave it empty for the plugin's own broker"
+            )
         key = (endpoint, curve)
         broker = self.by_endpoint.get(key)
         if broker is None:

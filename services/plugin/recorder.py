@@ -92,6 +92,10 @@ class _Channel:
         self.socket.setsockopt(zmq.LINGER, 0)
         if keys is not None:
             secure_client(self.socket, keys)
+        # Watched from before the first connect: a refused handshake may be its only event.
+        self.monitor = self.socket.get_monitor_socket(
+            probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
         self.connected = False
         self.connected_at = self.lost_at = 0.0
         self.problem = ""
@@ -159,18 +163,16 @@ class _Channel:
 
     async def _watch(self) -> None:
         """Follow the socket's monitor: a refused CURVE handshake is said as such, not as silence."""
-        events = probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-        monitor = self.socket.get_monitor_socket(events)
         try:
             while True:
-                event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
                 if event == zmq.EVENT_DISCONNECTED:
                     self.lost_at = time.monotonic()
                 else:
                     self.curve_refused = bool(event & probe.CURVE_FAILED)
         finally:
             self.socket.disable_monitor()
-            monitor.close(linger=0)
+            self.monitor.close(linger=0)
 
     async def ask(
         self, message: protocol.Message, request_id: str | int, timeout_s: float
@@ -232,6 +234,9 @@ class _Channel:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.watcher is None:  # never connected: the monitor was never read
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
         self.socket.close()
 
 
