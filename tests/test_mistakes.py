@@ -7,6 +7,7 @@ and reads the text the user would read.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
 
 ERROR = pb.CheckHealthResponse.ERROR
-WATCH = [sys.executable, "-m", "services.cli", "watch"]
+CLI = [sys.executable, "-m", "services.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,10 @@ def test_curve_key_files_missing_from_grafana_ini_are_named() -> None:
         pipeline.close()
 
 
+BEAT = {"plugin_heartbeat_s": "0.1"}
+"""Plugins beat five times per lease of the broker below: one presumed dead left without a word."""
+
+
 @pytest.fixture(scope="module")
 def plain() -> Iterator[Pipeline]:
     pipeline = Pipeline(1, ["--plugin-lease-s", "0.5"])
@@ -82,7 +87,7 @@ def plain() -> Iterator[Pipeline]:
 
 @pytest.fixture
 def host(plain: Pipeline) -> Iterator[PluginHost]:
-    with plugin_of(plain) as host:
+    with plugin_of(plain, BEAT) as host:
         yield host
 
 
@@ -103,6 +108,15 @@ def test_a_broker_host_that_does_not_resolve_says_cannot_resolve(host: PluginHos
     assert health.status == ERROR
     assert "cannot resolve no-such-broker.invalid" in health.message
     assert "connection refused" not in health.message
+    status = subprocess.run(
+        [*CLI, "status", "--control-endpoint", "tcp://no-such-broker.invalid:5570"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert status.returncode == 1
+    assert "cannot resolve no-such-broker.invalid" in status.stderr
 
 
 def test_a_stream_past_its_budget_says_why_in_the_panel(host: PluginHost) -> None:
@@ -138,7 +152,7 @@ def left_without_a_warning(pipeline: Pipeline, plugins_before: int) -> None:
 
 def test_a_plugin_that_exits_cleanly_says_goodbye(plain: Pipeline) -> None:
     before = broker_log(plain).count('"plugin left"')
-    with plugin_of(plain) as host:
+    with plugin_of(plain, BEAT) as host:
         host.run_stream("custom-0-1-50").read_rows(2)
     left_without_a_warning(plain, before)
 
@@ -146,8 +160,9 @@ def test_a_plugin_that_exits_cleanly_says_goodbye(plain: Pipeline) -> None:
 def test_zmqstream_watch_says_goodbye(plain: Pipeline) -> None:
     before = broker_log(plain).count('"plugin left"')
     watch = subprocess.run(
-        [*WATCH, "custom-0-1-50", "--rows", "3", "--plain", "--run-dir", str(plain.run_dir)],
+        [*CLI, "watch", "custom-0-1-50", "--rows", "3", "--plain", "--run-dir", str(plain.run_dir)],
         cwd=ROOT,
+        env={**os.environ, "ZMQSTREAM_PLUGIN_HEARTBEAT_S": BEAT["plugin_heartbeat_s"]},  # watch forwards it
         capture_output=True,
         text=True,
         timeout=60,
