@@ -443,9 +443,15 @@ class BrokerConnections:
         """
         endpoint = endpoint or self.settings.control_endpoint
         if problem := endpoint_problem(endpoint):
+            own = endpoint == self.settings.control_endpoint
+            where, default = (
+                ("grafana.ini control_endpoint", "the run_dir's broker")
+                if own
+                else ("Broker address", "the plugin's own broker")
+            )
             raise ConfigError(
-                f"Broker address {endpoint[:200]!r} is not a ZeroMQ endpoint: {problem}. Write "
-                "tcp://host:port or ipc:///path/to/control, or leave it empty for the plugin's own broker"
+                f"{where} {endpoint[:200]!r} is not a ZeroMQ endpoint: {problem}. Write tcp://host:port "
+                f"or ipc:///path/to/control, or leave it empty for {default}"
             )
         key = (endpoint, curve)
         broker = self.by_endpoint.get(key)
