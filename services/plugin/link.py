@@ -49,7 +49,7 @@ class Link:
         self.curve = curve
         self.handshaken = False
         self.reached = False
-        """A connection was made once: the broker is there (whatever went wrong since)."""
+        """A connection was made since the last one lost: a retry follows a refused handshake."""
         self.seen = ""
         """What the monitor last said is wrong ('' once a handshake succeeds)."""
         self.sock = sock
@@ -84,13 +84,14 @@ class Link:
             self.unresolved = probe.unresolved(host, exc)
 
     def on_event(self, event: int) -> None:
-        if event == zmq.EVENT_CONNECTED:  # a retry from now on follows a refused handshake or a loss
+        if event == zmq.EVENT_CONNECTED:
             self.reached = True
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.handshaken, self.seen = True, ""
         elif event == zmq.EVENT_DISCONNECTED:  # after a failed handshake too: that reason stands
-            if self.handshaken:
+            if self.handshaken:  # lost: a retry refused from now on means no broker there
                 self.seen = f"lost the connection to the broker at {self.endpoint}: is it still running?"
+                self.reached = False
             self.handshaken = False
         elif problem := probe.event_problem(
             event, self.endpoint, self.reached, CURVE_HINT if self.curve else NO_KEYS_HINT
