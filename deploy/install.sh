@@ -26,6 +26,7 @@ ZS_PYTHON=${ZMQSTREAM_INSTALL_PYTHON:-/usr/bin/python3}
 ZS_WORKERS=${ZMQSTREAM_INSTALL_WORKERS:-$(nproc)}
 ZS_START=${ZMQSTREAM_INSTALL_START:-1}                          # 0: install only, start nothing
 set -euo pipefail
+umask 022  # what it installs is read by Grafana's user and the pipeline's, whatever root's umask
 checkout=$(cd "$(dirname "$0")/.." && pwd)
 plugin_id=zmqstream-stream-datasource
 
@@ -71,13 +72,15 @@ else
   useradd --system --user-group --home-dir "$ZS_DATA_DIR" --no-create-home --shell /usr/sbin/nologin "$ZS_USER"
   say "created system user $ZS_USER"
 fi
-if ! id -nG "$ZS_USER" | tr ' ' '\n' | grep -qx "$ZS_GROUP"; then
-  usermod --append --groups "$ZS_GROUP" "$ZS_USER"
-  say "added $ZS_USER to group $ZS_GROUP"
-fi
+case " $(id -nG "$ZS_USER") " in
+  *" $ZS_GROUP "*) ;;
+  *) usermod --append --groups "$ZS_GROUP" "$ZS_USER"
+     say "added $ZS_USER to group $ZS_GROUP" ;;
+esac
 
 # --- folders ------------------------------------------------------------------------------
 install -d -m 0755 "$ZS_PREFIX" "$ZS_CONF_DIR" "$ZS_PLUGINS_DIR"
+install -m 0644 "$checkout/README.md" "$ZS_PREFIX/README.md"  # the unit's Documentation=
 install -d -o "$ZS_USER" -g "$ZS_GROUP" -m 0770 "$ZS_RUN_DIR"
 install -d -o "$ZS_USER" -g "$ZS_USER" -m 0700 "$ZS_DATA_DIR"
 install -d -o "$ZS_USER" -g "$ZS_USER" -m 0750 "$ZS_LOG_DIR"

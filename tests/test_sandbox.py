@@ -79,7 +79,10 @@ def install_env(root: Path, group: str) -> dict[str, str]:
 
 
 def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=600)
+    """deploy/install.sh as a hardened root runs it (umask 027: nothing readable by others unless made so)."""
+    return subprocess.run(
+        ["bash", str(INSTALL)], env=env, umask=0o027, capture_output=True, text=True, timeout=600
+    )
 
 
 def sandbox_usable() -> str:
@@ -295,3 +298,13 @@ def test_the_install_refuses_a_python_under_a_home_folder_and_a_missing_group(tm
     assert no_group.returncode == 1
     assert "there is no group zs-no-such-group: install Grafana first" in no_group.stderr
     assert not (tmp_path / "opt").exists()  # refused before anything was made
+
+
+def test_the_checks_the_install_prints_answer(installed: Installed, grafana_plugin: PluginHost) -> None:
+    checks = [line.split(" -- ", 1)[1].split() for line in installed.output.splitlines() if " -- " in line]
+    checks = [argv for argv in checks if argv[0].startswith(str(installed.venv))]
+    assert len(checks) == 2, installed.output  # zmqstream status, supervisorctl status
+    for argv in checks:
+        result = subprocess.run(argv, **installed.as_pipeline(), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "recorder" in result.stdout

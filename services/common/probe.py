@@ -80,15 +80,16 @@ def check_ipc(access: Access) -> None:
 
 
 def missing_folder(folder: Path) -> str:
-    """Why a run folder may be missing, in words: a service's private /tmp, or no pipeline there."""
-    said = f"the run folder {folder} does not exist as this process sees it."
+    """Why a run folder may be missing, in words: no pipeline there, or a service's private /tmp."""
+    said = f"the run folder {folder} does not exist as this process sees it"
     if str(folder).startswith(("/tmp/", "/var/tmp/")):
         return (
-            f"{said} A Grafana installed as a service (grafana-server.service) gives its plugins a "
-            "private /tmp, where a pipeline's folder in /tmp is invisible: install the pipeline with "
+            f"{said}: no pipeline made it here, or this is Grafana's plugin and Grafana runs as a service "
+            "(grafana-server.service), which gives its plugins a private /tmp where a pipeline's folder "
+            "in /tmp is invisible. Start the pipeline (make run); for such a Grafana, install it with "
             "deploy/install.sh and set run_dir = /run/zmqstream (README: Grafana installed as a service)"
         )
-    return f"{said} Is the pipeline running with this run folder (zmqstream status --run-dir {folder})?"
+    return f"{said}: start its pipeline (make run; the system install: systemctl start zmqstream)"
 
 
 def ipc_listening(endpoint: str) -> bool:
