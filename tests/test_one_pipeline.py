@@ -14,10 +14,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zmq
 from recording import recording_pipeline
 from support import ROOT, Pipeline
 
 from services.cli.status import fetch
+from services.common import protocol
 from services.common.errors import PipelineError
 from services.common.probe import Access
 
@@ -136,3 +138,20 @@ def test_workers_given_the_same_pipeline_name_join_across_run_folders() -> None:
     finally:
         pipeline.close()
         os.rmdir(folder)
+
+
+def test_a_second_recorder_on_the_broker_does_not_move_the_plugins(pipeline: Pipeline) -> None:
+    """Across hosts the folder lock cannot see it: the broker keeps telling the first live one."""
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as stray, ctx.socket(zmq.DEALER) as plugin:
+        for sock in (stray, plugin):
+            sock.linger = 0
+            sock.connect(pipeline.control_endpoint)
+        elsewhere = {"publish": "tcp://192.0.2.1:5573", "history": "tcp://192.0.2.1:5574"}
+        for _ in range(3):
+            beat = protocol.WorkerHeartbeat("recorder2", {}, role=protocol.RECORDER, endpoints=elsewhere)
+            stray.send_multipart(protocol.encode(beat))
+            plugin.send_multipart(protocol.encode(protocol.PluginHeartbeat("p-test", {})))
+            assert plugin.poll(5000)
+            welcome = protocol.expect(plugin.recv_multipart(), protocol.Welcome)
+            assert welcome.recorder["history"] == f"ipc://{pipeline.run_dir}/history"
+            time.sleep(0.1)

@@ -108,6 +108,8 @@ class Broker:
         pipeline = settings.pipeline_name
         self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance, pipeline)
         self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance, pipeline)
+        self.recorder = ""
+        """The recorder whose endpoints plugins are told ('' until one joins)."""
         self.strangers: set[str] = set()
         """Workers of another pipeline already refused (logged once each)."""
         self.status_unread: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}
@@ -158,7 +160,7 @@ class Broker:
                     log.info("worker joined", extra=fields(worker=message.worker, pid=message.pid))
                 registry.worker_heartbeat(message, routing_id, now)
                 if message.role == protocol.RECORDER and message.endpoints:
-                    self._recorder_at(message.endpoints)
+                    self._recorder_at(message.worker, message.endpoints)
                 self._send(routing_id, self.worker_welcome)
             case protocol.PluginHeartbeat(plugin=plugin, channels=channels):
                 if plugin not in registry.plugins:
@@ -199,13 +201,19 @@ class Broker:
             )
         return True
 
-    def _recorder_at(self, endpoints: dict[str, str]) -> None:
-        """Tell plugins, in every Welcome, where our recorder serves (as advertised, like the frames)."""
+    def _recorder_at(self, recorder: str, endpoints: dict[str, str]) -> None:
+        """Tell plugins, in every Welcome, where our recorder serves (as advertised, like the frames).
+
+        One recorder at a time: a second one alive (a mistake) does not make plugins flap between them.
+        """
+        if self.recorder not in (recorder, "") and self.recorder in self.registry.workers:
+            return
+        self.recorder = recorder
         host = self.settings.advertise_host
         shown = {name: advertised(endpoint, host) for name, endpoint in endpoints.items()}
         if shown != self.plugin_welcome.recorder:
             self.plugin_welcome = dataclasses.replace(self.plugin_welcome, recorder=shown)
-            log.info("recorder located", extra=fields(**shown))
+            log.info("recorder located", extra=fields(recorder=recorder, **shown))
 
     def _flush(self) -> None:
         outbox, self.registry.outbox = self.registry.outbox, []
