@@ -155,3 +155,7 @@ def test_a_second_recorder_on_the_broker_does_not_move_the_plugins(pipeline: Pip
             welcome = protocol.expect(plugin.recv_multipart(), protocol.Welcome)
             assert welcome.recorder["history"] == f"ipc://{pipeline.run_dir}/history"
             time.sleep(0.1)
+    assert (
+        "a second recorder joined: plugins keep using the first"
+        in (pipeline.run_dir / "broker.log").read_text()
+    )

@@ -110,6 +110,8 @@ class Broker:
         self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance, pipeline)
         self.recorder = ""
         """The recorder whose endpoints plugins are told ('' until one joins)."""
+        self.second_recorder = ""
+        """The last other recorder warned about."""
         self.strangers: set[str] = set()
         """Workers of another pipeline already refused (logged once each)."""
         self.status_unread: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}
@@ -207,6 +209,12 @@ class Broker:
         One recorder at a time: a second one alive (a mistake) does not make plugins flap between them.
         """
         if self.recorder not in (recorder, "") and self.recorder in self.registry.workers:
+            if recorder != self.second_recorder:
+                self.second_recorder = recorder
+                log.warning(
+                    "a second recorder joined: plugins keep using the first; stop one of them",
+                    extra=fields(first=self.recorder, second=recorder),
+                )
             return
         self.recorder = recorder
         host = self.settings.advertise_host
