@@ -4,6 +4,10 @@ Every RunStream of the process shares it. `hold(spec)` gives a stream its own Ro
 bounded in bytes; the first holder of a channel subscribes the SUB socket and tells the
 broker, the last one's release undoes both. A heartbeat re-sends the full set of held
 channels every `heartbeat_s`, which renews the lease and rebuilds a restarted broker's view.
+The broker's Welcome says where its frames and its recorder are: each connection owns that
+recorder's client (services.plugin.recorder), with the connection's CURVE keys, so a
+datasource naming another broker reads and publishes at that broker's recorder. Closing
+says Goodbye: the broker releases the channels at once, with no lease to wait out.
 
 Rows are checked where they enter (`_on_rows`): a data frame that does not decode, has
 the wrong number of series for its channel, carries an epoch other than the placement
