@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, Pipeline, plugin_of
+from recording import recording_pipeline
+from support import ROOT, Pipeline, authorized, curve_client, plugin_of
 from test_security import curve_pipeline
 
+from services.common.security import create_keys
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -174,3 +176,25 @@ def test_zmqstream_watch_says_goodbye(plain: Pipeline) -> None:
     )
     assert watch.returncode == 0, watch.stderr
     left_without_a_warning(plain, before)
+
+
+def test_a_recorder_that_refuses_the_plugins_key_is_named_by_save_and_test(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    create_keys(keys, ["broker", "w1", "recorder", "plugin"])
+    server = ["--curve-server-secret", str(keys / "broker.key_secret")]
+    allowed = authorized(keys, tmp_path / "allowed", ["w1", "recorder", "plugin"])
+    askers = authorized(keys, tmp_path / "askers", ["recorder"])  # not the plugin
+    recorder_args = [*server, "--curve-authorized-dir", str(askers), "--publish-authorized-dir", str(askers)]
+    with recording_pipeline(
+        [*recorder_args, *curve_client(keys, "recorder")],
+        [*server, "--curve-authorized-dir", str(allowed)],
+        curve_client(keys, "w1"),
+        (str(keys / "plugin.key_secret"), str(keys / "broker.key")),
+    ) as pipeline:
+        settings = {"curve_client_secret": str(keys / "plugin.key_secret")}
+        with plugin_of(pipeline, {**settings, "curve_server_public": str(keys / "broker.key")}) as host:
+            health = host.check_health()
+            assert health.status == pb.CheckHealthResponse.OK  # streams of generators work
+            assert "a recorder is alive, but the plugin cannot ask it: CURVE refused by the recorder" in (
+                health.message
+            )

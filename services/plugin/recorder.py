@@ -53,6 +53,8 @@ CURVE_HINT = (
 )
 
 
+HEALTH_CHANNEL = "pub-zmqstream.health"
+"""What CheckHealth asks the recorder about: any answer (usually none recorded) means it is reachable."""
 Endpoints = tuple[str, str]
 """A recorder's (history, publish) endpoints."""
 
@@ -285,6 +287,16 @@ class RecorderClient:
         if batch.times and (batch.times[0] < from_ns or batch.times[-1] > to_ns):
             batch = batch.until(to_ns).after(from_ns - 1)
         return batch.last(max_rows), reply.truncated
+
+    async def problem(self, timeout_s: float) -> str:
+        """'' if the recorder answers a history request within `timeout_s`, else why not (CheckHealth)."""
+        request_id = uuid.uuid4().hex
+        request = protocol.HistoryRequest(request_id, HEALTH_CHANNEL, 0, 0, 1)
+        try:
+            await self.history_channel.ask(request, request_id, timeout_s)
+        except RecorderUnavailable as exc:
+            return str(exc)
+        return ""
 
     async def publish(self, channel: str, batch: Batch) -> protocol.PublishReply:
         """The recorder's answer to rows published into `channel`; RecorderUnavailable without one."""

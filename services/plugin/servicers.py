@@ -212,6 +212,7 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
+        deadline = time.monotonic() + self.settings.broker_timeout_s
         try:
             status = await _status(broker, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
@@ -228,11 +229,11 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             "channels": len(status.channels),
             "plugins": status.plugins,
         }
-        recorder = (
-            "a recorder is alive"
-            if recorders
-            else "no recorder is alive (published channels and the history of source channels need one)"
-        )
+        recorder = "no recorder is alive (published channels and the history of source channels need one)"
+        if recorders:  # alive for the broker; and can this plugin ask it (its address, its CURVE keys)?
+            left_s = max(0.05, deadline - time.monotonic())
+            why = await broker.recorder.problem(left_s)
+            recorder = "a recorder is alive" + (f", but the plugin cannot ask it: {why}" if why else "")
         if workers == 0:
             message = f"Broker at {broker.control_endpoint} is up, but no generator worker is alive"
             return _health(Health.ERROR, message, details)
