@@ -19,6 +19,8 @@ from services.hostemu.localpipeline import ROOT, Pipeline, stop, wait_for_worker
 __all__ = [
     "ROOT",
     "Pipeline",
+    "authorized",
+    "curve_client",
     "dead_broker_datasource",
     "memory_kib",
     "plugin_of",
@@ -73,6 +75,24 @@ def query_model(
 def dead_broker_datasource() -> Datasource:
     """A datasource whose brokerAddress answers nothing."""
     return Datasource(uid="no-broker", json_data={"brokerAddress": "ipc:///tmp/zs-nobody-listens/control"})
+
+
+def authorized(keys: Path, folder: Path, names: Sequence[str]) -> Path:
+    """`folder` made, holding the public keys of `names` from `keys`: who a CURVE server lets in."""
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    return folder
+
+
+def curve_client(keys: Path, name: str) -> list[str]:
+    """`name`'s CURVE client flags, with the broker's public key (from `zmqstream keys`)."""
+    return [
+        "--curve-client-secret",
+        str(keys / f"{name}.key_secret"),
+        "--curve-server-public",
+        str(keys / "broker.key"),
+    ]
 
 
 def memory_kib(pid: int, key: str = "VmRSS") -> int:

@@ -7,6 +7,7 @@ import time
 import grpc
 from support import Pipeline, plugin_of, streams_refused, suffix
 
+from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, LiveStream
 from services.plugin._proto import pluginv2_pb2 as pb
 
@@ -66,7 +67,11 @@ def test_a_dashboard_over_its_budget_is_refused_and_starves_no_one(pipeline: Pip
         reason = str(refused[0].details())
         assert "datasource flood streams 50,000 values/s of its budget of 50,000" in reason
         assert "needs 10,000 more" in reason
-        assert host.subscribe(FLOOD_PATHS[-1], FLOOD).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+        answer = host.subscribe(FLOOD_PATHS[-1], FLOOD)  # OK, the reason in the panel: not a bare 403
+        assert answer.status == pb.SubscribeStreamResponse.OK
+        panel = StreamingFrame()
+        panel.push(answer.data)
+        assert "datasource flood streams 50,000 values/s" in panel.notices[0]["text"]
         assert host.subscribe(FLOOD_PATHS[0], FLOOD).status == pb.SubscribeStreamResponse.OK, "already runs"
 
         other = host.run_stream("custom-10-20-100", OTHER)

@@ -552,9 +552,16 @@ def test_admission_costs_a_published_channel_the_recorders_budget_and_a_source_i
     host: PluginHost,
 ) -> None:
     frugal = Datasource(uid="frugal", json_data={"maxValuesPerSecond": 500})
-    assert host.subscribe("pub-too.much", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
-    assert host.subscribe("source-host-1000", frugal).status == pb.SubscribeStreamResponse.OK
-    assert host.subscribe("source-host-10", frugal).status == pb.SubscribeStreamResponse.PERMISSION_DENIED
+
+    def refusal(path: str) -> str:
+        """The notice a subscription past the budget answers with ('' if admitted)."""
+        panel = StreamingFrame()
+        panel.push(host.subscribe(path, frugal).data)
+        return " ".join(notice["text"] for notice in panel.notices if "datasource frugal" in notice["text"])
+
+    assert "pub-too.much needs" in refusal("pub-too.much")
+    assert refusal("source-host-1000") == ""
+    assert "source-host-10 needs" in refusal("source-host-10")
 
 
 def test_a_hostile_recorder_costs_only_its_own_answers(pipeline: Pipeline) -> None:

@@ -6,6 +6,7 @@ Topology (our own test hosts, made and removed by this test):
     gen1 ns (worker w1) ── 10.231.N.4/30 ── hub        gen2 ns (worker w2) ── 10.231.N.8/30 ── hub
 """
 
+import functools
 import itertools
 import os
 import shutil
@@ -18,13 +19,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import ROOT, wait_for_workers
+from recording import recording_pipeline
+from support import ROOT, authorized, curve_client, plugin_of, wait_for_workers
+from test_sites import CHANNEL, recorded
 
-from services.common.security import create_keys
-from services.hostemu.host import PluginHost
+from services.common.security import ClientKeys, create_keys
+from services.hostemu.host import Datasource, PluginHost
 from services.packaging.bundle import write_launchers
+from services.plugin._proto import pluginv2_pb2 as pb
+from services.publish import Publisher, Unreachable
 
-CONTROL, FRAMES_IN, FRAMES_OUT = 5570, 5571, 5572
+CONTROL, FRAMES_IN, FRAMES_OUT, PUBLISH, HISTORY = 5570, 5571, 5572, 5573, 5574
+FIXTURES = itertools.count()
 
 
 def ip(*args: str) -> None:
@@ -85,7 +91,8 @@ class Hosts:
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[tuple[Hosts, dict[str, str], Path]]:
-    hosts = Hosts(prefix=f"zs{os.getpid() % 1000}", subnet=os.getpid() % 200 + 20, processes=[])
+    n = next(FIXTURES)  # a namespace's links go a while after it: the next test's have other names
+    hosts = Hosts(prefix=f"zs{os.getpid() % 1000}{n}", subnet=(os.getpid() + n) % 200 + 20, processes=[])
     names = ["hub", "gen1", "gen2"]
     try:
         for name in names:
@@ -190,3 +197,104 @@ def channel_owners(plugin: PluginHost) -> dict[str, str]:
     response = plugin.call_resource("channels")
     assert response.code == 200
     return {c["path"]: c["worker"] for c in orjson.loads(response.body)["channels"]}
+
+
+def test_a_site_over_tcp_with_curve_answers_from_its_own_recorder(
+    hosts: tuple[Hosts, dict[str, str], Path],
+) -> None:
+    """Site B in the hub namespace (broker and recorder bound on wildcard tcp, CURVE), site A a
+    local pipeline; B's datasource holds its CURVE keys. No row crosses between the sites."""
+    net, hub_address, tmp = hosts
+    keys = tmp / "keys"
+    names = ["w1", "recorder", "plugin", "publisher"]
+    create_keys(keys, ["broker", *names])
+    allowed = authorized(keys, tmp / "allowed", names)
+    server = [
+        "--curve-server-secret",
+        str(keys / "broker.key_secret"),
+        "--curve-authorized-dir",
+        str(allowed),
+    ]
+    client = functools.partial(curve_client, keys)
+
+    local = f"tcp://127.0.0.1:{CONTROL}"
+    net.run(
+        "hub",
+        *["-m", "services.broker", "--pipeline", "site-b", *server],
+        *[
+            "--control-endpoint",
+            f"tcp://0.0.0.0:{CONTROL}",
+            "--frames-in-endpoint",
+            f"tcp://0.0.0.0:{FRAMES_IN}",
+        ],
+        *["--frames-out-endpoint", f"tcp://0.0.0.0:{FRAMES_OUT}"],
+        log=tmp / "broker.log",
+    )
+    net.run(
+        "hub",
+        "-m",
+        "services.generator",
+        "--pipeline",
+        "site-b",
+        "--worker-id",
+        "w1",
+        "--control-endpoint",
+        local,
+        *client("w1"),
+        log=tmp / "w1.log",
+    )
+    net.run(
+        "hub",
+        *[
+            "-m",
+            "services.recorder",
+            "--pipeline",
+            "site-b",
+            *server,
+            "--publish-authorized-dir",
+            str(allowed),
+        ],
+        *[
+            "--control-endpoint",
+            local,
+            "--frames-out-endpoint",
+            f"tcp://127.0.0.1:{FRAMES_OUT}",
+            *client("recorder"),
+        ],
+        *["--publish-endpoint", f"tcp://0.0.0.0:{PUBLISH}", "--history-endpoint", f"tcp://0.0.0.0:{HISTORY}"],
+        log=tmp / "recorder.log",
+    )
+    site_b = Datasource(
+        uid="site-b",
+        json_data={"brokerAddress": f"tcp://{hub_address['root']}:{CONTROL}", "allowPublish": True},
+        secure_json_data={
+            "curveSecretKey": (keys / "plugin.key_secret").read_text(),
+            "brokerPublicKey": (keys / "broker.key").read_text(),
+        },
+    )
+    now_ms = time.time_ns() // 1_000_000
+    publisher_keys = ClientKeys.from_files(str(keys / "publisher.key_secret"), str(keys / "broker.key"))
+    deadline = time.monotonic() + 20
+    while True:  # until B's recorder is up
+        try:
+            with Publisher(
+                f"tcp://{hub_address['root']}:{PUBLISH}", publisher_keys, timeout_s=1
+            ) as publisher:
+                publisher.publish(CHANNEL, [{"time": now_ms - 3000, "site": "b"}])
+            break
+        except Unreachable:
+            assert time.monotonic() < deadline, "site B's recorder did not come up"
+            time.sleep(0.1)
+    with recording_pipeline() as a:
+        with Publisher(a.publish_endpoint) as publisher:
+            publisher.publish(CHANNEL, [{"time": now_ms - 3000, "site": "a"}])
+        with plugin_of(a) as host:
+            wait_for_workers(host, 1, site_b)
+            assert recorded(host, Datasource(uid="site-a")) == ["a"]
+            assert recorded(host, site_b) == ["b"], "site B's datasource read another site's recorder"
+            context = site_b.context()
+            body = orjson.dumps({"time": now_ms - 2000, "site": "b-grafana"})
+            request = pb.PublishStreamRequest(pluginContext=context, path=CHANNEL, data=body)
+            assert host.stream.PublishStream(request).status == pb.PublishStreamResponse.OK
+            assert recorded(host, site_b) == ["b", "b-grafana"]
+            assert recorded(host, Datasource(uid="site-a")) == ["a"]

@@ -16,6 +16,17 @@ SAMPLES: list[protocol.Message] = [
     protocol.WorkerHeartbeat("w1", {"custom-0-1-100": 5}, pid=4242, ticks_late=3),
     protocol.PluginHeartbeat("p1", {"custom-0-1-100": 5, "custom-10-20-100": 0}),
     protocol.Welcome("ipc:///tmp/zs/frames-in", "b0b0"),
+    protocol.Welcome(
+        "tcp://*:5572", "b0b0", "site-b", {"publish": "tcp://*:5573", "history": "tcp://*:5574"}
+    ),
+    protocol.WorkerHeartbeat(
+        "recorder",
+        {},
+        role=protocol.RECORDER,
+        endpoints={"publish": "ipc:///tmp/zs/publish"},
+        pipeline="/tmp/zs",
+    ),
+    protocol.Goodbye("p1"),
     protocol.Subscribe("p1", "custom-10-20-100"),
     protocol.SubscribeReply("custom-10-20-100", "refused"),
     protocol.Placement("custom-10-20-100", 6),

@@ -8,6 +8,7 @@ Stopping terminates the context, which ends the proxy with ETERM.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,6 +37,8 @@ STALL_S = 0.5
 STATUS_BYTES_PER_PEER = 4 * 1024 * 1024
 """StatusReply bytes a peer has not read yet that the broker holds for it; past this it drops them."""
 STATUS_PEERS_KEPT = 1000
+STRANGERS_KEPT = 1000
+"""Refused workers remembered, so each is logged once; past this, they are logged again."""
 """Peers whose replies are tracked before those with nothing left unread are forgotten."""
 
 
@@ -102,8 +105,15 @@ class Broker:
             secure_server(self.control, settings.curve_server_secret)
         self.control.bind(settings.control_endpoint)
         host = settings.advertise_host
-        self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance)
-        self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance)
+        pipeline = settings.pipeline_name
+        self.worker_welcome = protocol.Welcome(advertised(proxy.frames_in, host), self.instance, pipeline)
+        self.plugin_welcome = protocol.Welcome(advertised(proxy.frames_out, host), self.instance, pipeline)
+        self.recorder = ""
+        """The recorder whose endpoints plugins are told ('' until one joins)."""
+        self.second_recorder = ""
+        """The last other recorder warned about."""
+        self.strangers: set[str] = set()
+        """Workers of another pipeline already refused (logged once each)."""
         self.status_unread: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}
         """Per peer, the StatusReplies still in our queue (not yet taken by the peer) and their sizes."""
         self.status_dropped = 0
@@ -145,9 +155,14 @@ class Broker:
         registry = self.registry
         match message:
             case protocol.WorkerHeartbeat():
+                if self._stranger(message):
+                    self._send(routing_id, self.worker_welcome)  # which names our pipeline: it stops
+                    return
                 if not message.unchanged and message.worker not in registry.workers:
                     log.info("worker joined", extra=fields(worker=message.worker, pid=message.pid))
                 registry.worker_heartbeat(message, routing_id, now)
+                if message.role == protocol.RECORDER and message.endpoints:
+                    self._recorder_at(message.worker, message.endpoints)
                 self._send(routing_id, self.worker_welcome)
             case protocol.PluginHeartbeat(plugin=plugin, channels=channels):
                 if plugin not in registry.plugins:
@@ -164,10 +179,49 @@ class Broker:
                 self._send(routing_id, reply)
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
+            case protocol.Goodbye(plugin=plugin):
+                if registry.goodbye(plugin):
+                    log.info("plugin left", extra=fields(plugin=plugin))
             case protocol.StatusRequest(request_id=request_id):
                 self._send_status(routing_id, request_id, now)
             case _:
                 log.warning("unexpected message", extra=fields(type=type(message).__name__))
+
+    def _stranger(self, message: protocol.WorkerHeartbeat) -> bool:
+        """Whether the heartbeat comes from a worker of another pipeline (logged once per worker)."""
+        if not message.pipeline or message.pipeline == self.settings.pipeline_name:
+            return False
+        if message.worker not in self.strangers:
+            if len(self.strangers) >= STRANGERS_KEPT:
+                self.strangers.clear()
+            self.strangers.add(message.worker)
+            log.warning(
+                "worker of another pipeline refused",
+                extra=fields(
+                    worker=message.worker, its_pipeline=message.pipeline, ours=self.settings.pipeline_name
+                ),
+            )
+        return True
+
+    def _recorder_at(self, recorder: str, endpoints: dict[str, str]) -> None:
+        """Tell plugins, in every Welcome, where our recorder serves (as advertised, like the frames).
+
+        One recorder at a time: a second one alive (a mistake) does not make plugins flap between them.
+        """
+        if self.recorder not in (recorder, "") and self.recorder in self.registry.workers:
+            if recorder != self.second_recorder:
+                self.second_recorder = recorder
+                log.warning(
+                    "a second recorder joined: plugins keep using the first; stop one of them",
+                    extra=fields(first=self.recorder, second=recorder),
+                )
+            return
+        self.recorder = recorder
+        host = self.settings.advertise_host
+        shown = {name: advertised(endpoint, host) for name, endpoint in endpoints.items()}
+        if shown != self.plugin_welcome.recorder:
+            self.plugin_welcome = dataclasses.replace(self.plugin_welcome, recorder=shown)
+            log.info("recorder located", extra=fields(recorder=recorder, **shown))
 
     def _flush(self) -> None:
         outbox, self.registry.outbox = self.registry.outbox, []

@@ -164,6 +164,13 @@ class Registry:
                 self.outbox.append((lease.routing_id, protocol.Placement(path, channel.epoch)))
         return replies
 
+    def goodbye(self, plugin: str) -> bool:
+        """A plugin left on purpose: release what it held now; whether it was known."""
+        lease = self.plugins.pop(plugin, None)
+        for path in lease.channels if lease is not None else ():
+            self._release(plugin, path)
+        return lease is not None
+
     def _lease(self, plugin: str, now: float, routing_id: bytes) -> PluginLease:
         lease = self.plugins.get(plugin)
         if lease is None:
@@ -361,9 +368,7 @@ class Registry:
         for plugin, lease in list(self.plugins.items()):
             if lease.liveness.dead(now, self.plugin_lease_s):
                 presumed_dead.append((f"plugin {plugin}", now - lease.liveness.last_seen))
-                del self.plugins[plugin]
-                for path in lease.channels:
-                    self._release(plugin, path)
+                self.goodbye(plugin)
         for path, channel in list(self.channels.items()):
             orphaned = channel.orphan_since is not None and not channel.holders
             if orphaned and now - channel.orphan_since > self.plugin_lease_s:  # type: ignore[operator]

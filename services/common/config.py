@@ -203,7 +203,28 @@ class RunDirSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
-class BrokerSettings(LimitSettings, RunDirSettings):
+class PipelineSettings(RunDirSettings):
+    """Which pipeline a process belongs to: a worker or recorder joins only its own pipeline's broker."""
+
+    pipeline: str = setting(
+        "",
+        "this pipeline's name: workers and the recorder join only a broker of the same one "
+        "(give every host the same one across hosts)",
+        "the run folder",
+    )
+
+    @property
+    def pipeline_name(self) -> str:
+        """The name a broker announces: --pipeline, else its run folder (one pipeline per folder)."""
+        return self.pipeline or os.path.realpath(self.run_dir)
+
+    def joined_pipeline(self, control_endpoint: str) -> str:
+        """The name a worker insists on ('': any): --pipeline, else over ipc its run folder."""
+        return self.pipeline_name if self.pipeline or control_endpoint.startswith("ipc://") else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings(LimitSettings, PipelineSettings):
     """The broker: subscription accounting, ticker placement, frame forwarding."""
 
     control_endpoint: str = setting("", "ROUTER the workers and plugins talk to", "ipc://<run_dir>/control")
@@ -225,7 +246,7 @@ class BrokerSettings(LimitSettings, RunDirSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkerSettings(CurveClientSettings, RunDirSettings):
+class WorkerSettings(CurveClientSettings, PipelineSettings):
     """A generator worker: runs tickers and publishes their rows."""
 
     control_endpoint: str = setting("", "the broker's ROUTER", "ipc://<run_dir>/control")
@@ -252,7 +273,7 @@ MAX_RECORDED_CHANNELS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
-class RecorderSettings(CurveClientSettings, RunDirSettings):
+class RecorderSettings(CurveClientSettings, PipelineSettings):
     """The recorder: published channels, and the recent history of every event channel."""
 
     control_endpoint: str = setting("", "the broker's ROUTER", "ipc://<run_dir>/control")

@@ -9,6 +9,7 @@ one we trust (services.common.rundir) and its socket must be there and ours to u
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import stat
@@ -23,7 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 from services.common import protocol, rundir
 from services.common.errors import PipelineError
 from services.common.security import ClientKeys, secure_client
-from services.common.sockets import configure
+from services.common.sockets import configure, host_of
 
 RETRIED = zmq.EVENT_CONNECT_RETRIED
 """libzmq retries a connect the peer refused (the only sign it gives), and one it lost."""
@@ -146,6 +147,32 @@ CLI_CURVE_HINT = (
 )
 
 
+def named_host(endpoint: str) -> str:
+    """The host name a tcp endpoint must resolve ('' for an address, a wildcard, or ipc)."""
+    host = host_of(endpoint)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "" if host in ("", "*") else host
+    return ""
+
+
+def unresolved(host: str, error: OSError) -> str:
+    """Why a connect to `host` is retried for ever: libzmq tells it as a refused connection."""
+    return f"cannot resolve {host} ({error.strerror or error}): check the host name"
+
+
+def unresolvable(endpoint: str) -> str:
+    """'' unless the host name of a tcp endpoint does not resolve; else why (may wait for DNS)."""
+    host = named_host(endpoint)
+    if host:
+        try:
+            socket.getaddrinfo(host, None)
+        except socket.gaierror as exc:
+            return unresolved(host, exc)
+    return ""
+
+
 def event_problem(event: int, endpoint: str, connected: bool, curve_hint: str = CLI_CURVE_HINT) -> str:
     """What monitor `event` says is wrong ('': nothing); a retry after a connection is a failed handshake."""
     if event & CURVE_FAILED:
@@ -156,7 +183,9 @@ def event_problem(event: int, endpoint: str, connected: bool, curve_hint: str = 
 
 
 def _raise_for(event: int, endpoint: str, connected: bool) -> None:
-    """Unreachable if `event` says why."""
+    """Unreachable if `event` says why (a refused connect may be a name that does not resolve)."""
     problem = event_problem(event, endpoint, connected)
+    if problem and event == RETRIED:
+        problem = f"no broker at {endpoint}: {why}" if (why := unresolvable(endpoint)) else problem
     if problem:
         raise Unreachable(problem)

@@ -45,7 +45,8 @@ Sockets:
 | Events           | worker, recorder → plugin, recorder | rows of an event channel, with their times |
 | WorkerHeartbeat  | worker → broker  | alive; the channels it runs and their epochs (or unchanged)|
 | PluginHeartbeat  | plugin → broker  | alive; the channels it holds and the epochs it knows      |
-| Welcome          | broker → either  | reply to a heartbeat: where to send or read frames        |
+| Welcome          | broker → either  | where to send or read frames, its pipeline (a plugin: its recorder) |
+| Goodbye          | plugin → broker  | the plugin leaves: release its subscriptions now          |
 | Subscribe        | plugin → broker  | the plugin holds a channel now                            |
 | SubscribeReply   | broker → plugin  | accepted (with the epoch if placed), or why not           |
 | Placement        | broker → plugin  | a channel the plugin holds runs under a new epoch         |
@@ -127,6 +128,7 @@ class MsgType(enum.IntEnum):
     PUBLISH_REPLY = 15
     HISTORY_REQUEST = 16
     HISTORY_REPLY = 17
+    GOODBYE = 18
 
 
 GENERATOR = "generator"
@@ -173,6 +175,10 @@ class WorkerHeartbeat(Message):
     role: str = GENERATOR
     """GENERATOR: takes placements of pure and source channels. RECORDER: takes none; its
     `channels` are the published channels it carries, each under the epoch it chose."""
+    endpoints: dict[str, str] = dataclasses.field(default_factory=dict)
+    """A recorder's sockets as bound ({"publish": …, "history": …}): the broker tells its plugins."""
+    pipeline: str = ""
+    """The pipeline the worker belongs to ('' : any); a broker of another one does not take it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,6 +196,18 @@ class Welcome(Message):
     """frames_in for a worker, frames_out for a plugin, as the broker advertises it."""
     broker: str = ""
     """The broker's instance id: a new one means the broker restarted."""
+    pipeline: str = ""
+    """The pipeline the broker serves (its run folder, or its --pipeline): a worker of another refuses it."""
+    recorder: dict[str, str] = dataclasses.field(default_factory=dict)
+    """To a plugin: where the broker's recorder serves ({"publish": …, "history": …}), as advertised."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Goodbye(Message):
+    """A plugin leaving on purpose: its subscriptions go now, with no lease to wait out."""
+
+    TYPE = MsgType.GOODBYE
+    plugin: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -358,6 +376,7 @@ _CLASSES: dict[int, type[Message]] = {
         PublishReply,
         HistoryRequest,
         HistoryReply,
+        Goodbye,
     )
 }
 M = TypeVar("M", bound=Message)

@@ -6,7 +6,8 @@ supervisord then writes through. Hence, as ssh-agent and tmux do:
 
 - the broker (and `make run`, through `python -m services.common.rundir`) `prepare`s it:
   created 0700 (0770 with a socket group), or, if it exists, refused unless it is its own
-  and writable by nobody else; it then holds `broker.lock` so one broker owns a folder;
+  and writable by nobody else; it then holds `broker.lock` so one broker owns a folder
+  (and the recorder `recorder.lock`: a second one would split the published channels);
 - every process that connects to an ipc endpoint `check`s the folder first: it must be
   owned by itself or root, or, with a socket group, by that group, and no one else may
   write to it.
@@ -15,7 +16,8 @@ Every look goes through an O_NOFOLLOW file descriptor, so a symlink is never fol
 
     python -m services.common.rundir [--socket-group GROUP] [FOLDER]
 
-prepares FOLDER (default: the run folder) and exits 1 with the reason if it cannot.
+prepares FOLDER (default: the run folder) and exits 1 with the reason if it cannot, or if
+another pipeline's broker owns it (`make run` runs this first).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from pathlib import Path
 
 from services.common.errors import ConfigError
 
-LOCK_FILE = "broker.lock"
 HINT = "Remove it or set ZMQSTREAM_RUN_DIR"
 
 
@@ -184,14 +185,14 @@ def check_endpoint(endpoint: str, group: str = "") -> None:
         check(folder, group)
 
 
-class BrokerLock:
-    """`broker.lock` in each run folder, flock'ed for as long as the broker lives."""
+class FolderLock:
+    """`<holder>.lock` in each run folder, flock'ed for as long as the holder (broker, recorder) lives."""
 
-    def __init__(self, folders: Iterable[Path]) -> None:
+    def __init__(self, folders: Iterable[Path], holder: str = "broker") -> None:
         self.fds: list[int] = []
         try:
             for folder in sorted(set(folders)):
-                self.fds.append(_lock(folder))
+                self.fds.append(_lock(folder, holder))
         except BaseException:
             self.release()
             raise
@@ -202,18 +203,22 @@ class BrokerLock:
         self.fds = []
 
 
-def _lock(folder: Path) -> int:
+def _lock(folder: Path, holder: str) -> int:
+    path = folder / f"{holder}.lock"
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(folder / LOCK_FILE, flags, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
-        raise UntrustedRunDir(f"cannot open {folder / LOCK_FILE}: {exc.strerror}. {HINT}") from None
+        raise UntrustedRunDir(f"cannot open {path}: {exc.strerror}. {HINT}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise ConfigError(f"another broker (pid {owner}) owns run folder {folder}") from None
+        raise ConfigError(
+            f"another {holder} (pid {owner}) owns run folder {folder}: one pipeline per folder. Stop that "
+            "pipeline first, or give this one another folder (--run-dir or ZMQSTREAM_RUN_DIR)"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -232,12 +237,12 @@ def share_sockets(endpoints: Iterable[str], group: str) -> None:
 
 
 @contextlib.contextmanager
-def owned(endpoints: Iterable[str], group: str = "") -> Iterator[None]:
-    """Prepare and lock the folders of a broker's ipc endpoints while it runs."""
+def owned(endpoints: Iterable[str], group: str = "", holder: str = "broker") -> Iterator[None]:
+    """Prepare and lock the folders of the ipc endpoints `holder` binds, while it runs."""
     folders = {f for f in map(ipc_folder, endpoints) if f is not None}
     for folder in folders:
         prepare(folder, group)
-    lock = BrokerLock(folders)
+    lock = FolderLock(folders, holder)
     try:
         yield
     finally:
@@ -251,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         prepare(Path(args.folder), args.socket_group)
+        FolderLock([Path(args.folder)]).release()  # free: no other pipeline's broker runs there
     except ConfigError as exc:
         print(f"zmqstream: {exc}", file=sys.stderr)
         return 1

@@ -41,6 +41,22 @@ def advertised(bound: str, host: str) -> str:
     return f"tcp://{host}:{parts.port}"
 
 
+def endpoint_problem(endpoint: str) -> str:
+    """'' if `endpoint` is one a client can connect to (tcp://host:port, ipc://path), else what is wrong."""
+    if endpoint.startswith("ipc://"):
+        return "" if endpoint.removeprefix("ipc://") else "ipc:// needs the path of the socket after it"
+    if not endpoint.startswith("tcp://"):
+        return "it must begin with tcp:// or ipc://"
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or parts.hostname == "*" or port is None or not 0 < port < 65536:
+        return "tcp:// needs a host and a port (1 to 65535)"
+    return ""
+
+
 def host_of(endpoint: str) -> str:
     """The host part of a tcp endpoint, or '' for ipc/inproc."""
     parts = urlsplit(endpoint)

@@ -38,6 +38,10 @@ class WorkerLink:
         role: str,
         send_hwm: int,
     ) -> None:
+        self.pipeline = settings.joined_pipeline(settings.control_endpoint)
+        """The pipeline whose broker this worker joins ('': any)."""
+        self.endpoints: dict[str, str] = {}
+        """A recorder's own sockets, told in every heartbeat (the broker tells its plugins)."""
         self.keys = None
         """This process's CURVE keys, for its other client sockets too."""
         if settings.curve_client_secret:
@@ -62,6 +66,8 @@ class WorkerLink:
         self.reported: tuple[str, Hashable] | None = None
         """(broker, the worker's version) that the last full heartbeat told; None: tell again."""
         self.beats_since_full = 0
+        self.refused = ""
+        """Why this worker stops: its broker serves another pipeline ('' while all is well)."""
 
     def heartbeat(
         self, version: Hashable, channels: Callable[[], dict[str, int]], ticks_late: int = 0
@@ -79,6 +85,8 @@ class WorkerLink:
             ticks_late=ticks_late,
             unchanged=not full,
             role=self.role,
+            endpoints=self.endpoints,
+            pipeline=self.pipeline,
         )
         try:  # never block: a broker gone for minutes must not stall the worker or SIGTERM
             self.control.send_multipart(protocol.encode(message), zmq.NOBLOCK)
@@ -91,7 +99,18 @@ class WorkerLink:
             self.beats_since_full += 1
 
     def welcome(self, message: protocol.Welcome) -> bool:
-        """Publish where the Welcome says; whether it came from a broker we have not told (heartbeat now)."""
+        """Publish where the Welcome says; whether it came from a broker we have not told (heartbeat now).
+
+        A broker of another pipeline is refused (`refused` says why, logged): the worker must stop.
+        """
+        if self.pipeline and message.pipeline and message.pipeline != self.pipeline:
+            self.refused = (
+                f"the broker at {self.control_endpoint} serves pipeline {message.pipeline[:200]!r}, "
+                f"this {self.role} belongs to {self.pipeline!r}: not joining it. Point --control-endpoint "
+                "at your own pipeline's broker (or --run-dir at its folder), or give both the same --pipeline"
+            )
+            log.error("broker of another pipeline refused; stopping", extra=fields(error=self.refused))
+            return False
         endpoint = advertised(message.frames_endpoint, host_of(self.control_endpoint))
         if endpoint != self.frames_endpoint:
             self.frames_endpoint = reconnect(self.frames, self.frames_endpoint, endpoint)

@@ -171,7 +171,7 @@ class Worker:
         heartbeat_ns = round(self.settings.worker_heartbeat_s * 1e9)
         next_heartbeat = 0
         scheduler = self.scheduler
-        while not stop.is_set():
+        while not stop.is_set() and not self.link.refused:
             now = time.time_ns()
             if now >= next_heartbeat:
                 self.heartbeat()
@@ -240,4 +240,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker.close()
         ctx.term()
         log.info("worker stopped", extra=fields(worker=settings.worker_id))
-    return 0
+    return 1 if worker.link.refused else 0

@@ -76,7 +76,7 @@ def build_server(
     pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
         DiagnosticsService(brokers, settings, metrics), server
     )
-    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers.recorder), server)
+    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers), server)
     pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(brokers, settings, metrics), server)
     if host_controls:
         goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
@@ -116,7 +116,8 @@ async def serve(
     )
     try:
         await server.start()
-        brokers.get()  # connect to the default broker now, not at the first request
+        with contextlib.suppress(ConfigError):  # unusable CURVE key files: CheckHealth and streams say so
+            brokers.get()  # connect to the default broker now, not at the first request
         with announcing:
             if plugin_dir is None:
                 print_handshake(listener.network, listener.address)

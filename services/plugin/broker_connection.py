@@ -4,6 +4,10 @@ Every RunStream of the process shares it. `hold(spec)` gives a stream its own Ro
 bounded in bytes; the first holder of a channel subscribes the SUB socket and tells the
 broker, the last one's release undoes both. A heartbeat re-sends the full set of held
 channels every `heartbeat_s`, which renews the lease and rebuilds a restarted broker's view.
+The broker's Welcome says where its frames and its recorder are: each connection owns that
+recorder's client (services.plugin.recorder), with the connection's CURVE keys, so a
+datasource naming another broker reads and publishes at that broker's recorder. Closing
+says Goodbye: the broker releases the channels at once, with no lease to wait out.
 
 Rows are checked where they enter (`_on_rows`): a data frame that does not decode, has
 the wrong number of series for its channel, carries an epoch other than the placement
@@ -38,10 +42,10 @@ from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.receive import Refusing
 from services.common.security import ClientKeys, secure_client
-from services.common.sockets import advertised, configure, host_of
+from services.common.sockets import advertised, configure, endpoint_problem, host_of
 from services.plugin.link import Link
 from services.plugin.queues import EventQueue, RowQueue
-from services.plugin.recorder import RecorderClient
+from services.plugin.recorder import Endpoints, RecorderClient
 
 log = logging.getLogger("zmqstream.plugin.broker_connection")
 FRAMES_PER_TURN = 1000
@@ -56,6 +60,8 @@ SUBSCRIBE_ALL_AT = 64
 a dashboard's 1,000 channels cost one subscription, not 1,000 (each a call here, a message
 up to the broker and on to every worker). Frames of channels not held are dropped (_placed).
 Below half of it, the channels are subscribed one by one again."""
+UNWELCOMED_BEAT_S = 0.05
+"""How often a connection heartbeats before the broker's first Welcome."""
 
 
 class BrokerUnavailable(PipelineError):
@@ -91,22 +97,28 @@ class BrokerConnection:
         control_endpoint: str,
         settings: PluginSettings,
         keys: ClientKeys | None = None,
+        recorder: Endpoints = ("", ""),
+        pinned: bool = False,
     ) -> None:
-        """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off)."""
+        """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off).
+        `recorder`: its recorder's (history, publish) endpoints until the broker's Welcome names
+        them; `pinned`: for good (the plugin's settings name them)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
+        if keys is None and settings.curve_client_secret:  # before any socket: this may fail
+            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
         self.control.setsockopt(zmq.IMMEDIATE, 1)  # fail fast instead of queueing for a dead broker
         # A plain socket, watched with loop.add_reader (see _drain_frames), not zmq.asyncio's.
         self.frames: zmq.Socket[bytes] = configure(
             zmq.Socket(ctx, zmq.SUB), rcvhwm=10_000, max_message_bytes=protocol.MAX_DATA_BYTES
         )
-        if keys is None and settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         if keys is not None:
             for sock in (self.control, self.frames):
                 secure_client(sock, keys)
-        self.link = Link(control_endpoint, settings.socket_group)
+        self.recorder = RecorderClient(ctx, settings, control_endpoint, keys, recorder, pinned)
+        """This broker's recorder: history of its event channels, rows published into them."""
+        self.link = Link(control_endpoint, settings.socket_group, self.control, keys is not None)
         self.connected = False
         self.untrusted = ""
         """Why this broker is not used ('' when it is): its folder is not one we trust."""
@@ -149,19 +161,23 @@ class BrokerConnection:
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._read_control(), name="control"),
-            asyncio.create_task(self.link.watch(self.control), name="link"),
+            asyncio.create_task(self.link.watch(), name="link"),
         ]
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.frames.FD, self._drain_frames)
         self._frames_touched()
 
     async def close(self) -> None:
+        """Say goodbye (the broker releases our channels now, with no lease to wait out), then close."""
         self._loop.remove_reader(self.frames.FD)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.connected:
+            self._send(protocol.Goodbye(self.settings.plugin_id))  # sent within the socket's linger
+        await self.recorder.close()
         self.control.close()
         self.frames.close()
 
@@ -278,7 +294,9 @@ class BrokerConnection:
             for held in self.holders.values():
                 for queue in held.queues:
                     queue.check_stall()
-            await asyncio.sleep(self.settings.plugin_heartbeat_s)
+            # Until the first Welcome (where frames and the recorder are), again soon: a send
+            # before the connection is up fails (IMMEDIATE), and a query would wait a whole beat.
+            await asyncio.sleep(self.settings.plugin_heartbeat_s if self.broker else UNWELCOMED_BEAT_S)
 
     async def _read_control(self) -> None:
         guard = Refusing(log, "control message")
@@ -289,8 +307,12 @@ class BrokerConnection:
 
     def _on_control(self, message: protocol.Message) -> None:
         match message:
-            case protocol.Welcome(frames_endpoint=endpoint, broker=broker):
-                endpoint = advertised(endpoint, host_of(self.control_endpoint))
+            case protocol.Welcome(frames_endpoint=endpoint, broker=broker, recorder=recorder):
+                host = host_of(self.control_endpoint)
+                if "history" in recorder and "publish" in recorder:  # this broker's recorder, as we reach it
+                    history, publish = (advertised(recorder[name], host) for name in ("history", "publish"))
+                    self.recorder.locate(history, publish)
+                endpoint = advertised(endpoint, host)
                 untrusted = _untrusted(endpoint, self.settings)
                 if untrusted:
                     log.error("frames endpoint refused", extra=fields(endpoint=endpoint, error=untrusted))
@@ -500,8 +522,6 @@ class BrokerConnections:
     def __init__(self, settings: PluginSettings) -> None:
         self.settings = settings
         self.ctx = zmq.asyncio.Context()
-        self.recorder = RecorderClient(self.ctx, settings)
-        """The recorder at the plugin's history and publish endpoints, whichever broker a datasource names."""
         self.by_endpoint: dict[BrokerKey, BrokerConnection] = {}
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
@@ -510,9 +530,20 @@ class BrokerConnections:
     def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
 
-        ConfigError if the keys are unusable (TooManyBrokers is one too), saying what to do.
+        ConfigError if the address or keys are unusable (TooManyBrokers is one too), saying what to do.
         """
         endpoint = endpoint or self.settings.control_endpoint
+        if problem := endpoint_problem(endpoint):
+            own = endpoint == self.settings.control_endpoint
+            where, default = (
+                ("grafana.ini control_endpoint", "the run_dir's broker")
+                if own
+                else ("Broker address", "the plugin's own broker")
+            )
+            raise ConfigError(
+                f"{where} {endpoint[:200]!r} is not a ZeroMQ endpoint: {problem}. Write tcp://host:port "
+                f"or ipc:///path/to/control, or leave it empty for {default}"
+            )
         key = (endpoint, curve)
         broker = self.by_endpoint.get(key)
         if broker is None:
@@ -523,12 +554,25 @@ class BrokerConnections:
                     f"{self.settings.broker_idle_s:g} s unused: point datasources at fewer brokers "
                     "or raise the plugin's max_brokers"
                 )
-            broker = self.by_endpoint[key] = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve))
+            recorder = self._recorder_of(endpoint)
+            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder)
+            self.by_endpoint[key] = broker
             broker.start()
             if self._closer is None:
                 self._closer = asyncio.create_task(self._close_idle(), name="close-idle-brokers")
         self.last_used[key] = time.monotonic()
         return broker
+
+    def _recorder_of(self, endpoint: str) -> tuple[Endpoints, bool]:
+        """Where the recorder of the broker at `endpoint` is until it says, and whether to keep to it.
+
+        The plugin's own broker: its recorder settings, kept if grafana.ini names them (not the
+        run folder's sockets). Another broker: unknown until its Welcome.
+        """
+        if endpoint != self.settings.control_endpoint:
+            return ("", ""), False
+        own = (self.settings.history_endpoint, self.settings.publish_endpoint)
+        return own, own != tuple(f"ipc://{self.settings.run_dir}/{name}" for name in ("history", "publish"))
 
     async def _close_idle(self) -> None:
         while True:
@@ -551,7 +595,6 @@ class BrokerConnections:
                 await self._closer
         for broker in self.by_endpoint.values():
             await broker.close()
-        await self.recorder.close()
         self.ctx.term()
 
 

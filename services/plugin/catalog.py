@@ -59,6 +59,16 @@ async def streams(paths: Iterable[str], recorder: RecorderClient, problems: list
     }
 
 
+def installed(problems: list[str]) -> dict[str, Any]:
+    """The `streams` answer without a broker to ask: what is installed here, no published channel."""
+    return {
+        "generators": generators(),
+        "sources": [{"name": name, "fields": []} for name in sorted(installed_names())],
+        "published": [],
+        "problems": problems,
+    }
+
+
 def _event_channel(path: str) -> EventChannel | None:
     try:
         channel = parse_channel(path, UNCHECKED)

@@ -1,7 +1,9 @@
 """What one Grafana datasource instance asks of the plugin: its jsonData, read safely.
 
 Keys (set in the frontend's ConfigEditor): `brokerAddress` (the broker's control
-endpoint; empty means the plugin's own default), `minTickMs`, `maxSeries`, `maxChannels`,
+endpoint; empty means the plugin's own default; one that is not an endpoint is refused by
+services.plugin.broker_connection with the reason, never replaced by the default),
+`minTickMs`, `maxSeries`, `maxChannels`,
 `maxValuesPerSecond` (what its streams carry at once, rows/s times series), `allowPublish`
 (true: Editors and Admins may publish rows into `pub-*` channels through Grafana Live,
 services.plugin.eventstreams; anything but JSON true is off). A datasource
@@ -29,7 +31,6 @@ from services.common.logs import fields
 from services.plugin._proto import pluginv2_pb2 as pb
 
 log = logging.getLogger("zmqstream.plugin.datasource")
-BROKER_SCHEMES = ("tcp://", "ipc://")
 
 
 CURVE_SECRET_KEY = "curveSecretKey"
@@ -59,9 +60,8 @@ class DatasourceConfig:
         settings = context.dataSourceInstanceSettings
         raw = _json_object(settings.jsonData, settings.uid)
         address = raw.get("brokerAddress", "")
-        if not isinstance(address, str) or (address and not address.startswith(BROKER_SCHEMES)):
-            log.warning("brokerAddress ignored", extra=fields(uid=settings.uid, value=repr(address)))
-            address = ""
+        if not isinstance(address, str):  # kept, so Save & test says what is wrong with it
+            address = repr(address)
         min_tick = _number(raw, "minTickMs", settings.uid)
         max_series = _number(raw, "maxSeries", settings.uid)
         max_channels = _number(raw, "maxChannels", settings.uid)

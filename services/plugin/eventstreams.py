@@ -47,17 +47,18 @@ from typing import Any
 import orjson
 
 from services.common.channels import PUBLISHED, Channel, EventChannel
+from services.common.errors import ConfigError
 from services.common.fields import TIME_KEY, Batch, InvalidRows, Schema, concat, from_records
 from services.common.logs import fields
 from services.plugin import backfill, eventframes, frames, labelled, notices
 from services.plugin._proto import pluginv2_pb2 as pb
-from services.plugin.broker_connection import BrokerConnection, BrokerConnections
+from services.plugin.broker_connection import BrokerConnection, BrokerConnections, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.display import Display
 from services.plugin.metrics import PluginMetrics
 from services.plugin.notices import StreamEnded
 from services.plugin.queues import SubscriptionRefused
-from services.plugin.recorder import RecorderUnavailable
+from services.plugin.recorder import RecorderClient, RecorderUnavailable
 from services.plugin.refusals import Refusals
 
 log = logging.getLogger("zmqstream.plugin.events")
@@ -80,7 +81,6 @@ class EventStreams:
     def __init__(self, brokers: BrokerConnections, metrics: PluginMetrics, ledger: backfill.Ledger) -> None:
         self.brokers = brokers
         self.settings = brokers.settings
-        self.recorder = brokers.recorder
         self.metrics = metrics
         self.ledger = ledger
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -92,13 +92,19 @@ class EventStreams:
     # -- SubscribeStream ---------------------------------------------------------------
 
     async def initial(
-        self, key: backfill.StreamKey, channel: EventChannel, shown: Display, after_ms: int | None
+        self,
+        key: backfill.StreamKey,
+        channel: EventChannel,
+        shown: Display,
+        after_ms: int | None,
+        recorder: RecorderClient,
     ) -> bytes:
-        """The initial frame: recorded rows up to what a running stream sent (or now, promised)."""
+        """The initial frame: recorded rows up to what a running stream sent (or now, promised);
+        `recorder`: the datasource's broker's."""
         sent = self.ledger.running_end(key)
         to_ns = sent if sent != backfill.NOTHING else time.time_ns()
         from_ns = (after_ms + 1) * 1_000_000 if after_ms is not None else to_ns - backfill.WINDOW_NS
-        batch, problem = await self._history(channel, from_ns, to_ns)
+        batch, problem = await self._history(recorder, channel, from_ns, to_ns)
         if sent == backfill.NOTHING and batch.times:
             self.ledger.promise(key, batch.times[-1])
         elif sent == backfill.NOTHING and after_ms is not None and not problem and from_ns <= to_ns:
@@ -111,7 +117,7 @@ class EventStreams:
             data = eventframes.packet(last, labelled.frame_schema(last.schema, shown, labels))
         elif problem:  # the fields the panel last had: a frame of others would replace them
             data = notices.notice_packet(self._last_schema(channel, shown), notices.ERROR, problem)
-        elif known := await self._latest_schema(channel, to_ns, shown):
+        elif known := await self._latest_schema(recorder, channel, to_ns, shown):
             data = frames.schema_only(known)  # nothing new: the panel keeps its fields
         else:
             data = notices.notice_packet(
@@ -121,7 +127,7 @@ class EventStreams:
         return data
 
     async def _latest_schema(
-        self, channel: EventChannel, to_ns: int, shown: Display
+        self, recorder: RecorderClient, channel: EventChannel, to_ns: int, shown: Display
     ) -> dict[str, Any] | None:
         """The frame schema of the channel's last recorded row, None if it has none.
 
@@ -129,7 +135,7 @@ class EventStreams:
         while the fields stay the same), so a frame without rows still carries the schema.
         """
         try:
-            batch, _ = await self.recorder.history(channel.path, 0, to_ns, 1)
+            batch, _ = await recorder.history(channel.path, 0, to_ns, 1)
         except RecorderUnavailable:
             return self._last_schema(channel, shown) if channel.path in self.schemas else None
         if not batch.times:
@@ -150,13 +156,15 @@ class EventStreams:
         schema, labels = self.schemas.get(channel.path, (None, ()))
         return labelled.frame_schema(schema, shown, labels)
 
-    async def _history(self, channel: EventChannel, from_ns: int, to_ns: int) -> tuple[Batch, str]:
+    async def _history(
+        self, recorder: RecorderClient, channel: EventChannel, from_ns: int, to_ns: int
+    ) -> tuple[Batch, str]:
         """The recorder's rows of `channel` in [from_ns, to_ns] (at most backfill.MAX_ROWS), or
         none and why not ('' when it answered)."""
         if to_ns < from_ns:
             return Batch([], []), ""
         try:
-            batch, _ = await self.recorder.history(channel.path, from_ns, to_ns, backfill.MAX_ROWS)
+            batch, _ = await recorder.history(channel.path, from_ns, to_ns, backfill.MAX_ROWS)
         except RecorderUnavailable as exc:
             log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
             return Batch([], []), f"no history for {channel.path}: {exc}"
@@ -179,12 +187,13 @@ class EventStreams:
                 raise SubscriptionRefused(queue.error)
             # The first packet now: what the recorder has after what was promised or sent.
             start = floor + 1 if floor != backfill.NOTHING else time.time_ns() - backfill.WINDOW_NS
-            batch, problem = await self._history(channel, start, time.time_ns())
+            recorder = broker.recorder
+            batch, problem = await self._history(recorder, channel, start, time.time_ns())
             if not batch.times:
                 if problem:  # the recorder did not answer: not asked again
                     known = self._last_schema(channel, shown) if channel.path in self.schemas else None
                 else:
-                    known = await self._latest_schema(channel, time.time_ns(), shown)
+                    known = await self._latest_schema(recorder, channel, time.time_ns(), shown)
                 if known is not None:
                     notice.frame_schema = known  # the panel's fields, for later notices
                 if problem:
@@ -233,7 +242,7 @@ class EventStreams:
                     bridged = True
                     live = taken.batch
                     start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
-                    gap, _ = await self._history(channel, start, live.times[0] - 1)
+                    gap, _ = await self._history(recorder, channel, start, live.times[0] - 1)
                     outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
@@ -262,12 +271,17 @@ class EventStreams:
             return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, why)
         try:
             batch = _rows(request.data)
-            reply = await self.recorder.publish(channel.path, batch)
+            recorder = self.brokers.get(*config.broker).recorder
+            reply = await recorder.publish(channel.path, batch)
             waited_s = 0.0
             while reply.wait_ms and waited_s + reply.wait_ms / 1000 <= PUBLISH_WAIT_S:
                 waited_s += reply.wait_ms / 1000  # the channel's budget: the rows go in a moment
                 await asyncio.sleep(reply.wait_ms / 1000)
-                reply = await self.recorder.publish(channel.path, batch)
+                reply = await recorder.publish(channel.path, batch)
+        except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's broker or keys
+            return publish_refused(
+                pb.PublishStreamResponse.NOT_FOUND, request.path, str(exc), "publish failed"
+            )
         except InvalidRows as exc:
             self.refusals.tell(channel.path, f"a publish into {channel.path} was refused: {exc}")
             return publish_refused(pb.PublishStreamResponse.PERMISSION_DENIED, request.path, str(exc))

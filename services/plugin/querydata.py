@@ -38,17 +38,18 @@ import grpc
 
 from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
-from services.common.errors import InvalidChannel
+from services.common.errors import ConfigError, InvalidChannel
 from services.common.fields import Batch
 from services.common.logs import fields
 from services.common.wording import count
 from services.plugin import arrow, display, eventframes, labelled, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.broker_connection import BrokerConnections, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
-from services.plugin.recorder import RecorderClient, RecorderUnavailable
+from services.plugin.recorder import RecorderUnavailable
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -68,10 +69,11 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, recorder: RecorderClient) -> None:
+    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, brokers: BrokerConnections) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.recorder = recorder
+        self.brokers = brokers
+        """Event channels' history comes from the recorder of the datasource's broker."""
         self.points_in_flight = 0
         """Values of the answers being built or held by running QueryData calls: memory, bounded."""
 
@@ -90,7 +92,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
                     channel = None
                     response, rows = refusal(400, str(exc)), 0
                 if isinstance(channel, EventChannel):
-                    response, rows, points = await self._events(channel, query, now_ns, held)
+                    response, rows, points = await self._events(config, channel, query, now_ns, held)
                     held += points
                     self.points_in_flight += points
                 if channel is None or isinstance(channel, EventChannel):
@@ -118,7 +120,7 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         return pb.QueryDataResponse(responses=responses)
 
     async def _events(
-        self, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
+        self, config: DatasourceConfig, channel: EventChannel, query: pb.DataQuery, now_ns: int, held: int
     ) -> tuple[pb.DataResponse, int, int]:
         """An event channel's recorded rows in the query's range, as typed frames (one per set of
         labels, services.plugin.labelled); and the rows and values (rows times fields) they hold."""
@@ -130,10 +132,9 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         max_rows = query.maxDataPoints if 0 < query.maxDataPoints < MAX_POINTS else MAX_POINTS
         text = ""
         try:
-            batch, truncated = await self.recorder.history(
-                channel.path, from_ns, to_ns, max_rows, spread=True
-            )
-        except RecorderUnavailable as exc:
+            recorder = self.brokers.get(*config.broker).recorder
+            batch, truncated = await recorder.history(channel.path, from_ns, to_ns, max_rows, spread=True)
+        except (RecorderUnavailable, TooManyBrokers, ConfigError) as exc:  # ConfigError: its broker or keys
             log.warning("no history", extra=fields(channel=channel.path, error=str(exc)))
             batch, truncated, text = None, False, f"no history for {channel.path}: {exc}"
         points = 0

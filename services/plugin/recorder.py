@@ -1,14 +1,18 @@
 """The plugin's client of the recorder: history of event channels, and rows published through Grafana.
 
-Two DEALERs, one to `history_endpoint` (HistoryRequest → HistoryReply) and one to
-`publish_endpoint` (Publish → PublishReply), shared by every call of the process. Each
+Each broker connection (services.plugin.broker_connection) owns one: its recorder is that
+broker's, wherever the broker's Welcome says it serves (until one does, the default broker's
+is at the plugin's `history_endpoint` and `publish_endpoint`; another broker's is unknown).
+Two DEALERs, one to the history endpoint (HistoryRequest → HistoryReply) and one to the
+publish endpoint (Publish → PublishReply), shared by every call through that broker. Each
 request waits for its own reply (matched by request id) for at most `timeout_s`, and a
 request that cannot be sent at once (no recorder connected: IMMEDIATE) fails at once:
 nothing ever blocks a stream or a query. The sockets connect only once the recorder's ipc
 folder exists and is one we trust (services.common.rundir, as for the broker); each call
-tries again until then. With the plugin's CURVE keys set (curve_client_secret,
-curve_server_public), both sockets use them: the recorder serves with the broker's key and
-admits the plugins in its --curve-authorized-dir. A reply is hostile like any message: decoded and checked by
+tries again until then. With CURVE keys (the datasource's, else the plugin's
+curve_client_secret and curve_server_public), both sockets use the broker connection's: the
+recorder serves with the broker's key and admits the plugins in its --curve-authorized-dir.
+A reply is hostile like any message: decoded and checked by
 services.common.protocol, and one answering a request nobody waits for is dropped.
 """
 
@@ -44,9 +48,16 @@ CONNECT_GRACE_S = 0.5
 over ipc): for this long, a request's send is retried (see _coming_up)."""
 RETRY_S = 0.01
 CURVE_HINT = (
-    "the plugin's CURVE key (grafana.ini curve_client_secret) must be in the recorder's "
-    "--curve-authorized-dir for history, and in its --publish-authorized-dir to publish through Grafana"
+    "the plugin's CURVE key (the datasource's, else grafana.ini curve_client_secret) must be in the "
+    "recorder's --curve-authorized-dir for history, and in its --publish-authorized-dir to publish "
+    "through Grafana"
 )
+
+
+HEALTH_CHANNEL = "pub-zmqstream.health"
+"""What CheckHealth asks the recorder about: any answer (usually none recorded) means it is reachable."""
+Endpoints = tuple[str, str]
+"""A recorder's (history, publish) endpoints."""
 
 
 class RecorderUnavailable(PipelineError):
@@ -63,10 +74,17 @@ class _Channel:
         settings: PluginSettings,
         what: str,
         keys: ClientKeys | None,
+        broker: str,
     ) -> None:
+        """`endpoint`: '' until the broker (at `broker`) says where its recorder is (`move`)."""
         self.endpoint = endpoint
+        self.located = asyncio.Event()
+        """Set once the endpoint is known."""
+        if endpoint:
+            self.located.set()
         self.settings = settings
         self.what = what
+        self.broker = broker
         self.socket = configure(
             ctx.socket(zmq.DEALER),
             sndhwm=MAX_PENDING,
@@ -77,6 +95,10 @@ class _Channel:
         self.socket.setsockopt(zmq.LINGER, 0)
         if keys is not None:
             secure_client(self.socket, keys)
+        # Watched from before the first connect: a refused handshake may be its only event.
+        self.monitor = self.socket.get_monitor_socket(
+            probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
         self.connected = False
         self.connected_at = self.lost_at = 0.0
         self.problem = ""
@@ -85,10 +107,25 @@ class _Channel:
         self.watcher: asyncio.Task[None] | None = None
         self.curve_refused = False
 
+    def move(self, endpoint: str) -> None:
+        """Ask `endpoint` from now on: where the broker says its recorder serves."""
+        if endpoint == self.endpoint:
+            return
+        if self.connected:
+            self.socket.disconnect(self.endpoint)
+        log.info("recorder located", extra=fields(broker=self.broker, what=self.what, endpoint=endpoint))
+        self.endpoint, self.connected, self.problem, self.curve_refused = endpoint, False, "", False
+        self.located.set()
+
     def _connect(self) -> str:
-        """'' once connected, else why not (the folder is missing or not ours)."""
+        """'' once connected, else why not (not located yet, the folder is missing or not ours)."""
         if self.connected:
             return ""
+        if not self.endpoint:
+            return (
+                f"the broker at {self.broker} has not said where its recorder is: none has joined it. "
+                "Start that pipeline's recorder (make run starts one)"
+            )
         folder = rundir.ipc_folder(self.endpoint)
         if folder is not None and not os.path.lexists(folder):
             return f"no recorder: its folder {folder} does not exist"
@@ -102,8 +139,9 @@ class _Channel:
         self.socket.connect(self.endpoint)
         self.connected = True
         self.connected_at = time.monotonic()
-        self.reader = asyncio.create_task(self._read(), name=f"recorder-{self.what}")
-        self.watcher = asyncio.create_task(self._watch(), name=f"recorder-{self.what}-monitor")
+        if self.reader is None:
+            self.reader = asyncio.create_task(self._read(), name=f"recorder-{self.what}")
+            self.watcher = asyncio.create_task(self._watch(), name=f"recorder-{self.what}-monitor")
         return ""
 
     def _coming_up(self) -> bool:
@@ -128,23 +166,28 @@ class _Channel:
 
     async def _watch(self) -> None:
         """Follow the socket's monitor: a refused CURVE handshake is said as such, not as silence."""
-        events = probe.CURVE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-        monitor = self.socket.get_monitor_socket(events)
         try:
             while True:
-                event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
                 if event == zmq.EVENT_DISCONNECTED:
                     self.lost_at = time.monotonic()
                 else:
                     self.curve_refused = bool(event & probe.CURVE_FAILED)
         finally:
             self.socket.disable_monitor()
-            monitor.close(linger=0)
+            self.monitor.close(linger=0)
 
     async def ask(
         self, message: protocol.Message, request_id: str | int, timeout_s: float
     ) -> protocol.Message:
-        """The recorder's reply to `message`, or RecorderUnavailable saying why there is none."""
+        """The recorder's reply to `message`, or RecorderUnavailable saying why there is none.
+
+        A broker connection just made names its recorder in its first Welcome: a request
+        waits for it for at most CONNECT_GRACE_S.
+        """
+        if not self.endpoint:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.located.wait(), CONNECT_GRACE_S)
         why = self._connect()
         if why:
             raise RecorderUnavailable(why)
@@ -191,18 +234,39 @@ class _Channel:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.watcher is None:  # never connected: the monitor was never read
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
         self.socket.close()
 
 
 class RecorderClient:
-    def __init__(self, ctx: zmq.asyncio.Context, settings: PluginSettings) -> None:
+    """The recorder of one broker (at `broker`), reached with that broker connection's `keys`."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        settings: PluginSettings,
+        broker: str,
+        keys: ClientKeys | None,
+        endpoints: Endpoints = ("", ""),
+        pinned: bool = False,
+    ) -> None:
+        """`endpoints`: (history, publish) until the broker says where its recorder is ('', '': unknown),
+        or for good if `pinned`."""
+        self.pinned = pinned
         self.timeout_s = settings.broker_timeout_s
-        keys = None
-        if settings.curve_client_secret:
-            keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
-        self.history_channel = _Channel(ctx, settings.history_endpoint, settings, "history", keys)
-        self.publish_channel = _Channel(ctx, settings.publish_endpoint, settings, "publish", keys)
+        history, publish = endpoints
+        self.history_channel = _Channel(ctx, history, settings, "history", keys, broker)
+        self.publish_channel = _Channel(ctx, publish, settings, "publish", keys, broker)
         self._ids = itertools.count(1)
+
+    def locate(self, history: str, publish: str) -> None:
+        """Where the broker says its recorder serves, from its Welcome (unless pinned)."""
+        if self.pinned:
+            return
+        self.history_channel.move(history)
+        self.publish_channel.move(publish)
 
     async def history(
         self, channel: str, from_ns: int, to_ns: int, max_rows: int, spread: bool = False
@@ -224,6 +288,16 @@ class RecorderClient:
         if batch.times and (batch.times[0] < from_ns or batch.times[-1] > to_ns):
             batch = batch.until(to_ns).after(from_ns - 1)
         return batch.last(max_rows), reply.truncated
+
+    async def problem(self, timeout_s: float) -> str:
+        """'' if the recorder answers a history request within `timeout_s`, else why not (CheckHealth)."""
+        request_id = uuid.uuid4().hex
+        request = protocol.HistoryRequest(request_id, HEALTH_CHANNEL, 0, 0, 1)
+        try:
+            await self.history_channel.ask(request, request_id, timeout_s)
+        except RecorderUnavailable as exc:
+            return str(exc)
+        return ""
 
     async def publish(self, channel: str, batch: Batch) -> protocol.PublishReply:
         """The recorder's answer to rows published into `channel`; RecorderUnavailable without one."""

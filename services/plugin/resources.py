@@ -86,13 +86,13 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def streams(self, config: DatasourceConfig) -> Reply:
         problems: list[str] = []
-        paths: list[str] = []
         try:
             broker = self.brokers.get(*config.broker)
             paths = list((await broker.status(self.settings.broker_timeout_s)).channels)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:
             problems.append(f"broker unavailable, so no published channel is listed: {exc}")
-        return 200, await catalog.streams(paths, self.brokers.recorder, problems)
+            return 200, catalog.installed(problems)
+        return 200, await catalog.streams(paths, broker.recorder, problems)
 
     async def generators(self, config: DatasourceConfig) -> Reply:
         return 200, {"generators": catalog.generators()}

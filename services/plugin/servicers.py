@@ -5,8 +5,10 @@ is bad; display options after the channel, services.plugin.display, shape the fr
 the channel held is the canonical one) and answers the schema with the channel's history;
 RunStream relays the channel's rows as they come. Both calls first ask admission control
 (services.plugin.admission) whether the datasource and the plugin have room for the
-channel; past their budgets SubscribeStream answers PERMISSION_DENIED and RunStream
-RESOURCE_EXHAUSTED, with the reason logged and counted. Then the channel's kind chooses
+channel; past their budgets SubscribeStream answers OK with the reason as the panel's error
+notice (a refused status reaches the panel as a bare 403) and RunStream sends the notice and
+ends RESOURCE_EXHAUSTED (Grafana tries again, so the panel moves once there is room); the
+reason is logged and counted. Then the channel's kind chooses
 who answers: services.plugin.rowstreams for pure channels (history recomputed),
 services.plugin.eventstreams for event channels (history recorded). Whatever keeps a
 stream from starting or moving is also told in its panel, as a frame notice
@@ -104,8 +106,9 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
         if refusal := self._refusal("subscribe", spec, shown, config):
+            # OK with the reason as the panel's notice: Grafana shows a refused status as a bare 403.
             log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
-            return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
+            return _told(spec, shown, refusal.reason)
         try:
             after_ms = backfill.after_of(request.data)
         except InvalidChannel as exc:
@@ -113,7 +116,12 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
         key = stream_key(request.pluginContext, request.path)
         if isinstance(spec, EventChannel):
-            data = await self.events.initial(key, spec, shown, after_ms)
+            try:
+                recorder = self.brokers.get(*config.broker).recorder  # the datasource's broker's
+            except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's broker or keys
+                log.warning("subscription refused", extra=fields(path=request.path, error=str(exc)))
+                return _told(spec, shown, str(exc))
+            data = await self.events.initial(key, spec, shown, after_ms, recorder)
         else:
             data = await self.rows.initial(key, spec, shown, after_ms)
         return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
@@ -136,9 +144,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
-        stream_schema = (
-            eventframes.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
-        )
+        stream_schema = _stream_schema(spec, shown)
         try:
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
@@ -170,6 +176,18 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             self.metrics.streams.dec()
 
 
+def _stream_schema(spec: Channel, shown: Display) -> dict[str, Any]:
+    """The schema a stream of `spec` starts with (an event channel's fields come with its rows)."""
+    return eventframes.schema(None, shown) if isinstance(spec, EventChannel) else frames.schema(spec, shown)
+
+
+def _told(spec: Channel, shown: Display, reason: str) -> pb.SubscribeStreamResponse:
+    """A subscription that cannot stream: OK, its initial frame an error notice saying why (the
+    stream Grafana then runs is refused alike, and tried again while the reason lasts)."""
+    data = notices.notice_packet(_stream_schema(spec, shown), notices.ERROR, reason)
+    return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
+
+
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
     def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
         self.brokers = brokers
@@ -192,6 +210,7 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             return _health(Health.ERROR, f"Broker not asked: {exc}", {})
+        deadline = time.monotonic() + self.settings.broker_timeout_s
         try:
             status = await _status(broker, self.settings.broker_timeout_s)
         except UntrustedBroker as exc:
@@ -208,11 +227,11 @@ class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
             "channels": len(status.channels),
             "plugins": status.plugins,
         }
-        recorder = (
-            "a recorder is alive"
-            if recorders
-            else "no recorder is alive (published channels and the history of source channels need one)"
-        )
+        recorder = "no recorder is alive (published channels and the history of source channels need one)"
+        if recorders:  # alive for the broker; and can this plugin ask it (its address, its CURVE keys)?
+            left_s = max(0.05, deadline - time.monotonic())
+            why = await broker.recorder.problem(left_s)
+            recorder = "a recorder is alive" + (f", but the plugin cannot ask it: {why}" if why else "")
         if workers == 0:
             message = (
                 f"Broker at {broker.control_endpoint} is up, but no generator worker is alive: start the "

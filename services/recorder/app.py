@@ -125,6 +125,10 @@ class Recorder:
                 sock.zap_domain = domain
         self.publish.bind(settings.publish_endpoint)
         self.history.bind(settings.history_endpoint)
+        self.link.endpoints = {  # as bound (a port 0 is the one chosen): the broker tells plugins
+            "publish": self.publish.getsockopt_string(zmq.LAST_ENDPOINT),
+            "history": self.history.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
         self.sources.connect(settings.frames_out_endpoint)
         self.sources.subscribe(b"source-")
         self.publishing = Publishing(
@@ -189,7 +193,7 @@ class Recorder:
             poller.register(sock, zmq.POLLIN)
         heartbeat_s = self.settings.worker_heartbeat_s
         next_heartbeat = next_flush = 0.0
-        while not stop.is_set():
+        while not stop.is_set() and not self.link.refused:
             now = time.monotonic()
             if self.ask_due and now - self.asked_at >= ASK_EVERY_S:
                 self.ask_placements()
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         recorder.run(stop)
     log.info("recorder stopped")
-    return 0
+    return 1 if recorder.link.refused else 0
 
 
 def start(
@@ -248,8 +252,7 @@ def start(
 ) -> Recorder:
     """Prepare the run folder, authentication and sockets; what to undo goes on `teardown`."""
     bound = (settings.publish_endpoint, settings.history_endpoint)
-    for folder in {f for f in map(rundir.ipc_folder, bound) if f is not None}:
-        rundir.prepare(folder, settings.socket_group)
+    teardown.enter_context(rundir.owned(bound, settings.socket_group, "recorder"))  # one per folder
     if settings.curve_server_secret:
         auth = start_authenticator(ctx, settings.curve_authorized_dir, domain="history")
         teardown.callback(auth.stop)
