@@ -7,7 +7,9 @@ What differs from pure channels (services.plugin.servicers), and why:
   promised the last row the recorder gave, and RunStream's first packet holds the
   recorder's rows after what was promised or sent; the first live rows are bridged by
   asking it again for the rows between. So a late panel gets the recorded history, and no
-  row twice.
+  row twice. Live rows lost on the way (the recorder's Events sent while the broker
+  restarts) are bridged the same way: the next Events' `prev` is later than the last row
+  that came, or the broker connection saw a new broker or placement (EventQueue).
 - A stream sends strictly increasing times (EventQueue.take drops and counts the rest),
   and a frame never mixes two schemas: rows of a new schema go out with a new schema.
 - What fails is told in the panel: no recorder (a notice on the initial frame and on the
@@ -223,17 +225,20 @@ class EventStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
+                    if queue.missed:  # rows may have been lost, and none came since: the recorder's
+                        queue.missed = False
+                        outgoing = [await self._recorded(channel, floor, time.time_ns())]
                     if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
                 outgoing = [taken.batch] if taken.batch is not None else []
-                if taken.batch is not None and not bridged:
-                    # The first live rows: the recorded ones between the floor and them go first.
+                if taken.batch is not None and (taken.gap or not bridged):
+                    # The first live rows, or the first after some were lost on the way (a broker
+                    # restart): the recorded ones between the floor and them go first.
                     bridged = True
                     live = taken.batch
-                    start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
-                    gap, _ = await self._history(channel, start, live.times[0] - 1)
+                    gap = await self._recorded(channel, floor, live.times[0] - 1)
                     outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
@@ -241,6 +246,12 @@ class EventStreams:
             ) from None
         finally:
             broker.release(channel.path, queue)
+
+    async def _recorded(self, channel: EventChannel, floor: int, to_ns: int) -> Batch:
+        """The recorder's rows after `floor` (a stream's last sent) up to `to_ns`: none if it cannot say."""
+        start = floor + 1 if floor != backfill.NOTHING else to_ns - backfill.WINDOW_NS
+        batch, _ = await self._history(channel, start, to_ns)
+        return batch
 
     # -- PublishStream -----------------------------------------------------------------
 
