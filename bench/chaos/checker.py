@@ -202,7 +202,8 @@ class Checker:
                     "a gap is never silent (a notice in the panel meanwhile)",
                     said,
                     start,
-                    f"{session.path}: {end - start:.1f} s without rows and without a notice",
+                    f"{session.path}: {end - start:.1f} s without rows and without a notice"
+                    + (" (from its open: no packet yet)" if start == session.opened else ""),
                 )
 
     def _recoveries(self, session: Session) -> None:
