@@ -228,6 +228,8 @@ class EventStreams:
                     if queue.missed:  # rows may have been lost, and none came since: the recorder's
                         queue.missed = False
                         outgoing = [await self._recorded(channel, floor, time.time_ns())]
+                    if outgoing and outgoing[0].times:
+                        continue  # rows to send: not a stall
                     if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
