@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -90,3 +91,8 @@ def streams_refused(metrics: str) -> dict[tuple[str, str], float]:
         for sample in family.samples
         if sample.name == "zmqstream_plugin_streams_refused_total"
     }
+
+
+def suffix(options: bytes) -> str:
+    """Display options as the frontend appends them to a Live path."""
+    return "/display=" + base64.urlsafe_b64encode(options).decode().rstrip("=")

@@ -5,7 +5,7 @@ import threading
 import time
 
 import grpc
-from support import Pipeline, plugin_of, streams_refused
+from support import Pipeline, plugin_of, streams_refused, suffix
 
 from services.hostemu.host import Datasource, LiveStream
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -41,6 +41,14 @@ class Drain:
         return self.packets > 0 or self.error is not None
 
 
+def settle(drains: list[Drain], seconds: float = 20) -> None:
+    """Until every stream has either sent or been refused."""
+    deadline = time.monotonic() + seconds
+    while not all(drain.settled for drain in drains):
+        assert time.monotonic() < deadline, "a stream neither ran nor was refused"
+        time.sleep(0.05)
+
+
 def read_for(stream: LiveStream, seconds: float) -> None:
     """Read a stream for `seconds`, as a panel keeps reading; its rows stay in `stream.frame`."""
     with contextlib.suppress(TimeoutError):
@@ -50,10 +58,7 @@ def read_for(stream: LiveStream, seconds: float) -> None:
 def test_a_dashboard_over_its_budget_is_refused_and_starves_no_one(pipeline: Pipeline) -> None:
     with plugin_of(pipeline) as host:
         flood = [Drain(host.run_stream(path, FLOOD)) for path in FLOOD_PATHS]
-        deadline = time.monotonic() + 20
-        while not all(drain.settled for drain in flood):
-            assert time.monotonic() < deadline, "a stream neither ran nor was refused"
-            time.sleep(0.1)
+        settle(flood)
         refused = [drain.error for drain in flood if drain.error is not None]
         assert sum(drain.error is None for drain in flood) == 5, "50,000 values/s of 10,000 each"
         assert len(refused) == 95
@@ -94,3 +99,30 @@ def test_a_dashboard_over_its_budget_is_refused_and_starves_no_one(pipeline: Pip
     assert any("budget of 50,000" in str(entry.get("error")) for entry in host.logs_at("warn"))
     assert shutdown_s < 1.0
     assert host.process.returncode == 0
+
+
+def test_display_variants_of_a_channel_count_against_the_budget(pipeline: Pipeline) -> None:
+    """Each unit or alias of a channel is a stream of its own: 20 of one 10,000 values/s
+    channel from one datasource get its budget's 5, not 20 streams at one channel's price."""
+    variants = [FLOOD_PATHS[0] + suffix(b'{"unit":"u%d"}' % i) for i in range(20)]
+    with plugin_of(pipeline) as host:
+        drains = [Drain(host.run_stream(path, FLOOD)) for path in variants]
+        settle(drains)
+        running = [path for path, drain in zip(variants, drains, strict=True) if drain.error is None]
+        refused = [drain.error for drain in drains if drain.error is not None]
+        again = Drain(host.run_stream(running[0], FLOOD))  # one it runs already: admitted at no cost
+        settle([again])
+        again_refused = again.error
+        subscribed = host.subscribe(FLOOD_PATHS[0] + suffix(b'{"unit":"other"}'), FLOOD).status
+        metrics = host.collect_metrics()
+        for drain in [*drains, again]:
+            drain.stream.cancel()
+        host.stop()
+    assert len(running) == 5, "50,000 values/s of 10,000 each"
+    assert {error.code() for error in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    reason = str(refused[0].details())
+    assert "streams 50,000 values/s of its budget of 50,000" in reason
+    assert "each unit or alias of a channel streams, and counts, on its own" in reason
+    assert again_refused is None
+    assert subscribed == pb.SubscribeStreamResponse.PERMISSION_DENIED
+    assert streams_refused(metrics)[("run", "datasource_rate")] == 15

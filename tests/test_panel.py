@@ -6,14 +6,13 @@ initial data and every packet to that history without deduplication. Here the sa
 sequence runs against the real plugin and the browser's appending is replayed.
 """
 
-import base64
 import itertools
 import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from support import query_model, running_pipeline
+from support import query_model, running_pipeline, suffix
 
 from services.common.channels import ChannelSpec
 from services.hostemu.arrowframe import read_frame
@@ -52,11 +51,6 @@ def open_panel(
     stream.read_rows(3, timeout_s=10)
     stream.cancel()
     return panel, len(history_frame.times_ns)
-
-
-def suffix(options: bytes) -> str:
-    """Display options as the frontend appends them to a Live path."""
-    return "/display=" + base64.urlsafe_b64encode(options).decode().rstrip("=")
 
 
 def assert_exact_values(panel: StreamingFrame, spec: ChannelSpec) -> None:

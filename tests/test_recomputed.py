@@ -1,7 +1,7 @@
 """Recomputed rows: the values the workers publish, for any tick range, strided without smoothing."""
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.common.channels import ChannelSpec
@@ -9,7 +9,7 @@ from services.common.errors import InvalidChannel
 from services.common.protocol import floats
 from services.common.waveforms import BUILTINS, registry
 from services.generator.ticker import Scheduler
-from services.plugin import recomputed
+from services.plugin import bulk, recomputed
 
 
 def published(spec: ChannelSpec, start_ns: int, until_ns: int) -> tuple[list[int], list[list[float]]]:
@@ -43,6 +43,28 @@ def test_history_equals_what_a_worker_published(generator: str) -> None:
     rows = recomputed.values(spec, recomputed.ticks_between(spec, times[0], times[-1]))
     assert rows.times_ns == times
     assert rows.columns == columns  # exactly, not approximately
+
+
+@given(
+    st.floats(-1e12, 1e12),
+    st.floats(0, 1e12),
+    st.integers(1, 4),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**50),
+    st.integers(bulk.MIN_TICKS, 3000),
+    st.integers(1, 50),
+)
+@example(0.0, 1.0, 1, 7, 2**50, bulk.MIN_TICKS, 1)  # times past int64
+def test_bulk_uniform_is_bit_for_bit_the_workers_uniform(
+    lower: float, width: float, series: int, seed: int, start: int, length: int, step: int
+) -> None:
+    spec = ChannelSpec(lower, lower + width, 10, "uniform", series)
+    ticks = range(start, start + length * step, step)
+    assert bulk.handles(spec, ticks) == (spec.tick_time(ticks[-1]) < 2**63), "int64 holds their times"
+    if not bulk.handles(spec, ticks):
+        return
+    assert bulk.columns(spec, seed, ticks) == BUILTINS["uniform"].generate(spec, seed, ticks)
+    assert bulk.times(spec, ticks) == spec.tick_times(ticks)
 
 
 def test_ticks_between_is_inclusive_at_both_ends_and_empty_when_reversed() -> None:

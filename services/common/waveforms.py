@@ -23,7 +23,9 @@ from services.common.entrypoints import load_installed
 
 ENTRY_POINT_GROUP = "zmqstream.generators"
 _MASK = (1 << 64) - 1
-_TWO_64 = float(1 << 64)
+TWO_64 = float(1 << 64)
+GOLDEN, MIX_1, MIX_2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+"""splitmix64's increment and finaliser multipliers (services.plugin.bulk runs them in numpy too)."""
 
 
 class Generator(Protocol):
@@ -41,10 +43,10 @@ def channel_seed(path: str) -> int:
 
 def unit_random(seed: int, key: int) -> float:
     """A uniform float in [0, 1) from (seed, key): splitmix64's finaliser."""
-    z = (seed + (key + 1) * 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return (z ^ (z >> 31)) / _TWO_64
+    z = (seed + (key + 1) * GOLDEN) & _MASK
+    z = ((z ^ (z >> 30)) * MIX_1) & _MASK
+    z = ((z ^ (z >> 27)) * MIX_2) & _MASK
+    return (z ^ (z >> 31)) / TWO_64
 
 
 def series_seed(seed: int, series: int) -> int:

@@ -51,6 +51,11 @@ LOG_EVERY_S = 10.0
 REFUSAL_REASONS = ("malformed", "epoch", "shape", "future")
 EARLY_ROWS = 10_000
 """Rows of an event channel's next placement held until the broker names it (then relayed)."""
+SUBSCRIBE_ALL_AT = 64
+"""Held channels from which the frames socket subscribes to every topic, not channel by channel:
+a dashboard's 1,000 channels cost one subscription, not 1,000 (each a call here, a message
+up to the broker and on to every worker). Frames of channels not held are dropped (_placed).
+Below half of it, the channels are subscribed one by one again."""
 
 
 class BrokerUnavailable(PipelineError):
@@ -109,6 +114,11 @@ class BrokerConnection:
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, Held] = {}
+        self.subscribed: set[str] = set()
+        """Channels the frames socket subscribes to by their own topic."""
+        self.subscribed_all = False
+        """Whether it subscribes to every topic (SUBSCRIBE_ALL_AT)."""
+        self._drain_pending = False
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
         self.rows_received = 0
@@ -179,8 +189,7 @@ class BrokerConnection:
         if held is None:
             held = self.holders[channel] = Held(spec)
             self.refusals.pop(channel, None)
-            self.frames.subscribe(protocol.topic(channel))
-            self._frames_touched()
+            self._subscribe_frames(channel)
             self._send(protocol.Subscribe(self.settings.plugin_id, channel))
         held.queues.append(queue)
 
@@ -191,9 +200,33 @@ class BrokerConnection:
         held.queues.remove(queue)
         if not held.queues:
             del self.holders[channel]
-            self.frames.unsubscribe(protocol.topic(channel))
-            self._frames_touched()
+            self._unsubscribe_frames(channel)
             self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
+
+    def _subscribe_frames(self, channel: str) -> None:
+        """Have the frames socket receive a newly held channel: by its topic, or with every topic."""
+        if self.subscribed_all:
+            return
+        if len(self.holders) >= SUBSCRIBE_ALL_AT:
+            self.frames.subscribe(b"")
+            self.subscribed_all = True
+        else:
+            self.frames.subscribe(protocol.topic(channel))
+            self.subscribed.add(channel)
+        self._frames_touched()
+
+    def _unsubscribe_frames(self, channel: str) -> None:
+        """Undo _subscribe_frames for a released channel; back to topics when few are held."""
+        if channel in self.subscribed:
+            self.subscribed.remove(channel)
+            self.frames.unsubscribe(protocol.topic(channel))
+        if self.subscribed_all and len(self.holders) < SUBSCRIBE_ALL_AT // 2:
+            for held in self.holders.keys() - self.subscribed:
+                self.frames.subscribe(protocol.topic(held))
+                self.subscribed.add(held)
+            self.frames.unsubscribe(b"")
+            self.subscribed_all = False
+        self._frames_touched()
 
     # -- status --------------------------------------------------------------------
 
@@ -298,6 +331,7 @@ class BrokerConnection:
         their turn too), schedules itself again; and any other call on the socket, which may
         take the signal for itself, is followed by a drain (_frames_touched).
         """
+        self._drain_pending = False
         receive = self.frames.recv
         for _ in range(FRAMES_PER_TURN):
             try:
@@ -312,17 +346,22 @@ class BrokerConnection:
         self._frames_touched()
 
     def _frames_touched(self) -> None:
-        self._loop.call_soon(self._drain_frames)
+        """Drain soon (once, however many calls touched the socket in this turn)."""
+        if not self._drain_pending:
+            self._drain_pending = True
+            self._loop.call_soon(self._drain_frames)
 
     def _on_rows(self, frame: bytes) -> None:
         end = frame.find(protocol.TOPIC_END)
         if frame[end + 1 : end + 3] != protocol.ROWS_HEADER:  # Events, or a frame decode_data refuses
-            self._on_data(frame)
+            if self._held_topic(frame, end):
+                self._on_data(frame)
             return
         try:
             channel, rows = protocol.decode_rows(frame)
         except PipelineError as exc:
-            self._refuse("malformed", str(exc))
+            if self._held_topic(frame, end):
+                self._refuse("malformed", str(exc))
             return
         held = self._placed(channel, rows.epoch)
         if held is None:
@@ -340,6 +379,13 @@ class BrokerConnection:
         self.rows_received += count
         for queue in cast("list[RowQueue]", held.queues):  # a pure channel's, as checked above
             queue.put(rows.first_tick, rows.columns)
+
+    def _held_topic(self, frame: bytes, end: int) -> bool:
+        """Whether a frame is of a channel held, as far as refusing it goes: subscribed to every
+        topic (SUBSCRIBE_ALL_AT), other plugins' channels arrive too, and are passed over as a
+        topic filter would pass them over (not counted as refused). Checked only off the Rows
+        fast path, whose frames of channels not held _placed drops anyway."""
+        return not self.subscribed_all or frame[:end].decode(errors="replace") in self.holders
 
     def _on_data(self, frame: bytes) -> None:
         """A data frame other than Rows: Events of an event channel (checked to every value by

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from services.common.channels import ChannelSpec
 from services.common.errors import InvalidChannel, PipelineError
 from services.common.waveforms import Generator, channel_seed, registry
+from services.plugin import bulk
 
 
 class RecomputeError(PipelineError):
@@ -64,8 +65,11 @@ def values(spec: ChannelSpec, ticks: range) -> Rows:
 
     InvalidChannel if the generator is unknown; RecomputeError if it fails or misbehaves
     (a user-installed generator may), so a caller can answer with an error, not crash.
+    Many ticks of the built-in `uniform` are computed in bulk (services.plugin.bulk).
     """
     generator = generator_for(spec)
+    if bulk.handles(spec, ticks):  # a built-in: no checks needed
+        return Rows(bulk.times(spec, ticks), bulk.columns(spec, channel_seed(spec.path), ticks))
     try:
         columns = generator.generate(spec, channel_seed(spec.path), ticks)
     except Exception as exc:

@@ -86,9 +86,11 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             source_for(spec)
         return spec, shown, config
 
-    def _refusal(self, call: str, spec: Channel, config: DatasourceConfig) -> Refusal | None:
+    def _refusal(self, call: str, spec: Channel, shown: Display, config: DatasourceConfig) -> Refusal | None:
         """Admission control (services.plugin.admission), each refusal counted by call and budget."""
-        refusal = self.admission.refusal(config.uid, spec, config.max_channels, config.max_values_per_s)
+        refusal = self.admission.refusal(
+            config.uid, spec, config.max_channels, config.max_values_per_s, shown
+        )
         if refusal is not None:
             self.metrics.streams_refused.labels(call, refusal.budget).inc()
         return refusal
@@ -101,7 +103,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             log.warning("subscription refused", extra=fields(path=request.path[:200], error=str(exc)))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.NOT_FOUND)
-        if refusal := self._refusal("subscribe", spec, config):
+        if refusal := self._refusal("subscribe", spec, shown, config):
             log.warning("subscription refused", extra=fields(path=request.path, error=refusal.reason))
             return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.PERMISSION_DENIED)
         try:
@@ -145,11 +147,11 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
             yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        if refusal := self._refusal("run", spec, config):
+        if refusal := self._refusal("run", spec, shown, config):
             log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
             yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
-        self.admission.enter(config.uid, spec)
+        self.admission.enter(config.uid, spec, shown)
         self.metrics.streams.inc()
         if isinstance(spec, EventChannel):
             stream = self.events.run(key, spec, shown, broker)
@@ -163,7 +165,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
             yield pb.StreamPacket(data=exc.packet)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
-            self.admission.leave(config.uid, spec)
+            self.admission.leave(config.uid, spec, shown)
             self.ledger.close(key)
             self.metrics.streams.dec()
 
