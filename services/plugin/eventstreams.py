@@ -74,6 +74,11 @@ PUBLISH_WAIT_S = 2.0
 """Longest a publish waits for its channel's rows-per-second budget (a burst is a second's worth)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
+GAP_TRIES = 4
+"""Times the recorder is asked for the rows before a stream's live ones (its first, or the first
+after some were lost on the way) before the stream goes on without them: each waits its timeout,
+and a recorder can be slow to answer while the broker restarts."""
+RETRY_S = 0.1
 MAX_SCHEMAS = 10_000
 """Event channels whose last schema is remembered (a few hundred bytes each)."""
 
@@ -227,7 +232,7 @@ class EventStreams:
                     outgoing = []
                     if queue.missed:  # rows may have been lost, and none came since: the recorder's
                         queue.missed = False
-                        outgoing = [await self._recorded(channel, floor, time.time_ns())]
+                        outgoing = [await self._recorded(channel, floor, time.time_ns(), GAP_TRIES)]
                     if outgoing and outgoing[0].times:
                         continue  # rows to send: not a stall
                     if told := await notice.stalled(broker, self.settings.broker_timeout_s):
@@ -240,7 +245,7 @@ class EventStreams:
                     # restart): the recorded ones between the floor and them go first.
                     bridged = True
                     live = taken.batch
-                    gap = await self._recorded(channel, floor, live.times[0] - 1)
+                    gap = await self._recorded(channel, floor, live.times[0] - 1, GAP_TRIES)
                     outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
@@ -249,10 +254,16 @@ class EventStreams:
         finally:
             broker.release(channel.path, queue)
 
-    async def _recorded(self, channel: EventChannel, floor: int, to_ns: int) -> Batch:
-        """The recorder's rows after `floor` (a stream's last sent) up to `to_ns`: none if it cannot say."""
+    async def _recorded(self, channel: EventChannel, floor: int, to_ns: int, tries: int = 1) -> Batch:
+        """The recorder's rows after `floor` (a stream's last sent) up to `to_ns`, asked up to `tries`
+        times while it does not answer (busy while the broker restarts); none if it never does."""
         start = floor + 1 if floor != backfill.NOTHING else to_ns - backfill.WINDOW_NS
-        batch, _ = await self._history(channel, start, to_ns)
+        for tried in range(1, tries + 1):
+            batch, problem = await self._history(channel, start, to_ns)
+            if not problem:
+                break
+            if tried < tries:
+                await asyncio.sleep(RETRY_S)
         return batch
 
     # -- PublishStream -----------------------------------------------------------------
