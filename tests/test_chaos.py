@@ -111,3 +111,20 @@ def test_a_published_stream_must_carry_every_acknowledged_row_in_its_span() -> N
         "published streams carry only the rows publishers sent and were not refused",
         "published streams carry every acknowledged row in their span",
     ]
+
+
+def test_a_published_stream_is_silent_rightly_while_nothing_is_acknowledged() -> None:
+    """A full disk refuses every publish: nothing to carry, so no gap (the checker flagged one);
+    a row acknowledged and not carried for as long is one."""
+
+    def verdict(acked_at: float) -> list[str]:
+        values = {"pub-chaos-a": {1: 1.0, 2: 2.0}}
+        published = Published(acked={"pub-chaos-a": [(acked_at, 2, 2.0)]}, values=values)
+        first = Packet(T0 + 0.1, [1], {"v": [1.0]}, [])
+        late = Packet(T0 + 3.0, [2], {"v": [2.0]}, [])
+        checker = Checker([], published)
+        checker.session(Session("pub-chaos-a", T0, T0 + 3.1, [first, late]))
+        return [v.invariant for v in checker.verdict.violations]
+
+    assert verdict(T0 + 2.9) == [], "acknowledged 0.1 s before it came"
+    assert verdict(T0 + 0.2) == ["gaps only during a fault plus the recovery bound"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -897,3 +899,52 @@ def test_a_notice_on_a_logs_stream_keeps_the_logs_panel() -> None:
     sent = orjson.loads(notices.notice_packet(frame_schema, notices.INFO, "nothing yet"))
     assert sent["schema"]["meta"]["preferredVisualisationType"] == "logs"
     assert sent["schema"]["meta"]["notices"] == [{"severity": "info", "text": "nothing yet"}]
+
+
+@pytest.mark.parametrize("more", [True, False], ids=["rows-after", "no-rows-after"])
+def test_rows_acknowledged_while_the_broker_restarts_reach_an_open_stream(more: bool) -> None:
+    """The recorder's Events sent while the broker is down, or before the plugin is back on the
+    new one, are lost on the way; the stream takes them from its history once Events come
+    again, or, if none come (`more` off), once it sees the new broker (on main: the 6 rows
+    acknowledged meanwhile never reached it)."""
+    channel = "pub-lab.restart"
+    acked: list[int] = []
+    with (
+        recording_pipeline() as restarting,
+        plugin_of(restarting) as plugin,
+        Publisher(restarting.publish_endpoint, timeout_s=5) as publisher,
+    ):
+
+        def publish_one() -> None:
+            at = max(acked[-1] + 1_000 if acked else 0, time.time_ns() // 1_000 * 1_000)
+            publisher.publish_batch(channel, Batch([at], [Column("v", "float64", [float(len(acked))])]))
+            acked.append(at)
+
+        def publish_until_streamed(publish: bool = True) -> None:
+            deadline = time.monotonic() + 15
+            while acked[-1] not in stream.frame.times_ns:
+                assert time.monotonic() < deadline, f"the stream relayed no new row: {stream.raw[-3:]}"
+                if publish:
+                    publish_one()
+                time.sleep(0.05)
+
+        publish_one()  # the channel exists before the stream opens
+        stream = reading(plugin.run_stream(channel))
+        publish_until_streamed()
+        os.kill(plugin.process.pid, signal.SIGSTOP)  # it reconnects last, as a busy plugin does
+        try:
+            restarting.stop_broker()
+            publish_one()  # acknowledged by the recorder, whose Events have nowhere to go
+            restarting.start_broker()
+            wait_for_recorder(restarting)
+            for _ in range(5):  # to a new broker no plugin subscribed to yet
+                publish_one()
+                time.sleep(0.05)
+        finally:
+            os.kill(plugin.process.pid, signal.SIGCONT)
+        publish_until_streamed(more)
+        stream.cancel()
+    times = stream.frame.times_ns
+    assert times == sorted(set(times)), "the stream repeated or stepped back"
+    missing = [at for at in acked if at not in set(times)]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged rows never reached the stream"

@@ -6,6 +6,8 @@ the browser's StreamingDataFrame keeps it.
 
 import contextlib
 import itertools
+import os
+import signal
 import socket
 
 import grpc
@@ -117,5 +119,28 @@ def test_a_channel_the_broker_refuses_says_why_in_the_panel() -> None:
             stream = host.run_stream("custom-0-1-100-uniform-5")
             text = notice_text(stream)
             assert "series 5 is outside [1, 2]" in text, text
+    finally:
+        pipeline.close()
+
+
+def test_rows_late_while_the_pipeline_is_whole_are_said_in_the_panel_and_cleared_when_they_come() -> None:
+    """A frozen worker the broker still counts alive (a long lease): the broker answers and has
+    workers, yet no row comes; the panel says the rows are late (on main: silent)."""
+    pipeline = Pipeline(1, ["--worker-lease-s", "30"])
+    try:
+        with plugin_of(pipeline) as host:
+            stream = host.run_stream("custom-0-1-100")
+            stream.read_rows(3)
+            worker = pipeline.workers[0].pid
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                text = notice_text(stream)
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            assert "although the broker and its workers are up: the rows are late" in text, text
+            rows = len(stream.frame.times_ns)
+            stream.read_rows(rows + 3, timeout_s=WAIT_S)
+            assert stream.frame.notices == [], "the notice must clear once rows come again"
+            stream.cancel()
     finally:
         pipeline.close()

@@ -7,6 +7,7 @@ panel, a publisher or an operator would see.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Checker:
 
     def session(self, session: Session) -> None:
         channel = channel_of(session.path)
+        acked: list[float] | None = None
         if channel.startswith("custom-"):
             spec = parse_path(channel, UNCHECKED)
             self._generated(session, spec)
@@ -72,10 +74,11 @@ class Checker:
         elif channel in PUBLISHED:
             self._published_rows(session, channel)
             tick_s = 0.1
+            acked = [answered for answered, _, _ in self.published.acked.get(channel, [])]
         else:
             tick_s = 1.0 if channel in SOURCES else 0.1
         self._order(session)
-        self._stalls(session, tick_s)
+        self._stalls(session, tick_s, acked)
         self._recoveries(session)
         if session.error:
             self.verdict.check(
@@ -167,13 +170,21 @@ class Checker:
             + ", ".join(f"{a:.2f}" for a in missing[:3]),
         )
 
-    def _stalls(self, session: Session, tick_s: float) -> None:
-        """Silences between rows: only while a fault lasts plus the bound, and said in the panel."""
+    def _stalls(self, session: Session, tick_s: float, acked: list[float] | None = None) -> None:
+        """Silences between rows: only while a fault lasts plus the bound, and said in the panel.
+
+        A published channel (`acked`: when each of its rows was acknowledged, in order) has
+        rows to carry only once one is acknowledged: its silence counts from the first row
+        acknowledged in it (a full disk refuses rows, and a refused row is no row to show).
+        """
         threshold = max(STALL_MIN_S, 4 * tick_s)
         arrivals = [session.opened] + [p.at for p in session.packets if p.times]
         if not session.error:
             arrivals.append(session.closed)
         for start, end in itertools.pairwise(arrivals):
+            if acked is not None:
+                first = bisect.bisect_right(acked, start)
+                start = acked[first] if first < len(acked) and acked[first] < end else end
             if end - start <= threshold or self._paused(session, start, end):
                 continue
             fault = self._excusing(start, end, session)
@@ -191,7 +202,8 @@ class Checker:
                     "a gap is never silent (a notice in the panel meanwhile)",
                     said,
                     start,
-                    f"{session.path}: {end - start:.1f} s without rows and without a notice",
+                    f"{session.path}: {end - start:.1f} s without rows and without a notice"
+                    + (" (from its open: no packet yet)" if start == session.opened else ""),
                 )
 
     def _recoveries(self, session: Session) -> None:

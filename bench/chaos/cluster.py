@@ -31,7 +31,7 @@ class Cluster:
         self.lock = threading.Lock()
         """Held while a process is replaced: readers of `host` or `process()` wait for the new one."""
         self.host = self.pipeline.plugin(PLUGIN_SETTINGS)
-        wait_for_workers(self.host, WORKERS)
+        wait_for_workers(self.host, WORKERS, recorder=True)  # the load starts on a whole pipeline
 
     def names(self) -> list[str]:
         return ["broker", *(f"w{i + 1}" for i in range(WORKERS)), "recorder", "plugin"]

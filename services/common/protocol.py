@@ -285,6 +285,9 @@ class Events(Message):
     epoch: int
     times: list[int]
     columns: list[Column]
+    prev: int = 0
+    """The time of the channel's row before these (0: not told): a reader whose last row is
+    older missed some on the way (a broker restart), and asks the recorder for them."""
 
     @property
     def batch(self) -> Batch:
@@ -602,9 +605,9 @@ def floats(data: bytes) -> list[float]:
     return column.tolist()
 
 
-def events_frame(channel: str, epoch: int, batch: Batch) -> bytes:
-    """An Events message as the data plane carries it."""
-    return topic(channel) + _EVENTS_HEADER + _payload(Events(epoch, batch.times, batch.columns))
+def events_frame(channel: str, epoch: int, batch: Batch, prev: int = 0) -> bytes:
+    """An Events message as the data plane carries it (`prev`: Events.prev)."""
+    return topic(channel) + _EVENTS_HEADER + _payload(Events(epoch, batch.times, batch.columns, prev))
 
 
 _EVENTS_HEADER = _header(MsgType.EVENTS)

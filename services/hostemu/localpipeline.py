@@ -100,13 +100,20 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 5) -> None:
         process.wait()
 
 
-def wait_for_workers(host: PluginHost, workers: int, ds: Datasource | None = None) -> None:
+def wait_for_workers(
+    host: PluginHost, workers: int, ds: Datasource | None = None, *, recorder: bool = False
+) -> None:
+    """Until CheckHealth counts `workers` workers (and, with `recorder`, a recorder alive)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     message = ""
     while time.monotonic() < deadline:
         health = host.check_health(ds)
         message = health.message
-        if health.status == pb.CheckHealthResponse.OK and f"{workers} worker" in message:
+        if (
+            health.status == pb.CheckHealthResponse.OK
+            and f"{workers} worker" in message
+            and (not recorder or "no recorder" not in message)
+        ):
             return
         time.sleep(0.1)
     raise TimeoutError(f"the pipeline did not come up within {READY_TIMEOUT_S:g} s: {message}")

@@ -325,6 +325,8 @@ class BrokerConnection:
                 if broker != self.broker:
                     if self.broker:
                         log.warning("broker restarted", extra=fields(broker=broker))
+                        for each in self.holders.values():  # Events sent while it was away are lost
+                            _missed(each)
                     self.broker = broker
             case protocol.SubscribeReply(channel=channel, error=error) if error:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
@@ -440,7 +442,7 @@ class BrokerConnection:
             return
         self.rows_received += len(batch)
         for queue in cast("list[EventQueue]", held.queues):  # an event channel's, as checked above
-            queue.put(batch)
+            queue.put(batch, message.prev)
 
     def _keep_early(self, held: Held, channel: str, message: protocol.Events) -> None:
         """Hold Events of a newer placement than the one told, at most EARLY_ROWS of them."""
@@ -453,6 +455,8 @@ class BrokerConnection:
 
     def _placement(self, held: Held, epoch: int) -> None:
         """The broker names the channel's placement: relay its rows, with those that came before it."""
+        if held.epoch and epoch != held.epoch:  # a moved channel: rows between the two may be lost
+            _missed(held)
         held.epoch = epoch
         early = held.early
         held.early = [(later, batch) for later, batch in early if later > epoch]  # still to be told
@@ -494,6 +498,13 @@ class BrokerConnection:
                 "frame refused",
                 extra=fields(reason=reason, error=detail[:300], refused=self.frames_refused[reason]),
             )
+
+
+def _missed(held: Held) -> None:
+    """Rows of `held` may have been lost on the way: its event streams ask the recorder for them."""
+    for queue in held.queues:
+        if isinstance(queue, EventQueue):
+            queue.missed = True
 
 
 def _untrusted(endpoint: str, settings: PluginSettings) -> str:

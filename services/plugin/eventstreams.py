@@ -7,7 +7,9 @@ What differs from pure channels (services.plugin.servicers), and why:
   promised the last row the recorder gave, and RunStream's first packet holds the
   recorder's rows after what was promised or sent; the first live rows are bridged by
   asking it again for the rows between. So a late panel gets the recorded history, and no
-  row twice.
+  row twice. Live rows lost on the way (the recorder's Events sent while the broker
+  restarts) are bridged the same way: the next Events' `prev` is later than the last row
+  that came, or the broker connection saw a new broker or placement (EventQueue).
 - A stream sends strictly increasing times (EventQueue.take drops and counts the rest),
   and a frame never mixes two schemas: rows of a new schema go out with a new schema.
 - What fails is told in the panel: no recorder (a notice on the initial frame and on the
@@ -73,6 +75,11 @@ PUBLISH_WAIT_S = 2.0
 """Longest a publish waits for its channel's rows-per-second budget (a burst is a second's worth)."""
 MAX_BUCKETS = 1024
 """Datasources whose publish rate is tracked at once; the least recent is forgotten past it."""
+GAP_TRIES = 4
+"""Times the recorder is asked for the rows before a stream's live ones (its first, or the first
+after some were lost on the way) before the stream goes on without them: each waits its timeout,
+and a recorder can be slow to answer while the broker restarts."""
+RETRY_S = 0.1
 MAX_SCHEMAS = 10_000
 """Event channels whose last schema is remembered (a few hundred bytes each)."""
 
@@ -232,17 +239,22 @@ class EventStreams:
                     taken = await queue.take(self.settings.max_rows_per_packet, floor)
                 except TimeoutError:
                     outgoing = []
+                    if queue.missed:  # rows may have been lost, and none came since: the recorder's
+                        queue.missed = False
+                        outgoing = [await self._recorded(recorder, channel, floor, time.time_ns(), GAP_TRIES)]
+                    if outgoing and outgoing[0].times:
+                        continue  # rows to send: not a stall
                     if told := await notice.stalled(broker, self.settings.broker_timeout_s):
                         yield told
                     continue
                 self.metrics.dropped("already_sent", taken.repeated)
                 outgoing = [taken.batch] if taken.batch is not None else []
-                if taken.batch is not None and not bridged:
-                    # The first live rows: the recorded ones between the floor and them go first.
+                if taken.batch is not None and (taken.gap or not bridged):
+                    # The first live rows, or the first after some were lost on the way (a broker
+                    # restart): the recorded ones between the floor and them go first.
                     bridged = True
                     live = taken.batch
-                    start = floor + 1 if floor != backfill.NOTHING else live.times[0] - backfill.WINDOW_NS
-                    gap, _ = await self._history(recorder, channel, start, live.times[0] - 1)
+                    gap = await self._recorded(recorder, channel, floor, live.times[0] - 1, GAP_TRIES)
                     outgoing = [concat([gap, live])] if gap.schema == live.schema else [gap, live]
         except SubscriptionRefused as exc:
             raise StreamEnded(
@@ -250,6 +262,20 @@ class EventStreams:
             ) from None
         finally:
             broker.release(channel.path, queue)
+
+    async def _recorded(
+        self, recorder: RecorderClient, channel: EventChannel, floor: int, to_ns: int, tries: int = 1
+    ) -> Batch:
+        """The recorder's rows after `floor` (a stream's last sent) up to `to_ns`, asked up to `tries`
+        times while it does not answer (busy while the broker restarts); none if it never does."""
+        start = floor + 1 if floor != backfill.NOTHING else to_ns - backfill.WINDOW_NS
+        for tried in range(1, tries + 1):
+            batch, problem = await self._history(recorder, channel, start, to_ns)
+            if not problem:
+                break
+            if tried < tries:
+                await asyncio.sleep(RETRY_S)
+        return batch
 
     # -- PublishStream -----------------------------------------------------------------
 

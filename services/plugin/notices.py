@@ -12,6 +12,9 @@ A stream says why when:
   refused: services.plugin.link);
 - no row came for longer than three ticks and the broker does not answer, or has no live
   generator worker;
+- no row came for LATE_S more while the broker and its workers are up: the rows are late on
+  their way (this plugin or the machine is overloaded, a worker is being replaced), said
+  with how late this plugin's event loop runs, and cleared by the next rows;
 - the plugin dropped rows because Grafana read slower than the channel ticked (the
   notice stays until DROPS_CLEAR_S pass without a drop);
 - the stream was refused (a budget, the broker's limits, the datasource's settings): the
@@ -34,7 +37,12 @@ from services.common.wording import count
 from services.plugin import frames
 from services.plugin.broker_connection import BrokerConnection, BrokerUnavailable
 from services.plugin.link import ADDRESS_HINT
+from services.plugin.pacing import LoopLag
 
+LATE_S = 1.0
+"""A stream whose rows are this much later than its quiet time (three ticks), while the broker
+and its workers are up, says its rows are late: within README's 3 s plus three ticks even
+when the check runs a heartbeat (1 s) and a broker status (broker_timeout_s) after it."""
 STATUS_REUSE_S = 1.0
 """A broker status asked for stalled streams serves every other one for this long."""
 DROPS_CLEAR_S = 5.0
@@ -73,10 +81,13 @@ def _with_meta(frame_schema: dict[str, Any], notices: list[dict[str, str]]) -> d
 class PanelNotice:
     """The notice one stream's panel shows now, and when it changes."""
 
-    def __init__(self, spec: Channel, frame_schema: dict[str, Any]) -> None:
+    def __init__(self, spec: Channel, frame_schema: dict[str, Any], lag: LoopLag | None = None) -> None:
         published = not isinstance(spec, ChannelSpec) and spec.kind == PUBLISHED
         # A published channel may rightly be quiet for long: only a missing broker or recorder is news.
         self.quiet_s = 0.0 if published else 3 * spec.tick_ns / 1e9
+        self.late_s = None if published else self.quiet_s + LATE_S
+        """Silence past which rows are late although the pipeline is whole (None: never said)."""
+        self.lag = lag
         self.role = protocol.RECORDER if published else protocol.GENERATOR
         """Who must be alive for the channel to move: its recorder, or a generator worker."""
         self.frame_schema = frame_schema
@@ -98,12 +109,28 @@ class PanelNotice:
         idle_s = time.monotonic() - self.last_row
         if not text and idle_s > self.quiet_s:
             text = await _broker_problem(broker, timeout_s, idle_s, self.role)
+        if not text and self.late_s is not None and idle_s > self.late_s:
+            text = self._late(time.monotonic() - self.last_row)
         if not text and self.trouble:
             self.shown, self.trouble = "", False
             return frames.schema_only(_with_meta(self.frame_schema, []))
         if not text or text == self.shown:
             return None
         return self.troubled(text)
+
+    def _late(self, idle_s: float) -> str:
+        """Why rows are late when the broker and its workers are up: this plugin, or the machine."""
+        lag_s = self.lag.lag_s if self.lag is not None else 0.0
+        where = (
+            f"this plugin is overloaded (its event loop runs {lag_s:.2f} s late): "
+            "fewer or slower streams help"
+            if lag_s >= 0.05
+            else "the machine or a worker is busy, or a worker is being replaced"
+        )
+        return (
+            f"no rows for {idle_s:.0f} s although the broker and its workers are up: the rows are late, "
+            f"{where}. They show here as soon as they come"
+        )
 
     def rows(self, dropped: int) -> dict[str, Any] | None:
         """Rows are going out: the schema to send with them if the notice changes, else None."""

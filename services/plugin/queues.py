@@ -89,6 +89,8 @@ class EventsTaken:
     """Rows after the stream's last, all of one schema; None if every queued row was old."""
     repeated: int
     """Rows left out because they were not after what the stream had (out of order, repeated)."""
+    gap: bool = False
+    """Rows may have been lost on the way just before these: the stream asks the recorder for them."""
 
 
 @dataclass(slots=True)
@@ -131,19 +133,32 @@ class StreamQueue(Generic[Item]):
 
 
 @dataclass(slots=True)
-class EventQueue(StreamQueue[tuple[Batch, int]]):
-    """Events waiting for one stream, at most `max_bytes` (batch_bytes): beyond, the oldest drop."""
+class EventQueue(StreamQueue[tuple[Batch, int, bool]]):
+    """Events waiting for one stream, at most `max_bytes` (batch_bytes): beyond, the oldest drop.
 
-    def put(self, batch: Batch) -> None:
+    Each batch notes whether rows may have been lost just before it (a gap): its Events' `prev`
+    is later than the last row that arrived, or the broker connection said so (`missed`).
+    """
+
+    last_in: int = 0
+    """The time of the last row that arrived (0: none yet)."""
+    missed: bool = False
+    """Rows may have been lost (a new broker, a new placement): the next batch starts after a gap."""
+
+    def put(self, batch: Batch, prev: int = 0) -> None:
+        gap = self.missed or bool(self.last_in and prev > self.last_in)
+        self.missed = False
+        self.last_in = max(self.last_in, batch.times[-1])
         size = batch_bytes(batch)
-        self._queue((batch, size), size)
+        self._queue((batch, size, gap), size)
 
-    def _measure(self, item: tuple[Batch, int]) -> tuple[int, int]:
-        batch, size = item
+    def _measure(self, item: tuple[Batch, int, bool]) -> tuple[int, int]:
+        batch, size, _ = item
         return size, len(batch)
 
     async def take(self, max_rows: int, after_ns: int) -> EventsTaken:
-        """Wait for rows, then return up to `max_rows` of one schema later than `after_ns`.
+        """Wait for rows, then return up to `max_rows` of one schema later than `after_ns`, a gap
+        only before the first of them.
 
         TimeoutError when a heartbeat found no new row; SubscriptionRefused once the channel was refused.
         """
@@ -151,12 +166,14 @@ class EventQueue(StreamQueue[tuple[Batch, int]]):
         kept: list[Batch] = []
         schema: Schema | None = None
         cursor, rows, repeated = after_ns, 0, 0
+        gap = False
         while self.batches and rows < max_rows:
-            batch, size = self.batches[0]
-            if schema is not None and batch.schema != schema:
-                break  # the next packet starts with this batch and its schema
+            batch, size, gapped = self.batches[0]
+            if schema is not None and (batch.schema != schema or gapped):
+                break  # the next packet starts with this batch, its schema and its gap
             self.batches.popleft()
             self.size_bytes -= size
+            gap = gap or gapped
             fresh = batch.after(cursor)
             repeated += len(batch) - len(fresh)
             if not fresh.times:
@@ -164,12 +181,12 @@ class EventQueue(StreamQueue[tuple[Batch, int]]):
             if rows + len(fresh) > max_rows:
                 rest = fresh.rows(max_rows - rows, len(fresh))
                 fresh = fresh.rows(0, max_rows - rows)
-                self.batches.appendleft((rest, batch_bytes(rest)))
+                self.batches.appendleft((rest, batch_bytes(rest), False))
                 self.size_bytes += batch_bytes(rest)
             schema = fresh.schema
             kept.append(fresh)
             cursor, rows = fresh.times[-1], rows + len(fresh)
-        return EventsTaken(f.concat(kept) if kept else None, repeated)
+        return EventsTaken(f.concat(kept) if kept else None, repeated, gap)
 
 
 NO_TICK = -(2**63)

@@ -92,7 +92,7 @@ class RowStreams:
         log.debug("stream started", extra=fields(path=key[2], channel=channel))
         frame_schema: dict[str, object] | None = stream_schema
         drops_seen = dropped = 0
-        notice = notices.PanelNotice(spec, stream_schema)
+        notice = notices.PanelNotice(spec, stream_schema, self.lag)
         try:
             if queue.error:  # refused at once (a broker folder we do not trust): nothing goes out
                 raise SubscriptionRefused(queue.error)

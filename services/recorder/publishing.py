@@ -111,6 +111,7 @@ class Publishing:
         budget = self.budgets.get(channel) or Budget(rate, rate, now)
         if not budget.allows(len(batch), now):
             return _over_budget(message.request_id, channel, len(batch), rate, budget)
+        prev = ring.last_time if ring is not None else 0  # tells a reader that missed rows before these
         try:
             self.record(channel, batch)
         except StoreError as exc:
@@ -118,7 +119,7 @@ class Publishing:
         budget.take(len(batch))
         self.budgets[channel] = budget
         self._applied(message, len(batch))  # recorded: a copy of it now changes nothing
-        self.send(protocol.events_frame(channel, self.epoch, batch))
+        self.send(protocol.events_frame(channel, self.epoch, batch, prev))
         if ring is None:
             log.info("published channel begun", extra=fields(channel=channel, schema=batch.schema.describe()))
             self.begun()  # the broker may place a held channel here at once
