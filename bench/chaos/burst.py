@@ -53,12 +53,16 @@ async def open_all(address: str, paths: list[str]) -> dict[str, int]:
             call = stream.RunStream(pb.RunStreamRequest(pluginContext=context, path=path))
             try:
                 async with asyncio.timeout(10):
-                    async for _ in call:
-                        result = "ok"
+                    async for first in call:  # a refusal comes as an error notice, then the status
+                        result = "refused" if b'"severity":"error"' in first.data else "ok"
                         break
                 if result == "ok":
                     async with asyncio.timeout(HOLD_S):
                         async for _ in call:
+                            pass
+                elif result == "refused":
+                    async with asyncio.timeout(HOLD_S):
+                        async for _ in call:  # the status that follows the notice
                             pass
             except grpc.aio.AioRpcError as error:
                 result = error.code().name if result != "ok" else result
