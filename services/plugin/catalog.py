@@ -38,8 +38,11 @@ def generators() -> list[dict[str, str]]:
     ]
 
 
-async def streams(paths: Iterable[str], recorder: RecorderClient, problems: list[str]) -> dict[str, Any]:
-    """The `streams` answer for the channels the broker knows (`paths`); `problems` so far."""
+async def streams(
+    paths: Iterable[str], recorder: RecorderClient | None, problems: list[str]
+) -> dict[str, Any]:
+    """The `streams` answer for the channels the broker knows (`paths`); `problems` so far.
+    Without a recorder (no broker to say where it is), no channel's fields are asked."""
     events = [c for c in map(_event_channel, sorted(paths)) if c is not None]
     published = [c for c in events if c.kind == PUBLISHED]
     sources: dict[str, EventChannel | None] = dict.fromkeys(sorted(installed_names()))
@@ -47,7 +50,7 @@ async def streams(paths: Iterable[str], recorder: RecorderClient, problems: list
         if channel.kind == SOURCE and sources.get(channel.name, channel) is None:
             sources[channel.name] = channel  # one running channel of each source tells its fields
     asked = [*published, *(c for c in sources.values() if c is not None)][:MAX_LOOKUPS]
-    found = await _fields(asked, recorder, problems)
+    found = await _fields(asked, recorder, problems) if recorder is not None else {}
     return {
         "generators": generators(),
         "sources": [
@@ -55,16 +58,6 @@ async def streams(paths: Iterable[str], recorder: RecorderClient, problems: list
             for name, channel in sources.items()
         ],
         "published": [{"name": c.name, "fields": found.get(c.path, [])} for c in published],
-        "problems": problems,
-    }
-
-
-def installed(problems: list[str]) -> dict[str, Any]:
-    """The `streams` answer without a broker to ask: what is installed here, no published channel."""
-    return {
-        "generators": generators(),
-        "sources": [{"name": name, "fields": []} for name in sorted(installed_names())],
-        "published": [],
         "problems": problems,
     }
 

@@ -91,7 +91,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
             paths = list((await broker.status(self.settings.broker_timeout_s)).channels)
         except (BrokerUnavailable, TooManyBrokers, ConfigError) as exc:
             problems.append(f"broker unavailable, so no published channel is listed: {exc}")
-            return 200, catalog.installed(problems)
+            return 200, await catalog.streams([], None, problems)
         return 200, await catalog.streams(paths, broker.recorder, problems)
 
     async def generators(self, config: DatasourceConfig) -> Reply:
