@@ -47,7 +47,7 @@ Sockets:
 | PluginHeartbeat  | plugin → broker  | alive; the channels it holds and the epochs it knows      |
 | Welcome          | broker → either  | where to send or read frames, its pipeline (a plugin: its recorder) |
 | Goodbye          | plugin → broker  | the plugin leaves: release its subscriptions now          |
-| Subscribe        | plugin → broker  | the plugin holds a channel now                            |
+| Subscribe        | plugin → broker  | the plugin holds a channel (or several) now               |
 | SubscribeReply   | broker → plugin  | accepted (with the epoch if placed), or why not           |
 | Placement        | broker → plugin  | a channel the plugin holds runs under a new epoch         |
 | Unsubscribe      | plugin → broker  | the plugin no longer holds a channel                      |
@@ -215,6 +215,9 @@ class Subscribe(Message):
     TYPE = MsgType.SUBSCRIBE
     plugin: str
     channel: str
+    more: list[str] = dataclasses.field(default_factory=list)
+    """Further channels held at once: a burst of stream starts costs one message, not one each
+    (a broker without this field takes them from the plugin's next heartbeat)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -420,6 +423,21 @@ def _scalar(value: Any) -> str:
     return _int(value) if isinstance(value, int) else _text(value)
 
 
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, list):
+            return f"expected a list, got {_kind(value)}"
+        if len(value) > MAX_ITEMS:
+            return f"{len(value)} items, the limit is {MAX_ITEMS}"
+        for at, element in enumerate(value):
+            problem = item(element)
+            if problem:
+                return f"[{at}]: {problem}"
+        return ""
+
+    return check
+
+
 def _map_of(item: Check) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, dict):
@@ -450,6 +468,7 @@ _CHECKS: dict[str, Check] = {
     "Scalar": _scalar,
     "list[int]": _list,
     "list[Column]": _list,
+    "list[str]": _list_of(_text),
 }
 
 

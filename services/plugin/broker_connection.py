@@ -60,6 +60,8 @@ SUBSCRIBE_ALL_AT = 64
 a dashboard's 1,000 channels cost one subscription, not 1,000 (each a call here, a message
 up to the broker and on to every worker). Frames of channels not held are dropped (_placed).
 Below half of it, the channels are subscribed one by one again."""
+SUBSCRIBE_BATCH = 1000
+"""Channels told in one Subscribe at most (a message of about 50 kB)."""
 UNWELCOMED_BEAT_S = 0.05
 """How often a connection heartbeats before the broker's first Welcome."""
 
@@ -130,6 +132,8 @@ class BrokerConnection:
         """Channels the frames socket subscribes to by their own topic."""
         self.subscribed_all = False
         """Whether it subscribes to every topic (SUBSCRIBE_ALL_AT)."""
+        self._telling: dict[str, None] = {}
+        """Channels newly held in this turn of the loop, told to the broker at its end (_tell)."""
         self._drain_pending = False
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
@@ -206,8 +210,20 @@ class BrokerConnection:
             held = self.holders[channel] = Held(spec)
             self.refusals.pop(channel, None)
             self._subscribe_frames(channel)
-            self._send(protocol.Subscribe(self.settings.plugin_id, channel))
+            if not self._telling:
+                asyncio.get_running_loop().call_soon(self._tell)
+            self._telling[channel] = None
         held.queues.append(queue)
+
+    def _tell(self) -> None:
+        """Subscribe the channels held since the last call in one message: a send per channel was
+        most of what a RunStream's start cost here (zmq.asyncio's future and poller per send)."""
+        channels, self._telling = list(self._telling), {}
+        if self.control.closed:  # closed as idle meanwhile (BrokerConnections): nobody to tell
+            return
+        for at in range(0, len(channels), SUBSCRIBE_BATCH):
+            first, *more = channels[at : at + SUBSCRIBE_BATCH]
+            self._send(protocol.Subscribe(self.settings.plugin_id, first, more))
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
@@ -217,7 +233,10 @@ class BrokerConnection:
         if not held.queues:
             del self.holders[channel]
             self._unsubscribe_frames(channel)
-            self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
+            if channel in self._telling:  # released before the broker was told: nothing to undo
+                del self._telling[channel]
+            else:
+                self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
 
     def _subscribe_frames(self, channel: str) -> None:
         """Have the frames socket receive a newly held channel: by its topic, or with every topic."""
