@@ -11,6 +11,9 @@ NAME is one of:
   Grafana's order (SubscribeStream 32 at a time, then every RunStream); the recording
   begins just before the first request. `--tick-ms 50` profiles bench.start's own ticks,
   where the streams already started carry 20,000 rows/s while the others start.
+- go-dashboard: the plugin while the Go client opens bench.dashboard's 200 panels (QueryData
+  over 6 h, SubscribeStream with {"after": …}, RunStream); the recording begins just before
+  the first request.
 - many: the plugin carrying 10,000 streams at 1 Hz (bench.many), once every stream has sent.
 - ticker: the worker running 10,000 channels x 10 Hz with its ticker thread on CPU 1 and
   the broker and this reader on CPU 0 (bench.ticker's pinned run).
@@ -35,6 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import dashboard as dashboard_scenario
 from bench import goclient
 from bench import many as many_scenario
 from bench import start as start_scenario
@@ -159,6 +163,13 @@ def profile_go_start(
     return go_profile(args, {}, goclient.PLUGIN_UP, seconds, raw_path)
 
 
+def profile_go_dashboard(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    args = ["-n", str(dashboard_scenario.PANELS), "-paths", f"custom-0-{{i}}-{dashboard_scenario.TICK_MS}"]
+    args += ["-query-hours", str(dashboard_scenario.HOURS), "-tick-ms", str(dashboard_scenario.TICK_MS)]
+    args += ["-seconds", f"{seconds + 2}s"]
+    return go_profile(args, {}, goclient.PLUGIN_UP, seconds, raw_path)
+
+
 def profile_many(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
     count = 10_000
     args = ["-n", str(count), "-paths", f"custom-0-{{i}}-{many_scenario.TICK_MS}", "-tick-ms", "1000"]
@@ -233,6 +244,7 @@ PROFILES = {
     "streams": profile_streams,
     "start": profile_start,
     "go-start": profile_go_start,
+    "go-dashboard": profile_go_dashboard,
     "many": profile_many,
     "ticker": profile_ticker,
 }
