@@ -50,6 +50,7 @@ from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
 from services.plugin.recorder import RecorderUnavailable
+from services.plugin.specs import Specs
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
@@ -74,13 +75,14 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         self.metrics = metrics
         self.brokers = brokers
         """Event channels' history comes from the recorder of the datasource's broker."""
+        self.specs = Specs(settings)
         self.points_in_flight = 0
         """Values of the answers being built or held by running QueryData calls: memory, bounded."""
 
     async def QueryData(
         self, request: pb.QueryDataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryDataResponse:
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
+        config = self.specs.config(request.pluginContext)
         now_ns = time.time_ns()
         responses: dict[str, pb.DataResponse] = {}
         held = 0
