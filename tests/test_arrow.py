@@ -1,7 +1,6 @@
 """The Arrow writer against the protocol doc §4: what Grafana's reader expects, byte by byte."""
 
 import math
-from array import array
 
 import orjson
 import pyarrow as pa
@@ -9,7 +8,7 @@ import pytest
 
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import FrameError
-from services.plugin.arrow import NumberField, _packed, time_series_file
+from services.plugin.arrow import NumberField, time_series_file
 
 TIMES = [1_700_000_000_123_456_789, 1_700_000_001_123_456_789]
 
@@ -104,15 +103,3 @@ def test_labels_json_is_compact_like_go() -> None:
     data = time_series_file([0], [NumberField("v", [0.0], {"z": "1", "a": "2"})], ref_id="A")
     raw = pa.ipc.open_file(pa.py_buffer(data)).schema.field(1).metadata[b"labels"]
     assert raw == orjson.dumps({"a": "2", "z": "1"})
-
-
-def test_packed_times_and_values_are_written_as_they_are_and_the_same_as_lists() -> None:
-    times, values = array("q", TIMES), array("d", [1.5, math.nan])
-    packed = time_series_file(times, [NumberField("value_0", values, {"series": "0", "b": "x"})], ref_id="A")
-    listed = time_series_file(
-        TIMES, [NumberField("value_0", list(values), {"series": "0", "b": "x"})], ref_id="A"
-    )
-    assert packed == listed
-    taken = _packed(values, pa.float64())
-    assert taken.buffers()[1].address == values.buffer_info()[0], "not copied value by value"
-    assert _packed(array("f", [1.5]), pa.float64()).to_pylist() == [1.5], "another width is converted"
