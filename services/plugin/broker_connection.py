@@ -60,6 +60,9 @@ SUBSCRIBE_ALL_AT = 64
 a dashboard's 1,000 channels cost one subscription, not 1,000 (each a call here, a message
 up to the broker and on to every worker). Frames of channels not held are dropped (_placed).
 Below half of it, the channels are subscribed one by one again."""
+TELL_AFTER_S = 0.02
+"""How long the broker's Subscribe waits for more channels held (the panels of a dashboard
+come a few ms apart): a stream's first packet is recomputed, so no panel waits for it."""
 SUBSCRIBE_BATCH = 1000
 """Channels told in one Subscribe at most (a message of about 50 kB)."""
 UNWELCOMED_BEAT_S = 0.05
@@ -133,7 +136,7 @@ class BrokerConnection:
         self.subscribed_all = False
         """Whether it subscribes to every topic (SUBSCRIBE_ALL_AT)."""
         self._telling: dict[str, None] = {}
-        """Channels newly held in this turn of the loop, told to the broker at its end (_tell)."""
+        """Channels newly held, told to the broker together TELL_AFTER_S after the first (_tell)."""
         self._drain_pending = False
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
@@ -211,7 +214,7 @@ class BrokerConnection:
             self.refusals.pop(channel, None)
             self._subscribe_frames(channel)
             if not self._telling:
-                asyncio.get_running_loop().call_soon(self._tell)
+                asyncio.get_running_loop().call_later(TELL_AFTER_S, self._tell)
             self._telling[channel] = None
         held.queues.append(queue)
 
