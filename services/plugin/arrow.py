@@ -125,8 +125,16 @@ def event_frame_file(
     return _file(pa.record_batch(arrays, schema=pa.schema(arrow_fields, metadata=schema_meta)))
 
 
+SIZED_FROM_BYTES = 1 << 20
+"""Batches from this size are measured before they are written (see _file)."""
+
+
 def _file(batch: pa.RecordBatch) -> bytes:
     """One batch as an IPC file."""
+    if batch.nbytes < SIZED_FROM_BYTES:  # a panel's answer: written once, as it grows
+        sink = pa.BufferOutputStream()
+        _write_file(sink, batch)
+        return bytes(sink.getvalue().to_pybytes())
     # Sized first, then written once into a buffer of that size: a growing buffer would
     # double and copy its way up, a peak of about three times the file for a large query.
     size = pa.MockOutputStream()
