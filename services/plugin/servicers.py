@@ -139,18 +139,17 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
-        stream_schema = _stream_schema(spec, shown)
         try:
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
             self.metrics.streams_refused.labels("run", budget).inc()
             log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
-            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
+            yield pb.StreamPacket(data=_told_packet(spec, shown, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if refusal := self._refusal("run", spec, shown, config):
             log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
-            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
+            yield pb.StreamPacket(data=_told_packet(spec, shown, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec, shown)
         self.metrics.streams.inc()
@@ -179,8 +178,14 @@ def _stream_schema(spec: Channel, shown: Display) -> dict[str, Any]:
 def _told(spec: Channel, shown: Display, reason: str) -> pb.SubscribeStreamResponse:
     """A subscription that cannot stream: OK, its initial frame an error notice saying why (the
     stream Grafana then runs is refused alike, and tried again while the reason lasts)."""
-    data = notices.notice_packet(_stream_schema(spec, shown), notices.ERROR, reason)
-    return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
+    return pb.SubscribeStreamResponse(
+        status=pb.SubscribeStreamResponse.OK, data=_told_packet(spec, shown, reason)
+    )
+
+
+def _told_packet(spec: Channel, shown: Display, reason: str) -> bytes:
+    """The error notice of a stream that cannot start, in its own schema (built only then)."""
+    return notices.notice_packet(_stream_schema(spec, shown), notices.ERROR, reason)
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
