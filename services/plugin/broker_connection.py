@@ -62,7 +62,9 @@ up to the broker and on to every worker). Frames of channels not held are droppe
 Below half of it, the channels are subscribed one by one again."""
 TELL_AFTER_S = 0.02
 """How long the broker's Subscribe waits for more channels held (the panels of a dashboard
-come a few ms apart): a stream's first packet is recomputed, so no panel waits for it."""
+come a few ms apart): a pure channel's first packet is recomputed, so no panel waits for it.
+An event channel is told at once (with those waiting): its rows that come before the broker
+names their placement are dropped, and nothing recomputes them."""
 SUBSCRIBE_BATCH = 1000
 """Channels told in one Subscribe at most (a message of about 50 kB)."""
 UNWELCOMED_BEAT_S = 0.05
@@ -216,6 +218,8 @@ class BrokerConnection:
             if not self._telling:
                 asyncio.get_running_loop().call_later(TELL_AFTER_S, self._tell)
             self._telling[channel] = None
+            if isinstance(spec, EventChannel):  # its rows cannot be recomputed: told now (TELL_AFTER_S)
+                self._tell()
         held.queues.append(queue)
 
     def _tell(self) -> None:
