@@ -423,12 +423,17 @@ def _scalar(value: Any) -> str:
     return _int(value) if isinstance(value, int) else _text(value)
 
 
+def _container(value: Any, kind: type[list[Any]] | type[dict[Any, Any]], name: str, unit: str) -> str:
+    """Why `value` is not a `kind` of at most MAX_ITEMS `unit` ('' if it is)."""
+    if not isinstance(value, kind):
+        return f"expected a {name}, got {_kind(value)}"
+    return f"{len(value)} {unit}, the limit is {MAX_ITEMS}" if len(value) > MAX_ITEMS else ""
+
+
 def _list_of(item: Check) -> Check:
     def check(value: Any) -> str:
-        if not isinstance(value, list):
-            return f"expected a list, got {_kind(value)}"
-        if len(value) > MAX_ITEMS:
-            return f"{len(value)} items, the limit is {MAX_ITEMS}"
+        if problem := _container(value, list, "list", "items"):
+            return problem
         for at, element in enumerate(value):
             problem = item(element)
             if problem:
@@ -440,10 +445,8 @@ def _list_of(item: Check) -> Check:
 
 def _map_of(item: Check) -> Check:
     def check(value: Any) -> str:
-        if not isinstance(value, dict):
-            return f"expected a map, got {_kind(value)}"
-        if len(value) > MAX_ITEMS:
-            return f"{len(value)} entries, the limit is {MAX_ITEMS}"
+        if problem := _container(value, dict, "map", "entries"):
+            return problem
         for key, element in value.items():
             problem = _text(key)
             if problem:
