@@ -118,9 +118,22 @@ def test_sigterm_stops_it_and_sigint_does_not(pipeline: Pipeline) -> None:
         host.stop()
 
 
+def burst(host: PluginHost) -> list[grpc.Call]:
+    """BURST RunStreams opened at once, as Grafana does after a restart; bad paths, so the plugin
+    answers each at once (grpcio cancelled the ones it held past 1,000-3,000 before the plugin took them)."""
+    return [host.stream.RunStream(pb.RunStreamRequest(path=f"custom-{i}-burst")) for i in range(BURST)]
+
+
 def test_a_burst_of_run_streams_all_reach_the_plugin(host: PluginHost) -> None:
-    # Grafana opens every panel's RunStream at once after a restart; grpcio cancelled the calls it
-    # held past 1,000-3,000 before the plugin took them. Bad paths: each is answered at once, by the plugin.
-    calls = [host.stream.RunStream(pb.RunStreamRequest(path=f"custom-{i}-burst")) for i in range(BURST)]
+    codes = collections.Counter(call.code() for call in burst(host))
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT: BURST}
+
+
+def test_run_streams_held_while_the_plugin_cannot_take_them_still_reach_it(host: PluginHost) -> None:
+    calls = burst(host)
+    calls[0].code()  # the plugin is taking them; the others wait in grpcio's queue
+    host.process.send_signal(signal.SIGSTOP)
+    time.sleep(31)  # grpcio cancelled a call its event loop had not taken in 30 s
+    host.process.send_signal(signal.SIGCONT)
     codes = collections.Counter(call.code() for call in calls)
     assert codes == {grpc.StatusCode.INVALID_ARGUMENT: BURST}
