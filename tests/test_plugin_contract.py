@@ -133,7 +133,9 @@ def test_run_streams_held_while_the_plugin_cannot_take_them_still_reach_it(host:
     calls = burst(host)
     calls[0].code()  # the plugin is taking them; the others wait in grpcio's queue
     host.process.send_signal(signal.SIGSTOP)
-    time.sleep(31)  # grpcio cancelled a call its event loop had not taken in 30 s
-    host.process.send_signal(signal.SIGCONT)
+    try:
+        time.sleep(31)  # grpcio cancelled a call its event loop had not taken in 30 s
+    finally:
+        host.process.send_signal(signal.SIGCONT)
     codes = collections.Counter(call.code() for call in calls)
     assert codes == {grpc.StatusCode.INVALID_ARGUMENT: BURST}
