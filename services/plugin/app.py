@@ -42,6 +42,12 @@ APP_PROTOCOL_VERSION = "2"
 CORE_PROTOCOL_VERSION = "1"
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 """As the Go SDK: Grafana sends up to MaxInt32, grpcio accepts 4 MiB by default."""
+MAX_QUEUED_CALLS = 100_000
+"""Calls grpcio may hold before the event loop takes them: past its default (1,000, then more at
+random up to 3,000) it cancels them, and Grafana opens every panel's RunStream at once (#22)."""
+QUEUED_CALL_WAIT_S = 3600
+"""How long a call may wait for the event loop to take it: grpcio cancels it after 30 s, less than
+10,000 RunStreams opened at once took on a busy machine (Grafana would only open it again)."""
 SHUTDOWN_GRACE_S = 0.2
 """What running calls get to finish after Shutdown: go-plugin kills at 2 s, we aim for 1 s in all."""
 
@@ -69,7 +75,13 @@ def build_server(
     """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
     brokers = BrokerConnections(settings)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *SERVER_OPTIONS]
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+            ("grpc.server_max_unrequested_time_in_server", QUEUED_CALL_WAIT_S),
+            *SERVER_OPTIONS,
+        ]
     )
     metrics = PluginMetrics(brokers)
     pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics), server)
