@@ -270,7 +270,8 @@ class StatusRequest(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatusReply(Message):
     """The broker's view. `workers`: {id: {"pid", "channels", "load", "ticks_late", "seen_s_ago"}};
-    `channels`: {path: {"worker", "subscribers", "epoch"}}; `plugins`: live plugin process count."""
+    `channels`: {path: {"worker", "subscribers", "epoch"}}; `plugins`: live plugin connections
+    (a plugin has one per broker address and CURVE keys its datasources use)."""
 
     TYPE = MsgType.STATUS_REPLY
     request_id: str

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -106,12 +107,15 @@ class BrokerConnection:
         keys: ClientKeys | None = None,
         recorder: Endpoints = ("", ""),
         pinned: bool = False,
+        plugin_id: str = "",
     ) -> None:
         """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off).
         `recorder`: its recorder's (history, publish) endpoints until the broker's Welcome names
-        them; `pinned`: for good (the plugin's settings name them)."""
+        them; `pinned`: for good (the plugin's settings name them). `plugin_id`: the name the
+        broker knows this connection by (default: the plugin's)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
+        self.plugin_id = plugin_id or settings.plugin_id
         if keys is None and settings.curve_client_secret:  # before any socket: this may fail
             keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
@@ -185,7 +189,7 @@ class BrokerConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.connected:
-            self._send(protocol.Goodbye(self.settings.plugin_id))  # sent within the socket's linger
+            self._send(protocol.Goodbye(self.plugin_id))  # sent within the socket's linger
         await self.recorder.close()
         self.control.close()
         self.frames.close()
@@ -230,7 +234,7 @@ class BrokerConnection:
             return
         for at in range(0, len(channels), SUBSCRIBE_BATCH):
             first, *more = channels[at : at + SUBSCRIBE_BATCH]
-            self._send(protocol.Subscribe(self.settings.plugin_id, first, more))
+            self._send(protocol.Subscribe(self.plugin_id, first, more))
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
@@ -243,7 +247,7 @@ class BrokerConnection:
             if channel in self._telling:  # released before the broker was told: nothing to undo
                 del self._telling[channel]
             else:
-                self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
+                self._send(protocol.Unsubscribe(self.plugin_id, channel))
 
     def _subscribe_frames(self, channel: str) -> None:
         """Have the frames socket receive a newly held channel: by its topic, or with every topic."""
@@ -316,7 +320,7 @@ class BrokerConnection:
             if not self.connected:
                 self._connect()
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
-            self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
+            self._send(protocol.PluginHeartbeat(self.plugin_id, known))
             for held in self.holders.values():
                 for queue in held.queues:
                     queue.check_stall()
@@ -563,6 +567,7 @@ class BrokerConnections:
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
         self._closer: asyncio.Task[None] | None = None
+        self._connections = itertools.count(1)
 
     def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
@@ -592,7 +597,10 @@ class BrokerConnections:
                     "or raise the plugin's max_brokers"
                 )
             recorder = self._recorder_of(endpoint)
-            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder)
+            # A name of its own: two connections to one broker (its address spelled two ways, or
+            # two datasources' keys) are two holders to it, not one whose holdings flap each beat.
+            plugin_id = f"{self.settings.plugin_id}.{next(self._connections)}"
+            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder, plugin_id)
             self.by_endpoint[key] = broker
             broker.start()
             if self._closer is None:
