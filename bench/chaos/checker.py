@@ -57,6 +57,9 @@ class Verdict:
     violations: list[Violation] = field(default_factory=list)
     recoveries: dict[str, list[float]] = field(default_factory=dict)
     """Fault kind → seconds from its end until each stream open across it sent rows again."""
+    burst_waits: list[tuple[float, bool]] = field(default_factory=list)
+    """Each stream opened during a burst: seconds from its open to its first packet (True), or to
+    its close if none came (False)."""
 
     @property
     def failing(self) -> list[Violation]:
@@ -94,6 +97,7 @@ class Checker:
         self._order(session)
         self._stalls(session, tick_s, acked)
         self._recoveries(session)
+        self._burst_wait(session)
         if session.error:
             self.verdict.check(
                 "streams end only when closed or during a fault",
@@ -230,6 +234,13 @@ class Checker:
             after = next((at for at in arrivals if at >= fault.end), None)
             if after is not None:
                 self.verdict.recoveries.setdefault(fault.kind, []).append(after - fault.end)
+
+    def _burst_wait(self, session: Session) -> None:
+        """How long a stream opened during a burst waited for its first packet (a measure, not a check)."""
+        if any(f.kind == "burst" and f.start <= session.opened <= f.end for f in self.faults):
+            first = next((p.at for p in session.packets), None)
+            waited = (first if first is not None else session.closed) - session.opened
+            self.verdict.burst_waits.append((waited, first is not None))
 
     def _paused(self, session: Session, start: float, end: float) -> bool:
         return session.paused is not None and start <= session.paused[1] and end >= session.paused[0]
