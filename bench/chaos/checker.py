@@ -58,8 +58,8 @@ class Verdict:
     recoveries: dict[str, list[float]] = field(default_factory=dict)
     """Fault kind → seconds from its end until each stream open across it sent rows again."""
     burst_waits: list[tuple[float, bool]] = field(default_factory=list)
-    """Each stream opened during a burst: seconds from its open to its first packet (True), or to
-    its close if none came (False)."""
+    """Each stream opened during a burst: seconds from its open to its first packet of rows or a
+    notice (True), or to its close if none came (False)."""
 
     @property
     def failing(self) -> list[Violation]:
@@ -236,9 +236,10 @@ class Checker:
                 self.verdict.recoveries.setdefault(fault.kind, []).append(after - fault.end)
 
     def _burst_wait(self, session: Session) -> None:
-        """How long a stream opened during a burst waited for its first packet (a measure, not a check)."""
+        """How long a stream opened during a burst waited for its first rows or notice, what FIRST_PACKET
+        bounds (a measure, not a check)."""
         if any(f.kind == "burst" and f.start <= session.opened <= f.end for f in self.faults):
-            first = next((p.at for p in session.packets), None)
+            first = next((p.at for p in session.packets if p.times or p.notices), None)
             waited = (first if first is not None else session.closed) - session.opened
             self.verdict.burst_waits.append((waited, first is not None))
 

@@ -64,11 +64,11 @@ def render(verdict: Verdict, faults: list[Injected], command: str, started: floa
 
 
 def _burst_waits(waits: list[tuple[float, bool]]) -> str:
-    """The first packets of the viewers' streams opened while a burst ran."""
+    """When the viewers' streams opened while a burst ran got their first rows or notice."""
     served = sorted(wait for wait, came in waits if came)
     line = f"viewers' streams opened during a burst: {len(waits)}"
     if served:
-        line += f"; first packet after median {statistics.median(served):.2f} s, max {served[-1]:.2f} s"
+        line += f"; rows or a notice after median {statistics.median(served):.2f} s, max {served[-1]:.2f} s"
     if none := sorted(wait for wait, came in waits if not came):
         line += f"; {len(none)} got none before they closed ({', '.join(f'{w:.1f}' for w in none)} s open)"
     return line
