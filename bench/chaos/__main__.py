@@ -47,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("chaos: the burst of opens runs in bench's Go client, as Grafana (Go) opens", flush=True)
     else:
         print(
-            f"chaos: the burst of opens runs in Python, not bench's Go client ({burst_client.why_not}): "
-            "it takes a core from the plugin it swamps",
+            "chaos: the burst of opens runs in Python, which takes a core from the plugin it swamps: "
+            + burst_client.why_not,
             flush=True,
         )
     cluster = Cluster()
