@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
 
 from bench.chaos import schedule
 from bench.chaos.checker import FIRST_PACKET, KNOWN_OPEN, RECOVERY_BOUND_S, Checker
+from bench.chaos.cluster import Cluster
 from bench.chaos.faults import Injected
 from bench.chaos.load import Packet, Published, Session
 from services.common.channels import UNCHECKED, parse_path
 from services.common.waveforms import channel_seed, registry
+from services.hostemu.host import HandshakeError
 
 PATH = "custom-0-10-100-sine-3"
 SPEC = parse_path(PATH, UNCHECKED)
@@ -143,3 +150,27 @@ def test_a_stream_never_served_is_a_known_open_break_that_does_not_fail_the_run(
     assert FIRST_PACKET in KNOWN_OPEN
     silent_after_rows = stream(packet(range(k, k + 5), T0 - 5), packet(range(k + 5, k + 55), T0))
     assert checked(silent_after_rows, [burst]) == ["a gap is never silent (a notice in the panel meanwhile)"]
+
+
+def test_a_run_whose_pipeline_does_not_come_up_leaves_no_process_behind() -> None:
+    """A plugin that never comes up (here it refuses a setting; at load 16 it did not hand-shake
+    within 20 s) fails the run's start; on main the broker, the workers and the recorder ran on
+    as orphans, and the record folder's tmpfs stayed mounted."""
+    try:
+        with pytest.raises(HandshakeError, match="max_rows_per_packet"):
+            Cluster({"max_rows_per_packet": "0"})
+        assert children() == set(), "processes of the run left behind"
+    finally:
+        for pid in children():
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def children() -> set[int]:
+    """This process's children, running or not yet waited for."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(stat.parent.name))
+    return found
