@@ -152,6 +152,21 @@ def test_a_stream_never_served_is_a_known_open_break_that_does_not_fail_the_run(
     assert checked(silent_after_rows, [burst]) == ["a gap is never silent (a notice in the panel meanwhile)"]
 
 
+def test_a_published_stream_not_served_yet_is_the_same_known_open_break() -> None:
+    """A published stream's silence counts from its first acknowledged row, but one with no packet
+    yet is still a call not served (FIRST_PACKET): on main it was called a silent gap after rows
+    and failed the run (`--seconds 60 --seed 650755238`, pub-chaos-b, 4.0 s)."""
+    burst = Injected("burst", "", T0 - 6, T0 - 1)
+    published = Published(
+        acked={"pub-chaos-b": [(T0 - 4.9, 1, 1.0), (T0 - 0.5, 2, 2.0)]},
+        values={"pub-chaos-b": {1: 1.0, 2: 2.0}},
+    )
+    rows = Packet(T0, [1, 2], {"v": [1.0, 2.0]}, [])
+    checker = Checker([burst], published)
+    checker.session(Session("pub-chaos-b", T0 - 5, T0 + 0.1, [rows]))
+    assert [v.invariant for v in checker.verdict.violations] == [FIRST_PACKET]
+
+
 def test_a_run_whose_pipeline_does_not_come_up_leaves_no_process_behind() -> None:
     """A plugin that never comes up (here it refuses a setting; at load 16 it did not hand-shake
     within 20 s) fails the run's start; on main the broker, the workers and the recorder ran on

@@ -200,6 +200,7 @@ class Checker:
         if not session.error:
             arrivals.append(session.closed)
         for start, end in itertools.pairwise(arrivals):
+            unserved = start == session.opened  # no packet of rows yet: the call may not be served
             if acked is not None:
                 first = bisect.bisect_right(acked, start)
                 start = acked[first] if first < len(acked) and acked[first] < end else end
@@ -216,7 +217,6 @@ class Checker:
             # A silence seen while this process was not scheduled may have had no cause in the pipeline.
             if end - start > NOTICE_BOUND_S + 3 * tick_s and (fault is None or fault.kind != "starved"):
                 said = any(p.notices for p in session.packets if start < p.at <= end)
-                unserved = start == session.opened  # no packet at all yet: the call not served
                 self.verdict.check(
                     FIRST_PACKET if unserved else "a gap is never silent (a notice in the panel meanwhile)",
                     said,
