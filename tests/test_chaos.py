@@ -7,6 +7,8 @@ import itertools
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from bench.chaos import schedule
 from bench.chaos.checker import FIRST_PACKET, KNOWN_OPEN, RECOVERY_BOUND_S, Checker
 from bench.chaos.cluster import Cluster
 from bench.chaos.faults import Injected
-from bench.chaos.load import Packet, Published, Session
+from bench.chaos.load import GENERATED, Packet, Published, Session, Traffic
 from services.common.channels import UNCHECKED, parse_path
 from services.common.waveforms import channel_seed, registry
 from services.hostemu.host import HandshakeError
@@ -165,6 +167,26 @@ def test_a_published_stream_not_served_yet_is_the_same_known_open_break() -> Non
     checker = Checker([burst], published)
     checker.session(Session("pub-chaos-b", T0 - 5, T0 + 0.1, [rows]))
     assert [v.invariant for v in checker.verdict.violations] == [FIRST_PACKET]
+
+
+def test_a_viewer_opens_its_stream_once_the_plugin_restart_is_over() -> None:
+    """A viewer waits while a process is replaced (a plugin restart took 4.5 s at load 10); its
+    stream opens when its RunStream is called. On main its open was taken before the wait, and
+    the restart's time was counted as the stream's silence without a notice (seed 650755238)."""
+    cluster = Cluster()
+    try:
+        traffic = Traffic(cluster, 1)
+        with cluster.lock:  # as a restart holds it
+            reading = threading.Thread(target=traffic.read, args=(GENERATED[0], 0.5))
+            reading.start()
+            time.sleep(1.0)
+            released = time.time()
+        reading.join(10)
+        (session,) = traffic.sessions
+        assert session.opened >= released
+        assert session.packets, "the stream was read"
+    finally:
+        cluster.close()
 
 
 def test_a_run_whose_pipeline_does_not_come_up_leaves_no_process_behind() -> None:
