@@ -154,6 +154,30 @@ def test_a_stream_never_served_is_a_known_open_break_that_does_not_fail_the_run(
     assert checked(silent_after_rows, [burst]) == ["a gap is never silent (a notice in the panel meanwhile)"]
 
 
+def test_a_row_streamed_before_its_publisher_heard_the_acknowledgement_leaves_nothing_to_carry() -> None:
+    """The recorder relays a row before it answers its publisher, so a stream may carry it before
+    the publisher's thread notes the answer; with every later publish refused (a full disk) there
+    is nothing to carry until the disk is freed. On main the silence counted from that late answer:
+    a 3.3-3.6 s gap with no fault and no notice (seeds 69869419 and 650755238, at a disk_full)."""
+    published = Published(
+        acked={"pub-chaos-b": [(T0 - 1, 1, 1.0), (T0 + 0.01, 2, 2.0), (T0 + 3.55, 3, 3.0)]},
+        values={"pub-chaos-b": {1: 1.0, 2: 2.0, 3: 3.0}},
+    )
+    disk_full = Injected("disk_full", "", T0 + 0.2, T0 + 3.5)
+    streamed = [Packet(T0 - 0.99, [1], {"v": [1.0]}, []), Packet(T0, [2], {"v": [2.0]}, [])]
+    late = Packet(T0 + 3.6, [3], {"v": [3.0]}, [])
+    checker = Checker([disk_full], published)
+    checker.session(Session("pub-chaos-b", T0 - 1.1, T0 + 3.7, [*streamed, late]))
+    assert checker.verdict.violations == []
+    unsent = Checker([disk_full], published)  # row 3 acknowledged at T0 + 0.2 and not carried
+    published.acked["pub-chaos-b"][2] = (T0 + 0.2, 3, 3.0)
+    unsent.session(Session("pub-chaos-b", T0 - 1.1, T0 + 3.7, [*streamed, late]))
+    assert [v.invariant for v in unsent.verdict.violations] == [
+        "gaps only during a fault plus the recovery bound",
+        "a gap is never silent (a notice in the panel meanwhile)",
+    ]
+
+
 def test_a_published_stream_not_served_yet_is_the_same_known_open_break() -> None:
     """A published stream's silence counts from its first acknowledged row, but one with no packet
     yet is still a call not served (FIRST_PACKET): on main it was called a silent gap after rows

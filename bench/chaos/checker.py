@@ -7,7 +7,6 @@ panel, a publisher or an operator would see.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,7 +82,7 @@ class Checker:
 
     def session(self, session: Session) -> None:
         channel = channel_of(session.path)
-        acked: list[float] | None = None
+        acked: list[tuple[float, int, float]] | None = None
         if channel.startswith("custom-"):
             spec = parse_path(channel, UNCHECKED)
             self._generated(session, spec)
@@ -91,7 +90,7 @@ class Checker:
         elif channel in PUBLISHED:
             self._published_rows(session, channel)
             tick_s = 0.1
-            acked = [answered for answered, _, _ in self.published.acked.get(channel, [])]
+            acked = self.published.acked.get(channel, [])
         else:
             tick_s = 1.0 if channel in SOURCES else 0.1
         self._order(session)
@@ -188,22 +187,25 @@ class Checker:
             + ", ".join(f"{a:.2f}" for a in missing[:3]),
         )
 
-    def _stalls(self, session: Session, tick_s: float, acked: list[float] | None = None) -> None:
+    def _stalls(
+        self, session: Session, tick_s: float, acked: list[tuple[float, int, float]] | None = None
+    ) -> None:
         """Silences between rows: only while a fault lasts plus the bound, and said in the panel.
 
-        A published channel (`acked`: when each of its rows was acknowledged, in order) has
-        rows to carry only once one is acknowledged: its silence counts from the first row
-        acknowledged in it (a full disk refuses rows, and a refused row is no row to show).
+        A published channel (`acked`: its rows acknowledged, in order, as (when, time, value))
+        has a row to carry only once one is acknowledged that it has not carried: its silence
+        counts from then (a full disk refuses rows, and a refused row is no row to show).
         """
         threshold = max(STALL_MIN_S, 4 * tick_s)
         arrivals = [session.opened] + [p.at for p in session.packets if p.times]
+        last_rows = [0] + [p.times[-1] for p in session.packets if p.times]
+        """The stream's last row time at each arrival (0: none yet)."""
         if not session.error:
             arrivals.append(session.closed)
-        for start, end in itertools.pairwise(arrivals):
+        for (start, end), carried in zip(itertools.pairwise(arrivals), last_rows, strict=False):
             unserved = start == session.opened  # no packet of rows yet: the call may not be served
             if acked is not None:
-                first = bisect.bisect_right(acked, start)
-                start = acked[first] if first < len(acked) and acked[first] < end else end
+                start = _owed_from(acked, start, end, carried)
             if end - start <= threshold or self._paused(session, start, end):
                 continue
             fault = self._excusing(start, end, session)
@@ -348,3 +350,17 @@ class Checker:
             end,
             f"Shutdown took {shutdown_s:.2f} s",
         )
+
+
+def _owed_from(acked: list[tuple[float, int, float]], start: float, end: float, carried: int) -> float:
+    """When a published stream silent from `start` to `end` first owed a row: the answer to the first
+    row acknowledged after the last it carried (`carried`; with none carried, the first answered
+    after `start`), or `start` if that answer came before; `end` if it owed none by then.
+
+    The recorder relays a row before it answers its publisher, so a row may be carried before its
+    answer is noted: it is carried, and owes nothing."""
+    for answered, time_ns, _ in acked:
+        owed = time_ns > carried if carried else answered > start
+        if owed:
+            return max(start, answered) if answered < end else end
+    return end
