@@ -165,9 +165,11 @@ def test_a_plugin_that_exits_cleanly_says_goodbye(plain: Pipeline) -> None:
 
 
 def test_zmqstream_watch_says_goodbye(plain: Pipeline) -> None:
+    """Watched for a second, so the broker surely knows the plugin: over 3 rows (100 ms) it could
+    leave before its first heartbeat or Subscribe went out, and then had no one to say goodbye to."""
     before = broker_log(plain).count('"plugin left"')
     watch = subprocess.run(
-        [*CLI, "watch", "custom-0-1-50", "--rows", "3", "--plain", "--run-dir", str(plain.run_dir)],
+        [*CLI, "watch", "custom-0-1-50", "--rows", "20", "--plain", "--run-dir", str(plain.run_dir)],
         cwd=ROOT,
         env={**os.environ, "ZMQSTREAM_PLUGIN_HEARTBEAT_S": BEAT["plugin_heartbeat_s"]},  # watch forwards it
         capture_output=True,
