@@ -15,10 +15,11 @@ from bench.measure import Result, percentile
 TICK_MS = 1000
 """The query editor's default tick."""
 HOURS = 6
+PANELS = 200
 
 
 def run(quick: bool) -> list[Result]:
-    panels = 50 if quick else 200
+    panels = 50 if quick else PANELS
     client = goclient.client()
     if client.binary is None:
         return [Result("dashboard", f"not run: needs the Go client ({client.why_not})", 0, "")]

@@ -1,6 +1,6 @@
 """Where the CPU goes in the scenarios whose targets are missed: py-spy over one process.
 
-    .venv/bin/python -m bench.profile [--scenario NAME] [--seconds 8] [--raw FILE]
+    .venv/bin/python -m bench.profile [--scenario NAME] [--seconds 8] [--tick-ms MS] [--raw FILE]
 
 NAME is one of:
 
@@ -9,7 +9,11 @@ NAME is one of:
 - start: the plugin while 1,000 RunStreams are opened at once (bench.start's Python client).
 - go-start: the plugin while the Go client (bench/goclient) opens 1,000 channels at 1 Hz in
   Grafana's order (SubscribeStream 32 at a time, then every RunStream); the recording
-  begins just before the first request.
+  begins just before the first request. `--tick-ms 50` profiles bench.start's own ticks,
+  where the streams already started carry 20,000 rows/s while the others start.
+- go-dashboard: the plugin while the Go client opens bench.dashboard's 200 panels (QueryData
+  over 6 h, SubscribeStream with {"after": …}, RunStream); the recording begins just before
+  the first request.
 - many: the plugin carrying 10,000 streams at 1 Hz (bench.many), once every stream has sent.
 - ticker: the worker running 10,000 channels x 10 Hz with its ticker thread on CPU 1 and
   the broker and this reader on CPU 0 (bench.ticker's pinned run).
@@ -34,6 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import dashboard as dashboard_scenario
 from bench import goclient
 from bench import many as many_scenario
 from bench import start as start_scenario
@@ -150,17 +155,18 @@ def go_profile(
     return cpu, buckets
 
 
-def profile_go_start(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
-    args = [
-        "-n",
-        str(STREAMS),
-        "-paths",
-        "custom-0-{i}-1000",
-        "-tick-ms",
-        "1000",
-        "-seconds",
-        f"{seconds + 2}s",
-    ]
+def profile_go_start(
+    seconds: float, raw_path: Path, tick_ms: int = 1000
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    args = ["-n", str(STREAMS), "-paths", f"custom-0-{{i}}-{tick_ms}", "-tick-ms", str(tick_ms)]
+    args += ["-seconds", f"{seconds + 2}s"]
+    return go_profile(args, {}, goclient.PLUGIN_UP, seconds, raw_path)
+
+
+def profile_go_dashboard(seconds: float, raw_path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    args = ["-n", str(dashboard_scenario.PANELS), "-paths", f"custom-0-{{i}}-{dashboard_scenario.TICK_MS}"]
+    args += ["-query-hours", str(dashboard_scenario.HOURS), "-tick-ms", str(dashboard_scenario.TICK_MS)]
+    args += ["-seconds", f"{seconds + 2}s"]
     return go_profile(args, {}, goclient.PLUGIN_UP, seconds, raw_path)
 
 
@@ -238,6 +244,7 @@ PROFILES = {
     "streams": profile_streams,
     "start": profile_start,
     "go-start": profile_go_start,
+    "go-dashboard": profile_go_dashboard,
     "many": profile_many,
     "ticker": profile_ticker,
 }
@@ -247,6 +254,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=PROFILES, default="streams")
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--tick-ms", type=int, default=1000, help="go-start: the channels' tick (1000)")
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     parser.add_argument("--from-raw", type=Path, help="only print the frames of stacks kept before")
     args = parser.parse_args()
@@ -254,7 +262,10 @@ def main() -> int:
         print_stacks(args.from_raw)
         return 0
     raw_path = args.raw or Path(tempfile.mkdtemp(prefix="zs-profile")) / f"{args.scenario}.txt"
-    cpu, buckets = PROFILES[args.scenario](args.seconds, raw_path)
+    if args.scenario == "go-start":
+        cpu, buckets = profile_go_start(args.seconds, raw_path, args.tick_ms)
+    else:
+        cpu, buckets = PROFILES[args.scenario](args.seconds, raw_path)
     print(f"{args.scenario}: CPU (cores) while profiled")
     for name, cores in cpu.items():
         print(f"  {name:<24} {cores:5.2f}")

@@ -8,6 +8,7 @@ import pytest
 
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import FrameError
+from services.plugin import arrow
 from services.plugin.arrow import NumberField, time_series_file
 
 TIMES = [1_700_000_000_123_456_789, 1_700_000_001_123_456_789]
@@ -103,3 +104,11 @@ def test_labels_json_is_compact_like_go() -> None:
     data = time_series_file([0], [NumberField("v", [0.0], {"z": "1", "a": "2"})], ref_id="A")
     raw = pa.ipc.open_file(pa.py_buffer(data)).schema.field(1).metadata[b"labels"]
     assert raw == orjson.dumps({"a": "2", "z": "1"})
+
+
+def test_a_small_file_written_as_it_grows_is_the_one_a_large_file_is_sized_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    small = frame_bytes()
+    monkeypatch.setattr(arrow, "SIZED_FROM_BYTES", 0)
+    assert frame_bytes() == small

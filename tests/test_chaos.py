@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
 
 from bench.chaos import schedule
 from bench.chaos.checker import FIRST_PACKET, KNOWN_OPEN, RECOVERY_BOUND_S, Checker
+from bench.chaos.cluster import Cluster
 from bench.chaos.faults import Injected
-from bench.chaos.load import Packet, Published, Session
+from bench.chaos.load import GENERATED, Packet, Published, Session, Traffic
 from services.common.channels import UNCHECKED, parse_path
 from services.common.waveforms import channel_seed, registry
+from services.hostemu.host import HandshakeError
 
 PATH = "custom-0-10-100-sine-3"
 SPEC = parse_path(PATH, UNCHECKED)
@@ -143,3 +152,86 @@ def test_a_stream_never_served_is_a_known_open_break_that_does_not_fail_the_run(
     assert FIRST_PACKET in KNOWN_OPEN
     silent_after_rows = stream(packet(range(k, k + 5), T0 - 5), packet(range(k + 5, k + 55), T0))
     assert checked(silent_after_rows, [burst]) == ["a gap is never silent (a notice in the panel meanwhile)"]
+
+
+def test_a_row_streamed_before_its_publisher_heard_the_acknowledgement_leaves_nothing_to_carry() -> None:
+    """The recorder relays a row before it answers its publisher, so a stream may carry it before
+    the publisher's thread notes the answer; with every later publish refused (a full disk) there
+    is nothing to carry until the disk is freed. On main the silence counted from that late answer:
+    a 3.3-3.6 s gap with no fault and no notice (seeds 69869419 and 650755238, at a disk_full)."""
+    published = Published(
+        acked={"pub-chaos-b": [(T0 - 1, 1, 1.0), (T0 + 0.01, 2, 2.0), (T0 + 3.55, 3, 3.0)]},
+        values={"pub-chaos-b": {1: 1.0, 2: 2.0, 3: 3.0}},
+    )
+    disk_full = Injected("disk_full", "", T0 + 0.2, T0 + 3.5)
+    streamed = [Packet(T0 - 0.99, [1], {"v": [1.0]}, []), Packet(T0, [2], {"v": [2.0]}, [])]
+    late = Packet(T0 + 3.6, [3], {"v": [3.0]}, [])
+    checker = Checker([disk_full], published)
+    checker.session(Session("pub-chaos-b", T0 - 1.1, T0 + 3.7, [*streamed, late]))
+    assert checker.verdict.violations == []
+    unsent = Checker([disk_full], published)  # row 3 acknowledged at T0 + 0.2 and not carried
+    published.acked["pub-chaos-b"][2] = (T0 + 0.2, 3, 3.0)
+    unsent.session(Session("pub-chaos-b", T0 - 1.1, T0 + 3.7, [*streamed, late]))
+    assert [v.invariant for v in unsent.verdict.violations] == [
+        "gaps only during a fault plus the recovery bound",
+        "a gap is never silent (a notice in the panel meanwhile)",
+    ]
+
+
+def test_a_published_stream_not_served_yet_is_the_same_known_open_break() -> None:
+    """A published stream's silence counts from its first acknowledged row, but one with no packet
+    yet is still a call not served (FIRST_PACKET): on main it was called a silent gap after rows
+    and failed the run (`--seconds 60 --seed 650755238`, pub-chaos-b, 4.0 s)."""
+    burst = Injected("burst", "", T0 - 6, T0 - 1)
+    published = Published(
+        acked={"pub-chaos-b": [(T0 - 4.9, 1, 1.0), (T0 - 0.5, 2, 2.0)]},
+        values={"pub-chaos-b": {1: 1.0, 2: 2.0}},
+    )
+    rows = Packet(T0, [1, 2], {"v": [1.0, 2.0]}, [])
+    checker = Checker([burst], published)
+    checker.session(Session("pub-chaos-b", T0 - 5, T0 + 0.1, [rows]))
+    assert [v.invariant for v in checker.verdict.violations] == [FIRST_PACKET]
+
+
+def test_a_viewer_opens_its_stream_once_the_plugin_restart_is_over() -> None:
+    """A viewer waits while a process is replaced (a plugin restart took 4.5 s at load 10); its
+    stream opens when its RunStream is called. On main its open was taken before the wait, and
+    the restart's time was counted as the stream's silence without a notice (seed 650755238)."""
+    cluster = Cluster()
+    try:
+        traffic = Traffic(cluster, 1)
+        with cluster.lock:  # as a restart holds it
+            reading = threading.Thread(target=traffic.read, args=(GENERATED[0], 0.5))
+            reading.start()
+            time.sleep(1.0)
+            released = time.time()
+        reading.join(10)
+        (session,) = traffic.sessions
+        assert session.opened >= released
+        assert session.packets, "the stream was read"
+    finally:
+        cluster.close()
+
+
+def test_a_run_whose_pipeline_does_not_come_up_leaves_no_process_behind() -> None:
+    """A plugin that never comes up (here it refuses a setting; at load 16 it did not hand-shake
+    within 20 s) fails the run's start; on main the broker, the workers and the recorder ran on
+    as orphans, and the record folder's tmpfs stayed mounted."""
+    try:
+        with pytest.raises(HandshakeError, match="max_rows_per_packet"):
+            Cluster({"max_rows_per_packet": "0"})
+        assert children() == set(), "processes of the run left behind"
+    finally:
+        for pid in children():
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def children() -> set[int]:
+    """This process's children, running or not yet waited for."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(stat.parent.name))
+    return found

@@ -180,7 +180,7 @@ def test_status_counts_read_as_english() -> None:
     }
     channel: dict[str, protocol.Scalar] = {"worker": "w1", "subscribers": 1, "epoch": 1}
     reply = protocol.StatusReply("r", "b1", {"w1": worker}, {"custom-0-1-100": channel}, 1)
-    assert render(reply).splitlines()[0] == "broker b1: 1 worker, 1 channel, 1 plugin process"
+    assert render(reply).splitlines()[0] == "broker b1: 1 worker, 1 channel, 1 plugin connection"
 
 
 def test_every_command_takes_run_dir_and_its_variable(tmp_path: Path) -> None:

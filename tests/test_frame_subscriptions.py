@@ -33,15 +33,21 @@ class FakeBroker:
         self.frames.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.frames.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.frames_endpoint = f"tcp://127.0.0.1:{self.frames.bind_to_random_port('tcp://127.0.0.1')}"
+        self.told: list[protocol.Message] = []
+        """Every control message the plugin sent, in order."""
         self.task = asyncio.create_task(self._answer())
 
     async def _answer(self) -> None:
         while True:
             peer, *frames = await self.control.recv_multipart()
             message = protocol.decode(frames)
+            self.told.append(message)
             replies: list[protocol.Message] = [protocol.Welcome(self.frames_endpoint, "fake")]
             if isinstance(message, protocol.Subscribe):
-                replies.append(protocol.SubscribeReply(message.channel, epoch=EPOCH))
+                replies += [
+                    protocol.SubscribeReply(channel, epoch=EPOCH)
+                    for channel in (message.channel, *message.more)
+                ]
             if isinstance(
                 message, protocol.PluginHeartbeat
             ):  # a Subscribe sent before the connection is lost

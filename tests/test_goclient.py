@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench package sits at the repo root
 
 from bench import goclient
-from services.hostemu.localpipeline import Pipeline
+from bench.chaos import burst as bursts
+from bench.chaos.load import display
+from services.hostemu.localpipeline import Pipeline, wait_for_workers
+
+VARIANT = "custom-0-1-1-uniform-10"
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +69,37 @@ def test_without_go_bench_says_it_falls_back(tmp_path: Path) -> None:
     assert (
         "go protoc protoc-gen-go protoc-gen-go-grpc not installed; apt-get install golang-go" in built.label
     )
+
+
+def test_the_chaos_burst_counts_the_same_outcomes_in_go_as_in_its_python_fallback(
+    binary: Path, tmp_path: Path
+) -> None:
+    """bench.chaos's burst of opens runs in the Go client where it is built (-burst): each path
+    subscribed, run, its first packet awaited and read on; both clients' raw figures are judged
+    alike (on main the Go client had no burst, and the burst took a core from the plugin)."""
+    variants = [display(VARIANT, f"v{i}") for i in range(6)]  # 10,000 values/s each: 5 fit 55,000
+    opened = [*variants, *(f"custom-0-{i}-100" for i in range(1, 5)), "custom-1-0-5"]
+    listed = bursts.write(opened, tmp_path / "burst.paths")
+    pipeline = Pipeline(1)
+    host = pipeline.plugin({"max_values_per_s_per_datasource": "55000"})
+    try:
+        wait_for_workers(host, 1)
+        counted = {}
+        for client in (binary, None):
+            done = subprocess.run(
+                bursts.command(client, host.address, listed), capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            figures = orjson.loads(done.stdout)
+            counted[figures["client"]] = bursts.outcome(opened, figures), bursts.timing(figures)
+    finally:
+        host.stop()
+        pipeline.close()
+    expected = {"plain_ok": 4, "plain_INVALID_ARGUMENT": 1, "variant_ok": 5, "variant_RESOURCE_EXHAUSTED": 1}
+    assert {client: outcome for client, (outcome, _) in counted.items()} == {
+        "Go, direct gRPC": expected,
+        "Python, grpc.aio": expected,
+    }
+    for _, timing in counted.values():
+        assert timing["unserved"] == 0
+        assert 0 < timing["first_packet_median_s"] <= timing["last_first_packet_s"] < timing["took_s"]

@@ -1,5 +1,6 @@
 """The plugin process as Grafana sees it: launch, handshake, logs, health, stop."""
 
+import collections
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from support import ROOT, Pipeline
 from services.hostemu.host import PluginHost
 from services.plugin._proto import pluginv2_pb2 as pb
 
+BURST = 3000
+"""More RunStream calls at once than grpcio queues by default (1,000 some cancelled, 3,000 all)."""
 HCLOG_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)")
 BAD_PATHS = {
     "letters": "custom-a-b-c",
@@ -113,3 +116,26 @@ def test_sigterm_stops_it_and_sigint_does_not(pipeline: Pipeline) -> None:
         assert host.process.wait(2) == 0
     finally:
         host.stop()
+
+
+def burst(host: PluginHost) -> list[grpc.Call]:
+    """BURST RunStreams opened at once, as Grafana does after a restart; bad paths, so the plugin
+    answers each at once (grpcio cancelled the ones it held past 1,000-3,000 before the plugin took them)."""
+    return [host.stream.RunStream(pb.RunStreamRequest(path=f"custom-{i}-burst")) for i in range(BURST)]
+
+
+def test_a_burst_of_run_streams_all_reach_the_plugin(host: PluginHost) -> None:
+    codes = collections.Counter(call.code() for call in burst(host))
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT: BURST}
+
+
+def test_run_streams_held_while_the_plugin_cannot_take_them_still_reach_it(host: PluginHost) -> None:
+    calls = burst(host)
+    calls[0].code()  # the plugin is taking them; the others wait in grpcio's queue
+    host.process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(31)  # grpcio cancelled a call its event loop had not taken in 30 s
+    finally:
+        host.process.send_signal(signal.SIGCONT)
+    codes = collections.Counter(call.code() for call in calls)
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT: BURST}

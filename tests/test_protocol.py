@@ -28,6 +28,7 @@ SAMPLES: list[protocol.Message] = [
     ),
     protocol.Goodbye("p1"),
     protocol.Subscribe("p1", "custom-10-20-100"),
+    protocol.Subscribe("p1", "custom-10-20-100", ["custom-0-1-100", "custom-0-2-100"]),
     protocol.SubscribeReply("custom-10-20-100", "refused"),
     protocol.Placement("custom-10-20-100", 6),
     protocol.Unsubscribe("p1", "custom-10-20-100"),
@@ -75,7 +76,7 @@ def test_every_message_round_trips(message: protocol.Message) -> None:
 
 def test_the_payload_is_a_map_of_field_names() -> None:
     _, payload = protocol.encode(protocol.Subscribe("p1", "custom-0-1-100"))
-    assert msgpack.unpackb(payload) == {"plugin": "p1", "channel": "custom-0-1-100"}
+    assert msgpack.unpackb(payload) == {"plugin": "p1", "channel": "custom-0-1-100", "more": []}
 
 
 def test_another_protocol_version_is_refused_not_guessed() -> None:
@@ -153,6 +154,16 @@ def test_a_missing_required_field_is_named() -> None:
             "Subscribe.channel: expected str, got int",
         ),
         (protocol.MsgType.SUBSCRIBE, {"plugin": "p", "channel": "c" * 1025}, "the limit is 1024"),
+        (
+            protocol.MsgType.SUBSCRIBE,
+            {"plugin": "p", "channel": "c", "more": ["d", 5]},
+            "Subscribe.more: [1]: expected str, got int",
+        ),
+        (
+            protocol.MsgType.SUBSCRIBE,
+            {"plugin": "p", "channel": "c", "more": "d"},
+            "Subscribe.more: expected a list, got str",
+        ),
         (
             protocol.MsgType.STATUS_REPLY,
             {"request_id": "r", "broker": "b", "workers": [], "channels": {}, "plugins": 0},

@@ -14,9 +14,10 @@ from support import memory_kib, plugin_of, query_model, running_pipeline
 
 from services.common.channels import ChannelSpec, Limits
 from services.common.errors import InvalidChannel
+from services.common.waveforms import BUILTINS, channel_seed
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.host import Datasource, PluginHost, data_query
-from services.plugin import recomputed
+from services.plugin import bulk, querydata, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.query import parse_query
 from services.publish import Publisher
@@ -288,3 +289,16 @@ def test_an_event_channels_query_spreads_its_points_over_the_whole_range() -> No
     steps = {b - a for a, b in itertools.pairwise(values)}
     assert steps <= {30, 31}, steps  # evenly spaced: every 30th row, give or take the rounding
     assert "evenly spaced" in str(frame.meta)
+
+
+def test_an_answer_computed_in_bulk_holds_the_generator_s_very_values() -> None:
+    spec = ChannelSpec(0, 10, 1000, "uniform", 3)
+    last = spec.last_tick(time.time_ns())
+    ticks = recomputed.strided(range(last - 21_600, last + 1), 1000)  # 6 h of 1 s ticks, as a dashboard asks
+    assert bulk.handles(spec, ticks)
+    answered, rows = querydata.answer(spec, ticks, "A")
+    frame = read_frame(answered.frames[0])
+    assert rows == len(ticks)
+    assert frame.times_ns == spec.tick_times(ticks)
+    generated = BUILTINS["uniform"].generate(spec, channel_seed(spec.path), ticks)
+    assert [field.values for field in frame.value_fields] == generated

@@ -459,6 +459,36 @@ def test_a_restarted_recorder_with_a_record_dir_serves_what_it_stored(tmp_path: 
         assert status.workers["recorder"]["role"] == protocol.RECORDER
 
 
+def test_a_batch_sent_again_after_a_recorder_kill_is_answered_as_applied_and_stored_once(
+    tmp_path: Path,
+) -> None:
+    """Applied and stored, its reply lost (the recorder killed with -9 just after): the publisher
+    sends the batch again to the restarted recorder. On main its sequence was kept in memory only,
+    so the timed batch was refused as not after the last row, and the stamped one went in twice."""
+    start_ns = round((now_ms() - 10_000) * 1e6)
+    timed = fields.from_records([{"time": start_ns / 1e6 + i, "v": i} for i in range(3)], None, 10)
+    stamped = fields.from_records([{"v": 7}, {"v": 8}], None, 10, stamp=True)
+    sent = [
+        protocol.Publish(1, "pub-timed-again", timed.times, timed.columns, "publisher-k", 4),
+        protocol.Publish(2, "pub-stamped-again", stamped.times, stamped.columns, "publisher-k", 5, True),
+    ]
+    with recording_pipeline(["--record-dir", str(tmp_path / "record")]) as pipeline:
+        assert [(r.accepted, r.error) for r in raw_publish(pipeline.publish_endpoint, *sent)] == [
+            (3, ""),
+            (2, ""),
+        ]
+        before = [recorded(history(pipeline.history_endpoint, m.channel)) for m in sent]
+        assert pipeline.recorder is not None
+        pipeline.recorder.kill()
+        pipeline.recorder.wait()
+        pipeline.start_recorder()
+        wait_for_recorder(pipeline)
+        again = raw_publish(pipeline.publish_endpoint, *sent)
+        assert [(r.accepted, r.error) for r in again] == [(3, ""), (2, "")]
+        assert [recorded(history(pipeline.history_endpoint, m.channel)) for m in sent] == before
+        assert before[1][1][0].values == [7, 8]
+
+
 def test_with_curve_only_authorized_publishers_get_in_and_a_refused_one_leaves_no_trace(
     tmp_path: Path,
 ) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 from recording import recording_pipeline
 from support import Pipeline, plugin_of, wait_for_workers
 
+from services.cli.status import fetch
 from services.hostemu.arrowframe import read_frame
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, PluginHost, data_query
@@ -23,6 +25,7 @@ from services.plugin._proto import pluginv2_pb2 as pb
 from services.publish import Publisher
 
 CHANNEL = "pub-site"
+PATHS = ("custom-0-1-100", "custom-0-2-100")
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +94,33 @@ def test_every_call_through_a_datasource_answers_from_its_own_site(sites: tuple[
             assert stream.frame.column("site") == ["b-grafana", *(f"b-live-{i}" for i in range(1, 6))]
         finally:
             stream.cancel()
+
+
+def test_two_datasources_on_one_broker_spelled_two_ways_hold_their_channels_both(
+    sites: tuple[Pipeline, Pipeline], tmp_path: Path
+) -> None:
+    """Datasource A uses the plugin's broker; B names the same broker through another path to its
+    folder (as /var/run is /run). The plugin has two connections to it: on main they shared the
+    plugin's name, so each one's heartbeat released the other's channels, every second."""
+    a, _ = sites
+    other_way = tmp_path / "var-run"
+    other_way.symlink_to(a.run_dir.parent)
+    address = a.control_endpoint.replace(str(a.run_dir.parent), str(other_way))
+    assert address != a.control_endpoint
+    ds_a = Datasource(uid="one-broker-a")
+    ds_b = Datasource(uid="one-broker-b", json_data={"brokerAddress": address})
+    with plugin_of(a) as host:
+        wait_for_workers(host, 1, ds_b)
+        streams = [host.run_stream(PATHS[0], ds_a), host.run_stream(PATHS[1], ds_b)]
+        try:
+            for stream in streams:
+                stream.read_rows(2)
+            seen: list[dict[str, int]] = []
+            for _ in range(12):  # three heartbeats of each connection
+                channels = fetch(a.control_endpoint, 2).channels
+                seen.append({path: int(channels.get(path, {}).get("subscribers") or 0) for path in PATHS})
+                time.sleep(0.25)
+        finally:
+            for stream in streams:
+                stream.cancel()
+    assert all(counts == dict.fromkeys(PATHS, 1) for counts in seen), seen

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import zmq
 
+from bench import goclient
 from bench.chaos import schedule
 from bench.chaos.checker import Checker
 from bench.chaos.cluster import Cluster
@@ -41,13 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
+    burst_client = goclient.client()
+    if burst_client.binary:
+        print("chaos: the burst of opens runs in bench's Go client, as Grafana (Go) opens", flush=True)
+    else:
+        print(
+            "chaos: the burst of opens runs in Python, which takes a core from the plugin it swamps: "
+            + burst_client.why_not,
+            flush=True,
+        )
     cluster = Cluster()
     if not cluster.tmpfs:
         print(
             "chaos: not root, so no tmpfs for the record folder: the disk_full fault is skipped", flush=True
         )
     traffic = Traffic(cluster, seed)
-    injector = Injector(cluster, traffic, seed)
+    injector = Injector(cluster, traffic, seed, burst_client)
     monitor = Monitor(cluster, injector)
     watcher = threading.Thread(target=monitor.run, daemon=True)
     scheduling = threading.Thread(target=monitor.watch_scheduling, daemon=True)

@@ -7,7 +7,6 @@ panel, a publisher or an operator would see.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,6 +56,9 @@ class Verdict:
     violations: list[Violation] = field(default_factory=list)
     recoveries: dict[str, list[float]] = field(default_factory=dict)
     """Fault kind → seconds from its end until each stream open across it sent rows again."""
+    burst_waits: list[tuple[float, bool]] = field(default_factory=list)
+    """Each stream opened during a burst: seconds from its open to its first packet of rows or a
+    notice (True), or to its close if none came (False)."""
 
     @property
     def failing(self) -> list[Violation]:
@@ -80,7 +82,7 @@ class Checker:
 
     def session(self, session: Session) -> None:
         channel = channel_of(session.path)
-        acked: list[float] | None = None
+        acked: list[tuple[float, int, float]] | None = None
         if channel.startswith("custom-"):
             spec = parse_path(channel, UNCHECKED)
             self._generated(session, spec)
@@ -88,12 +90,13 @@ class Checker:
         elif channel in PUBLISHED:
             self._published_rows(session, channel)
             tick_s = 0.1
-            acked = [answered for answered, _, _ in self.published.acked.get(channel, [])]
+            acked = self.published.acked.get(channel, [])
         else:
             tick_s = 1.0 if channel in SOURCES else 0.1
         self._order(session)
         self._stalls(session, tick_s, acked)
         self._recoveries(session)
+        self._burst_wait(session)
         if session.error:
             self.verdict.check(
                 "streams end only when closed or during a fault",
@@ -184,21 +187,25 @@ class Checker:
             + ", ".join(f"{a:.2f}" for a in missing[:3]),
         )
 
-    def _stalls(self, session: Session, tick_s: float, acked: list[float] | None = None) -> None:
+    def _stalls(
+        self, session: Session, tick_s: float, acked: list[tuple[float, int, float]] | None = None
+    ) -> None:
         """Silences between rows: only while a fault lasts plus the bound, and said in the panel.
 
-        A published channel (`acked`: when each of its rows was acknowledged, in order) has
-        rows to carry only once one is acknowledged: its silence counts from the first row
-        acknowledged in it (a full disk refuses rows, and a refused row is no row to show).
+        A published channel (`acked`: its rows acknowledged, in order, as (when, time, value))
+        has a row to carry only once one is acknowledged that it has not carried: its silence
+        counts from then (a full disk refuses rows, and a refused row is no row to show).
         """
         threshold = max(STALL_MIN_S, 4 * tick_s)
         arrivals = [session.opened] + [p.at for p in session.packets if p.times]
+        last_rows = [0] + [p.times[-1] for p in session.packets if p.times]
+        """The stream's last row time at each arrival (0: none yet)."""
         if not session.error:
             arrivals.append(session.closed)
-        for start, end in itertools.pairwise(arrivals):
+        for (start, end), carried in zip(itertools.pairwise(arrivals), last_rows, strict=False):
+            unserved = start == session.opened  # no packet of rows yet: the call may not be served
             if acked is not None:
-                first = bisect.bisect_right(acked, start)
-                start = acked[first] if first < len(acked) and acked[first] < end else end
+                start = _owed_from(acked, start, end, carried)
             if end - start <= threshold or self._paused(session, start, end):
                 continue
             fault = self._excusing(start, end, session)
@@ -212,7 +219,6 @@ class Checker:
             # A silence seen while this process was not scheduled may have had no cause in the pipeline.
             if end - start > NOTICE_BOUND_S + 3 * tick_s and (fault is None or fault.kind != "starved"):
                 said = any(p.notices for p in session.packets if start < p.at <= end)
-                unserved = start == session.opened  # no packet at all yet: the call not served
                 self.verdict.check(
                     FIRST_PACKET if unserved else "a gap is never silent (a notice in the panel meanwhile)",
                     said,
@@ -230,6 +236,14 @@ class Checker:
             after = next((at for at in arrivals if at >= fault.end), None)
             if after is not None:
                 self.verdict.recoveries.setdefault(fault.kind, []).append(after - fault.end)
+
+    def _burst_wait(self, session: Session) -> None:
+        """How long a stream opened during a burst waited for its first rows or notice, what FIRST_PACKET
+        bounds (a measure, not a check)."""
+        if any(f.kind == "burst" and f.start <= session.opened <= f.end for f in self.faults):
+            first = next((p.at for p in session.packets if p.times or p.notices), None)
+            waited = (first if first is not None else session.closed) - session.opened
+            self.verdict.burst_waits.append((waited, first is not None))
 
     def _paused(self, session: Session, start: float, end: float) -> bool:
         return session.paused is not None and start <= session.paused[1] and end >= session.paused[0]
@@ -336,3 +350,17 @@ class Checker:
             end,
             f"Shutdown took {shutdown_s:.2f} s",
         )
+
+
+def _owed_from(acked: list[tuple[float, int, float]], start: float, end: float, carried: int) -> float:
+    """When a published stream silent from `start` to `end` first owed a row: the answer to the first
+    row acknowledged after the last it carried (`carried`; with none carried, the first answered
+    after `start`), or `start` if that answer came before; `end` if it owed none by then.
+
+    The recorder relays a row before it answers its publisher, so a row may be carried before its
+    answer is noted: it is carried, and owes nothing."""
+    for answered, time_ns, _ in acked:
+        owed = time_ns > carried if carried else answered > start
+        if owed:
+            return max(start, answered) if answered < end else end
+    return end

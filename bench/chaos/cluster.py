@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.hostemu.localpipeline import Pipeline, stop, wait_for_workers
@@ -23,15 +24,26 @@ class Cluster:
     """A broker, WORKERS generator workers, the recorder with a record folder, and the plugin
     as Grafana launches it. `host` is the current plugin host; a restart replaces it."""
 
-    def __init__(self) -> None:
+    def __init__(self, plugin_settings: Mapping[str, str] = PLUGIN_SETTINGS) -> None:
+        """Everything started, or (if any part does not come up) everything stopped again and the
+        record folder given back before the error goes on: a failed start leaves no process behind."""
         self.disk = Path(tempfile.mkdtemp(prefix="zschaos", dir="/tmp"))
         self.tmpfs = _mount_tmpfs(self.disk)
         self.record_dir = self.disk / "record"
+        self.plugin_settings = plugin_settings
         self.pipeline = Pipeline(WORKERS, recorder=True, recorder_args=["--record-dir", str(self.record_dir)])
         self.lock = threading.Lock()
         """Held while a process is replaced: readers of `host` or `process()` wait for the new one."""
-        self.host = self.pipeline.plugin(PLUGIN_SETTINGS)
-        wait_for_workers(self.host, WORKERS, recorder=True)  # the load starts on a whole pipeline
+        try:
+            self.host = self.pipeline.plugin(plugin_settings)
+        except BaseException:
+            self._release()
+            raise
+        try:
+            wait_for_workers(self.host, WORKERS, recorder=True)  # the load starts on a whole pipeline
+        except BaseException:
+            self.close()
+            raise
 
     def names(self) -> list[str]:
         return ["broker", *(f"w{i + 1}" for i in range(WORKERS)), "recorder", "plugin"]
@@ -62,7 +74,7 @@ class Cluster:
                 self.pipeline.start_recorder()
             elif name == "plugin":
                 old = self.host
-                self.host = self.pipeline.plugin(PLUGIN_SETTINGS)
+                self.host = self.pipeline.plugin(self.plugin_settings)
                 old.stop()
             else:
                 index = int(name[1:]) - 1
@@ -81,6 +93,11 @@ class Cluster:
     def close(self) -> float:
         """Stop everything; the plugin's Shutdown time in seconds (go-plugin kills at 2 s)."""
         shutdown_s = self.host.stop()
+        self._release()
+        return shutdown_s
+
+    def _release(self) -> None:
+        """Stop every process but the plugin, and give back the record folder (and its tmpfs)."""
         for name in self.names():
             if name != "plugin":
                 stop(self.process(name))
@@ -88,7 +105,6 @@ class Cluster:
         if self.tmpfs:
             subprocess.run(["umount", "-l", str(self.disk)], check=False)
         shutil.rmtree(self.disk, ignore_errors=True)
-        return shutdown_s
 
 
 def _mount_tmpfs(folder: Path) -> bool:

@@ -8,7 +8,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,10 @@ import msgpack
 import orjson
 import zmq
 
+from bench.chaos import burst as bursts
 from bench.chaos.cluster import Cluster
 from bench.chaos.load import FAST, GENERATED, PUBLISHED, Traffic
+from bench.goclient import Client
 from services.common import protocol
 from services.common.channels import UNCHECKED, parse_path
 from services.hostemu.host import data_query
@@ -48,8 +49,10 @@ class Injected:
 
 
 class Injector:
-    def __init__(self, cluster: Cluster, traffic: Traffic, seed: int) -> None:
+    def __init__(self, cluster: Cluster, traffic: Traffic, seed: int, burst_client: Client) -> None:
         self.cluster = cluster
+        self.burst_client = burst_client
+        """The burst's client: bench's Go client where it is built (as Grafana, a Go process), else Python."""
         self.traffic = traffic
         self.rng = random.Random(seed ^ 0x5EED)
         self.faulted: set[str] = set()
@@ -183,8 +186,9 @@ class Injector:
         return refused
 
     def burst(self, record: Injected, _: str, __: float) -> None:
-        """A thousand stream opens at once (bench.chaos.burst, in a process of its own), a hundred
-        of them display variants of one channel; CheckHealth's time and the plugin's memory meanwhile."""
+        """A thousand stream opens at once (bench.chaos.burst's client, in a process of its own), a
+        hundred of them display variants of one channel; CheckHealth's time and the plugin's memory
+        meanwhile."""
         with self.cluster.lock:
             host = self.cluster.host
         health: list[float] = []
@@ -202,20 +206,23 @@ class Injector:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        opened = bursts.paths(self.rng.randrange(2**31))
+        client = self.burst_client.binary
+        listed = bursts.write(opened, self.cluster.pipeline.run_dir / "burst.paths")
+        command = bursts.command(client, host.address, listed)
         try:
-            command = [
-                sys.executable,
-                "-m",
-                "bench.chaos.burst",
-                host.address,
-                str(self.rng.randrange(2**31)),
-            ]
             done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
         finally:
             stop.set()
             watcher.join(15)
-        outcome = orjson.loads(done.stdout) if done.returncode == 0 else {"failed": done.returncode}
+        record.notes["client"] = "Go" if client else "Python"
+        if done.returncode != 0:
+            record.notes["failed"] = f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+            return
+        figures = orjson.loads(done.stdout)
+        outcome = bursts.outcome(opened, figures)
         record.notes |= {f"opens_{k}": float(v) for k, v in outcome.items()}
+        record.notes |= {k: round(v, 2) for k, v in bursts.timing(figures).items()}
         admitted = outcome.get("variant_ok", 0)
         record.notes["variant_values_per_s"] = float(admitted * VARIANT_VALUES_PER_S)
         record.notes["health_max_s"] = round(max(health, default=0.0), 2)

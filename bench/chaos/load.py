@@ -143,10 +143,11 @@ class Traffic:
     # -- streams -------------------------------------------------------------------
 
     def read(self, path: str, seconds: float, pause: tuple[float, float] | None = None) -> Session:
-        """One RunStream of `path` for `seconds` (a stalled read `pause` = (after_s, for_s) in)."""
-        session = Session(path, time.time())
+        """One RunStream of `path` for `seconds` (a stalled read `pause` = (after_s, for_s) in); it
+        opens once no process is being replaced (the time a restart takes is no stream's silence)."""
         with self.cluster.lock:
             host = self.cluster.host
+        session = Session(path, time.time())
         request = pb.RunStreamRequest(pluginContext=Datasource().context(), path=path)
         try:
             call: Any = host.stream.RunStream(request)

@@ -45,6 +45,8 @@ def render(verdict: Verdict, faults: list[Injected], command: str, started: floa
             ],
         ),
     ]
+    if verdict.burst_waits:
+        parts += ["", _burst_waits(verdict.burst_waits)]
     notes = [f for f in faults if f.notes]
     if notes:
         parts += ["", "fault notes (t = seconds after the start)"]
@@ -59,6 +61,17 @@ def render(verdict: Verdict, faults: list[Injected], command: str, started: floa
         if len(verdict.violations) > 200:
             parts.append(f"  … and {len(verdict.violations) - 200} more")
     return "\n".join(parts)
+
+
+def _burst_waits(waits: list[tuple[float, bool]]) -> str:
+    """When the viewers' streams opened while a burst ran got their first rows or notice."""
+    served = sorted(wait for wait, came in waits if came)
+    line = f"viewers' streams opened during a burst: {len(waits)}"
+    if served:
+        line += f"; rows or a notice after median {statistics.median(served):.2f} s, max {served[-1]:.2f} s"
+    if none := sorted(wait for wait, came in waits if not came):
+        line += f"; {len(none)} got none before they closed ({', '.join(f'{w:.1f}' for w in none)} s open)"
+    return line
 
 
 def _spread(values: list[float]) -> tuple[str, str, str, str]:

@@ -2,8 +2,9 @@
 // it measures. It launches the plugin through hashicorp/go-plugin's client as Grafana does
 // (handshake, Grafana's plugin set, the 12.4+ environment) or dials a bare server, opens
 // streams as Grafana's Live does (SubscribeStream, 32 at a time, then every RunStream at
-// once; a dashboard's panels do QueryData first and subscribe with {"after": …}), and
-// prints one JSON object of raw figures on stdout for bench/goclient.py to judge.
+// once; a dashboard's panels do QueryData first and subscribe with {"after": …}), or opens a
+// file's paths at once as the chaos run's burst (burst.go), and prints one JSON object of raw
+// figures on stdout for bench/goclient.py (or bench/chaos/burst.py) to judge.
 package main
 
 import (
@@ -63,13 +64,13 @@ func (s *settingsFlag) String() string     { return strings.Join(*s, ",") }
 func (s *settingsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 type options struct {
-	executable, addr, pattern, jsonData, logLevel string
-	settings                                      settingsFlag
-	count, gate, serverPid, workers               int
-	subscribe                                     bool
-	queryHours                                    float64
-	tickMs                                        float64
-	wait, warmup, window, hold                    time.Duration
+	executable, addr, pattern, jsonData, logLevel, uid, burst string
+	settings                                                  settingsFlag
+	count, gate, serverPid, workers                           int
+	subscribe                                                 bool
+	queryHours                                                float64
+	tickMs                                                    float64
+	wait, warmup, window, hold, burstRead                     time.Duration
 }
 
 // stream is one RunStream's figures; only its own goroutine writes them until the run ends.
@@ -121,6 +122,7 @@ func main() {
 	flag.IntVar(&o.serverPid, "server-pid", 0, "with -addr: the server process to measure")
 	flag.Var(&o.settings, "setting", "a grafana.ini [plugin.<id>] key=value (repeatable)")
 	flag.StringVar(&o.jsonData, "json-data", "{}", "the datasource's jsonData")
+	flag.StringVar(&o.uid, "uid", "zmqstream-bench", "the datasource's uid (its streams share one budget)")
 	flag.IntVar(&o.workers, "workers", 0, "wait until CheckHealth reports this many workers")
 	flag.StringVar(&o.pattern, "paths", "custom-0-{i}-50", "channel paths; {i} counts from 1")
 	flag.IntVar(&o.count, "n", 100, "how many streams")
@@ -133,6 +135,8 @@ func main() {
 	flag.DurationVar(&o.window, "seconds", 0, "the steady window (0: none)")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "the plugin's log lines shown on stderr from this level up")
 	flag.DurationVar(&o.hold, "hold", 0, "wait this long after the plugin is up (for a profiler to attach)")
+	flag.StringVar(&o.burst, "burst", "", "instead: open this file's paths (one a line) at once, each subscribed then run")
+	flag.DurationVar(&o.burstRead, "burst-read", 2*time.Second, "with -burst: how long a stream is read after its first packet")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "zsbench-client:", err)
@@ -141,6 +145,13 @@ func main() {
 }
 
 func run(o options) error {
+	var paths []string
+	if o.burst != "" {
+		var err error
+		if paths, err = burstPaths(o.burst); err != nil {
+			return err
+		}
+	}
 	r := result{Failed: map[string]int{}, Errors: map[string]string{}, LatencyMs: map[string]float64{}, Streams: o.count}
 	var conn *grpc.ClientConn
 	if o.executable != "" {
@@ -165,7 +176,7 @@ func run(o options) error {
 		UserAgent: "Grafana/12.4.0 (linux; amd64)",
 		User:      &pb.User{Login: "admin", Name: "admin", Role: "Admin"},
 		DataSourceInstanceSettings: &pb.DataSourceInstanceSettings{
-			Id: 1, Name: "zmqstream", Uid: "zmqstream-bench", JsonData: []byte(o.jsonData), LastUpdatedMS: 1,
+			Id: 1, Name: "zmqstream", Uid: o.uid, JsonData: []byte(o.jsonData), LastUpdatedMS: 1,
 		},
 	}
 	if o.workers > 0 {
@@ -184,6 +195,12 @@ func run(o options) error {
 		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		os.Exit(2)
 	})
+	if paths != nil {
+		opened := burst(o, conn, pctx, paths)
+		opened.Client = r.Client
+		watchdog.Stop()
+		return json.NewEncoder(os.Stdout).Encode(opened)
+	}
 	drive(o, conn, pctx, &r)
 	watchdog.Stop()
 	return json.NewEncoder(os.Stdout).Encode(r)

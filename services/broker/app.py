@@ -170,13 +170,15 @@ class Broker:
                 for reply in registry.plugin_heartbeat(plugin, channels, now, routing_id):
                     self._send(routing_id, reply)
                 self._send(routing_id, self.plugin_welcome)
-            case protocol.Subscribe(plugin=plugin, channel=path):
-                reply = registry.subscribe(plugin, path, now, routing_id)
-                if reply.error:
-                    log.warning(
-                        "subscription refused", extra=fields(plugin=plugin, channel=path, error=reply.error)
-                    )
-                self._send(routing_id, reply)
+            case protocol.Subscribe(plugin=plugin, channel=first, more=more):
+                for path in (first, *more):
+                    reply = registry.subscribe(plugin, path, now, routing_id)
+                    if reply.error:
+                        log.warning(
+                            "subscription refused",
+                            extra=fields(plugin=plugin, channel=path, error=reply.error),
+                        )
+                    self._send(routing_id, reply)
             case protocol.Unsubscribe(plugin=plugin, channel=path):
                 registry.unsubscribe(plugin, path)
             case protocol.Goodbye(plugin=plugin):

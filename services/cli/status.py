@@ -32,7 +32,7 @@ def fetch(access: Access | str, timeout_s: float) -> protocol.StatusReply:
 
 def render(reply: protocol.StatusReply) -> str:
     workers, channels = count(len(reply.workers), "worker"), count(len(reply.channels), "channel")
-    plugins = count(reply.plugins, "plugin process", "plugin processes")
+    plugins = count(reply.plugins, "plugin connection", "plugin connections")
     lines = [
         f"broker {reply.broker}: {workers}, {channels}, {plugins}",
         "",

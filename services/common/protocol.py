@@ -47,7 +47,7 @@ Sockets:
 | PluginHeartbeat  | plugin → broker  | alive; the channels it holds and the epochs it knows      |
 | Welcome          | broker → either  | where to send or read frames, its pipeline (a plugin: its recorder) |
 | Goodbye          | plugin → broker  | the plugin leaves: release its subscriptions now          |
-| Subscribe        | plugin → broker  | the plugin holds a channel now                            |
+| Subscribe        | plugin → broker  | the plugin holds a channel (or several) now               |
 | SubscribeReply   | broker → plugin  | accepted (with the epoch if placed), or why not           |
 | Placement        | broker → plugin  | a channel the plugin holds runs under a new epoch         |
 | Unsubscribe      | plugin → broker  | the plugin no longer holds a channel                      |
@@ -215,6 +215,9 @@ class Subscribe(Message):
     TYPE = MsgType.SUBSCRIBE
     plugin: str
     channel: str
+    more: list[str] = dataclasses.field(default_factory=list)
+    """Further channels held at once: a burst of stream starts costs one message, not one each
+    (a broker without this field takes them from the plugin's next heartbeat)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,7 +270,8 @@ class StatusRequest(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatusReply(Message):
     """The broker's view. `workers`: {id: {"pid", "channels", "load", "ticks_late", "seen_s_ago"}};
-    `channels`: {path: {"worker", "subscribers", "epoch"}}; `plugins`: live plugin process count."""
+    `channels`: {path: {"worker", "subscribers", "epoch"}}; `plugins`: live plugin connections
+    (a plugin has one per broker address and CURVE keys its datasources use)."""
 
     TYPE = MsgType.STATUS_REPLY
     request_id: str
@@ -420,12 +424,30 @@ def _scalar(value: Any) -> str:
     return _int(value) if isinstance(value, int) else _text(value)
 
 
+def _container(value: Any, kind: type[list[Any]] | type[dict[Any, Any]], name: str, unit: str) -> str:
+    """Why `value` is not a `kind` of at most MAX_ITEMS `unit` ('' if it is)."""
+    if not isinstance(value, kind):
+        return f"expected a {name}, got {_kind(value)}"
+    return f"{len(value)} {unit}, the limit is {MAX_ITEMS}" if len(value) > MAX_ITEMS else ""
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> str:
+        if problem := _container(value, list, "list", "items"):
+            return problem
+        for at, element in enumerate(value):
+            problem = item(element)
+            if problem:
+                return f"[{at}]: {problem}"
+        return ""
+
+    return check
+
+
 def _map_of(item: Check) -> Check:
     def check(value: Any) -> str:
-        if not isinstance(value, dict):
-            return f"expected a map, got {_kind(value)}"
-        if len(value) > MAX_ITEMS:
-            return f"{len(value)} entries, the limit is {MAX_ITEMS}"
+        if problem := _container(value, dict, "map", "entries"):
+            return problem
         for key, element in value.items():
             problem = _text(key)
             if problem:
@@ -450,6 +472,7 @@ _CHECKS: dict[str, Check] = {
     "Scalar": _scalar,
     "list[int]": _list,
     "list[Column]": _list,
+    "list[str]": _list_of(_text),
 }
 
 

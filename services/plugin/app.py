@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,14 @@ APP_PROTOCOL_VERSION = "2"
 CORE_PROTOCOL_VERSION = "1"
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 """As the Go SDK: Grafana sends up to MaxInt32, grpcio accepts 4 MiB by default."""
+MAX_QUEUED_CALLS = 100_000
+"""Calls grpcio may hold before the event loop takes them: past its default (1,000, then more at
+random up to 3,000) it cancels them, and Grafana opens every panel's RunStream at once (#22)."""
+QUEUED_CALL_WAIT_S = 3600
+"""How long a call may wait for the event loop to take it: grpcio cancels it after 30 s, less than
+10,000 RunStreams opened at once took on a busy machine (Grafana would only open it again)."""
+YOUNG_COLLECTION_ALLOCATIONS = 10_000
+"""Objects allocated (net of those freed) between two young collections (Python's default: 700)."""
 SHUTDOWN_GRACE_S = 0.2
 """What running calls get to finish after Shutdown: go-plugin kills at 2 s, we aim for 1 s in all."""
 
@@ -69,7 +78,13 @@ def build_server(
     """The gRPC server with every pluginv2 service; go-plugin's own ones when a host controls us."""
     brokers = BrokerConnections(settings)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *SERVER_OPTIONS]
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+            ("grpc.server_max_unrequested_time_in_server", QUEUED_CALL_WAIT_S),
+            *SERVER_OPTIONS,
+        ]
     )
     metrics = PluginMetrics(brokers)
     pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics), server)
@@ -141,6 +156,19 @@ async def serve(
         listener.close()
 
 
+def collect_less() -> None:
+    """Python's cycle collector, tuned for a process that makes and drops objects per packet.
+
+    Every object alive now (modules: gRPC, protobuf, Arrow, numpy) is frozen out of its scans,
+    and a young collection waits for YOUNG_COLLECTION_ALLOCATIONS instead of 700: with 1,000
+    streams at 20,000 rows/s the collector took 6 % of the plugin's CPU (1.7 % tuned), with
+    3,000 streams 10-20 %, mostly full scans of every stream's objects while streams start.
+    Packets' objects are freed by reference counting; few cycles are left for it to find.
+    """
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, *gc.get_threshold()[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     modes = argparse.ArgumentParser(add_help=False)
     modes.add_argument(
@@ -177,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             await serve(settings, stop)
 
+    collect_less()
     try:
         asyncio.run(run())
     except ConfigError as exc:

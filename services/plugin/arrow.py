@@ -22,13 +22,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from services.common import fields as kinds
 from services.common.fields import Column
 
 TIME_FIELD_NAME = "time"
+Floats = Sequence[float] | NDArray[np.float64]
+Times = Sequence[int] | NDArray[np.int64]
+"""Values and times as lists, or packed (QueryData's: Arrow takes those without reading them one by one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +41,13 @@ class NumberField:
     """A float64 field; its values must be as many as the frame's times."""
 
     name: str
-    values: Sequence[float]
+    values: Floats
     labels: Mapping[str, str] | None = None
     config: Mapping[str, Any] | None = None
 
 
 def time_series_file(
-    times_ns: Sequence[int],
+    times_ns: Times,
     fields: Sequence[NumberField],
     *,
     ref_id: str,
@@ -120,8 +125,16 @@ def event_frame_file(
     return _file(pa.record_batch(arrays, schema=pa.schema(arrow_fields, metadata=schema_meta)))
 
 
+SIZED_FROM_BYTES = 1 << 20
+"""Batches from this size are measured before they are written (see _file)."""
+
+
 def _file(batch: pa.RecordBatch) -> bytes:
     """One batch as an IPC file."""
+    if batch.nbytes < SIZED_FROM_BYTES:  # a panel's answer: written once, as it grows
+        sink = pa.BufferOutputStream()
+        _write_file(sink, batch)
+        return bytes(sink.getvalue().to_pybytes())
     # Sized first, then written once into a buffer of that size: a growing buffer would
     # double and copy its way up, a peak of about three times the file for a large query.
     size = pa.MockOutputStream()

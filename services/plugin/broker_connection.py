@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -60,6 +61,13 @@ SUBSCRIBE_ALL_AT = 64
 a dashboard's 1,000 channels cost one subscription, not 1,000 (each a call here, a message
 up to the broker and on to every worker). Frames of channels not held are dropped (_placed).
 Below half of it, the channels are subscribed one by one again."""
+TELL_AFTER_S = 0.02
+"""How long the broker's Subscribe waits for more channels held (the panels of a dashboard
+come a few ms apart): a pure channel's first packet is recomputed, so no panel waits for it.
+An event channel is told at once (with those waiting): its rows that come before the broker
+names their placement are dropped, and nothing recomputes them."""
+SUBSCRIBE_BATCH = 1000
+"""Channels told in one Subscribe at most (a message of about 50 kB)."""
 UNWELCOMED_BEAT_S = 0.05
 """How often a connection heartbeats before the broker's first Welcome."""
 
@@ -99,12 +107,15 @@ class BrokerConnection:
         keys: ClientKeys | None = None,
         recorder: Endpoints = ("", ""),
         pinned: bool = False,
+        plugin_id: str = "",
     ) -> None:
         """`keys`: a datasource's own CURVE keys; else the plugin's settings say (or CURVE is off).
         `recorder`: its recorder's (history, publish) endpoints until the broker's Welcome names
-        them; `pinned`: for good (the plugin's settings name them)."""
+        them; `pinned`: for good (the plugin's settings name them). `plugin_id`: the name the
+        broker knows this connection by (default: the plugin's)."""
         self.control_endpoint = control_endpoint
         self.settings = settings
+        self.plugin_id = plugin_id or settings.plugin_id
         if keys is None and settings.curve_client_secret:  # before any socket: this may fail
             keys = ClientKeys.from_files(settings.curve_client_secret, settings.curve_server_public)
         self.control = configure(ctx.socket(zmq.DEALER), sndhwm=10_000, rcvhwm=10_000)
@@ -132,6 +143,8 @@ class BrokerConnection:
         """Channels the frames socket subscribes to by their own topic."""
         self.subscribed_all = False
         """Whether it subscribes to every topic (SUBSCRIBE_ALL_AT)."""
+        self._telling: dict[str, None] = {}
+        """Channels newly held, told to the broker together TELL_AFTER_S after the first (_tell)."""
         self._drain_pending = False
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
@@ -178,7 +191,7 @@ class BrokerConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.connected:
-            self._send(protocol.Goodbye(self.settings.plugin_id))  # sent within the socket's linger
+            self._send(protocol.Goodbye(self.plugin_id))  # sent within the socket's linger
         await self.recorder.close()
         self.control.close()
         self.frames.close()
@@ -208,8 +221,22 @@ class BrokerConnection:
             held = self.holders[channel] = self._by_topic[channel.encode()] = Held(spec)
             self.refusals.pop(channel, None)
             self._subscribe_frames(channel)
-            self._send(protocol.Subscribe(self.settings.plugin_id, channel))
+            if not self._telling:
+                asyncio.get_running_loop().call_later(TELL_AFTER_S, self._tell)
+            self._telling[channel] = None
+            if isinstance(spec, EventChannel):  # its rows cannot be recomputed: told now (TELL_AFTER_S)
+                self._tell()
         held.queues.append(queue)
+
+    def _tell(self) -> None:
+        """Subscribe the channels held since the last call in one message: a send per channel was
+        most of what a RunStream's start cost here (zmq.asyncio's future and poller per send)."""
+        channels, self._telling = list(self._telling), {}
+        if self.control.closed:  # closed as idle meanwhile (BrokerConnections): nobody to tell
+            return
+        for at in range(0, len(channels), SUBSCRIBE_BATCH):
+            first, *more = channels[at : at + SUBSCRIBE_BATCH]
+            self._send(protocol.Subscribe(self.plugin_id, first, more))
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
@@ -219,7 +246,10 @@ class BrokerConnection:
         if not held.queues:
             del self.holders[channel], self._by_topic[channel.encode()]
             self._unsubscribe_frames(channel)
-            self._send(protocol.Unsubscribe(self.settings.plugin_id, channel))
+            if channel in self._telling:  # released before the broker was told: nothing to undo
+                del self._telling[channel]
+            else:
+                self._send(protocol.Unsubscribe(self.plugin_id, channel))
 
     def _subscribe_frames(self, channel: str) -> None:
         """Have the frames socket receive a newly held channel: by its topic, or with every topic."""
@@ -292,7 +322,7 @@ class BrokerConnection:
             if not self.connected:
                 self._connect()
             known = {c: held.epoch for c, held in self.holders.items() if c not in self.refusals}
-            self._send(protocol.PluginHeartbeat(self.settings.plugin_id, known))
+            self._send(protocol.PluginHeartbeat(self.plugin_id, known))
             for held in self.holders.values():
                 for queue in held.queues:
                     queue.check_stall()
@@ -555,6 +585,7 @@ class BrokerConnections:
         self.last_used: dict[BrokerKey, float] = {}
         self.started = time.monotonic()
         self._closer: asyncio.Task[None] | None = None
+        self._connections = itertools.count(1)
 
     def get(self, endpoint: str = "", curve: Curve = ("", "")) -> BrokerConnection:
         """The connection to `endpoint` (default: the plugin's), with a datasource's `curve` keys if any.
@@ -584,7 +615,10 @@ class BrokerConnections:
                     "or raise the plugin's max_brokers"
                 )
             recorder = self._recorder_of(endpoint)
-            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder)
+            # A name of its own: two connections to one broker (its address spelled two ways, or
+            # two datasources' keys) are two holders to it, not one whose holdings flap each beat.
+            plugin_id = f"{self.settings.plugin_id}.{next(self._connections)}"
+            broker = BrokerConnection(self.ctx, endpoint, self.settings, _keys(curve), *recorder, plugin_id)
             self.by_endpoint[key] = broker
             broker.start()
             if self._closer is None:

@@ -12,6 +12,7 @@ generator, and negative tick indices, keep the Python path.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.common.channels import ChannelSpec
 from services.common.waveforms import GOLDEN, MIX_1, MIX_2, TWO_64, series_seed
@@ -35,12 +36,22 @@ def handles(spec: ChannelSpec, ticks: range) -> bool:
 
 def times(spec: ChannelSpec, ticks: range) -> list[int]:
     """spec.tick_times(ticks), for ticks that `handles`."""
-    stamps = np.arange(ticks.start, ticks.stop, ticks.step, dtype=np.int64) * np.int64(spec.tick_ns)
-    return (stamps + np.int64(spec.phase_ns)).tolist()  # type: ignore[no-any-return]
+    return time_array(spec, ticks).tolist()  # type: ignore[no-any-return]
 
 
 def columns(spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
     """waveforms.Uniform().generate(spec, seed, ticks), for ticks that `handles`."""
+    return [column.tolist() for column in column_arrays(spec, seed, ticks)]
+
+
+def time_array(spec: ChannelSpec, ticks: range) -> NDArray[np.int64]:
+    """`times` as packed int64 (QueryData's answers go into Arrow from these, uncopied)."""
+    stamps = np.arange(ticks.start, ticks.stop, ticks.step, dtype=np.int64) * np.int64(spec.tick_ns)
+    return stamps + np.int64(spec.phase_ns)
+
+
+def column_arrays(spec: ChannelSpec, seed: int, ticks: range) -> list[NDArray[np.float64]]:
+    """`columns` as packed float64."""
     keys = np.arange(ticks.start + 1, ticks.stop + 1, ticks.step, dtype=np.uint64)
     span = spec.upper - spec.lower
     out = []
@@ -49,5 +60,5 @@ def columns(spec: ChannelSpec, seed: int, ticks: range) -> list[list[float]]:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX_1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX_2)
         z ^= z >> np.uint64(31)
-        out.append((spec.lower + span * (z.astype(np.float64) / TWO_64)).tolist())
+        out.append(spec.lower + span * (z.astype(np.float64) / TWO_64))
     return out

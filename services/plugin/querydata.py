@@ -23,7 +23,8 @@ the panel still streams on).
 
 The values are computed in a worker thread, one query at a time, so a large query does
 not stall the streams relayed on the event loop, and a request's peak is its answers so
-far plus the one being built.
+far plus the one being built; a small answer of the built-in generator (INLINE_POINTS) is
+computed on the loop, where the hand-off would cost more than the answer.
 """
 
 from __future__ import annotations
@@ -35,14 +36,17 @@ from array import array
 from typing import Any
 
 import grpc
+import numpy as np
+from numpy.typing import NDArray
 
 from services.common.channels import ChannelSpec, EventChannel, Limits
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.fields import Batch
 from services.common.logs import fields
+from services.common.waveforms import channel_seed
 from services.common.wording import count
-from services.plugin import arrow, display, eventframes, labelled, notices, recomputed
+from services.plugin import arrow, bulk, display, eventframes, labelled, notices, recomputed
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.broker_connection import BrokerConnections, TooManyBrokers
@@ -50,12 +54,16 @@ from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
 from services.plugin.query import parse_any_query, parse_query
 from services.plugin.recorder import RecorderUnavailable
+from services.plugin.specs import Specs
 
 log = logging.getLogger("zmqstream.plugin.querydata")
 MAX_POINTS = 50_000
 """Per series, whatever maxDataPoints says (Grafana alerting asks for 43,200 by default)."""
 CHUNK_TICKS = 5_000
 """Ticks computed at once as Python floats before they are packed (see packed_values)."""
+INLINE_POINTS = 10_000
+"""Values of the built-in generator answered on the event loop itself (about 0.3 ms for a
+panel's 1,000): a thread's hand-off costs more than that, and a dashboard opens hundreds."""
 EARLIEST_MS = -(2**63) // 1_000_000 + 1
 """The first millisecond whose nanoseconds fit Grafana's int64 times (1677-09-21)."""
 
@@ -74,13 +82,14 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
         self.metrics = metrics
         self.brokers = brokers
         """Event channels' history comes from the recorder of the datasource's broker."""
+        self.specs = Specs(settings)
         self.points_in_flight = 0
         """Values of the answers being built or held by running QueryData calls: memory, bounded."""
 
     async def QueryData(
         self, request: pb.QueryDataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryDataResponse:
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
+        config = self.specs.config(request.pluginContext)
         now_ns = time.time_ns()
         responses: dict[str, pb.DataResponse] = {}
         held = 0
@@ -112,7 +121,10 @@ class DataService(pluginv2_pb2_grpc.DataServicer):
                     held += points
                     self.points_in_flight += points
                     # One query at a time, so the request's peak is its answers plus one being built.
-                    response, rows = await asyncio.to_thread(answer, spec, ticks, query.refId, shown)
+                    if points <= INLINE_POINTS and bulk.handles(spec, ticks):
+                        response, rows = answer(spec, ticks, query.refId, shown)
+                    else:
+                        response, rows = await asyncio.to_thread(answer, spec, ticks, query.refId, shown)
                 responses[query.refId] = response
                 self._count(query, response, rows)
         finally:
@@ -224,12 +236,16 @@ def answer(
     return pb.DataResponse(frames=[frame], status=200), len(times)
 
 
-def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[array[float]]]:
-    """recomputed.values of `ticks`, computed CHUNK_TICKS at a time into packed arrays.
+def packed_values(spec: ChannelSpec, ticks: range) -> tuple[NDArray[np.int64], list[NDArray[np.float64]]]:
+    """recomputed.values of `ticks` as packed arrays, which Arrow takes without reading them value by value.
 
     A Python float in a list costs 32 bytes, a packed one 8: a 500,000-value query peaks
-    at a few MB more than its answer instead of four times it.
+    at a few MB more than its answer instead of four times it. The built-in generator is
+    computed in bulk straight into them (services.plugin.bulk: 1,000 points in 0.2 ms
+    instead of 0.9 ms through lists); any other CHUNK_TICKS at a time.
     """
+    if bulk.handles(spec, ticks):
+        return bulk.time_array(spec, ticks), bulk.column_arrays(spec, channel_seed(spec.path), ticks)
     times: array[int] = array("q")
     columns = [array("d") for _ in range(spec.series)]
     for start in range(0, len(ticks), CHUNK_TICKS):
@@ -237,7 +253,7 @@ def packed_values(spec: ChannelSpec, ticks: range) -> tuple[array[int], list[arr
         times.extend(rows.times_ns)
         for column, values in zip(columns, rows.columns, strict=True):
             column.extend(values)
-    return times, columns
+    return np.frombuffer(times, dtype=np.int64), [np.frombuffer(c, dtype=np.float64) for c in columns]
 
 
 def _range_ns(query: pb.DataQuery, now_ns: int) -> tuple[int, int]:

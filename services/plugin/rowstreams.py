@@ -94,6 +94,7 @@ class RowStreams:
         stream_schema = frames.schema(spec, shown)
         queue = broker.hold(spec, on_drop=functools.partial(self.metrics.dropped, "slow_consumer"))
         self._streams[channel] += 1
+        self.lag.opened()
         floor = max(self.ledger.open(key), self.ledger.promised(key))
         log.debug("stream started", extra=fields(path=key[2], channel=channel))
         frame_schema: dict[str, object] | None = stream_schema
@@ -148,6 +149,7 @@ class RowStreams:
             ) from None
         finally:
             broker.release(channel, queue)
+            self.lag.closed()
             self._streams[channel] -= 1
             if not self._streams[channel]:
                 del self._streams[channel]

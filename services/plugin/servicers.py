@@ -28,13 +28,13 @@ import grpc
 import orjson
 
 from services.common import protocol
-from services.common.channels import Channel, ChannelSpec, EventChannel, parse_channel
+from services.common.channels import Channel, EventChannel
 from services.common.config import PluginSettings
 from services.common.errors import ConfigError, InvalidChannel
 from services.common.logs import fields
 from services.common.protocol import StatusReply
 from services.common.wording import count
-from services.plugin import backfill, display, eventframes, frames, notices
+from services.plugin import backfill, eventframes, frames, notices
 from services.plugin._proto import goplugin_pb2, goplugin_pb2_grpc, pluginv2_pb2_grpc
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin.admission import Admission, Refusal
@@ -51,9 +51,8 @@ from services.plugin.eventstreams import EventStreams, publish_refused
 from services.plugin.link import ADDRESS_HINT
 from services.plugin.metrics import PluginMetrics
 from services.plugin.notices import StreamEnded
-from services.plugin.recomputed import generator_for
 from services.plugin.rowstreams import RowStreams
-from services.sources import source_for
+from services.plugin.specs import Specs
 
 log = logging.getLogger("zmqstream.plugin")
 Health = pb.CheckHealthResponse.HealthStatus
@@ -72,6 +71,7 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
+        self.specs = Specs(settings)
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
         self.rows = RowStreams(brokers, metrics, self.ledger)
@@ -79,13 +79,8 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
 
     def _spec(self, context: pb.PluginContext, path: str) -> tuple[Channel, Display, DatasourceConfig]:
         """The canonical channel a Live path streams, the frames' display options, the datasource."""
-        config = DatasourceConfig.from_context(context, self.settings)
-        channel_path, shown = display.split_path(path)
-        spec = parse_channel(channel_path, config.limits)
-        if isinstance(spec, ChannelSpec):
-            generator_for(spec)
-        else:
-            source_for(spec)
+        config = self.specs.config(context)
+        spec, shown = self.specs.channel(path, config.limits)
         return spec, shown, config
 
     def _refusal(self, call: str, spec: Channel, shown: Display, config: DatasourceConfig) -> Refusal | None:
@@ -144,18 +139,17 @@ class StreamService(pluginv2_pb2_grpc.StreamServicer):
         except InvalidChannel as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = stream_key(request.pluginContext, request.path)
-        stream_schema = _stream_schema(spec, shown)
         try:
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
             budget = "brokers" if isinstance(exc, TooManyBrokers) else "settings"
             self.metrics.streams_refused.labels("run", budget).inc()
             log.warning("stream refused", extra=fields(path=request.path, error=str(exc)))
-            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, str(exc)))
+            yield pb.StreamPacket(data=_told_packet(spec, shown, str(exc)))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if refusal := self._refusal("run", spec, shown, config):
             log.warning("stream refused", extra=fields(path=request.path, error=refusal.reason))
-            yield pb.StreamPacket(data=notices.notice_packet(stream_schema, notices.ERROR, refusal.reason))
+            yield pb.StreamPacket(data=_told_packet(spec, shown, refusal.reason))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.reason)
         self.admission.enter(config.uid, spec, shown)
         self.metrics.streams.inc()
@@ -184,8 +178,14 @@ def _stream_schema(spec: Channel, shown: Display) -> dict[str, Any]:
 def _told(spec: Channel, shown: Display, reason: str) -> pb.SubscribeStreamResponse:
     """A subscription that cannot stream: OK, its initial frame an error notice saying why (the
     stream Grafana then runs is refused alike, and tried again while the reason lasts)."""
-    data = notices.notice_packet(_stream_schema(spec, shown), notices.ERROR, reason)
-    return pb.SubscribeStreamResponse(status=pb.SubscribeStreamResponse.OK, data=data)
+    return pb.SubscribeStreamResponse(
+        status=pb.SubscribeStreamResponse.OK, data=_told_packet(spec, shown, reason)
+    )
+
+
+def _told_packet(spec: Channel, shown: Display, reason: str) -> bytes:
+    """The error notice of a stream that cannot start, in its own schema (built only then)."""
+    return notices.notice_packet(_stream_schema(spec, shown), notices.ERROR, reason)
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):

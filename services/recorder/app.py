@@ -51,7 +51,7 @@ from services.recorder.intake import event_channel
 from services.recorder.publishing import Publishing
 from services.recorder.ring import Rings
 from services.recorder.sourcerows import SourceRows
-from services.recorder.store import Store
+from services.recorder.store import Applied, Store
 
 log = logging.getLogger("zmqstream.recorder")
 TURN_MS = 50
@@ -134,6 +134,8 @@ class Recorder:
         self.publishing = Publishing(
             settings, self.rings, self.epoch, self._record, self.frames.send, self.heartbeat, self._refusal
         )
+        for channel, applied in self.store.applied() if self.store is not None else ():
+            self.publishing.remember(channel, applied)
         self.asked_at = -ASK_EVERY_S
         self.ask_due = False
         self.source_rows = SourceRows(settings, self.rings, self.store, self._record, self.ask_placements)
@@ -176,10 +178,10 @@ class Recorder:
 
     # -- common ----------------------------------------------------------------------
 
-    def _record(self, channel: str, batch: Batch) -> None:
+    def _record(self, channel: str, batch: Batch, applied: Applied | None) -> None:
         """Stored first (StoreError: nothing recorded, the caller refuses), then served."""
         if self.store is not None:
-            self.store.write(channel, batch)
+            self.store.write(channel, batch, applied)
         self.rings.add(channel, batch)
 
     def _refusal(self, what: str, error: str) -> None:

@@ -3,7 +3,8 @@ and sent on to frames_in under the recorder's epoch, or refused with a reason an
 
 Over the budget alone, the reply says when the same rows will be taken (or how many at most
 go at once), so a publisher paces itself instead of losing rows. A publisher's batch sent
-again with the same sequence number (its reply lost) is answered as before, not applied twice.
+again with the same sequence number (its reply lost) is answered as before, not applied twice,
+also after a restart when the recorder has a record folder (services.recorder.store keeps it).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from services.common.logs import fields
 from services.common.wording import count
 from services.recorder.intake import Budget, publish_problem, size_problem
 from services.recorder.ring import Rings
-from services.recorder.store import StoreError
+from services.recorder.store import MAX_PUBLISHERS, Applied, StoreError
 
 log = logging.getLogger("zmqstream.recorder")
-MAX_PUBLISHERS = 100_000
-"""(publisher, channel) pairs whose last batch is remembered (~200 bytes each); the least recent go."""
-Record = Callable[[str, Batch], None]
-"""record(channel, batch): into the store if any (StoreError: nothing recorded), then the ring."""
+Record = Callable[[str, Batch, Applied | None], None]
+"""record(channel, batch, applied): into the store if any, with the publisher's batch it is
+(StoreError: nothing recorded), then the ring."""
 
 
 @dataclass
@@ -50,8 +50,8 @@ class Publishing:
     refusal: Callable[[str, str], None]
     """refusal(what, why): counted and logged."""
     budgets: dict[str, Budget] = field(default_factory=dict)
-    sequences: OrderedDict[tuple[str, str], tuple[int, int]] = field(default_factory=OrderedDict)
-    """(publisher, channel) → its last applied batch's (sequence, rows), least recent first."""
+    sequences: OrderedDict[tuple[str, str], Applied] = field(default_factory=OrderedDict)
+    """(publisher, channel) → its last applied batch, least recent first (~200 bytes each)."""
 
     def answer(self, frames: list[bytes], over_share: bool) -> protocol.PublishReply:
         try:
@@ -112,13 +112,19 @@ class Publishing:
         if not budget.allows(len(batch), now):
             return _over_budget(message.request_id, channel, len(batch), rate, budget)
         prev = ring.last_time if ring is not None else 0  # tells a reader that missed rows before these
+        applied = (
+            Applied(message.publisher, message.sequence, len(batch))
+            if message.publisher and message.sequence
+            else None
+        )
         try:
-            self.record(channel, batch)
+            self.record(channel, batch, applied)
         except StoreError as exc:
             return protocol.PublishReply(message.request_id, 0, str(exc))
         budget.take(len(batch))
         self.budgets[channel] = budget
-        self._applied(message, len(batch))  # recorded: a copy of it now changes nothing
+        if applied is not None:
+            self.remember(channel, applied)  # recorded: a copy of it now changes nothing
         self.send(protocol.events_frame(channel, self.epoch, batch, prev))
         if ring is None:
             log.info("published channel begun", extra=fields(channel=channel, schema=batch.schema.describe()))
@@ -129,25 +135,22 @@ class Publishing:
         """The answer to a batch this publisher sent before (its reply lost), else None: apply it."""
         key = (message.publisher, message.channel)
         last = self.sequences.get(key)
-        if last is None or message.sequence > last[0]:
+        if last is None or message.sequence > last.sequence:
             return None
         self.sequences.move_to_end(key)
-        sequence, accepted = last
-        if message.sequence == sequence:
-            return protocol.PublishReply(message.request_id, accepted)  # applied once already
+        if message.sequence == last.sequence:
+            return protocol.PublishReply(message.request_id, last.accepted)  # applied once already
         return protocol.PublishReply(
             message.request_id,
             0,
             f"batch {message.sequence} of publisher {message.publisher[:64]!r} is older than its last "
-            f"applied one ({sequence}) in {message.channel}: a stale retry, its answer was given before",
+            f"applied one ({last.sequence}) in {message.channel}: a stale retry, its answer was given before",
         )
 
-    def _applied(self, message: protocol.Publish, accepted: int) -> None:
-        """Remember the publisher's last applied batch, so that sending it again changes nothing."""
-        if not (message.publisher and message.sequence):
-            return
-        key = (message.publisher, message.channel)
-        self.sequences[key] = (message.sequence, accepted)
+    def remember(self, channel: str, applied: Applied) -> None:
+        """A publisher's last applied batch in `channel`, so that sending it again changes nothing."""
+        key = (applied.publisher, channel)
+        self.sequences[key] = applied
         self.sequences.move_to_end(key)
         while len(self.sequences) > MAX_PUBLISHERS:
             self.sequences.popitem(last=False)

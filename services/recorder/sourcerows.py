@@ -143,7 +143,7 @@ class SourceRows:
             else:
                 ring.schema.check(batch)  # InvalidRows: dropped, as the plugin drops them
         if len(batch):
-            self.record(channel, batch)
+            self.record(channel, batch, None)
             self.source_epochs[channel] = message.epoch
             if ring is None:
                 self.watched_at[channel] = time.monotonic()

@@ -6,7 +6,9 @@ could write to, since its contents become history that Grafana shows):
 - `rows.sqlite` (and SQLite's `-wal`, `-shm`): one row per accepted batch, its channel,
   first and last time, and the batch as the protocol encodes Events (msgpack; read back
   through the same complete check as any frame, so a damaged batch is refused, never served
-  altered), with a CRC32 of it; and each channel's schema and last time.
+  altered), with a CRC32 of it; each channel's schema and last time; and each publisher's
+  last applied batch per channel (its sequence number and rows), written in the batch's own
+  transaction, so a batch sent again after a restart is answered as applied, not applied twice.
 - `last-times`: an append-only log of each channel's last time and schema, written before
   the batch's commit. The last time of a channel survives the loss of either file.
 
@@ -58,7 +60,24 @@ CREATE INDEX IF NOT EXISTS batches_by_channel ON batches (channel, last_ns);
 CREATE INDEX IF NOT EXISTS batches_by_age ON batches (last_ns);
 CREATE TABLE IF NOT EXISTS channels (
     channel TEXT PRIMARY KEY, schema TEXT NOT NULL, last_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS publishers (
+    publisher TEXT NOT NULL, channel TEXT NOT NULL, sequence INTEGER NOT NULL,
+    accepted INTEGER NOT NULL, applied_ns INTEGER NOT NULL, PRIMARY KEY (publisher, channel));
+CREATE INDEX IF NOT EXISTS publishers_by_age ON publishers (applied_ns);
 """
+
+
+MAX_PUBLISHERS = 100_000
+"""(publisher, channel) pairs whose last applied batch is kept; the least recent go first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A publisher's batch as applied: what answers the same batch sent again."""
+
+    publisher: str
+    sequence: int
+    accepted: int
 
 
 class StoreError(PipelineError):
@@ -270,9 +289,24 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------
 
-    def write(self, channel: str, batch: Batch) -> None:
-        """Store rows the recorder accepted, durable as the module says before this returns;
-        StoreError (logged) if they could not be, and then nothing of them is stored."""
+    def applied(self) -> list[tuple[str, Applied]]:
+        """Each publisher's last applied batch per channel, least recent first: (channel, it)."""
+        try:
+            rows = self.db.execute(
+                "SELECT publisher, channel, sequence, accepted FROM publishers ORDER BY applied_ns"
+            ).fetchall()
+        except sqlite3.Error as exc:  # lost, a retry is refused as not after the last row: no row twice
+            log.error("publishers' last batches not read", extra=log_fields(error=str(exc)[:300]))
+            return []
+        return [
+            (channel, Applied(publisher, sequence, accepted))
+            for publisher, channel, sequence, accepted in rows
+        ]
+
+    def write(self, channel: str, batch: Batch, applied: Applied | None = None) -> None:
+        """Store rows the recorder accepted (and, in the same transaction, the publisher's batch
+        they are), durable as the module says before this returns; StoreError (logged) if they
+        could not be, and then nothing of them is stored."""
         data = encode(batch)
         first_ns, last_ns = batch.times[0], batch.times[-1]
         schema = batch.schema
@@ -280,6 +314,11 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self._insert(channel, schema, first_ns, last_ns, data)
+                if applied is not None:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO publishers VALUES (?, ?, ?, ?, ?)",
+                        (applied.publisher, channel, applied.sequence, applied.accepted, time.time_ns()),
+                    )
                 size = self.last_times.append(channel, schema, last_ns)
                 self.db.execute("COMMIT")
             except BaseException:
@@ -357,6 +396,11 @@ class Store:
                 "DELETE FROM channels WHERE last_ns < ? AND NOT EXISTS "
                 "(SELECT 1 FROM batches WHERE batches.channel = channels.channel)",
                 (horizon,),
+            )
+            self.db.execute(
+                "DELETE FROM publishers WHERE applied_ns < ? OR applied_ns <= (SELECT applied_ns FROM "
+                "publishers ORDER BY applied_ns DESC LIMIT 1 OFFSET ?)",
+                (horizon, MAX_PUBLISHERS),
             )
         except sqlite3.Error as exc:  # a full disk: deleting needs room in the WAL too; next time
             self._failed("", exc)
