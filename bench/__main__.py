@@ -8,7 +8,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cost, dashboard, events, latency, many, rowcost, rows, scaling, start, streams, ticker
+from bench import (
+    cost,
+    dashboard,
+    events,
+    latency,
+    many,
+    rowcost,
+    rowpath,
+    rows,
+    scaling,
+    start,
+    streams,
+    ticker,
+)
 from bench.measure import Result
 
 SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
@@ -23,6 +36,7 @@ SCENARIOS: dict[str, Callable[[bool], list[Result]]] = {
     "dashboard": dashboard.run,
     "many": many.run,
     "rowcost": rowcost.run,
+    "rowpath": rowpath.run,
 }
 
 

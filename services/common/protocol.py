@@ -560,6 +560,7 @@ ROWS_HEADER = _header(MsgType.ROWS)
 """What follows a Rows frame's topic: readers tell Rows from Events by these two bytes."""
 _ROWS_LAYOUT = struct.Struct("<qqHI")
 """first_tick, epoch, series, ticks: what precedes a Rows message's values."""
+ROWS_HEAD_BYTES = _ROWS_LAYOUT.size
 
 
 def rows_frame(channel: str, first_tick: int, epoch: int, columns: list[bytes]) -> bytes:
@@ -572,22 +573,34 @@ def _rows_payload(first_tick: int, epoch: int, columns: list[bytes]) -> bytes:
     return _ROWS_LAYOUT.pack(first_tick, epoch, len(columns), ticks) + b"".join(columns)
 
 
-def _read_rows(payload: bytes) -> Rows:
-    """A Rows payload checked by its lengths: the layout leaves nothing else to go wrong."""
-    if len(payload) < _ROWS_LAYOUT.size:
-        raise ProtocolError(f"Rows: {len(payload)} bytes, shorter than its {_ROWS_LAYOUT.size}-byte head")
-    first_tick, epoch, series, ticks = _ROWS_LAYOUT.unpack_from(payload)
+def rows_head(frame: bytes, start: int) -> tuple[int, int, int, int]:
+    """(first_tick, epoch, series, ticks) of the Rows payload at `frame[start:]`, checked by its lengths
+    (the layout leaves nothing else to go wrong) without copying the frame: its values follow the head."""
+    if len(frame) - start < ROWS_HEAD_BYTES:
+        raise ProtocolError(f"Rows: {len(frame) - start} bytes, shorter than its {ROWS_HEAD_BYTES}-byte head")
+    first_tick, epoch, series, ticks = _ROWS_LAYOUT.unpack_from(frame, start)
     if not 1 <= series <= MAX_SERIES or not 1 <= ticks <= MAX_ROWS:
         raise ProtocolError(
             f"Rows: {series} series of {ticks} ticks, expected 1 to {MAX_SERIES} of 1 to {MAX_ROWS}"
         )
-    size = ticks * FLOAT_BYTES
-    start = _ROWS_LAYOUT.size
-    if len(payload) != start + series * size:
-        raise ProtocolError(
-            f"Rows: {len(payload) - start} bytes of values for {series} series of {ticks} ticks"
-        )
-    return Rows(first_tick, epoch, [payload[at : at + size] for at in range(start, len(payload), size)])
+    values = len(frame) - start - ROWS_HEAD_BYTES
+    if values != series * ticks * FLOAT_BYTES:
+        raise ProtocolError(f"Rows: {values} bytes of values for {series} series of {ticks} ticks")
+    return first_tick, epoch, series, ticks
+
+
+def _read_rows(payload: bytes) -> Rows:
+    """A Rows payload checked by its lengths (rows_head), its values split into columns."""
+    first_tick, epoch, series, _ = rows_head(payload, 0)
+    return Rows(first_tick, epoch, split_columns(payload[ROWS_HEAD_BYTES:], series))
+
+
+def split_columns(values: bytes, series: int) -> list[bytes]:
+    """Values of consecutive ticks, series after series (a Rows payload's), as one column per series."""
+    if series == 1:
+        return [values]
+    size = len(values) // series
+    return [values[at : at + size] for at in range(0, len(values), size)]
 
 
 def split_data_frame(frame: bytes) -> tuple[str, bytes, bytes]:

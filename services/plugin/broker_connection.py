@@ -137,6 +137,8 @@ class BrokerConnection:
         self.frames_endpoint = ""
         self.broker = ""
         self.holders: dict[str, Held] = {}
+        self._by_topic: dict[bytes, Held] = {}
+        """`holders` by the topic of their frames (the path's bytes): what a data frame is looked up by."""
         self.subscribed: set[str] = set()
         """Channels the frames socket subscribes to by their own topic."""
         self.subscribed_all = False
@@ -197,7 +199,7 @@ class BrokerConnection:
     # -- streams -------------------------------------------------------------------
 
     def hold(self, spec: ChannelSpec, on_drop: Callable[[int], None] = lambda rows: None) -> RowQueue:
-        queue = RowQueue(self.settings.stream_queue_bytes, on_drop)
+        queue = RowQueue(self.settings.stream_queue_bytes, on_drop, series=spec.series)
         self._hold(spec, queue)
         return queue
 
@@ -216,7 +218,7 @@ class BrokerConnection:
             return
         held = self.holders.get(channel)
         if held is None:
-            held = self.holders[channel] = Held(spec)
+            held = self.holders[channel] = self._by_topic[channel.encode()] = Held(spec)
             self.refusals.pop(channel, None)
             self._subscribe_frames(channel)
             if not self._telling:
@@ -242,7 +244,7 @@ class BrokerConnection:
             return
         held.queues.remove(queue)
         if not held.queues:
-            del self.holders[channel]
+            del self.holders[channel], self._by_topic[channel.encode()]
             self._unsubscribe_frames(channel)
             if channel in self._telling:  # released before the broker was told: nothing to undo
                 del self._telling[channel]
@@ -404,33 +406,49 @@ class BrokerConnection:
             self._loop.call_soon(self._drain_frames)
 
     def _on_rows(self, frame: bytes) -> None:
+        """A data frame into its streams' queues: Rows of a held channel under its placement on a
+        path with one object made per frame (the values' bytes); anything else by _on_other."""
         end = frame.find(protocol.TOPIC_END)
-        if frame[end + 1 : end + 3] != protocol.ROWS_HEADER:  # Events, or a frame decode_data refuses
-            if self._held_topic(frame, end):
-                self._on_data(frame)
-            return
-        try:
-            channel, rows = protocol.decode_rows(frame)
-        except PipelineError as exc:
-            if self._held_topic(frame, end):
-                self._refuse("malformed", str(exc))
-            return
-        held = self._placed(channel, rows.epoch)
+        rows = end >= 0 and frame[end + 1 : end + 3] == protocol.ROWS_HEADER
+        held = self._by_topic.get(frame[:end]) if rows else None
         if held is None:
+            self._on_other(frame, end)
             return
         spec = held.spec
+        try:
+            first_tick, epoch, series, ticks = protocol.rows_head(frame, end + 3)
+        except PipelineError as exc:
+            self._refuse("malformed", str(exc))
+            return
+        if epoch != held.epoch or not epoch:  # not Fence.TAKE: refused, or no placement told yet
+            self._placed(spec.path, epoch)
+            return
         if isinstance(spec, EventChannel):
-            self._refuse("shape", f"{channel}: Rows for an event channel")
+            self._refuse("shape", f"{spec.path}: Rows for an event channel")
             return
-        if len(rows.columns) != spec.series:
-            self._refuse("shape", f"{channel}: {len(rows.columns)} series, the channel has {spec.series}")
+        if series != spec.series:
+            self._refuse("shape", f"{spec.path}: {series} series, the channel has {spec.series}")
             return
-        count = rows.count
-        if self._ahead(channel, spec.tick_time(rows.first_tick + count - 1)):
+        last_ns = spec.tick_time(first_tick + ticks - 1)
+        if last_ns - time.time_ns() > self._skew_ns and self._ahead(
+            spec.path, last_ns
+        ):  # one call per frame less
             return
-        self.rows_received += count
+        self.rows_received += ticks
+        values = frame[end + 3 + protocol.ROWS_HEAD_BYTES :]
         for queue in cast("list[RowQueue]", held.queues):  # a pure channel's, as checked above
-            queue.put(rows.first_tick, rows.columns)
+            queue.put(first_tick, values)
+
+    def _on_other(self, frame: bytes, end: int) -> None:
+        """A data frame off _on_rows' path: Events, a frame of a channel not held, or one decode refuses."""
+        if frame[end + 1 : end + 3] == protocol.ROWS_HEADER:  # of a channel not held: dropped
+            try:
+                protocol.decode_rows(frame)
+            except PipelineError as exc:
+                if self._held_topic(frame, end):
+                    self._refuse("malformed", str(exc))
+        elif self._held_topic(frame, end):
+            self._on_data(frame)
 
     def _held_topic(self, frame: bytes, end: int) -> bool:
         """Whether a frame is of a channel held, as far as refusing it goes: subscribed to every

@@ -48,6 +48,17 @@ BROKER_TIMEOUT_S = 0.5
 """How long a scrape waits for each broker's status; Grafana waits on the whole scrape."""
 SENT_KINDS = ("stream", "initial", "query")
 DROP_REASONS = ("slow_consumer", "already_sent")
+SENT_FAMILIES = (
+    ("zmqstream_plugin_frames_sent", "Frames sent to Grafana"),
+    ("zmqstream_plugin_rows_sent", "Rows sent to Grafana"),
+    ("zmqstream_plugin_bytes_sent", "Frame bytes sent to Grafana"),
+)
+DROPPED_FAMILIES = (
+    (
+        "zmqstream_plugin_rows_dropped",
+        "Rows not sent: a stream's queue overflowed (slow_consumer), or they were sent before",
+    ),
+)
 QUERY_STATUSES = ("200", "400", "413", "429", "500")
 
 
@@ -57,14 +68,10 @@ class PluginMetrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series (process-wide: ours)
         self.registry = CollectorRegistry()
         registry = self.registry
-        self._sent = _SentCollector()
+        self._sent = _Tallies("kind", SENT_KINDS, SENT_FAMILIES)
+        self._dropped = _Tallies("reason", DROP_REASONS, DROPPED_FAMILIES)
         registry.register(self._sent)
-        self.rows_dropped = Counter(
-            "zmqstream_plugin_rows_dropped",
-            "Rows not sent: a stream's queue overflowed (slow_consumer), or they were sent before",
-            ["reason"],
-            registry=registry,
-        )
+        registry.register(self._dropped)
         self.queries = Counter(
             "zmqstream_plugin_queries", "QueryData queries answered", ["status"], registry=registry
         )
@@ -81,8 +88,6 @@ class PluginMetrics:
             registry=registry,
         )
         self.streams = Gauge("zmqstream_plugin_streams", "RunStream calls running", registry=registry)
-        for reason in DROP_REASONS:
-            self.rows_dropped.labels(reason)
         for status in QUERY_STATUSES:
             self.queries.labels(status)
         ProcessCollector(namespace="zmqstream_plugin", registry=registry)
@@ -96,7 +101,7 @@ class PluginMetrics:
 
     def dropped(self, reason: str, rows: int) -> None:
         if rows > 0:
-            self.rows_dropped.labels(reason).inc(rows)
+            self._dropped.totals[reason][0] += rows
 
     async def exposition(self, timeout_s: float = BROKER_TIMEOUT_S) -> bytes:
         """The Prometheus text: this process's metrics, then each broker's view."""
@@ -116,24 +121,21 @@ async def _status(broker: BrokerConnection, timeout_s: float) -> StatusReply | N
         return None
 
 
-class _SentCollector:
-    """Frames, rows and bytes sent per kind, as plain ints read when scraped: sent() runs for
-    every packet, and a prometheus_client Counter takes a lock on each increment (~1 µs)."""
+class _Tallies:
+    """Counters by one label as plain ints, read when scraped: sent() runs for every packet and
+    dropped() for every batch a slow stream sheds, and a prometheus_client Counter takes a lock
+    on each increment (~1 µs)."""
 
-    FAMILIES = (
-        ("zmqstream_plugin_frames_sent", "Frames sent to Grafana"),
-        ("zmqstream_plugin_rows_sent", "Rows sent to Grafana"),
-        ("zmqstream_plugin_bytes_sent", "Frame bytes sent to Grafana"),
-    )
-
-    def __init__(self) -> None:
-        self.totals = {kind: [0, 0, 0] for kind in SENT_KINDS}
+    def __init__(self, label: str, keys: Iterable[str], families: tuple[tuple[str, str], ...]) -> None:
+        self.label = label
+        self.families = families
+        self.totals = {key: [0] * len(families) for key in keys}
 
     def collect(self) -> Iterable[Metric]:
-        families = [CounterMetricFamily(name, text, labels=["kind"]) for name, text in self.FAMILIES]
-        for kind, totals in self.totals.items():
+        families = [CounterMetricFamily(name, text, labels=[self.label]) for name, text in self.families]
+        for key, totals in self.totals.items():
             for family, total in zip(families, totals, strict=True):
-                family.add_metric([kind], total)
+                family.add_metric([key], total)
         return families
 
 

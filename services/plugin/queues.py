@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from services.common import fields as f
 from services.common.errors import PipelineError
 from services.common.fields import Batch, Schema
-from services.common.protocol import FLOAT_BYTES
+from services.common.protocol import FLOAT_BYTES, split_columns
 
 Item = TypeVar("Item")
 """What a StreamQueue holds per batch."""
@@ -191,8 +191,9 @@ class EventQueue(StreamQueue[tuple[Batch, int, bool]]):
 
 NO_TICK = -(2**63)
 """A tick index before every tick."""
-Segment = tuple[int, list[bytes]]
-"""(first tick, columns as float64 bytes): consecutive ticks of one channel."""
+Segment = tuple[int, bytes]
+"""(first tick, values): consecutive ticks of one channel, their float64 values series after series
+(as a Rows payload carries them: services.common.protocol.split_columns)."""
 
 
 @dataclass(slots=True)
@@ -208,12 +209,15 @@ class Taken:
 class RowQueue(StreamQueue[Segment]):
     """Rows waiting for one stream, at most `max_bytes` of values: beyond, the oldest batches drop."""
 
-    def put(self, first_tick: int, columns: list[bytes]) -> None:
-        self._queue((first_tick, columns), len(columns[0]) * len(columns))
+    series: int = 1
+
+    def put(self, first_tick: int, values: bytes) -> None:
+        """Queue consecutive ticks from `first_tick`: their values, series after series, kept as they came."""
+        self._queue((first_tick, values), len(values))
 
     def _measure(self, item: Segment) -> tuple[int, int]:
-        columns = item[1]
-        return len(columns[0]) * len(columns), len(columns[0]) // FLOAT_BYTES
+        values = item[1]
+        return len(values), len(values) // (FLOAT_BYTES * self.series)
 
     async def take(self, max_rows: int, after_tick: int) -> Taken:
         """Wait for rows, then return up to `max_rows` of the queued ones later than `after_tick`.
@@ -225,45 +229,80 @@ class RowQueue(StreamQueue[Segment]):
         is strictly increasing whatever came in. Consecutive batches join into one segment.
         """
         await self.wakeup.wait(self.batches)
-        if len(self.batches) == 1:  # the common case: one batch since the last packet, all new
-            first, columns = self.batches[0]
-            if first > after_tick and len(columns[0]) <= max_rows * FLOAT_BYTES:
-                self.batches.clear()
-                self.size_bytes = 0
-                return Taken([(first, columns)], 0)
+        return self._run(max_rows, after_tick) or self._sorted(max_rows, after_tick)
+
+    def _run(self, max_rows: int, after_tick: int) -> Taken | None:
+        """All that is queued as one segment, if it is one: every batch new and right after the one
+        before, within max_rows (the common case: the ticks since the last packet, in order)."""
+        batches, width = self.batches, FLOAT_BYTES * self.series
+        first = batches[0][0]
+        if first <= after_tick:
+            return None
+        cursor = first
+        for tick, values in batches:
+            if tick != cursor:
+                return None
+            cursor += len(values) // width
+        if cursor - first > max_rows:
+            return None
+        values = (
+            batches[0][1] if len(batches) == 1 else _joined([values for _, values in batches], self.series)
+        )
+        batches.clear()
+        self.size_bytes = 0
+        return Taken([(first, values)], 0)
+
+    def _sorted(self, max_rows: int, after_tick: int) -> Taken:
+        """Up to `max_rows` queued ticks after `after_tick`, each later than every tick kept before it."""
         taken = Taken([], 0)
-        cursor, rows, pending = after_tick, 0, self.batches
-        chunks: list[list[bytes]] = []
+        cursor, rows, pending, series = after_tick, 0, self.batches, self.series
+        width = FLOAT_BYTES * series
+        run: list[bytes] = []
         first_of_run = NO_TICK
         while pending and rows < max_rows:
-            first, columns = pending.popleft()
-            self.size_bytes -= len(columns[0]) * len(columns)
-            count = len(columns[0]) // FLOAT_BYTES
+            first, values = pending.popleft()
+            self.size_bytes -= len(values)
+            count = len(values) // width
             skip = max(0, min(count, cursor - first + 1))
             if skip:
                 taken.repeated += skip
                 if skip == count:
                     continue
-                columns = [column[skip * FLOAT_BYTES :] for column in columns]
+                values = _ticks(values, series, skip, count)
                 first, count = first + skip, count - skip
             if rows + count > max_rows:  # the rest waits for the next packet
-                keep = (max_rows - rows) * FLOAT_BYTES
-                rest = [column[keep:] for column in columns]
-                pending.appendleft((first + max_rows - rows, rest))
-                self.size_bytes += len(rest[0]) * len(rest)
-                columns = [column[:keep] for column in columns]
-                count = max_rows - rows
-            if not chunks or first != cursor + 1:
-                if chunks:
-                    taken.segments.append((first_of_run, _joined(chunks)))
-                chunks, first_of_run = [[] for _ in columns], first
-            for chunk, column in zip(chunks, columns, strict=True):
-                chunk.append(column)
+                keep = max_rows - rows
+                rest = _ticks(values, series, keep, count)
+                pending.appendleft((first + keep, rest))
+                self.size_bytes += len(rest)
+                values, count = _ticks(values, series, 0, keep), keep
+            if not run or first != cursor + 1:
+                if run:
+                    taken.segments.append((first_of_run, _joined(run, series)))
+                run, first_of_run = [], first
+            run.append(values)
             cursor, rows = first + count - 1, rows + count
-        if chunks:
-            taken.segments.append((first_of_run, _joined(chunks)))
+        if run:
+            taken.segments.append((first_of_run, _joined(run, series)))
         return taken
 
 
-def _joined(chunks: list[list[bytes]]) -> list[bytes]:
-    return [part[0] if len(part) == 1 else b"".join(part) for part in chunks]
+def _ticks(values: bytes, series: int, start: int, stop: int) -> bytes:
+    """Ticks start to stop (counted from 0) of consecutive ticks' values, series after series."""
+    if series == 1:
+        return values[start * FLOAT_BYTES : stop * FLOAT_BYTES]
+    size = len(values) // series
+    return b"".join(
+        values[at + start * FLOAT_BYTES : at + stop * FLOAT_BYTES] for at in range(0, len(values), size)
+    )
+
+
+def _joined(runs: list[bytes], series: int) -> bytes:
+    """Consecutive batches' values as those of one segment, series after series."""
+    if len(runs) == 1:
+        return runs[0]
+    if series == 1:
+        return b"".join(runs)
+    return b"".join(
+        b"".join(column) for column in zip(*(split_columns(run, series) for run in runs), strict=True)
+    )

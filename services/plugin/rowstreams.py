@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator
 
 from services.common.channels import ChannelSpec
 from services.common.logs import fields
-from services.common.protocol import FLOAT_BYTES, floats
+from services.common.protocol import floats
 from services.plugin import backfill, bulk, frames, notices, recomputed
 from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.display import Display
@@ -46,9 +46,15 @@ def _gap_before(spec: ChannelSpec, floor: int, first_tick: int) -> bool:
     return floor != backfill.NOTHING and spec.tick_time(first_tick) - floor > spec.tick_ns
 
 
-def _segment_rows(spec: ChannelSpec, first: int, values: list[bytes]) -> tuple[list[int], list[list[float]]]:
-    """A segment of the queue (consecutive ticks from `first`) as times and float columns."""
-    return spec.tick_times(range(first, first + len(values[0]) // FLOAT_BYTES)), [floats(v) for v in values]
+def _segment_rows(spec: ChannelSpec, first: int, values: bytes) -> tuple[list[int], list[list[float]]]:
+    """A segment of the queue (consecutive ticks from `first`, series after series) as times and columns."""
+    flat = floats(values)
+    if spec.series == 1:
+        return spec.tick_times(range(first, first + len(flat))), [flat]
+    count = len(flat) // spec.series
+    return spec.tick_times(range(first, first + count)), [
+        flat[at : at + count] for at in range(0, len(flat), count)
+    ]
 
 
 class RowStreams:
