@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 from datetime import UTC, datetime
 
-from bench.chaos.checker import KNOWN_OPEN, RECOVERY_BOUND_S, Verdict
+from bench.chaos.checker import RECOVERY_BOUND_S, Verdict
 from bench.chaos.faults import Injected
 
 
@@ -55,7 +55,6 @@ def render(verdict: Verdict, faults: list[Injected], command: str, started: floa
         parts += ["", f"violations (replay: {command})"]
         parts += [
             f"  t={v.at - started:6.1f} ({_clock(v.at)}) {v.invariant}: {v.detail}"
-            + (f" [known open, {KNOWN_OPEN[v.invariant]}]" if v.invariant in KNOWN_OPEN else "")
             for v in verdict.violations[:200]
         ]
         if len(verdict.violations) > 200:
