@@ -93,3 +93,33 @@ def test_broker_connections_are_capped_and_closed_when_idle(pipeline: Pipeline) 
         held.cancel()
     print(f"\n[figure] 40 broker addresses, cap 4: plugin fds {baseline} → {crowded} → {calm} once idle")
     assert calm < crowded
+
+
+def test_a_subscribe_of_more_channels_than_one_message_may_carry_is_refused_whole() -> None:
+    """One Subscribe carries at most MAX_SUBSCRIBE_CHANNELS: on main a peer's single message of
+    100,000 channels made the broker try every one in one turn (a warning logged for each refused)."""
+    pipeline = Pipeline(0)
+    ctx = zmq.Context()
+    try:
+        peer = ctx.socket(zmq.DEALER)
+        peer.linger = 0
+        deadline = time.monotonic() + 10
+        while not (pipeline.run_dir / "control").exists():  # the broker binds its socket
+            assert time.monotonic() < deadline, "no broker"
+            time.sleep(0.05)
+        peer.connect(pipeline.control_endpoint)
+        paths = [f"custom-{i}-{i + 1}-1000" for i in range(protocol.MAX_SUBSCRIBE_CHANNELS + 1)]
+        peer.send_multipart(protocol.encode(protocol.Subscribe("greedy", paths[0], paths[1:])))
+        peer.send_multipart(protocol.encode(protocol.Subscribe("greedy", paths[0], paths[1:-1])))
+        deadline = time.monotonic() + 10
+        while len(fetch(pipeline.control_endpoint, 5).channels) < len(paths) - 1:
+            assert time.monotonic() < deadline, "the Subscribe within the limit was not served"
+            time.sleep(0.1)
+        channels = fetch(pipeline.control_endpoint, 5).channels
+        log = (pipeline.run_dir / "broker.log").read_text()
+    finally:
+        ctx.destroy(linger=0)
+        pipeline.close()
+    assert paths[-1] not in channels, "the longer message was taken in part"
+    assert len(channels) == protocol.MAX_SUBSCRIBE_CHANNELS
+    assert f"Subscribe: {len(paths)} channels, at most {protocol.MAX_SUBSCRIBE_CHANNELS} in one" in log

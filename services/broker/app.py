@@ -21,7 +21,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from services.broker.registry import Registry
 from services.common import protocol, rundir
 from services.common.config import BrokerSettings
-from services.common.errors import PipelineError
+from services.common.errors import PipelineError, ProtocolError
 from services.common.lifecycle import install_stop_handlers
 from services.common.logs import fields, setup_logging
 from services.common.receive import Refusing
@@ -171,6 +171,9 @@ class Broker:
                     self._send(routing_id, reply)
                 self._send(routing_id, self.plugin_welcome)
             case protocol.Subscribe(plugin=plugin, channel=first, more=more):
+                if len(more) >= protocol.MAX_SUBSCRIBE_CHANNELS:  # refused whole, as a malformed message
+                    most = protocol.MAX_SUBSCRIBE_CHANNELS
+                    raise ProtocolError(f"Subscribe: {len(more) + 1} channels, at most {most} in one")
                 for path in (first, *more):
                     reply = registry.subscribe(plugin, path, now, routing_id)
                     if reply.error:

@@ -88,6 +88,8 @@ MAX_TEXT = 1024
 """Characters in any string field or map key (ids, endpoints, paths, errors)."""
 MAX_ITEMS = 100_000
 """Items in any list or map (the broker runs 10,000 channels by default)."""
+MAX_SUBSCRIBE_CHANNELS = 1000
+"""Channels one Subscribe may carry: what a broker does for one message stays bounded."""
 MAX_SERIES = 1024
 MAX_ROWS = 100_000
 """Ticks one Rows message may carry (workers send at most max_rows_per_message)."""
@@ -217,7 +219,8 @@ class Subscribe(Message):
     channel: str
     more: list[str] = dataclasses.field(default_factory=list)
     """Further channels held at once: a burst of stream starts costs one message, not one each
-    (a broker without this field takes them from the plugin's next heartbeat)."""
+    (a broker without this field takes them from the plugin's next heartbeat). At most
+    MAX_SUBSCRIBE_CHANNELS in all: a broker refuses a longer one whole."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -66,8 +66,6 @@ TELL_AFTER_S = 0.02
 come a few ms apart): a pure channel's first packet is recomputed, so no panel waits for it.
 An event channel is told at once (with those waiting): its rows that come before the broker
 names their placement are dropped, and nothing recomputes them."""
-SUBSCRIBE_BATCH = 1000
-"""Channels told in one Subscribe at most (a message of about 50 kB)."""
 UNWELCOMED_BEAT_S = 0.05
 """How often a connection heartbeats before the broker's first Welcome."""
 
@@ -234,8 +232,8 @@ class BrokerConnection:
         channels, self._telling = list(self._telling), {}
         if self.control.closed:  # closed as idle meanwhile (BrokerConnections): nobody to tell
             return
-        for at in range(0, len(channels), SUBSCRIBE_BATCH):
-            first, *more = channels[at : at + SUBSCRIBE_BATCH]
+        for at in range(0, len(channels), protocol.MAX_SUBSCRIBE_CHANNELS):
+            first, *more = channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS]
             self._send(protocol.Subscribe(self.plugin_id, first, more))
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
