@@ -36,6 +36,7 @@ from services.plugin.metrics import PluginMetrics
 from services.plugin.querydata import DataService
 from services.plugin.resources import ResourceService
 from services.plugin.servicers import ControllerService, DiagnosticsService, StdioService, StreamService
+from services.plugin.specs import Specs
 
 log = logging.getLogger("zmqstream.plugin")
 MAGIC_COOKIE = ("grafana_plugin_type", "datasource")
@@ -87,12 +88,15 @@ def build_server(
         ]
     )
     metrics = PluginMetrics(brokers)
-    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics), server)
+    specs = Specs(settings)  # one table for every service: a datasource's settings are read once
+    pluginv2_pb2_grpc.add_StreamServicer_to_server(StreamService(brokers, settings, metrics, specs), server)
     pluginv2_pb2_grpc.add_DiagnosticsServicer_to_server(
-        DiagnosticsService(brokers, settings, metrics), server
+        DiagnosticsService(brokers, settings, metrics, specs), server
     )
-    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers), server)
-    pluginv2_pb2_grpc.add_ResourceServicer_to_server(ResourceService(brokers, settings, metrics), server)
+    pluginv2_pb2_grpc.add_DataServicer_to_server(DataService(settings, metrics, brokers, specs), server)
+    pluginv2_pb2_grpc.add_ResourceServicer_to_server(
+        ResourceService(brokers, settings, metrics, specs), server
+    )
     if host_controls:
         goplugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerService(stop.set), server)
         goplugin_pb2_grpc.add_GRPCStdioServicer_to_server(StdioService(), server)

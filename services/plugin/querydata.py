@@ -77,12 +77,14 @@ class OverBudget(Exception):
 
 
 class DataService(pluginv2_pb2_grpc.DataServicer):
-    def __init__(self, settings: PluginSettings, metrics: PluginMetrics, brokers: BrokerConnections) -> None:
+    def __init__(
+        self, settings: PluginSettings, metrics: PluginMetrics, brokers: BrokerConnections, specs: Specs
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.brokers = brokers
         """Event channels' history comes from the recorder of the datasource's broker."""
-        self.specs = Specs(settings)
+        self.specs = specs
         self.points_in_flight = 0
         """Values of the answers being built or held by running QueryData calls: memory, bounded."""
 

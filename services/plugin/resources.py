@@ -36,6 +36,7 @@ from services.plugin._proto import pluginv2_pb2_grpc
 from services.plugin.broker_connection import BrokerConnections, BrokerUnavailable, TooManyBrokers
 from services.plugin.datasource import DatasourceConfig
 from services.plugin.metrics import PluginMetrics
+from services.plugin.specs import Specs
 from services.sources import installed_names
 
 log = logging.getLogger("zmqstream.plugin.resources")
@@ -45,10 +46,13 @@ JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
 class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
-    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+    def __init__(
+        self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics, specs: Specs
+    ) -> None:
         self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
+        self.specs = specs
         self.routes: dict[str, Handler] = {
             "streams": self.streams,
             "channels": self.channels,
@@ -79,7 +83,7 @@ class ResourceService(pluginv2_pb2_grpc.ResourceServicer):
 
     async def _run(self, name: str, handler: Handler, context: pb.PluginContext) -> Reply:
         try:
-            return await handler(DatasourceConfig.from_context(context, self.settings))
+            return await handler(self.specs.config(context))
         except Exception as exc:
             log.exception("resource failed", extra=fields(resource=name))
             return 500, {"error": f"{name} failed: {exc}"}

@@ -67,11 +67,13 @@ def stream_key(context: pb.PluginContext, path: str) -> backfill.StreamKey:
 
 
 class StreamService(pluginv2_pb2_grpc.StreamServicer):
-    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+    def __init__(
+        self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics, specs: Specs
+    ) -> None:
         self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
-        self.specs = Specs(settings)
+        self.specs = specs
         self.ledger = backfill.Ledger()
         self.admission = Admission(settings.max_values_per_s)
         self.rows = RowStreams(brokers, metrics, self.ledger)
@@ -189,23 +191,26 @@ def _told_packet(spec: Channel, shown: Display, reason: str) -> bytes:
 
 
 class DiagnosticsService(pluginv2_pb2_grpc.DiagnosticsServicer):
-    def __init__(self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics) -> None:
+    def __init__(
+        self, brokers: BrokerConnections, settings: PluginSettings, metrics: PluginMetrics, specs: Specs
+    ) -> None:
         self.brokers = brokers
         self.settings = settings
         self.metrics = metrics
+        self.specs = specs
 
     async def CollectMetrics(
         self, request: pb.CollectMetricsRequest, context: Context
     ) -> pb.CollectMetricsResponse:
         """Prometheus text (services.plugin.metrics), the datasource's broker included if it names one."""
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
+        config = self.specs.config(request.pluginContext)
         with contextlib.suppress(TooManyBrokers, ConfigError):  # the metrics of the brokers connected
             self.brokers.get(*config.broker)
         text = await self.metrics.exposition()
         return pb.CollectMetricsResponse(metrics=pb.CollectMetricsResponse.Payload(prometheus=text))
 
     async def CheckHealth(self, request: pb.CheckHealthRequest, context: Context) -> pb.CheckHealthResponse:
-        config = DatasourceConfig.from_context(request.pluginContext, self.settings)
+        config = self.specs.config(request.pluginContext)
         try:
             broker = self.brokers.get(*config.broker)
         except (TooManyBrokers, ConfigError) as exc:  # ConfigError: the datasource's CURVE keys
