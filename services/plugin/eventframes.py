@@ -12,12 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from services.common import fields as f
 from services.common.fields import Batch, Schema
 from services.plugin.display import DEFAULT, Display
-from services.plugin.frames import TIME_FIELD
+from services.plugin.frames import TIME_FIELD, encoded
 
 TYPES = {f.FLOAT64: "number", f.INT64: "number", f.BOOL: "boolean", f.STRING: "string"}
 """Frontend field type of each column kind."""
@@ -94,5 +92,5 @@ def _finite(column: Sequence[Any]) -> tuple[list[Any], dict[str, list[int]] | No
 def packet(batch: Batch, frame_schema: dict[str, Any] | None = None) -> bytes:
     """One StreamPacket's JSON: schema+data when `frame_schema` is given, else data only."""
     if frame_schema is None:
-        return orjson.dumps({"data": data(batch)})
-    return orjson.dumps({"schema": frame_schema, "data": data(batch)})
+        return encoded({"data": data(batch)})
+    return encoded({"schema": frame_schema, "data": data(batch)})
