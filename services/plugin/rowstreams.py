@@ -122,7 +122,7 @@ class RowStreams:
                     yield data
                     frame_schema = None
                     # Overloaded: a pause, so the next packets are fewer and fuller (pacing).
-                    if pause := self.lag.pause_s():
+                    if pause := self.lag.pause_s(spec.tick_ns / 1e9):
                         await asyncio.sleep(pause)
                 elif frame_schema is not None:
                     # Nothing sent yet: a new subscriber may have been promised more.
