@@ -206,6 +206,9 @@ class BrokerConnection:
     ) -> EventQueue:
         """As `hold`, for an event channel: its Events go to an EventQueue."""
         queue = EventQueue(self.settings.stream_queue_bytes, on_drop)
+        # Rows published while the subscription is on its way reach neither the queue nor the
+        # stream's first history ask: missed, so a heartbeat with no rows asks the recorder again.
+        queue.missed = True
         self._hold(channel, queue)
         return queue
 
