@@ -58,6 +58,23 @@ def test_plugin_gets_grafanas_environment_and_streams_arrive_in_order(binary: Pa
     assert all(0 <= s < 20 for s in figures["first_packet_s"])
 
 
+def test_a_dashboard_panel_s_first_row_is_the_subscribe_reply_s_when_it_has_one(binary: Path) -> None:
+    """The panel has rows after its query's range as soon as SubscribeStream answers (Grafana
+    hands the reply's data to the subscriber): with 1 s ticks RunStream's own first row only
+    comes with the next tick, and counting that one made `bench dashboard` miss by a tick."""
+    pipeline = Pipeline(1)
+    try:
+        args = ["-n", "4", "-paths", "custom-0-{i}-1000", "-tick-ms", "1000", "-query-hours", "1"]
+        figures = goclient.launch_on(binary, pipeline, [*args, "-wait", "10s"], {}).finish()
+    finally:
+        pipeline.close()
+    assert figures["failed"] == {}
+    shown, run_stream = figures["panel_first_row_s"], figures["first_live_row_s"]
+    assert len(shown) == len(run_stream) == 4
+    assert all(0 <= panel <= row for panel, row in zip(shown, run_stream, strict=True))
+    assert any(panel < row for panel, row in zip(shown, run_stream, strict=True)), (shown, run_stream)
+
+
 def test_without_go_bench_says_it_falls_back(tmp_path: Path) -> None:
     for tool in ("bash", "dirname"):  # what build.sh needs before it looks for Go
         found = shutil.which(tool)

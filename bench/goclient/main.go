@@ -77,6 +77,9 @@ type options struct {
 type stream struct {
 	path                string
 	called, first, live time.Time
+	// shown is when the panel had its first row after its query's range: the SubscribeStream
+	// reply's rows (Grafana hands them to the subscriber as its first message) or RunStream's.
+	shown               time.Time
 	failed, message     string
 	failedAt            time.Time
 	lastNs              int64
@@ -95,6 +98,7 @@ type result struct {
 	FirstPacketS   []float64          `json:"first_packet_s"`
 	FromStartS     []float64          `json:"from_start_s"`
 	FirstLiveRowS  []float64          `json:"first_live_row_s"`
+	PanelFirstRowS []float64          `json:"panel_first_row_s"`
 	StartS         float64            `json:"start_s"`
 	StartPluginCPU float64            `json:"start_plugin_cpu_s"`
 	StartClientCPU float64            `json:"start_client_cpu_s"`
@@ -331,8 +335,11 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 			}
 			if o.subscribe && s.failed == "" {
 				req := &pb.SubscribeStreamRequest{PluginContext: pctx, Path: s.path, Data: data}
-				if _, err := streamClient.SubscribeStream(ctx, req); err != nil {
+				reply, err := streamClient.SubscribeStream(ctx, req)
+				if err != nil {
 					s.failed, s.message = "SubscribeStream "+code(err), err.Error()
+				} else if len(decodeTimes(reply.Data)) > 0 {
+					s.shown = time.Now()
 				}
 			}
 			<-gate
@@ -365,6 +372,9 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 				times := decodeTimes(packet.Data)
 				if len(times) > 0 && s.live.IsZero() {
 					s.live = now
+					if s.shown.IsZero() {
+						s.shown = now
+					}
 					first()
 				}
 				s.take(times, now, windowStart.Load(), windowEnd.Load(), tick)
@@ -413,10 +423,12 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 			r.FirstPacketS = append(r.FirstPacketS, -1)
 			r.FromStartS = append(r.FromStartS, -1)
 			r.FirstLiveRowS = append(r.FirstLiveRowS, -1)
+			r.PanelFirstRowS = append(r.PanelFirstRowS, -1)
 		} else {
 			r.FirstPacketS = append(r.FirstPacketS, s.first.Sub(s.called).Seconds())
 			r.FromStartS = append(r.FromStartS, s.first.Sub(start).Seconds())
 			r.FirstLiveRowS = append(r.FirstLiveRowS, s.live.Sub(start).Seconds())
+			r.PanelFirstRowS = append(r.PanelFirstRowS, s.shown.Sub(start).Seconds())
 		}
 		if o.queryHours > 0 {
 			r.QueryDataS = append(r.QueryDataS, queried[i])
