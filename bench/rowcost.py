@@ -10,32 +10,21 @@ full load at most bare grpcio's per packet; beside it, what pacing costs in late
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
 from bench import goclient
 from bench.measure import Result
-from bench.streams import OFFERED_ROWS_PER_S, _serve_baseline
+from bench.streams import OFFERED_ROWS_PER_S, bare_server
 
 STREAMS = 1000
 
 
 def bare(binary: Path, seconds: float) -> dict[str, Any]:
     """The Go client reading the bare server's 1,000 streams."""
-    spawn = multiprocessing.get_context("spawn")
-    queue: multiprocessing.Queue[int] = spawn.Queue()
-    server = spawn.Process(target=_serve_baseline, args=(queue,), daemon=True)
-    server.start()
-    try:
-        port = queue.get(timeout=30)
-        args = ["-addr", f"127.0.0.1:{port}", "-server-pid", str(server.pid), "-n", str(STREAMS)]
+    with bare_server() as (port, pid):
+        args = ["-addr", f"127.0.0.1:{port}", "-server-pid", str(pid), "-n", str(STREAMS)]
         return goclient.drive(binary, [*args, "-warmup", "1s", "-seconds", f"{seconds}s"])
-    finally:
-        server.terminate()
-        with contextlib.suppress(Exception):
-            server.join(5)
 
 
 def carried(binary: Path, tick_ms: float, seconds: float) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from services.hostemu.localpipeline import Pipeline, wait_for_workers
 from services.plugin import frames
 from services.plugin._proto import pluginv2_pb2 as pb
 from services.plugin._proto import pluginv2_pb2_grpc
+from services.plugin.app import MAX_QUEUED_CALLS, QUEUED_CALL_WAIT_S
 from services.plugin.servicers import Context
 
 OFFERED_ROWS_PER_S = 20_000
@@ -53,15 +55,67 @@ class Prebuilt(pluginv2_pb2_grpc.StreamServicer):
             yield self.PACKET
 
 
-def _serve_baseline(port_out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+class WokenEachSecond(Prebuilt):
+    """The prebuilt packet once a second on every stream, every stream woken by one shared timer
+    at the same instant: what the plugin does with channels ticking together (bench many)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[asyncio.Future[None]] = []
+
+    async def RunStream(
+        self, request: pb.RunStreamRequest, context: Context
+    ) -> AsyncIterator[pb.StreamPacket]:
+        loop = asyncio.get_running_loop()
+        while True:
+            yield self.PACKET
+            woken = loop.create_future()
+            self.waiting.append(woken)
+            await woken
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0 - time.time() % 1.0)
+            waiting, self.waiting = self.waiting, []
+            for woken in waiting:
+                if not woken.done():
+                    woken.set_result(None)
+
+
+def _serve_baseline(port_out: multiprocessing.Queue, each_second: bool) -> None:  # type: ignore[type-arg]
     async def serve() -> None:
-        server = grpc.aio.server()
-        pluginv2_pb2_grpc.add_StreamServicer_to_server(Prebuilt(), server)
+        # The plugin's limits on queued calls (services.plugin.app): 10,000 streams at once.
+        server = grpc.aio.server(
+            options=[
+                ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+                ("grpc.server_max_unrequested_time_in_server", QUEUED_CALL_WAIT_S),
+            ]
+        )
+        servicer = WokenEachSecond() if each_second else Prebuilt()
+        pluginv2_pb2_grpc.add_StreamServicer_to_server(servicer, server)
         port_out.put(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
-        await server.wait_for_termination()
+        ticking = asyncio.create_task(servicer.tick()) if isinstance(servicer, WokenEachSecond) else None
+        await server.wait_for_termination()  # until the process is terminated
+        del ticking
 
     asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def bare_server(each_second: bool = False) -> Iterator[tuple[int, int]]:
+    """(port, pid) of a bare grpcio server of the Stream service in a process of its own:
+    prebuilt packets as fast as it can send them, or once a second on every stream at once."""
+    spawn = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[int] = spawn.Queue()
+    server = spawn.Process(target=_serve_baseline, args=(queue, each_second), daemon=True)
+    server.start()
+    try:
+        yield queue.get(timeout=30), server.pid or 0
+    finally:
+        server.terminate()
+        with contextlib.suppress(Exception):
+            server.join(5)
 
 
 async def _read_with_cpu(
@@ -105,20 +159,8 @@ def run(quick: bool) -> list[Result]:
     seconds = 3 if quick else 8
     tick_ms = count * 1000 / OFFERED_ROWS_PER_S
     paths = [f"custom-{i}-{i + 1}-{tick_ms:g}" for i in range(count)]
-    queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
-    baseline = multiprocessing.get_context("spawn").Process(
-        target=_serve_baseline, args=(queue,), daemon=True
-    )
-    baseline.start()
-    try:
-        port = queue.get(timeout=30)
-        bare, bare_cpu = asyncio.run(
-            _read_with_cpu(f"127.0.0.1:{port}", paths, 1.0, seconds, baseline.pid or 0)
-        )
-    finally:
-        baseline.terminate()
-        with contextlib.suppress(Exception):
-            baseline.join(5)
+    with bare_server() as (port, pid):
+        bare, bare_cpu = asyncio.run(_read_with_cpu(f"127.0.0.1:{port}", paths, 1.0, seconds, pid))
     ours, our_cpu = _plugin_run(paths, seconds, {})
     over_tcp, tcp_cpu = _plugin_run(paths, seconds, {"PLUGIN_UNIX_SOCKET_DIR": _too_long_for_a_socket()})
     ratio = ours.packets / max(bare.packets, 1)
