@@ -13,6 +13,7 @@ import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -193,3 +194,25 @@ def test_a_kept_packet_costs_its_own_size_not_the_encoder_s_buffer() -> None:
         tracemalloc.stop()
     assert max(map(len, kept)) < 100
     assert per_packet < 200, f"{per_packet:.0f} bytes held per packet of under 100"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5, -0.0, 1.0, 1e-7, 123456789012.0, 1.7976931348623157e308, 5e-324],
+        [0.25, math.nan, 2.0, math.inf, -math.inf, 0.0, 1.5],
+    ],
+    ids=["finite", "not-finite"],
+)
+def test_an_initial_frame_from_numpy_arrays_is_the_lists_frame_byte_for_byte(values: list[float]) -> None:
+    """SubscribeStream's initial frame (up to 1,000 rows) is encoded from the bulk generator's
+    arrays as they are; a panel must get exactly the bytes the lists' path writes."""
+    times = [BASE_NS + i * 50_000_000 + (i % 3) * 123 for i in range(len(values))]
+    frame_schema = frames.schema(ONE)
+    as_lists = frames.packet(times, [values, values[::-1]], frame_schema)
+    arrays = [np.array(values), np.array(values[::-1])]
+    assert frames.array_packet(np.array(times, dtype=np.int64), arrays, frame_schema) == as_lists
+    whole_ms = [BASE_NS + i * 1_000_000 for i in range(len(values))]  # no nanos at all
+    assert frames.array_packet(np.array(whole_ms, dtype=np.int64), arrays, frame_schema) == frames.packet(
+        whole_ms, [values, values[::-1]], frame_schema
+    )

@@ -13,7 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from services.common.channels import ChannelSpec
 from services.plugin.display import DEFAULT, Display, value_fields
@@ -57,6 +59,24 @@ def packet(
     return encoded({"schema": frame_schema, "data": data(times_ns, columns)})
 
 
+def array_packet(
+    times_ns: NDArray[np.int64], columns: Sequence[NDArray[np.float64]], frame_schema: dict[str, Any]
+) -> bytes:
+    """`packet` of numpy arrays, byte for byte the same: orjson writes the arrays as they are.
+
+    A panel's initial frame holds up to 1,000 rows (services.plugin.backfill), which through
+    Python lists took about 120 µs of each SubscribeStream to encode. A column that is not all
+    finite needs `entities`: it takes the lists' path.
+    """
+    if not all(np.isfinite(column).all() for column in columns):
+        return packet(times_ns.tolist(), [column.tolist() for column in columns], frame_schema)
+    body: dict[str, Any] = {"values": [times_ns // 1_000_000, *columns]}
+    nanos = times_ns % 1_000_000
+    if nanos.any():
+        body["nanos"] = [nanos, *([None] * len(columns))]
+    return encoded({"schema": frame_schema, "data": body})
+
+
 def schema_only(frame_schema: dict[str, Any]) -> bytes:
     return encoded({"schema": frame_schema})
 
@@ -69,7 +89,7 @@ def encoded(packet_json: dict[str, Any]) -> bytes:
     with 10,000 streams at 1 Hz that was 80 MB, 8 KiB a stream, for packets of about 60 bytes.
     The copy costs about 0.3 µs a packet.
     """
-    return bytes(memoryview(orjson.dumps(packet_json)))
+    return bytes(memoryview(orjson.dumps(packet_json, option=orjson.OPT_SERIALIZE_NUMPY)))
 
 
 def _entities(column: Sequence[float]) -> dict[str, list[int]] | None:

@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator
 from services.common.channels import ChannelSpec
 from services.common.logs import fields
 from services.common.protocol import floats
+from services.common.waveforms import channel_seed
 from services.plugin import backfill, bulk, frames, notices, recomputed
 from services.plugin.broker_connection import BrokerConnection, BrokerConnections
 from services.plugin.display import Display
@@ -76,12 +77,17 @@ class RowStreams:
         """The initial frame: the recent history (or the rows after `after_ms`), recomputed."""
         end_ns = self.ledger.history_end(key, spec, time.time_ns())
         ticks = backfill.recent(spec, end_ns) if after_ms is None else backfill.since(spec, after_ms, end_ns)
-        times, columns = await self._recomputed(spec, ticks)
-        if times:
-            data = frames.packet(times, columns, frames.schema(spec, shown))
+        frame_schema = frames.schema(spec, shown)
+        if bulk.handles(spec, ticks):  # the built-in generator, computed and encoded in numpy
+            seed = channel_seed(spec.path)
+            columns = bulk.column_arrays(spec, seed, ticks)
+            data = frames.array_packet(bulk.time_array(spec, ticks), columns, frame_schema)
+            rows = len(ticks)
         else:
-            data = frames.schema_only(frames.schema(spec, shown))
-        self.metrics.sent("initial", len(times), len(data))
+            times, lists = await self._recomputed(spec, ticks)
+            data = frames.packet(times, lists, frame_schema) if times else frames.schema_only(frame_schema)
+            rows = len(times)
+        self.metrics.sent("initial", rows, len(data))
         return data
 
     # -- RunStream ---------------------------------------------------------------------
