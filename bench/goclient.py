@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ BUILD = Path(__file__).parent / "goclient" / "build.sh"
 BINARY = ROOT / "build" / "goclient" / "zsbench-client"
 MISSING = 3
 """build.sh's exit status when Go or a package is not installed."""
+DUMP_S = 5.0
+"""How long a hung client gets to print its goroutines after SIGQUIT."""
+DUMP_CHARS = 6000
 
 
 @dataclass(frozen=True)
@@ -100,19 +104,34 @@ class Running:
         return line
 
     def finish(self, timeout_s: float = 300) -> dict[str, Any]:
-        """Its JSON figures once it ends (RuntimeError with its stderr if it failed)."""
+        """Its JSON figures once it ends (RuntimeError with its stderr if it failed).
+
+        A client still running after `timeout_s` is stopped with SIGQUIT, so the error shows
+        where its goroutines wait (the main one first), then killed.
+        """
         try:
             out, _ = self.process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+            self.process.send_signal(signal.SIGQUIT)  # Go prints every goroutine's stack and exits
+            try:
+                self.process.communicate(timeout=DUMP_S)  # and closes its pipes
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+            self.reader.join(5)
+            raise RuntimeError(
+                f"zsbench-client {' '.join(self.args)} still running after {timeout_s:g} s: {self._dump()}"
+            ) from None
         self.reader.join(5)
         if self.process.returncode != 0:
-            message = "\n".join(self.stderr).strip()[-6000:]  # a goroutine dump ends with the waiting ones
-            raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {message}")
+            raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {self._dump()}")
         figures: dict[str, Any] = json.loads(out)
         return figures
+
+    def _dump(self) -> str:
+        """Its stderr: the head (its own lines, then a dump's main goroutine) and the tail."""
+        text = "\n".join(self.stderr).strip()
+        return text if len(text) <= 2 * DUMP_CHARS else f"{text[:DUMP_CHARS]}\n…\n{text[-DUMP_CHARS:]}"
 
 
 def drive(binary: Path, args: list[str]) -> dict[str, Any]:

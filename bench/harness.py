@@ -39,6 +39,8 @@ class StreamStats:
     """Streams that sent nothing in the measured window (a fault the table shows)."""
     failed: list[str] = field(default_factory=list)
     """Status codes of streams that ended with an error before the window closed."""
+    notices: int = 0
+    """Schema-only packets in the window: a panel's notice (rows dropped, a stall), not rows."""
 
 
 STARTUP_LIMIT_S = 30.0
@@ -95,7 +97,10 @@ async def read_streams(
                                 all_started.set()
                         continue
                     arrived_ns = time.time_ns()
-                    data = orjson.loads(packet.data)["data"]
+                    data = orjson.loads(packet.data).get("data")
+                    if data is None:  # a notice: what the panel is told, with no rows
+                        stats.notices += 1
+                        continue
                     times_ms = data["values"][0]
                     stats.packets += 1
                     stats.rows += len(times_ms)

@@ -75,6 +75,17 @@ def test_a_dashboard_panel_s_first_row_is_the_subscribe_reply_s_when_it_has_one(
     assert any(panel < row for panel, row in zip(shown, run_stream, strict=True)), (shown, run_stream)
 
 
+def test_a_hung_client_is_stopped_showing_where_its_main_goroutine_waits(binary: Path) -> None:
+    """Twice in a day `bench many` waited for ever on a client whose goroutines all slept; the
+    error it would have given showed only the tail of a dump, without the main goroutine."""
+    running = goclient.Running(binary, ["-addr", "127.0.0.1:9", "-hold", "600s", "-n", "1"])
+    with pytest.raises(RuntimeError, match="still running after 2 s") as raised:
+        running.finish(timeout_s=2)
+    assert "goroutine 1 [" in str(raised.value)
+    assert "main.main" in str(raised.value)
+    assert running.process.poll() is not None
+
+
 def test_without_go_bench_says_it_falls_back(tmp_path: Path) -> None:
     for tool in ("bash", "dirname"):  # what build.sh needs before it looks for Go
         found = shutil.which(tool)
