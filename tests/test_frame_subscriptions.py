@@ -35,6 +35,8 @@ class FakeBroker:
         self.frames_endpoint = f"tcp://127.0.0.1:{self.frames.bind_to_random_port('tcp://127.0.0.1')}"
         self.told: list[protocol.Message] = []
         """Every control message the plugin sent, in order."""
+        self.instance = "fake"
+        """The broker instance its Welcome names: a new one is a restarted broker."""
         self.task = asyncio.create_task(self._answer())
 
     async def _answer(self) -> None:
@@ -42,7 +44,7 @@ class FakeBroker:
             peer, *frames = await self.control.recv_multipart()
             message = protocol.decode(frames)
             self.told.append(message)
-            replies: list[protocol.Message] = [protocol.Welcome(self.frames_endpoint, "fake")]
+            replies: list[protocol.Message] = [protocol.Welcome(self.frames_endpoint, self.instance)]
             if isinstance(message, protocol.Subscribe):
                 replies += [
                     protocol.SubscribeReply(channel, epoch=EPOCH)

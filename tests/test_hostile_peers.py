@@ -123,3 +123,26 @@ def test_a_subscribe_of_more_channels_than_one_message_may_carry_is_refused_whol
     assert paths[-1] not in channels, "the longer message was taken in part"
     assert len(channels) == protocol.MAX_SUBSCRIBE_CHANNELS
     assert f"Subscribe: {len(paths)} channels, at most {protocol.MAX_SUBSCRIBE_CHANNELS} in one" in log
+
+
+def test_a_heartbeat_of_more_new_channels_than_a_subscribe_adds_only_so_many() -> None:
+    """A PluginHeartbeat lists every channel its plugin holds: on main one of 30,000 new channels
+    (728 KB) kept the broker from every other peer for 0.9 s and took all its 10,000 channels."""
+    pipeline = Pipeline(0)
+    ctx = zmq.Context()
+    try:
+        peer = ctx.socket(zmq.DEALER)
+        peer.linger = 0
+        deadline = time.monotonic() + 10
+        while not (pipeline.run_dir / "control").exists():  # the broker binds its socket
+            assert time.monotonic() < deadline, "no broker"
+            time.sleep(0.05)
+        peer.connect(pipeline.control_endpoint)
+        paths = {f"custom-{i}-{i + 1}-1000": 0 for i in range(3 * protocol.MAX_SUBSCRIBE_CHANNELS)}
+        peer.send_multipart(protocol.encode(protocol.PluginHeartbeat("greedy", paths)))
+        assert peer.poll(10_000), "no answer to the heartbeat"
+        channels = fetch(pipeline.control_endpoint, 5).channels
+    finally:
+        ctx.destroy(linger=0)
+        pipeline.close()
+    assert len(channels) == protocol.MAX_SUBSCRIBE_CHANNELS

@@ -254,6 +254,20 @@ def test_a_plugin_heartbeat_answers_the_channels_it_adds_with_their_epoch_or_ref
     assert reg.plugin_heartbeat("p1", {TUTORIAL: 1}, 0.5, b"p1") == [], "nothing new, nothing said"
 
 
+def test_a_heartbeat_adds_at_most_as_many_channels_as_a_subscribe() -> None:
+    """One heartbeat of 30,000 new channels kept the broker from every other peer for about a
+    second and took all its channels: the next heartbeats add the rest, as many at a time."""
+    reg = registry(max_channels=10_000)
+    beat(reg, "w1", 0)
+    paths = {f"custom-{i}-{i + 1}-1000": 0 for i in range(protocol.MAX_SUBSCRIBE_CHANNELS * 2 + 10)}
+    held = []
+    for second in range(3):
+        replies = reg.plugin_heartbeat("p1", paths, second, b"p1")
+        held.append(len(reg.plugins["p1"].channels))
+        assert all(not reply.error for reply in replies)
+    assert held == [protocol.MAX_SUBSCRIBE_CHANNELS, 2 * protocol.MAX_SUBSCRIBE_CHANNELS, len(paths)]
+
+
 def test_status_is_the_registry_s_view() -> None:
     reg = registry()
     beat(reg, "w1", 0)

@@ -73,3 +73,45 @@ def test_channels_held_moments_apart_go_to_the_broker_in_one_subscribe() -> None
     assert not [m for m in told if isinstance(m, protocol.Unsubscribe)], (
         "released before told: nothing to undo"
     )
+
+
+async def restarted(count: int) -> list[str]:
+    """Channels the plugin subscribes in Subscribes once its broker's Welcome names a new instance."""
+    ctx = zmq.asyncio.Context()
+    broker = FakeBroker(ctx)
+    settings = PluginSettings.load(["--control-endpoint", broker.control_endpoint], env={})
+    brokers = BrokerConnections(settings)
+    connection = brokers.get()
+    specs = [parse_path(f"custom-0-1-{1000 + i}", Limits()) for i in range(count)]
+    try:
+        for spec in specs:
+            connection.hold(spec)
+        while not any(isinstance(m, protocol.Subscribe) for m in broker.told):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        before = len(broker.told)
+        broker.instance = "fake-restarted"
+        told: list[str] = []
+        for _ in range(60):  # the next heartbeat's Welcome (1 s), then its Subscribes
+            await asyncio.sleep(0.05)
+            told = [
+                channel
+                for m in broker.told[before:]
+                if isinstance(m, protocol.Subscribe)
+                for channel in (m.channel, *m.more)
+            ]
+            if len(told) >= count:
+                break
+        return told
+    finally:
+        await brokers.close()
+        broker.task.cancel()
+        ctx.destroy(linger=0)
+
+
+def test_a_restarted_broker_is_told_every_held_channel_in_subscribes() -> None:
+    """A broker adds at most MAX_SUBSCRIBE_CHANNELS new channels per plugin heartbeat, so a
+    plugin holding more tells a restarted broker all of them in Subscribes at its Welcome."""
+    count = protocol.MAX_SUBSCRIBE_CHANNELS + 500
+    told = asyncio.run(restarted(count))
+    assert sorted(told) == sorted(f"custom-0-1-{1000 + i}" for i in range(count))

@@ -143,18 +143,25 @@ class Registry:
     def plugin_heartbeat(
         self, plugin: str, held: dict[str, int], now: float, routing_id: bytes = b""
     ) -> list[protocol.SubscribeReply]:
-        """Make the plugin's holdings exactly `held`; return the replies to the channels it adds.
+        """Make the plugin's holdings `held`; return the replies to the channels it adds.
 
         A held channel whose epoch the plugin does not know (a Placement was lost, or the
-        broker restarted) is told again.
+        broker restarted) is told again. At most MAX_SUBSCRIBE_CHANNELS channels are added per
+        heartbeat, as per Subscribe: one heartbeat of 30,000 new channels kept the broker from
+        every other peer for about a second and took all its channels. The next heartbeats
+        add the rest; a plugin meeting a new broker subscribes its channels itself.
         """
         lease = self._lease(plugin, now, routing_id)
         for path in lease.channels - held.keys():
             lease.channels.discard(path)
             self._release(plugin, path)
         replies = []
+        added = 0
         for path, known in held.items():
             if path not in lease.channels:
+                if added == protocol.MAX_SUBSCRIBE_CHANNELS:
+                    continue
+                added += 1
                 reply = self.subscribe(plugin, path, now, routing_id)
                 if reply.error or reply.epoch != known:
                     replies.append(reply)

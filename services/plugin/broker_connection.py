@@ -143,6 +143,8 @@ class BrokerConnection:
         """Whether it subscribes to every topic (SUBSCRIBE_ALL_AT)."""
         self._telling: dict[str, None] = {}
         """Channels newly held, told to the broker together TELL_AFTER_S after the first (_tell)."""
+        self._untold: set[str] = set()
+        """Channels whose Subscribe found no broker: told again at its Welcome."""
         self._drain_pending = False
         self.refusals: dict[str, str] = {}
         self.pending_status: dict[str, asyncio.Future[protocol.StatusReply]] = {}
@@ -237,7 +239,8 @@ class BrokerConnection:
             return
         for at in range(0, len(channels), protocol.MAX_SUBSCRIBE_CHANNELS):
             first, *more = channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS]
-            self._send(protocol.Subscribe(self.plugin_id, first, more))
+            if not self._send(protocol.Subscribe(self.plugin_id, first, more)):
+                self._untold.update(channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS])
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
@@ -360,7 +363,14 @@ class BrokerConnection:
                         log.warning("broker restarted", extra=fields(broker=broker))
                         for each in self.holders.values():  # Events sent while it was away are lost
                             _missed(each)
+                    # A broker adds only MAX_SUBSCRIBE_CHANNELS new channels per heartbeat: a restarted
+                    # one is told every held channel, a first one those whose Subscribe found no broker.
+                    untold = self.holders.keys() if self.broker else self._untold & self.holders.keys()
+                    self._untold.clear()
                     self.broker = broker
+                    if untold:
+                        self._telling.update(dict.fromkeys(c for c in untold if c not in self.refusals))
+                        self._tell()
             case protocol.SubscribeReply(channel=channel, error=error) if error:
                 log.warning("broker refused channel", extra=fields(channel=channel, error=error))
                 self.refusals[channel] = error
