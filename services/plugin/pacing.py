@@ -62,12 +62,12 @@ class LoopLag:
     def pause_s(self, tick_s: float) -> float:
         """How long a stream whose rows come every `tick_s` waits after a packet before taking more.
 
-        Zero, but while streams start, when the pause is not longer than the tick: no second row
-        would come in it to share the next packet, so it would only add latency and one more
-        wakeup of the loop per packet (10,000 streams at 1 Hz spent a tenth of the plugin's
-        samples on those timers). While streams start every running stream pauses for its
-        share: on a loop that late, its pause outlasts its tick (without it, 10,000 streams of
-        1 s ticks were not all started after 90 s).
+        Outside a burst of starts, zero when the pause is not longer than the tick: no second
+        row would come in it to share the next packet, so it would only add latency and one
+        more wakeup of the loop per packet (10,000 streams at 1 Hz spent a tenth of the
+        plugin's samples on those timers). During a burst every running stream pauses for its
+        share whatever its tick: on a loop that late the pause outlasts the tick (without it,
+        10,000 streams of 1 s ticks were not all started after 90 s).
         The first call starts the sampling (with the first stream: no stream, no pause).
         """
         if self._task is None:
