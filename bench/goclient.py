@@ -114,11 +114,14 @@ class Running:
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGQUIT)  # Go prints every goroutine's stack and exits
             try:
-                self.process.communicate(timeout=DUMP_S)  # and closes its pipes
+                self.process.wait(DUMP_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.communicate()
-            self.reader.join(5)
+                self.process.wait()
+            self.reader.join(5)  # it reads stderr to its end: the dump
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
             raise RuntimeError(
                 f"zsbench-client {' '.join(self.args)} still running after {timeout_s:g} s: {self._dump()}"
             ) from None
