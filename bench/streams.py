@@ -61,6 +61,8 @@ class WokenEachSecond(Prebuilt):
 
     def __init__(self) -> None:
         self.waiting: list[asyncio.Future[None]] = []
+        self.ticking: asyncio.Task[None] | None = None
+        """The timer's task, held here: the event loop keeps only a weak reference to a task."""
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
@@ -72,7 +74,10 @@ class WokenEachSecond(Prebuilt):
             self.waiting.append(woken)
             await woken
 
-    async def tick(self) -> None:
+    def start(self) -> None:
+        self.ticking = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0 - time.time() % 1.0)
             waiting, self.waiting = self.waiting, []
@@ -95,9 +100,9 @@ def _serve_baseline(port_out: multiprocessing.Queue, each_second: bool) -> None:
         pluginv2_pb2_grpc.add_StreamServicer_to_server(servicer, server)
         port_out.put(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
-        ticking = asyncio.create_task(servicer.tick()) if isinstance(servicer, WokenEachSecond) else None
+        if isinstance(servicer, WokenEachSecond):
+            servicer.start()
         await server.wait_for_termination()  # until the process is terminated
-        del ticking
 
     asyncio.run(serve())
 
