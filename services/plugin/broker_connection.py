@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -238,9 +239,15 @@ class BrokerConnection:
         if self.control.closed:  # closed as idle meanwhile (BrokerConnections): nobody to tell
             return
         for at in range(0, len(channels), protocol.MAX_SUBSCRIBE_CHANNELS):
-            first, *more = channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS]
-            if not self._send(protocol.Subscribe(self.plugin_id, first, more)):
-                self._untold.update(channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS])
+            batch = channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS]
+            message = protocol.encode(protocol.Subscribe(self.plugin_id, batch[0], batch[1:]))
+            # Queued behind another send, zmq.asyncio settles it later: untold only if it fails.
+            sent = cast("asyncio.Future[object]", self.control.send_multipart(message, flags=zmq.NOBLOCK))
+            sent.add_done_callback(functools.partial(self._failed_to_tell, batch))
+
+    def _failed_to_tell(self, batch: list[str], sent: asyncio.Future[object]) -> None:
+        if sent.cancelled() or sent.exception() is not None:  # no broker yet: told at its Welcome
+            self._untold.update(batch)
 
     def release(self, channel: str, queue: RowQueue | EventQueue) -> None:
         held = self.holders.get(channel)
