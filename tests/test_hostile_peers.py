@@ -95,19 +95,25 @@ def test_broker_connections_are_capped_and_closed_when_idle(pipeline: Pipeline) 
     assert calm < crowded
 
 
+def broker_peer(pipeline: Pipeline, ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+    """A DEALER on the broker's control socket, once the broker has bound it."""
+    peer = ctx.socket(zmq.DEALER)
+    peer.linger = 0
+    deadline = time.monotonic() + 10
+    while not (pipeline.run_dir / "control").exists():
+        assert time.monotonic() < deadline, "no broker"
+        time.sleep(0.05)
+    peer.connect(pipeline.control_endpoint)
+    return peer
+
+
 def test_a_subscribe_of_more_channels_than_one_message_may_carry_is_refused_whole() -> None:
     """One Subscribe carries at most MAX_SUBSCRIBE_CHANNELS: on main a peer's single message of
     100,000 channels made the broker try every one in one turn (a warning logged for each refused)."""
     pipeline = Pipeline(0)
     ctx = zmq.Context()
     try:
-        peer = ctx.socket(zmq.DEALER)
-        peer.linger = 0
-        deadline = time.monotonic() + 10
-        while not (pipeline.run_dir / "control").exists():  # the broker binds its socket
-            assert time.monotonic() < deadline, "no broker"
-            time.sleep(0.05)
-        peer.connect(pipeline.control_endpoint)
+        peer = broker_peer(pipeline, ctx)
         paths = [f"custom-{i}-{i + 1}-1000" for i in range(protocol.MAX_SUBSCRIBE_CHANNELS + 1)]
         peer.send_multipart(protocol.encode(protocol.Subscribe("greedy", paths[0], paths[1:])))
         peer.send_multipart(protocol.encode(protocol.Subscribe("greedy", paths[0], paths[1:-1])))
@@ -131,13 +137,7 @@ def test_a_heartbeat_of_more_new_channels_than_a_subscribe_adds_only_so_many() -
     pipeline = Pipeline(0)
     ctx = zmq.Context()
     try:
-        peer = ctx.socket(zmq.DEALER)
-        peer.linger = 0
-        deadline = time.monotonic() + 10
-        while not (pipeline.run_dir / "control").exists():  # the broker binds its socket
-            assert time.monotonic() < deadline, "no broker"
-            time.sleep(0.05)
-        peer.connect(pipeline.control_endpoint)
+        peer = broker_peer(pipeline, ctx)
         paths = {f"custom-{i}-{i + 1}-1000": 0 for i in range(3 * protocol.MAX_SUBSCRIBE_CHANNELS)}
         peer.send_multipart(protocol.encode(protocol.PluginHeartbeat("greedy", paths)))
         assert peer.poll(10_000), "no answer to the heartbeat"
