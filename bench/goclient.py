@@ -75,10 +75,18 @@ class Running:
             [str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.stderr: list[str] = []
+        self.stdout: list[str] = []
         self.changed = threading.Condition()
         self.ended = False
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        # Each pipe has its own reader: `communicate` beside the stderr reader could block in a
+        # read of stderr the reader had emptied, while the client blocked writing its figures
+        # (over a pipe's 64 KiB) to a stdout no one read; both waited for ever.
+        self.readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_figures, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -89,6 +97,10 @@ class Running:
         with self.changed:
             self.ended = True
             self.changed.notify_all()
+
+    def _read_figures(self) -> None:
+        assert self.process.stdout is not None
+        self.stdout.append(self.process.stdout.read())
 
     def wait_for(self, marker: str, timeout_s: float = 120) -> str:
         """The first stderr line starting with `marker`; RuntimeError if the client ends first."""
@@ -110,7 +122,7 @@ class Running:
         where its goroutines wait (the main one first), then killed.
         """
         try:
-            out, _ = self.process.communicate(timeout=timeout_s)
+            self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGQUIT)  # Go prints every goroutine's stack and exits
             try:
@@ -118,18 +130,22 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-            self.reader.join(5)  # it reads stderr to its end: the dump
-            for pipe in (self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    pipe.close()
+            self._join()  # stderr read to its end: the dump
             raise RuntimeError(
                 f"zsbench-client {' '.join(self.args)} still running after {timeout_s:g} s: {self._dump()}"
             ) from None
-        self.reader.join(5)
+        self._join()
         if self.process.returncode != 0:
             raise RuntimeError(f"zsbench-client {' '.join(self.args)} failed: {self._dump()}")
-        figures: dict[str, Any] = json.loads(out)
+        figures: dict[str, Any] = json.loads("".join(self.stdout))
         return figures
+
+    def _join(self) -> None:
+        for reader in self.readers:
+            reader.join(5)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def _dump(self) -> str:
         """Its stderr: the head (its own lines, then a dump's main goroutine) and the tail."""

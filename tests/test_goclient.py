@@ -86,6 +86,24 @@ def test_a_hung_client_is_stopped_showing_where_its_main_goroutine_waits(binary:
     assert running.process.poll() is not None
 
 
+def test_figures_larger_than_a_pipe_come_back_whatever_the_client_wrote_on_stderr(tmp_path: Path) -> None:
+    """`bench many` waited for ever, twice in a day: `communicate` blocked reading the stderr the
+    reader thread had emptied, while the client blocked writing its 0.5 MB of figures to a
+    stdout no one read. Six of ten such clients hung before the fix."""
+    client = tmp_path / "client"
+    client.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "for i in range(2000):\n"
+        "    print(f'zsbench-client: line {i}', file=sys.stderr, flush=True)\n"
+        "json.dump({'first_packet_s': [0.25] * 100_000}, sys.stdout)\n"
+    )
+    client.chmod(0o755)
+    for _ in range(5):
+        figures = goclient.Running(client, []).finish(timeout_s=30)
+        assert figures == {"first_packet_s": [0.25] * 100_000}
+
+
 def test_without_go_bench_says_it_falls_back(tmp_path: Path) -> None:
     for tool in ("bash", "dirname"):  # what build.sh needs before it looks for Go
         found = shutil.which(tool)
