@@ -183,9 +183,10 @@ def test_registry_keeps_its_books_consistent_under_any_sequence(ops: list) -> No
             assert w.assigned == {p for p, c in registry.channels.items() if c.worker == worker_id}
             assert math.isclose(w.load, sum(registry.channels[p].load for p in w.assigned), abs_tol=1e-6)
         for p, channel in registry.channels.items():
-            assert channel.holders or channel.orphan_since is not None
+            assert channel.holders or p in registry.orphans
             assert channel.worker is None or channel.worker in registry.workers
             assert all(p in registry.plugins[h].channels for h in channel.holders)
+        assert all(not registry.channels[p].holders for p in registry.orphans)
         starts = {}
         for to, message in registry.outbox:
             if isinstance(message, protocol.StartTicker):
