@@ -22,6 +22,7 @@ import grpc
 
 from bench.harness import StreamStats, read_streams
 from bench.measure import Result, cpu_seconds
+from services.common.channels import UNCHECKED, ChannelSpec, parse_channel
 from services.hostemu.localpipeline import Pipeline, wait_for_workers
 from services.plugin import frames
 from services.plugin._proto import pluginv2_pb2 as pb
@@ -55,38 +56,24 @@ class Prebuilt(pluginv2_pb2_grpc.StreamServicer):
             yield self.PACKET
 
 
-class WokenEachSecond(Prebuilt):
-    """The prebuilt packet once a second on every stream, every stream woken by one shared timer
-    at the same instant: what the plugin does with channels ticking together (bench many)."""
-
-    def __init__(self) -> None:
-        self.waiting: list[asyncio.Future[None]] = []
-        self.ticking: asyncio.Task[None] | None = None
-        """The timer's task, held here: the event loop keeps only a weak reference to a task."""
+class WokenAtItsTicks(Prebuilt):
+    """The prebuilt packet at each tick of the stream's channel: channels tick at their own
+    phase of the interval (services.common.channels), so the packets of many streams come
+    spread through it, as the plugin's rows do (bench many)."""
 
     async def RunStream(
         self, request: pb.RunStreamRequest, context: Context
     ) -> AsyncIterator[pb.StreamPacket]:
-        loop = asyncio.get_running_loop()
+        spec = parse_channel(request.path, UNCHECKED)
+        if not isinstance(spec, ChannelSpec):
+            raise ValueError(f"{request.path!r} is not a generator channel")
         while True:
             yield self.PACKET
-            woken = loop.create_future()
-            self.waiting.append(woken)
-            await woken
-
-    def start(self) -> None:
-        self.ticking = asyncio.create_task(self._tick())
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(1.0 - time.time() % 1.0)
-            waiting, self.waiting = self.waiting, []
-            for woken in waiting:
-                if not woken.done():
-                    woken.set_result(None)
+            now = time.time_ns()
+            await asyncio.sleep((spec.tick_time(spec.last_tick(now) + 1) - now) / 1e9)
 
 
-def _serve_baseline(port_out: multiprocessing.Queue, each_second: bool) -> None:  # type: ignore[type-arg]
+def _serve_baseline(port_out: multiprocessing.Queue, at_ticks: bool) -> None:  # type: ignore[type-arg]
     async def serve() -> None:
         # The plugin's limits on queued calls (services.plugin.app): 10,000 streams at once.
         server = grpc.aio.server(
@@ -96,24 +83,22 @@ def _serve_baseline(port_out: multiprocessing.Queue, each_second: bool) -> None:
                 ("grpc.server_max_unrequested_time_in_server", QUEUED_CALL_WAIT_S),
             ]
         )
-        servicer = WokenEachSecond() if each_second else Prebuilt()
+        servicer = WokenAtItsTicks() if at_ticks else Prebuilt()
         pluginv2_pb2_grpc.add_StreamServicer_to_server(servicer, server)
         port_out.put(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
-        if isinstance(servicer, WokenEachSecond):
-            servicer.start()
         await server.wait_for_termination()  # until the process is terminated
 
     asyncio.run(serve())
 
 
 @contextlib.contextmanager
-def bare_server(each_second: bool = False) -> Iterator[tuple[int, int]]:
+def bare_server(at_ticks: bool = False) -> Iterator[tuple[int, int]]:
     """(port, pid) of a bare grpcio server of the Stream service in a process of its own:
-    prebuilt packets as fast as it can send them, or once a second on every stream at once."""
+    prebuilt packets as fast as it can send them, or at the ticks of each stream's channel."""
     spawn = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[int] = spawn.Queue()
-    server = spawn.Process(target=_serve_baseline, args=(queue, each_second), daemon=True)
+    server = spawn.Process(target=_serve_baseline, args=(queue, at_ticks), daemon=True)
     server.start()
     try:
         yield queue.get(timeout=30), server.pid or 0

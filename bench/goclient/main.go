@@ -88,6 +88,8 @@ type stream struct {
 	latencies           []float64
 	lastArrival         time.Time
 	maxGap, maxLateness time.Duration
+	// firstLate and lastLate are when rows over 2 ticks late arrived in the window (ns, 0: none).
+	firstLate, lastLate int64
 }
 
 type result struct {
@@ -117,6 +119,8 @@ type result struct {
 	RssKiB         int                `json:"plugin_rss_kib"`
 	Late           int                `json:"late_streams"`
 	LatencyMs      map[string]float64 `json:"latency_ms"`
+	LateFromS      float64            `json:"late_rows_from_s"`
+	LateUntilS     float64            `json:"late_rows_until_s"`
 }
 
 func main() {
@@ -406,6 +410,7 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 	cancel()
 	done.Wait()
 	var latencies []float64
+	var firstLate, lastLate int64
 	closed := time.Unix(0, windowEnd.Load())
 	for i, s := range streams {
 		if s.failed != "" {
@@ -445,10 +450,21 @@ func drive(o options, conn *grpc.ClientConn, pctx *pb.PluginContext, r *result) 
 			if tail > gap {
 				gap = tail
 			}
+			if s.firstLate != 0 && (firstLate == 0 || s.firstLate < firstLate) {
+				firstLate = s.firstLate
+			}
+			if s.lastLate > lastLate {
+				lastLate = s.lastLate
+			}
 			if gap > 2*tick || s.maxLateness > 2*tick {
 				r.Late++
 			}
 		}
+	}
+	r.LateFromS, r.LateUntilS = -1, -1
+	if lastLate != 0 {
+		r.LateFromS = float64(firstLate-windowStart.Load()) / 1e9
+		r.LateUntilS = float64(lastLate-windowStart.Load()) / 1e9
 	}
 	sort.Float64s(latencies)
 	for _, q := range []float64{50, 99, 100} {
@@ -487,6 +503,12 @@ func (s *stream) take(times []int64, now time.Time, from, to int64, tick time.Du
 	for _, t := range times {
 		late := time.Duration(n - t)
 		s.latencies = append(s.latencies, float64(late)/1e6)
+		if late > 2*tick {
+			if s.firstLate == 0 {
+				s.firstLate = n
+			}
+			s.lastLate = n
+		}
 		if late > s.maxLateness {
 			s.maxLateness = late
 		}
