@@ -102,7 +102,7 @@ class Registry:
         self.orphans: dict[str, float] = {}
         """Channels adopted from a worker that no plugin holds yet, and since when: each stops a
         lease later unless claimed. Kept apart so that expiry, every broker tick, does not scan
-        every channel (10,000 of them cost the broker a fifth of its CPU)."""
+        every channel (with 10,000 held, that scan was 0.04 of the broker's 0.30 cores)."""
         self.workers: dict[str, Worker] = {}
         self.plugins: dict[str, PluginLease] = {}
         self.outbox: list[tuple[bytes, protocol.Message]] = []
