@@ -19,9 +19,11 @@ from recording import recording_pipeline
 from support import ROOT, Pipeline, authorized, curve_client, plugin_of
 from test_security import curve_pipeline
 
+from services.common.channels import UNCHECKED, ChannelSpec, parse_channel
 from services.common.security import create_keys
 from services.hostemu.dataframe import StreamingFrame
 from services.hostemu.host import Datasource, PluginHost
+from services.plugin import backfill
 from services.plugin._proto import pluginv2_pb2 as pb
 
 ERROR = pb.CheckHealthResponse.ERROR
@@ -174,11 +176,16 @@ def test_a_plugin_that_exits_cleanly_says_goodbye(plain: Pipeline) -> None:
 
 
 def test_zmqstream_watch_says_goodbye(plain: Pipeline) -> None:
-    """Watched for a second, so the broker surely knows the plugin: over 3 rows (100 ms) it could
-    leave before its first heartbeat or Subscribe went out, and then had no one to say goodbye to."""
+    """Watched for 20 live rows (a second), so the broker surely knows the plugin: a plugin that
+    leaves before its first heartbeat or Subscribe went out has no one to say goodbye to. The
+    rows SubscribeStream answers count too: with `--rows 20` the watch ended on those, before
+    any RunStream, and under load its plugin left before the broker knew it (1 run in 7)."""
+    spec = parse_channel("custom-0-1-50", UNCHECKED)
+    assert isinstance(spec, ChannelSpec)
+    rows = backfill.window(spec) + 20
     before = broker_log(plain).count('"plugin left"')
     watch = subprocess.run(
-        [*CLI, "watch", "custom-0-1-50", "--rows", "20", "--plain", "--run-dir", str(plain.run_dir)],
+        [*CLI, "watch", spec.path, "--rows", str(rows), "--plain", "--run-dir", str(plain.run_dir)],
         cwd=ROOT,
         env={**os.environ, "ZMQSTREAM_PLUGIN_HEARTBEAT_S": BEAT["plugin_heartbeat_s"]},  # watch forwards it
         capture_output=True,
