@@ -240,10 +240,8 @@ class BrokerConnection:
             return
         for at in range(0, len(channels), protocol.MAX_SUBSCRIBE_CHANNELS):
             batch = channels[at : at + protocol.MAX_SUBSCRIBE_CHANNELS]
-            message = protocol.encode(protocol.Subscribe(self.plugin_id, batch[0], batch[1:]))
-            # Queued behind another send, zmq.asyncio settles it later: untold only if it fails.
-            sent = cast("asyncio.Future[object]", self.control.send_multipart(message, flags=zmq.NOBLOCK))
-            sent.add_done_callback(functools.partial(self._failed_to_tell, batch))
+            sent = self._sending(protocol.Subscribe(self.plugin_id, batch[0], batch[1:]))
+            sent.add_done_callback(functools.partial(self._failed_to_tell, batch))  # untold only if it fails
 
     def _failed_to_tell(self, batch: list[str], sent: asyncio.Future[object]) -> None:
         if sent.cancelled() or sent.exception() is not None:  # no broker yet: told at its Welcome
@@ -315,18 +313,23 @@ class BrokerConnection:
     # -- loops ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> bool:
-        """Send now or report failure, through zmq.asyncio's own non-blocking path.
+        """Whether the message went out at once (_sending); reading its future's outcome here
+        keeps a failure from being reported as unobserved."""
+        sent = self._sending(message)
+        return sent.done() and sent.exception() is None
 
-        zmq.asyncio settles a NOBLOCK send at once; its future holds Again when the broker
-        is not connected, and reading it here keeps it from being reported as unobserved.
-        A send on a plain view of this socket is no alternative: it can swallow the wake-up
-        that zmq.asyncio's pending receive waits for, and the broker's replies then sit unread.
+    def _sending(self, message: protocol.Message) -> asyncio.Future[object]:
+        """The message's send, through zmq.asyncio's own non-blocking path.
+
+        zmq.asyncio settles a NOBLOCK send at once, unless it is queued behind another send:
+        then later. Its future holds Again when the broker is not connected. A send on a
+        plain view of this socket is no alternative: it can swallow the wake-up that
+        zmq.asyncio's pending receive waits for, and the broker's replies then sit unread.
         """
         # zmq.asyncio returns an asyncio.Future; its stubs only say Awaitable.
-        sent = cast(
+        return cast(
             "asyncio.Future[object]", self.control.send_multipart(protocol.encode(message), flags=zmq.NOBLOCK)
         )
-        return sent.done() and sent.exception() is None
 
     async def _heartbeats(self) -> None:
         while True:
